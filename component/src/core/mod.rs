@@ -1,0 +1,11 @@
+//! The sans-I/O core: bytes and events in, bytes, deadlines and decisions out.
+//! Time is always a parameter (`now`, in microseconds on a monotonic clock).
+
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod pool;
+pub mod request;
+
+/// Microseconds on the transport's monotonic clock.
+pub type Micros = u64;

@@ -1,0 +1,170 @@
+//! Checking a request before anything is sent: method, URL and headers.
+//!
+//! Everything a server or an intermediary could misread (CR, LF or NUL in a value, a
+//! space in a method, a scheme we do not speak) is refused here, before a dial.
+
+use url::Url;
+
+use super::error::{Error, ErrorKind};
+
+/// Where a request goes, derived from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: host, with the port unless it is the scheme's default.
+    pub authority: String,
+    /// Origin-form request target: path and query.
+    pub path_and_query: String,
+    /// Pool key: `scheme://host:port`.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Parses and checks an absolute request URL.
+pub fn target(url: &str) -> Result<Target, Error> {
+    let invalid = |why: String| Error::new(ErrorKind::UriInvalid, why);
+    let parsed = Url::parse(url).map_err(|e| invalid(format!("invalid URL {url:?}: {e}")))?;
+    // WHATWG parsing turns `http:///path` into host `path`; Go and curl see no host.
+    let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+    if after_scheme.is_empty() || after_scheme.starts_with('/') {
+        return Err(invalid(format!("no host in request URL {url:?}")));
+    }
+    let scheme = match parsed.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => {
+            return Err(invalid(format!(
+                "unsupported protocol scheme {other:?} in {url:?}"
+            )));
+        }
+    };
+    let host = match parsed.host() {
+        Some(url::Host::Domain(domain)) if !domain.is_empty() => domain.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(invalid(format!("no host in request URL {url:?}"))),
+    };
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| invalid(format!("no port for URL {url:?}")))?;
+    // `Url` re-serialises the host with brackets for IPv6 and lower-cased domains.
+    let host_text = parsed.host_str().unwrap_or(&host);
+    let authority = match parsed.port() {
+        Some(explicit) => format!("{host_text}:{explicit}"),
+        None => host_text.to_owned(),
+    };
+    let mut path_and_query = parsed.path().to_owned();
+    if let Some(query) = parsed.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let key = format!("{}://{host_text}:{port}", scheme.as_str());
+    Ok(Target {
+        scheme,
+        host,
+        port,
+        authority,
+        path_and_query,
+        key,
+    })
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(is_token_byte)
+}
+
+pub fn check_method(method: &str) -> Result<(), Error> {
+    if is_token(method) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::MethodInvalid,
+            format!("invalid method {method:?}"),
+        ))
+    }
+}
+
+pub fn check_header(name: &str, value: &[u8]) -> Result<(), Error> {
+    if !is_token(name) {
+        return Err(Error::new(
+            ErrorKind::HeaderInvalid,
+            format!("invalid header field name {name:?}"),
+        ));
+    }
+    if let Some(bad) = value.iter().find(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(Error::new(
+            ErrorKind::HeaderInvalid,
+            format!("invalid header field value for {name:?}: contains byte {bad:#04x}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn targets_carry_key_authority_and_origin_form() {
+        let t = target("http://Example.COM/a/b?x=1#frag").unwrap();
+        assert_eq!(t.key, "http://example.com:80");
+        assert_eq!(t.authority, "example.com");
+        assert_eq!(t.path_and_query, "/a/b?x=1");
+        let t = target("https://127.0.0.1:8443").unwrap();
+        assert_eq!((t.scheme, t.port), (Scheme::Https, 8443));
+        assert_eq!(t.authority, "127.0.0.1:8443");
+        assert_eq!(t.path_and_query, "/");
+        let t = target("http://[::1]:8080/").unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.authority, "[::1]:8080");
+        assert_eq!(t.key, "http://[::1]:8080");
+    }
+
+    #[test]
+    fn unusable_urls_are_refused() {
+        for url in ["ftp://example.com/", "not a url", "http:///path", "/relative", "file:///etc/passwd"] {
+            assert_eq!(target(url).unwrap_err().kind, ErrorKind::UriInvalid, "{url}");
+        }
+    }
+
+    #[test]
+    fn methods_must_be_tokens() {
+        assert!(check_method("GET").is_ok());
+        assert!(check_method("M-SEARCH").is_ok());
+        for bad in ["", "GET /", "GE\rT", "GÉT"] {
+            assert_eq!(check_method(bad).unwrap_err().kind, ErrorKind::MethodInvalid);
+        }
+    }
+
+    #[test]
+    fn headers_refuse_cr_lf_nul_and_bad_names() {
+        assert!(check_header("X-Ok", b"any bytes \xff at all").is_ok());
+        for (name, value) in [("X-A", &b"a\r\nInjected: 1"[..]), ("X-A", b"a\nb"), ("X-A", b"a\0b"), ("Bad Name", b"v"), ("", b"v"), ("X:A", b"v")] {
+            assert_eq!(check_header(name, value).unwrap_err().kind, ErrorKind::HeaderInvalid, "{name:?}");
+        }
+    }
+}
