@@ -63,6 +63,9 @@ impl ResponseHead {
     }
 }
 
+/// Interim (1xx) responses accepted before the final one (Go allows 5).
+pub const MAX_INTERIM_RESPONSES: usize = 5;
+
 /// Headers allowed in a response head before `httparse` is asked again with more room.
 const INITIAL_HEADER_SLOTS: usize = 64;
 /// Upper bound on header slots; the byte limit normally stops a flood first.
@@ -137,13 +140,14 @@ fn head_error(buf: &[u8], error: httparse::Error) -> Error {
 /// How the body of a response is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// No body: HEAD, 1xx, 204, 304.
+    /// No body: HEAD, interim 1xx, 204, 304.
     Empty,
     /// Exactly this many bytes.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
-    /// Until the server closes the connection.
+    /// Until the server closes the connection (also everything after a
+    /// `101 Switching Protocols`: the connection now speaks another protocol).
     UntilClose,
 }
 
@@ -156,6 +160,9 @@ impl Framing {
 
 /// Decides the body framing of a response to a request with `method`.
 pub fn framing(method: &str, head: &ResponseHead) -> Result<Framing, Error> {
+    if head.status == 101 {
+        return Ok(Framing::UntilClose);
+    }
     if method.eq_ignore_ascii_case("HEAD")
         || (100..200).contains(&head.status)
         || head.status == 204
@@ -303,7 +310,9 @@ impl BodyDecoder {
                 data: (!input.is_empty()).then(|| 0..input.len()),
             }),
             BodyDecoder::Length { remaining } => {
-                let take = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let take = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                 *remaining -= take as u64;
                 if *remaining == 0 {
                     *self = BodyDecoder::Done { trailers: None };
@@ -327,7 +336,9 @@ impl BodyDecoder {
             BodyDecoder::Done { .. } => Ok(()),
             BodyDecoder::Length { remaining } => Err(Error::new(
                 ErrorKind::Incomplete,
-                format!("unexpected EOF: connection closed with {remaining} body bytes still expected"),
+                format!(
+                    "unexpected EOF: connection closed with {remaining} body bytes still expected"
+                ),
             )),
             BodyDecoder::Chunked(_) => Err(Error::new(
                 ErrorKind::Incomplete,
@@ -345,7 +356,8 @@ impl BodyDecoder {
             let byte = input[at];
             match state {
                 Chunk::Data { remaining } => {
-                    let take = (input.len() - at).min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    let take =
+                        (input.len() - at).min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     *remaining -= take as u64;
                     if *remaining == 0 {
                         *state = Chunk::DataCr;
@@ -386,7 +398,9 @@ impl BodyDecoder {
                     }
                     match byte {
                         b'\r' => *state = Chunk::SizeLf { size: *size },
-                        b'\n' | 0 => return Err(Error::protocol("invalid byte in chunk extension")),
+                        b'\n' | 0 => {
+                            return Err(Error::protocol("invalid byte in chunk extension"));
+                        }
                         _ => {}
                     }
                 }
@@ -458,7 +472,9 @@ fn parse_trailers(bytes: &[u8]) -> Result<Option<Option<Fields>>, Error> {
                 .collect(),
         ))),
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(error) => Err(Error::protocol(format!("malformed trailer section: {error}"))),
+        Err(error) => Err(Error::protocol(format!(
+            "malformed trailer section: {error}"
+        ))),
     }
 }
 
@@ -475,7 +491,11 @@ mod tests {
 
     /// Feeds `parts` one after another the way a connection would (unconsumed bytes
     /// carried over), returning the body, the trailers and the bytes left over.
-    fn run(framing: Framing, parts: &[&[u8]], eof: bool) -> Result<(Vec<u8>, Option<Fields>, Vec<u8>), Error> {
+    fn run(
+        framing: Framing,
+        parts: &[&[u8]],
+        eof: bool,
+    ) -> Result<(Vec<u8>, Option<Fields>, Vec<u8>), Error> {
         let mut decoder = BodyDecoder::new(framing);
         let mut pending = Vec::new();
         let mut body = Vec::new();
@@ -501,31 +521,51 @@ mod tests {
     }
 
     /// The three ways STYLE.md asks for: whole, every split point, and trailing bytes.
-    fn check_all_ways(framing: Framing, wire: &[u8], eof: bool, body: &[u8], trailers: Option<Fields>) {
+    fn check_all_ways(
+        framing: Framing,
+        wire: &[u8],
+        eof: bool,
+        body: &[u8],
+        trailers: Option<Fields>,
+    ) {
         let (got, got_trailers, rest) = run(framing, &[wire], eof).unwrap();
         assert_eq!(got, body, "whole input");
         assert_eq!(got_trailers, trailers);
         assert!(rest.is_empty());
         for split in 0..=wire.len() {
-            let (got, got_trailers, rest) = run(framing, &[&wire[..split], &wire[split..]], eof).unwrap();
+            let (got, got_trailers, rest) =
+                run(framing, &[&wire[..split], &wire[split..]], eof).unwrap();
             assert_eq!(got, body, "split at {split}");
             assert_eq!(got_trailers, trailers, "split at {split}");
             assert!(rest.is_empty());
         }
         let one_byte_parts: Vec<&[u8]> = wire.chunks(1).collect();
-        assert_eq!(run(framing, &one_byte_parts, eof).unwrap().0, body, "byte by byte");
+        assert_eq!(
+            run(framing, &one_byte_parts, eof).unwrap().0,
+            body,
+            "byte by byte"
+        );
         if !eof {
             let mut extra = wire.to_vec();
             extra.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
             let (got, _, rest) = run(framing, &[&extra], false).unwrap();
             assert_eq!(got, body, "with trailing bytes");
-            assert_eq!(rest, b"HTTP/1.1 200 OK\r\n", "trailing bytes left unconsumed");
+            assert_eq!(
+                rest, b"HTTP/1.1 200 OK\r\n",
+                "trailing bytes left unconsumed"
+            );
         }
     }
 
     #[test]
     fn content_length_body() {
-        check_all_ways(Framing::Length(11), b"hello world", false, b"hello world", None);
+        check_all_ways(
+            Framing::Length(11),
+            b"hello world",
+            false,
+            b"hello world",
+            None,
+        );
     }
 
     #[test]
@@ -545,7 +585,13 @@ mod tests {
 
     #[test]
     fn chunked_body_without_trailers() {
-        check_all_ways(Framing::Chunked, b"A\r\n0123456789\r\n0\r\n\r\n", false, b"0123456789", None);
+        check_all_ways(
+            Framing::Chunked,
+            b"A\r\n0123456789\r\n0\r\n\r\n",
+            false,
+            b"0123456789",
+            None,
+        );
     }
 
     #[test]
@@ -571,7 +617,14 @@ mod tests {
 
     #[test]
     fn bad_chunk_sizes_are_protocol_errors() {
-        for wire in [&b"x\r\n"[..], b"\r\n", b"5\n", b"-1\r\n", b"5\r\nhelloXX", b"11111111111111111\r\n"] {
+        for wire in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\n",
+            b"-1\r\n",
+            b"5\r\nhelloXX",
+            b"11111111111111111\r\n",
+        ] {
             let error = run(Framing::Chunked, &[wire], false).unwrap_err();
             assert_eq!(error.kind, ErrorKind::Protocol, "{wire:?}");
         }
@@ -582,7 +635,11 @@ mod tests {
         let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
         let head_len = wire.len() - 5;
         for split in 0..head_len {
-            assert_eq!(parse_response_head(&wire[..split], MAX).unwrap(), None, "split {split}");
+            assert_eq!(
+                parse_response_head(&wire[..split], MAX).unwrap(),
+                None,
+                "split {split}"
+            );
         }
         let (parsed, consumed) = parse_response_head(wire, MAX).unwrap().unwrap();
         assert_eq!(consumed, head_len);
@@ -597,7 +654,10 @@ mod tests {
         let wire = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n", "a".repeat(200));
         let error = parse_response_head(wire.as_bytes(), 100).unwrap_err();
         assert_eq!(error.kind, ErrorKind::HeaderSectionTooLarge);
-        assert_eq!(error.message, "server response headers exceeded 100 bytes; aborted");
+        assert_eq!(
+            error.message,
+            "server response headers exceeded 100 bytes; aborted"
+        );
     }
 
     #[test]
@@ -612,7 +672,11 @@ mod tests {
 
     #[test]
     fn non_http1_status_lines_are_protocol_errors() {
-        for wire in ["HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "hello\r\n\r\n"] {
+        for wire in [
+            "HTTP/2 200 OK\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "hello\r\n\r\n",
+        ] {
             let error = parse_response_head(wire.as_bytes(), MAX).unwrap_err();
             assert_eq!(error.kind, ErrorKind::Protocol, "{wire}");
         }
@@ -624,15 +688,20 @@ mod tests {
         assert_eq!(framing("GET", &ok).unwrap(), Framing::Length(5));
         assert_eq!(framing("HEAD", &ok).unwrap(), Framing::Empty);
         for status in ["204 No Content", "304 Not Modified", "100 Continue"] {
-            let h = head(&format!("HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n"));
+            let h = head(&format!(
+                "HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ));
             assert_eq!(framing("GET", &h).unwrap(), Framing::Empty, "{status}");
         }
-        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        let chunked =
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(framing("GET", &chunked).unwrap(), Framing::Chunked);
         let none = head("HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(framing("GET", &none).unwrap(), Framing::UntilClose);
         let same = head("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(framing("GET", &same).unwrap(), Framing::Length(3));
+        let switching = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(framing("GET", &switching).unwrap(), Framing::UntilClose);
         let zero = head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(framing("GET", &zero).unwrap(), Framing::Empty);
     }
@@ -642,9 +711,18 @@ mod tests {
         for (raw, kind) in [
             ("Content-Length: +3", ErrorKind::Protocol),
             ("Content-Length: -3", ErrorKind::Protocol),
-            ("Content-Length: 3\r\nContent-Length: 4", ErrorKind::Protocol),
-            ("Content-Length: 99999999999999999999999", ErrorKind::Protocol),
-            ("Transfer-Encoding: gzip, chunked", ErrorKind::TransferCoding),
+            (
+                "Content-Length: 3\r\nContent-Length: 4",
+                ErrorKind::Protocol,
+            ),
+            (
+                "Content-Length: 99999999999999999999999",
+                ErrorKind::Protocol,
+            ),
+            (
+                "Transfer-Encoding: gzip, chunked",
+                ErrorKind::TransferCoding,
+            ),
             ("Transfer-Encoding: identity", ErrorKind::TransferCoding),
         ] {
             let h = head(&format!("HTTP/1.1 200 OK\r\n{raw}\r\n\r\n"));

@@ -45,7 +45,11 @@ pub fn asks_close(headers: &[(String, Vec<u8>)]) -> bool {
 
 /// Appends the request head to `out`.
 pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
-    let has = |wanted: &str| head.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(wanted));
+    let has = |wanted: &str| {
+        head.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(wanted))
+    };
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());

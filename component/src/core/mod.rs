@@ -6,6 +6,7 @@ pub mod encode;
 pub mod error;
 pub mod pool;
 pub mod request;
+pub mod reuse;
 
 /// Microseconds on the transport's monotonic clock.
 pub type Micros = u64;

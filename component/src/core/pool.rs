@@ -376,7 +376,17 @@ mod tests {
         p.put_idle("k", 2, "b", 0).unwrap();
         let refused = p.put_idle("k", 3, "c", 0).unwrap_err();
         assert_eq!((refused.id, refused.reason), (3, Release::MaxIdlePerKey));
-        assert_eq!(p.counts(), vec![("k".into(), KeyCounts { idle: 2, active: 0, dialing: 0 })]);
+        assert_eq!(
+            p.counts(),
+            vec![(
+                "k".into(),
+                KeyCounts {
+                    idle: 2,
+                    active: 0,
+                    dialing: 0
+                }
+            )]
+        );
         // Another key has its own room.
         dial(&mut p, "j");
         assert!(p.put_idle("j", 4, "d", 0).is_ok());
@@ -386,8 +396,14 @@ mod tests {
     fn zero_per_key_keeps_nothing() {
         let mut p = pool(100, 0, None);
         dial(&mut p, "k");
-        assert_eq!(p.put_idle("k", 1, "a", 0).unwrap_err().reason, Release::MaxIdlePerKey);
-        assert!(p.counts().is_empty(), "a refused connection leaves no trace");
+        assert_eq!(
+            p.put_idle("k", 1, "a", 0).unwrap_err().reason,
+            Release::MaxIdlePerKey
+        );
+        assert!(
+            p.counts().is_empty(),
+            "a refused connection leaves no trace"
+        );
     }
 
     #[test]
@@ -398,7 +414,10 @@ mod tests {
             let evicted = p.put_idle(key, id, "c", id).unwrap();
             if id == 3 {
                 assert_eq!(evicted.len(), 1);
-                assert_eq!((evicted[0].id, evicted[0].key.as_str(), evicted[0].reason), (1, "a", Release::MaxIdle));
+                assert_eq!(
+                    (evicted[0].id, evicted[0].key.as_str(), evicted[0].reason),
+                    (1, "a", Release::MaxIdle)
+                );
             } else {
                 assert!(evicted.is_empty());
             }
@@ -417,7 +436,10 @@ mod tests {
         assert!(p.expire(90 * SECOND - 1).is_empty());
         let expired = p.expire(90 * SECOND);
         assert_eq!(expired.len(), 1);
-        assert_eq!((expired[0].id, expired[0].reason), (1, Release::IdleTimeout));
+        assert_eq!(
+            (expired[0].id, expired[0].reason),
+            (1, Release::IdleTimeout)
+        );
         assert_eq!(p.next_deadline(), Some(120 * SECOND));
         assert_eq!(p.expire(500 * SECOND).len(), 1);
         assert_eq!(p.next_deadline(), None);
@@ -438,11 +460,32 @@ mod tests {
     fn counts_track_dialing_active_and_idle() {
         let mut p = pool(100, 2, None);
         p.begin_dial("k");
-        assert_eq!(p.counts()[0].1, KeyCounts { idle: 0, active: 0, dialing: 1 });
+        assert_eq!(
+            p.counts()[0].1,
+            KeyCounts {
+                idle: 0,
+                active: 0,
+                dialing: 1
+            }
+        );
         p.end_dial("k", true);
-        assert_eq!(p.counts()[0].1, KeyCounts { idle: 0, active: 1, dialing: 0 });
+        assert_eq!(
+            p.counts()[0].1,
+            KeyCounts {
+                idle: 0,
+                active: 1,
+                dialing: 0
+            }
+        );
         p.put_idle("k", 1, "a", 0).unwrap();
-        assert_eq!(p.counts()[0].1, KeyCounts { idle: 1, active: 0, dialing: 0 });
+        assert_eq!(
+            p.counts()[0].1,
+            KeyCounts {
+                idle: 1,
+                active: 0,
+                dialing: 0
+            }
+        );
         p.take_idle("k", 1).unwrap();
         p.release_active("k");
         assert!(p.counts().is_empty());
@@ -461,8 +504,22 @@ mod tests {
         dial(&mut p, "a");
         let drained = p.drain_idle();
         assert_eq!(drained.len(), 2);
-        assert!(drained.iter().all(|e| e.reason == Release::CloseIdleConnections));
-        assert_eq!(p.counts(), vec![("a".into(), KeyCounts { idle: 0, active: 1, dialing: 0 })]);
+        assert!(
+            drained
+                .iter()
+                .all(|e| e.reason == Release::CloseIdleConnections)
+        );
+        assert_eq!(
+            p.counts(),
+            vec![(
+                "a".into(),
+                KeyCounts {
+                    idle: 0,
+                    active: 1,
+                    dialing: 0
+                }
+            )]
+        );
         assert_eq!(p.next_deadline(), None);
     }
 }

@@ -146,8 +146,18 @@ mod tests {
 
     #[test]
     fn unusable_urls_are_refused() {
-        for url in ["ftp://example.com/", "not a url", "http:///path", "/relative", "file:///etc/passwd"] {
-            assert_eq!(target(url).unwrap_err().kind, ErrorKind::UriInvalid, "{url}");
+        for url in [
+            "ftp://example.com/",
+            "not a url",
+            "http:///path",
+            "/relative",
+            "file:///etc/passwd",
+        ] {
+            assert_eq!(
+                target(url).unwrap_err().kind,
+                ErrorKind::UriInvalid,
+                "{url}"
+            );
         }
     }
 
@@ -156,15 +166,29 @@ mod tests {
         assert!(check_method("GET").is_ok());
         assert!(check_method("M-SEARCH").is_ok());
         for bad in ["", "GET /", "GE\rT", "GÉT"] {
-            assert_eq!(check_method(bad).unwrap_err().kind, ErrorKind::MethodInvalid);
+            assert_eq!(
+                check_method(bad).unwrap_err().kind,
+                ErrorKind::MethodInvalid
+            );
         }
     }
 
     #[test]
     fn headers_refuse_cr_lf_nul_and_bad_names() {
         assert!(check_header("X-Ok", b"any bytes \xff at all").is_ok());
-        for (name, value) in [("X-A", &b"a\r\nInjected: 1"[..]), ("X-A", b"a\nb"), ("X-A", b"a\0b"), ("Bad Name", b"v"), ("", b"v"), ("X:A", b"v")] {
-            assert_eq!(check_header(name, value).unwrap_err().kind, ErrorKind::HeaderInvalid, "{name:?}");
+        for (name, value) in [
+            ("X-A", &b"a\r\nInjected: 1"[..]),
+            ("X-A", b"a\nb"),
+            ("X-A", b"a\0b"),
+            ("Bad Name", b"v"),
+            ("", b"v"),
+            ("X:A", b"v"),
+        ] {
+            assert_eq!(
+                check_header(name, value).unwrap_err().kind,
+                ErrorKind::HeaderInvalid,
+                "{name:?}"
+            );
         }
     }
 }

@@ -1,0 +1,112 @@
+//! Drop guards that keep the pool's counts true on every path, cancellation included
+//! (the caller may drop a round trip at any `.await`).
+
+use std::rc::Rc;
+
+use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
+use super::conn::Conn;
+use super::transport::Shared;
+
+/// A dial in progress, counted as `dialing` for its key until it ends.
+pub struct DialGuard {
+    shared: Rc<Shared>,
+    key: String,
+    ended: bool,
+}
+
+impl DialGuard {
+    pub fn new(shared: Rc<Shared>, key: String) -> Self {
+        shared.state.borrow_mut().pool.begin_dial(&key);
+        Self {
+            shared,
+            key,
+            ended: false,
+        }
+    }
+
+    /// The connection is up: it now counts as active.
+    pub fn connected(mut self) {
+        self.ended = true;
+        self.shared
+            .state
+            .borrow_mut()
+            .pool
+            .end_dial(&self.key, true);
+    }
+}
+
+impl Drop for DialGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared
+                .state
+                .borrow_mut()
+                .pool
+                .end_dial(&self.key, false);
+        }
+    }
+}
+
+/// A connection carrying one request (and then its body). It leaves either through
+/// [`Active::put_idle`] or [`Active::close`]; if it is dropped on any other path (a
+/// cancelled round trip), it is closed with reason `error`.
+pub struct Active {
+    shared: Rc<Shared>,
+    key: String,
+    req: u64,
+    /// `Some` from creation until `put_idle`, `close` or drop take it.
+    conn: Option<Conn>,
+}
+
+impl Active {
+    pub fn new(shared: Rc<Shared>, key: String, req: u64, conn: Conn) -> Self {
+        Self {
+            shared,
+            key,
+            req,
+            conn: Some(conn),
+        }
+    }
+
+    pub fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("an Active holds its connection until consumed")
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        self.conn
+            .as_mut()
+            .expect("an Active holds its connection until consumed")
+    }
+
+    /// Emits an event about this connection and request.
+    pub fn emit(&self, kind: EventKind) {
+        self.shared
+            .emit(Some(self.conn().id), Some(self.req), Some(&self.key), kind);
+    }
+
+    /// Offers the connection back to the idle pool.
+    pub fn put_idle(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.put_idle(conn, self.req, &self.key);
+        }
+    }
+
+    /// Closes the connection, saying why.
+    pub fn close(mut self, reason: CloseReason) {
+        if let Some(conn) = self.conn.take() {
+            self.shared
+                .close_active(conn, Some(self.req), &self.key, reason);
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared
+                .close_active(conn, Some(self.req), &self.key, CloseReason::Error);
+        }
+    }
+}
