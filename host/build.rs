@@ -1,1 +1,64 @@
-fn main() {}
+//! Builds the transport component for `wasm32-wasip2` so that building the host is
+//! the only step. The `.wasm` is embedded in the host and also left at
+//! `target/component/wasm32-wasip2/component/roundtrip_component.wasm` for other hosts.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("host/ sits inside the workspace")
+        .to_path_buf();
+    for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=ROUNDTRIP_COMPONENT_PROFILE");
+
+    // A target directory of its own: the outer cargo holds the lock on `target/`.
+    let target_dir = workspace.join("target").join("component");
+    let profile = env::var("ROUNDTRIP_COMPONENT_PROFILE").unwrap_or_else(|_| "component".into());
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&workspace)
+        .args(["build", "--package", "roundtrip-component", "--lib"])
+        .args(["--target", "wasm32-wasip2", "--profile", &profile])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer build's flags are for the host, not for wasm.
+    for leaked in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+        "LLVM_PROFILE_FILE",
+    ] {
+        build.env_remove(leaked);
+    }
+    let status = build
+        .status()
+        .expect("could not run cargo to build the component");
+    if !status.success() {
+        panic!(
+            "building roundtrip-component for wasm32-wasip2 failed (see above). \
+             If the target is missing, run: rustup target add wasm32-wasip2"
+        );
+    }
+    let wasm = target_dir
+        .join("wasm32-wasip2")
+        .join(&profile)
+        .join("roundtrip_component.wasm");
+    check_exists(&wasm);
+    println!("cargo:rustc-env=ROUNDTRIP_COMPONENT_WASM={}", wasm.display());
+}
+
+fn check_exists(wasm: &Path) {
+    if !wasm.exists() {
+        panic!("expected the component at {}", wasm.display());
+    }
+}

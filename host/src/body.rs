@@ -1,0 +1,138 @@
+//! Request and response bodies as `http_body` types.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bindings::roundtrip::transport::types::ErrorCode;
+use crate::error::Error;
+
+/// A request body: empty, bytes in memory (sent with `Content-Length` and replayable
+/// on a retry), or a stream (sent chunked unless the request has a `Content-Length`).
+pub struct Body(pub(crate) Inner);
+
+pub(crate) enum Inner {
+    Empty,
+    Bytes(Bytes),
+    Stream(BoxStream<'static, Bytes>),
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Body(Inner::Empty)
+    }
+
+    /// A body produced as it is sent. It cannot be replayed.
+    pub fn from_stream(chunks: impl Stream<Item = Bytes> + Send + 'static) -> Self {
+        Body(Inner::Stream(chunks.boxed()))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body(Inner::Bytes(bytes))
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Body(Inner::Bytes(bytes.into()))
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Self {
+        Body(Inner::Bytes(text.into()))
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(text: &'static str) -> Self {
+        Body(Inner::Bytes(Bytes::from_static(text.as_bytes())))
+    }
+}
+
+type Trailers = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
+
+/// A response body streamed from the component. Read it to its end and the
+/// connection goes back to the pool; drop it early and the connection is closed.
+/// Chunked trailers arrive as the last frame; a body cut short ends in an error.
+pub struct ResponseBody {
+    data: mpsc::Receiver<Bytes>,
+    trailers: Option<oneshot::Receiver<Trailers>>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(data: mpsc::Receiver<Bytes>, trailers: oneshot::Receiver<Trailers>) -> Self {
+        Self {
+            data,
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.data.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(None) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+        let Some(trailers) = self.trailers.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = match Pin::new(trailers).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        self.trailers = None;
+        Poll::Ready(match outcome {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(fields))) => Some(Ok(Frame::trailers(header_map(fields)))),
+            Ok(Err(code)) => Some(Err(code.into())),
+            Err(_) => Some(Err(Error::shutdown())),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+use std::future::Future as _;
+
+/// Header fields in wire order into a map; fields `http` cannot hold are skipped.
+pub(crate) fn header_map(fields: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}

@@ -1,0 +1,70 @@
+//! The transport's knobs, named and defaulted like Go's `net/http.Transport`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bindings::roundtrip::transport::types as wit;
+use crate::events::Events;
+
+#[derive(Clone)]
+pub struct Config {
+    /// Most idle connections kept across all hosts (Go `MaxIdleConns`: 100; 0 = no limit).
+    pub max_idle_conns: u32,
+    /// Most idle connections kept per host (Go `MaxIdleConnsPerHost`: 2).
+    pub max_idle_conns_per_host: u32,
+    /// How long a connection may sit idle (Go `IdleConnTimeout`: 90 s; `None` = forever).
+    pub idle_conn_timeout: Option<Duration>,
+    /// Limit for opening the TCP connection (Go's dialer: 30 s).
+    pub dial_timeout: Option<Duration>,
+    /// Limit for the TLS handshake (Go `TLSHandshakeTimeout`: 10 s).
+    pub tls_handshake_timeout: Option<Duration>,
+    /// Limit from the end of the request to the response head (Go `ResponseHeaderTimeout`: none).
+    pub response_header_timeout: Option<Duration>,
+    /// Send `Connection: close` and never pool (Go `DisableKeepAlives`).
+    pub disable_keep_alives: bool,
+    /// Largest response head accepted (Go `MaxResponseHeaderBytes`: 10 MiB).
+    pub max_response_header_bytes: u64,
+    /// `User-Agent` sent when a request has none; empty sends none.
+    pub user_agent: String,
+    /// PEM files with CA certificates trusted besides the webpki roots.
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Where lifecycle events go.
+    pub events: Events,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_idle_conns: 100,
+            max_idle_conns_per_host: 2,
+            idle_conn_timeout: Some(Duration::from_secs(90)),
+            dial_timeout: Some(Duration::from_secs(30)),
+            tls_handshake_timeout: Some(Duration::from_secs(10)),
+            response_header_timeout: None,
+            disable_keep_alives: false,
+            max_response_header_bytes: 10 << 20,
+            user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
+            extra_ca_files: Vec::new(),
+            events: Events::new().with_env_inspector(),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn to_wit(&self) -> wit::Config {
+        let nanos = |d: Option<Duration>| {
+            d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
+        wit::Config {
+            max_idle_conns: self.max_idle_conns,
+            max_idle_conns_per_host: self.max_idle_conns_per_host,
+            idle_conn_timeout: nanos(self.idle_conn_timeout),
+            dial_timeout: nanos(self.dial_timeout),
+            tls_handshake_timeout: nanos(self.tls_handshake_timeout),
+            response_header_timeout: nanos(self.response_header_timeout),
+            disable_keep_alives: self.disable_keep_alives,
+            max_response_header_bytes: self.max_response_header_bytes,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}

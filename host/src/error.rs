@@ -1,0 +1,101 @@
+//! The host's one error type: a kind to match on and a sentence naming the cause.
+
+use std::fmt;
+
+use crate::bindings::roundtrip::transport::types::ErrorCode;
+
+/// What went wrong. The first group mirrors the component's WIT `error-code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    DnsError,
+    ConnectionRefused,
+    ConnectionTimeout,
+    ConnectionTerminated,
+    DestinationDenied,
+    ConnectionFailed,
+    TlsCertificateUnknownIssuer,
+    TlsCertificateNameMismatch,
+    TlsCertificateExpired,
+    TlsCertificateError,
+    TlsAlertReceived,
+    TlsProtocolError,
+    MethodInvalid,
+    UriInvalid,
+    HeaderInvalid,
+    RequestBodyError,
+    ResponseIncomplete,
+    ResponseHeaderSectionSize,
+    ResponseTransferCoding,
+    ProtocolError,
+    ResponseTimeout,
+    /// A bug inside the component.
+    Internal,
+    /// The host could not load or run the component.
+    Engine,
+    /// Bad configuration (e.g. an unreadable CA file).
+    Config,
+    /// The transport was shut down before the request finished.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn engine(error: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Engine, format!("transport component failed: {error}"))
+    }
+
+    pub fn shutdown() -> Self {
+        Self::new(ErrorKind::Shutdown, "the transport was shut down")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        use ErrorKind as K;
+        let (kind, message) = match code {
+            ErrorCode::DnsError(m) => (K::DnsError, m),
+            ErrorCode::ConnectionRefused(m) => (K::ConnectionRefused, m),
+            ErrorCode::ConnectionTimeout(m) => (K::ConnectionTimeout, m),
+            ErrorCode::ConnectionTerminated(m) => (K::ConnectionTerminated, m),
+            ErrorCode::DestinationDenied(m) => (K::DestinationDenied, m),
+            ErrorCode::ConnectionFailed(m) => (K::ConnectionFailed, m),
+            ErrorCode::TlsCertificateUnknownIssuer(m) => (K::TlsCertificateUnknownIssuer, m),
+            ErrorCode::TlsCertificateNameMismatch(m) => (K::TlsCertificateNameMismatch, m),
+            ErrorCode::TlsCertificateExpired(m) => (K::TlsCertificateExpired, m),
+            ErrorCode::TlsCertificateError(m) => (K::TlsCertificateError, m),
+            ErrorCode::TlsAlertReceived(m) => (K::TlsAlertReceived, m),
+            ErrorCode::TlsProtocolError(m) => (K::TlsProtocolError, m),
+            ErrorCode::HttpRequestMethodInvalid(m) => (K::MethodInvalid, m),
+            ErrorCode::HttpRequestUriInvalid(m) => (K::UriInvalid, m),
+            ErrorCode::HttpRequestHeaderInvalid(m) => (K::HeaderInvalid, m),
+            ErrorCode::HttpRequestBodyError(m) => (K::RequestBodyError, m),
+            ErrorCode::HttpResponseIncomplete(m) => (K::ResponseIncomplete, m),
+            ErrorCode::HttpResponseHeaderSectionSize(m) => (K::ResponseHeaderSectionSize, m),
+            ErrorCode::HttpResponseTransferCoding(m) => (K::ResponseTransferCoding, m),
+            ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
+            ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
+            ErrorCode::InternalError(m) => (K::Internal, m),
+        };
+        Error::new(kind, message)
+    }
+}

@@ -1,0 +1,416 @@
+//! Lifecycle events: the JSON Lines schema of `docs/events.md` and the sinks that
+//! receive it (a file or stdout, a TCP stream to an inspector, a callback, memory).
+
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::roundtrip::transport::observe as wit;
+
+/// One lifecycle event, as one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Microseconds since the transport started (monotonic).
+    pub ts_us: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The event name (`event` field) and the fields that belong to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    GetConn,
+    DialStart {
+        addr: String,
+    },
+    DialDone {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    TlsStart,
+    TlsDone {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cipher_suite: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alpn: Option<String>,
+        #[serde(default)]
+        resumed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    GotConn {
+        reused: bool,
+        was_idle: bool,
+        idle_us: u64,
+    },
+    WroteHeaders,
+    WroteRequest {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    FirstByte,
+    #[serde(rename = "got_1xx")]
+    Got1xx {
+        status: u16,
+    },
+    Response {
+        status: u16,
+    },
+    BodyEof {
+        bytes: u64,
+    },
+    BodyClosedEarly {
+        bytes: u64,
+    },
+    PutIdle {
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<CloseReason>,
+    },
+    Retry {
+        reason: String,
+    },
+    Close {
+        reason: CloseReason,
+    },
+}
+
+/// Why a connection was closed (`close.reason`, `put_idle.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    IdleTimeout,
+    MaxIdle,
+    MaxIdlePerHost,
+    ServerClosed,
+    ConnectionClose,
+    EarlyBodyClose,
+    Error,
+    KeepalivesDisabled,
+    CloseIdleConnections,
+    TransportShutdown,
+}
+
+impl CloseReason {
+    /// The name used on the wire, e.g. `early_body_close`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxIdle => "max_idle",
+            CloseReason::MaxIdlePerHost => "max_idle_per_host",
+            CloseReason::ServerClosed => "server_closed",
+            CloseReason::ConnectionClose => "connection_close",
+            CloseReason::EarlyBodyClose => "early_body_close",
+            CloseReason::Error => "error",
+            CloseReason::KeepalivesDisabled => "keepalives_disabled",
+            CloseReason::CloseIdleConnections => "close_idle_connections",
+            CloseReason::TransportShutdown => "transport_shutdown",
+        }
+    }
+}
+
+impl Event {
+    /// The event name, e.g. `got_conn`.
+    pub fn name(&self) -> &'static str {
+        match &self.kind {
+            EventKind::GetConn => "get_conn",
+            EventKind::DialStart { .. } => "dial_start",
+            EventKind::DialDone { .. } => "dial_done",
+            EventKind::TlsStart => "tls_start",
+            EventKind::TlsDone { .. } => "tls_done",
+            EventKind::GotConn { .. } => "got_conn",
+            EventKind::WroteHeaders => "wrote_headers",
+            EventKind::WroteRequest { .. } => "wrote_request",
+            EventKind::FirstByte => "first_byte",
+            EventKind::Got1xx { .. } => "got_1xx",
+            EventKind::Response { .. } => "response",
+            EventKind::BodyEof { .. } => "body_eof",
+            EventKind::BodyClosedEarly { .. } => "body_closed_early",
+            EventKind::PutIdle { .. } => "put_idle",
+            EventKind::Retry { .. } => "retry",
+            EventKind::Close { .. } => "close",
+        }
+    }
+
+    /// One JSON line, without the newline.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data into a string cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl From<wit::CloseReason> for CloseReason {
+    fn from(reason: wit::CloseReason) -> Self {
+        match reason {
+            wit::CloseReason::IdleTimeout => CloseReason::IdleTimeout,
+            wit::CloseReason::MaxIdle => CloseReason::MaxIdle,
+            wit::CloseReason::MaxIdlePerHost => CloseReason::MaxIdlePerHost,
+            wit::CloseReason::ServerClosed => CloseReason::ServerClosed,
+            wit::CloseReason::ConnectionClose => CloseReason::ConnectionClose,
+            wit::CloseReason::EarlyBodyClose => CloseReason::EarlyBodyClose,
+            wit::CloseReason::Error => CloseReason::Error,
+            wit::CloseReason::KeepalivesDisabled => CloseReason::KeepalivesDisabled,
+            wit::CloseReason::CloseIdleConnections => CloseReason::CloseIdleConnections,
+            wit::CloseReason::TransportShutdown => CloseReason::TransportShutdown,
+        }
+    }
+}
+
+impl From<wit::Event> for Event {
+    fn from(event: wit::Event) -> Self {
+        use wit::EventKind as W;
+        let kind = match event.kind {
+            W::GetConn => EventKind::GetConn,
+            W::DialStart(addr) => EventKind::DialStart { addr },
+            W::DialDone(Ok(addr)) => EventKind::DialDone {
+                addr: Some(addr),
+                error: None,
+            },
+            W::DialDone(Err(error)) => EventKind::DialDone {
+                addr: None,
+                error: Some(error),
+            },
+            W::TlsStart => EventKind::TlsStart,
+            W::TlsDone(Ok(tls)) => EventKind::TlsDone {
+                version: Some(tls.version),
+                cipher_suite: Some(tls.cipher_suite),
+                alpn: tls.alpn,
+                resumed: tls.resumed,
+                error: None,
+            },
+            W::TlsDone(Err(error)) => EventKind::TlsDone {
+                version: None,
+                cipher_suite: None,
+                alpn: None,
+                resumed: false,
+                error: Some(error),
+            },
+            W::GotConn(got) => EventKind::GotConn {
+                reused: got.reused,
+                was_idle: got.was_idle,
+                idle_us: got.idle_us,
+            },
+            W::WroteHeaders => EventKind::WroteHeaders,
+            W::WroteRequest(error) => EventKind::WroteRequest { error },
+            W::FirstByte => EventKind::FirstByte,
+            W::Got1xx(status) => EventKind::Got1xx { status },
+            W::Response(status) => EventKind::Response { status },
+            W::BodyEof(bytes) => EventKind::BodyEof { bytes },
+            W::BodyClosedEarly(bytes) => EventKind::BodyClosedEarly { bytes },
+            W::PutIdle(refused) => EventKind::PutIdle {
+                ok: refused.is_none(),
+                reason: refused.map(CloseReason::from),
+            },
+            W::Retry(reason) => EventKind::Retry { reason },
+            W::Close(reason) => EventKind::Close {
+                reason: reason.into(),
+            },
+        };
+        Event {
+            ts_us: event.ts_us,
+            kind,
+            conn: event.conn,
+            req: event.req,
+            key: event.key,
+        }
+    }
+}
+
+/// Somewhere events go. `emit` is called on the transport's thread and must not block.
+pub trait Sink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// The sinks of one transport.
+#[derive(Clone, Default)]
+pub struct Events {
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Events {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sink.
+    pub fn with(mut self, sink: impl Sink + 'static) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// Adds a TCP sink to the inspector named by `ROUNDTRIP_INSPECT=HOST:PORT`, if set.
+    pub fn with_env_inspector(self) -> Self {
+        match std::env::var("ROUNDTRIP_INSPECT") {
+            Ok(addr) if !addr.trim().is_empty() => self.with(TcpSink::connect(addr.trim())),
+            _ => self,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    pub fn emit(&self, event: &Event) {
+        for sink in &self.sinks {
+            sink.emit(event);
+        }
+    }
+}
+
+/// JSON Lines to any writer (a file, stdout), each line flushed as it is written so
+/// a reader following the file sees events as they happen.
+pub struct JsonLines {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl JsonLines {
+    pub fn new(out: impl Write + Send + 'static) -> Self {
+        Self {
+            out: Mutex::new(Box::new(BufWriter::new(out))),
+        }
+    }
+
+    pub fn stdout() -> Self {
+        Self::new(std::io::stdout())
+    }
+
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::new(std::fs::File::create(path)?))
+    }
+}
+
+impl Sink for JsonLines {
+    fn emit(&self, event: &Event) {
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{}", event.to_json());
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Calls a function for each event (e.g. `roundtrip get -v` narration).
+pub struct Callback<F>(pub F);
+
+impl<F: Fn(&Event) + Send + Sync> Sink for Callback<F> {
+    fn emit(&self, event: &Event) {
+        (self.0)(event)
+    }
+}
+
+/// Keeps every event in memory; clones share the list.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Names of the events so far, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.events().iter().map(Event::name).collect()
+    }
+}
+
+impl Sink for Recorder {
+    fn emit(&self, event: &Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+    }
+}
+
+/// Events buffered for a slow or absent inspector before new ones are dropped.
+const TCP_QUEUE: usize = 64 * 1024;
+
+/// JSON Lines over TCP to a running inspector. A background thread connects,
+/// reconnects once a second while the inspector is away, and never blocks the
+/// transport: when its queue is full, events are dropped.
+pub struct TcpSink {
+    queue: SyncSender<String>,
+}
+
+impl TcpSink {
+    pub fn connect(addr: &str) -> Self {
+        let (queue, lines) = mpsc::sync_channel(TCP_QUEUE);
+        let addr = addr.to_owned();
+        std::thread::Builder::new()
+            .name("roundtrip-inspect".into())
+            .spawn(move || forward_lines(&addr, lines))
+            .map(drop)
+            .unwrap_or_else(|e| eprintln!("roundtrip: cannot start the inspector sink: {e}"));
+        Self { queue }
+    }
+}
+
+impl Sink for TcpSink {
+    fn emit(&self, event: &Event) {
+        match self.queue.try_send(event.to_json()) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn forward_lines(addr: &str, lines: Receiver<String>) {
+    let mut warned = false;
+    let mut held: Option<String> = None;
+    loop {
+        let stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                if !warned {
+                    eprintln!("roundtrip: inspector at {addr} not reachable ({e}); retrying");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut out = BufWriter::new(stream);
+        loop {
+            let line = match held.take() {
+                Some(line) => line,
+                None => match lines.recv() {
+                    Ok(line) => line,
+                    Err(_) => {
+                        let _ = out.flush();
+                        return;
+                    }
+                },
+            };
+            let sent = writeln!(out, "{line}").and_then(|()| match lines.try_recv() {
+                Ok(next) => {
+                    held = Some(next);
+                    Ok(())
+                }
+                Err(_) => out.flush(),
+            });
+            if sent.is_err() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The `net` import: TCP connections over tokio, TLS by rustls, bytes to and from the
+//! guest as streams.
+//!
+//! A connection starts as one socket (`Stage::Whole`) so `start-tls` can wrap it; the
+//! first `send` or `receive` splits it into halves, each owned by a task that moves
+//! bytes between the socket and a channel (see `pipes.rs`). `close` (or dropping the
+//! resource) shuts the socket down through a second handle, which ends both tasks.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
+use wasmtime::component::{Access, Accessor, FutureReader, HasData, Resource, StreamReader};
+
+use crate::bindings::roundtrip::transport::net::{
+    Host, HostConnection, HostConnectionWithStore, HostWithStore, TlsInfo,
+};
+use crate::bindings::roundtrip::transport::types::ErrorCode;
+use crate::pipes::{BytesConsumer, BytesProducer};
+use crate::state::State;
+use crate::tls;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks buffered between a socket task and the guest.
+const CHANNEL_CHUNKS: usize = 4;
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxedIo = Box<dyn Io>;
+
+enum Stage {
+    /// Not yet split: TLS can still wrap it.
+    Whole(BoxedIo),
+    /// Split for `send`/`receive`; each half is taken once.
+    Split {
+        reader: Option<ReadHalf<BoxedIo>>,
+        writer: Option<WriteHalf<BoxedIo>>,
+    },
+    /// A TLS handshake owns the socket, or failed with it.
+    Gone,
+}
+
+/// The host side of the WIT `connection` resource.
+pub struct Connection {
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// A second handle on the socket, to shut it down while tasks own the halves.
+    shutdown: std::net::TcpStream,
+    stage: Stage,
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let local = stream.local_addr()?;
+        let std_stream = stream.into_std()?;
+        let shutdown = std_stream.try_clone()?;
+        let stream = TcpStream::from_std(std_stream)?;
+        Ok(Self {
+            peer,
+            local,
+            shutdown,
+            stage: Stage::Whole(Box::new(stream)),
+        })
+    }
+
+    fn take_reader(&mut self) -> Option<ReadHalf<BoxedIo>> {
+        self.split();
+        match &mut self.stage {
+            Stage::Split { reader, .. } => reader.take(),
+            _ => None,
+        }
+    }
+
+    fn take_writer(&mut self) -> Option<WriteHalf<BoxedIo>> {
+        self.split();
+        match &mut self.stage {
+            Stage::Split { writer, .. } => writer.take(),
+            _ => None,
+        }
+    }
+
+    fn split(&mut self) {
+        if let Stage::Whole(_) = self.stage {
+            if let Stage::Whole(io) = std::mem::replace(&mut self.stage, Stage::Gone) {
+                let (reader, writer) = tokio::io::split(io);
+                self.stage = Stage::Split {
+                    reader: Some(reader),
+                    writer: Some(writer),
+                };
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Ends the socket tasks; an error only means it is already shut.
+        let _ = self.shutdown.shutdown(Shutdown::Both);
+    }
+}
+
+/// `HasData` marker for the `net` interface.
+pub struct Net;
+
+impl HasData for Net {
+    type Data<'a> = &'a mut State;
+}
+
+impl Host for State {}
+
+impl HostConnection for State {
+    fn peer_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&conn)?.peer.to_string())
+    }
+
+    fn local_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&conn)?.local.to_string())
+    }
+
+    fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        let _ = self.table.get(&conn)?.shutdown.shutdown(Shutdown::Both);
+        Ok(())
+    }
+
+    fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        Ok(())
+    }
+}
+
+impl<T: Send> HostWithStore<T> for Net {
+    async fn connect(
+        accessor: &Accessor<T, Self>,
+        host: String,
+        port: u16,
+        timeout: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        let dialled = match timeout {
+            Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), dial(&host, port))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ErrorCode::ConnectionTimeout(format!(
+                        "dial tcp {host}:{port}: i/o timeout after {:?}",
+                        Duration::from_nanos(ns)
+                    )))
+                }),
+            None => dial(&host, port).await,
+        };
+        match dialled {
+            Ok(conn) => Ok(Ok(accessor.with(|mut access| access.get().table.push(conn))?)),
+            Err(code) => Ok(Err(code)),
+        }
+    }
+}
+
+/// Resolves `host` and connects to each address in turn, as Go's dialer does.
+async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| ErrorCode::DnsError(format!("lookup {host}: {e}")))?
+        .collect();
+    let mut last_error = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                return Connection::new(stream).map_err(|e| {
+                    ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}"))
+                });
+            }
+            Err(e) => last_error = Some((addr, e)),
+        }
+    }
+    Err(match last_error {
+        None => ErrorCode::DnsError(format!("lookup {host}: no such host")),
+        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            ErrorCode::ConnectionRefused(format!("dial tcp {addr}: connect: connection refused"))
+        }
+        Some((addr, e)) => ErrorCode::ConnectionFailed(format!("dial tcp {addr}: connect: {e}")),
+    })
+}
+
+impl<T: Send> HostConnectionWithStore<T> for Net {
+    async fn start_tls(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+        server_name: String,
+        alpn: Vec<String>,
+    ) -> wasmtime::Result<Result<TlsInfo, ErrorCode>> {
+        let (stage, config) = accessor.with(|mut access| {
+            let state = access.get();
+            let stage = std::mem::replace(&mut state.table.get_mut(&conn)?.stage, Stage::Gone);
+            Ok::<_, wasmtime::Error>((stage, state.tls.clone()))
+        })?;
+        let Stage::Whole(io) = stage else {
+            return Ok(Err(ErrorCode::InternalError(
+                "start-tls called after send or receive".to_owned(),
+            )));
+        };
+        let name = match rustls::pki_types::ServerName::try_from(server_name.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                return Ok(Err(ErrorCode::TlsProtocolError(format!(
+                    "invalid TLS server name {server_name:?}: {e}"
+                ))));
+            }
+        };
+        let offered: Vec<Vec<u8>> = alpn.into_iter().map(String::into_bytes).collect();
+        let config = if offered == config.alpn_protocols {
+            config
+        } else {
+            let mut custom = (*config).clone();
+            custom.alpn_protocols = offered;
+            std::sync::Arc::new(custom)
+        };
+        let tls = match TlsConnector::from(config).connect(name, io).await {
+            Ok(tls) => tls,
+            Err(e) => return Ok(Err(tls::classify(&e, &server_name))),
+        };
+        let session = tls.get_ref().1;
+        let info = TlsInfo {
+            version: session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .replace("TLSv1_", "TLSv1.")
+                .to_owned(),
+            cipher_suite: session
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+            alpn: session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        };
+        accessor.with(|mut access| {
+            access.get().table.get_mut(&conn)?.stage = Stage::Whole(Box::new(tls));
+            Ok::<_, wasmtime::Error>(())
+        })?;
+        Ok(Ok(info))
+    }
+
+    fn send(
+        mut store: Access<T, Self>,
+        conn: Resource<Connection>,
+        mut data: StreamReader<u8>,
+    ) -> wasmtime::Result<FutureReader<Result<(), ErrorCode>>> {
+        let Some(writer) = store.get().table.get_mut(&conn)?.take_writer() else {
+            data.close(&mut store)?;
+            return FutureReader::new(&mut store, async {
+                Ok::<_, wasmtime::Error>(Err(ErrorCode::InternalError(
+                    "send called twice, or after a failed start-tls".to_owned(),
+                )))
+            });
+        };
+        let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (done_tx, done_rx) = oneshot::channel();
+        tokio::spawn(write_loop(writer, chunks_rx, done_tx));
+        data.pipe(&mut store, BytesConsumer::new(chunks_tx))?;
+        FutureReader::new(&mut store, done_rx)
+    }
+
+    fn receive(
+        mut store: Access<T, Self>,
+        conn: Resource<Connection>,
+    ) -> wasmtime::Result<(StreamReader<u8>, FutureReader<Result<(), ErrorCode>>)> {
+        let Some(reader) = store.get().table.get_mut(&conn)?.take_reader() else {
+            let empty = StreamReader::new(&mut store, std::iter::empty())?;
+            let failed = FutureReader::new(&mut store, async {
+                Ok::<_, wasmtime::Error>(Err(ErrorCode::InternalError(
+                    "receive called twice, or after a failed start-tls".to_owned(),
+                )))
+            })?;
+            return Ok((empty, failed));
+        };
+        let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (done_tx, done_rx) = oneshot::channel();
+        tokio::spawn(read_loop(reader, chunks_tx, done_tx));
+        Ok((
+            StreamReader::new(&mut store, BytesProducer::from_channel(chunks_rx))?,
+            FutureReader::new(&mut store, done_rx)?,
+        ))
+    }
+}
+
+/// Socket → guest. Ends at EOF, on error, or when the guest stops reading.
+async fn read_loop(
+    mut reader: ReadHalf<BoxedIo>,
+    chunks: mpsc::Sender<Bytes>,
+    done: oneshot::Sender<Result<(), ErrorCode>>,
+) {
+    let outcome = loop {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(_) => {
+                if chunks.send(buf.freeze()).await.is_err() {
+                    break Ok(());
+                }
+            }
+            // A peer that closes TLS without close_notify: treat as end of stream,
+            // as curl and browsers do; body framing still catches truncation.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(terminated(&e, "reading")),
+        }
+    };
+    let _ = done.send(outcome);
+}
+
+/// Guest → socket. Ends when the guest drops its end (then shuts down writing) or on
+/// error (then the guest's pending write fails and it reads the error from `done`).
+async fn write_loop(
+    mut writer: WriteHalf<BoxedIo>,
+    mut chunks: mpsc::Receiver<Bytes>,
+    done: oneshot::Sender<Result<(), ErrorCode>>,
+) {
+    let outcome = async {
+        while let Some(chunk) = chunks.recv().await {
+            writer.write_all(&chunk).await?;
+            writer.flush().await?;
+        }
+        writer.shutdown().await
+    }
+    .await;
+    drop(chunks);
+    let _ = done.send(outcome.map_err(|e| terminated(&e, "writing")));
+}
+
+fn terminated(error: &io::Error, doing: &str) -> ErrorCode {
+    ErrorCode::ConnectionTerminated(format!("connection broken while {doing}: {error}"))
+}

@@ -1,0 +1,145 @@
+//! Adapters between component-model streams and tokio channels.
+//!
+//! Sockets, request bodies and response bodies all cross the wasm boundary as
+//! `stream<u8>`. On the host side each is a channel of `Bytes`: a task owns the real
+//! I/O (a socket half, a caller's body stream) and these adapters move the bytes
+//! between that channel and the guest's buffers, with the channel's capacity as the
+//! backpressure.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::PollSender;
+use wasmtime::component::{
+    Destination, FutureConsumer, Lift, Source, StreamConsumer, StreamProducer, StreamResult,
+};
+use wasmtime::StoreContextMut;
+
+/// Feeds a guest's read end of a `stream<u8>` from a stream of byte chunks.
+pub struct BytesProducer {
+    chunks: BoxStream<'static, Bytes>,
+    /// Part of a chunk the guest had no room for yet.
+    pending: Bytes,
+}
+
+impl BytesProducer {
+    pub fn new(chunks: BoxStream<'static, Bytes>) -> Self {
+        Self {
+            chunks,
+            pending: Bytes::new(),
+        }
+    }
+
+    pub fn from_channel(mut chunks: mpsc::Receiver<Bytes>) -> Self {
+        Self::new(futures::stream::poll_fn(move |cx| chunks.poll_recv(cx)).boxed())
+    }
+}
+
+impl<D> StreamProducer<D> for BytesProducer {
+    type Item = u8;
+    type Buffer = Bytes;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        dst: Destination<'a, Self::Item, Self::Buffer>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        let me = self.get_mut();
+        while me.pending.is_empty() {
+            match me.chunks.poll_next_unpin(cx) {
+                Poll::Ready(Some(chunk)) => me.pending = chunk,
+                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // A zero-length read asks whether bytes are ready; they are.
+        if dst.remaining(&mut store) == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let mut direct = dst.as_direct(store, me.pending.len());
+        let room = direct.remaining();
+        let n = room.len().min(me.pending.len());
+        room[..n].copy_from_slice(&me.pending[..n]);
+        direct.mark_written(n);
+        me.pending.advance(n);
+        Poll::Ready(Ok(StreamResult::Completed))
+    }
+}
+
+/// Drains a guest's write end of a `stream<u8>` into a channel of chunks. When the
+/// channel's receiver is gone, the guest's writes fail: that is how it learns the
+/// reader went away (e.g. a response body dropped early).
+pub struct BytesConsumer {
+    chunks: PollSender<Bytes>,
+}
+
+impl BytesConsumer {
+    pub fn new(chunks: mpsc::Sender<Bytes>) -> Self {
+        Self {
+            chunks: PollSender::new(chunks),
+        }
+    }
+}
+
+impl<D> StreamConsumer<D> for BytesConsumer {
+    type Item = u8;
+
+    fn poll_consume(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        store: StoreContextMut<D>,
+        source: Source<Self::Item>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        let me = self.get_mut();
+        let mut source = source.as_direct(store);
+        match me.chunks.poll_reserve(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let bytes = source.remaining();
+        if bytes.is_empty() {
+            // A zero-length write asks whether there is room; there is.
+            me.chunks.abort_send();
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let chunk = Bytes::copy_from_slice(bytes);
+        let n = chunk.len();
+        if me.chunks.send_item(chunk).is_err() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        source.mark_read(n);
+        Poll::Ready(Ok(StreamResult::Completed))
+    }
+}
+
+/// Takes the value of a guest-written `future<T>` into a oneshot channel.
+pub struct OneshotConsumer<T>(pub Option<oneshot::Sender<T>>);
+
+impl<D, T: Lift + Send + 'static> FutureConsumer<D> for OneshotConsumer<T> {
+    type Item = T;
+
+    fn poll_consume(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        store: StoreContextMut<D>,
+        mut source: Source<'_, T>,
+        _finish: bool,
+    ) -> Poll<wasmtime::Result<()>> {
+        let mut value = None;
+        source.read(store, &mut value)?;
+        if let (Some(sender), Some(value)) = (self.get_mut().0.take(), value) {
+            let _ = sender.send(value);
+        }
+        Poll::Ready(Ok(()))
+    }
+}

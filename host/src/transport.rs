@@ -1,0 +1,368 @@
+//! `Transport`: one long-lived component instance with its pool, driven on a thread
+//! of its own.
+//!
+//! ```text
+//!  callers (any thread) ──Command──► store thread: run_concurrent loop
+//!                                      ├─ call round-trip (many at once)
+//!                                      ├─ pipe response body ─► mpsc ─► ResponseBody
+//!                                      └─ net tasks: sockets ◄─► guest streams
+//! ```
+//!
+//! The store, the guest's tasks and every socket live on that thread's
+//! current-thread tokio runtime, so the component is never touched from two threads.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::{Accessor, Component, Linker, ResourceAny, ResourceTable, StreamReader};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtx;
+
+use crate::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
+use crate::bindings::roundtrip::transport::{net, observe, types};
+use crate::bindings::{Transport as World, TransportPre};
+use crate::body::{header_map, Body, Inner, ResponseBody};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::net::Net;
+use crate::pipes::{BytesConsumer, BytesProducer, OneshotConsumer};
+use crate::state::State;
+
+/// The transport component, built by `host/build.rs`.
+pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_COMPONENT_WASM"));
+
+/// Response body chunks buffered between the component and the caller.
+const BODY_CHUNKS: usize = 8;
+
+/// Which connection carried a response (in `http::Response::extensions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Connection id, as in events.
+    pub id: u64,
+    /// Whether it had served an earlier request (Go's `GotConnInfo.Reused`).
+    pub reused: bool,
+}
+
+/// The reason phrase the server sent (in `http::Response::extensions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonPhrase(pub String);
+
+/// Pool occupancy (from the component's `stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub keys: Vec<KeyStats>,
+    pub dials: u64,
+    pub reuses: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStats {
+    pub key: String,
+    pub idle: u32,
+    pub active: u32,
+    pub dialing: u32,
+}
+
+enum Command {
+    RoundTrip(
+        Box<http::Request<Body>>,
+        oneshot::Sender<Result<http::Response<ResponseBody>, Error>>,
+    ),
+    CloseIdle(oneshot::Sender<()>),
+    Stats(oneshot::Sender<PoolStats>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// An HTTP/1.1 transport with Go's pooling rules, running inside the component.
+/// Clones share the pool.
+#[derive(Clone)]
+pub struct Transport {
+    commands: mpsc::UnboundedSender<Command>,
+    _thread: Arc<ThreadGuard>,
+}
+
+impl Transport {
+    /// Instantiates the component with `config` on a thread of its own.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let tls = crate::tls::client_config(&config.extra_ca_files)?;
+        let pre = prepared()?.clone();
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("roundtrip-transport".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::engine(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(serve(pre, config, tls, inbox, ready_tx));
+            })
+            .map_err(Error::engine)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                commands,
+                _thread: Arc::new(ThreadGuard(Some(thread))),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::engine("the transport thread exited while starting")),
+        }
+    }
+
+    /// Sends one request; returns once the response head has arrived. The URL must be
+    /// absolute (`http://` or `https://`).
+    pub async fn round_trip(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, Error> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::RoundTrip(Box::new(request), reply))
+            .map_err(|_| Error::shutdown())?;
+        response.await.map_err(|_| Error::shutdown())?
+    }
+
+    /// Closes every idle connection now (Go's `CloseIdleConnections`).
+    pub async fn close_idle_connections(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::CloseIdle(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// The pool's occupancy now.
+    pub async fn stats(&self) -> PoolStats {
+        let (reply, stats) = oneshot::channel();
+        if self.commands.send(Command::Stats(reply)).is_err() {
+            return PoolStats::default();
+        }
+        stats.await.unwrap_or_default()
+    }
+
+    /// Closes every connection (`close{transport_shutdown}` for idle ones) and stops
+    /// the component. Requests still in flight fail with a `Shutdown` error.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Joins the store thread when the last clone of a `Transport` goes away, so its
+/// final events are out before the program moves on.
+struct ThreadGuard(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        // The thread sees its channel close (every sender is gone with us) and ends.
+        if let Some(thread) = self.0.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The engine, the compiled component and the linker, made once per process.
+fn prepared() -> Result<&'static TransportPre<State>, Error> {
+    static PREPARED: OnceLock<Result<TransportPre<State>, Error>> = OnceLock::new();
+    PREPARED
+        .get_or_init(|| {
+            let mut config = wasmtime::Config::new();
+            config.wasm_component_model_async(true);
+            config.concurrency_support(true);
+            let engine = Engine::new(&config).map_err(Error::engine)?;
+            let component = Component::new(&engine, COMPONENT_WASM).map_err(Error::engine)?;
+            let mut linker: Linker<State> = Linker::new(&engine);
+            // Rust's std for wasm32-wasip2 imports a few WASI 0.2 interfaces.
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
+            wasmtime_wasi::p3::clocks::add_to_linker(&mut linker).map_err(Error::engine)?;
+            types::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+                .map_err(Error::engine)?;
+            observe::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+                .map_err(Error::engine)?;
+            net::add_to_linker::<_, Net>(&mut linker, |s| s).map_err(Error::engine)?;
+            let instance_pre = linker.instantiate_pre(&component).map_err(Error::engine)?;
+            TransportPre::new(instance_pre).map_err(Error::engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The store thread: instantiate, construct the guest transport, then serve commands
+/// until told to stop or every `Transport` clone is gone.
+async fn serve(
+    pre: TransportPre<State>,
+    config: Config,
+    tls: Arc<rustls::ClientConfig>,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+    ready: std::sync::mpsc::Sender<Result<(), Error>>,
+) {
+    let state = State {
+        table: ResourceTable::new(),
+        wasi: WasiCtx::builder().inherit_stderr().build(),
+        tls,
+        events: config.events.clone(),
+    };
+    let mut store = Store::new(pre.engine(), state);
+    let world: World = match pre.instantiate_async(&mut store).await {
+        Ok(world) => world,
+        Err(e) => {
+            let _ = ready.send(Err(Error::engine(e)));
+            return;
+        }
+    };
+    let wit_config = config.to_wit();
+    let served = store
+        .run_concurrent(async |acc| -> wasmtime::Result<_> {
+            let guest = world.roundtrip_transport_round_tripper().transport();
+            let handle = match guest.call_constructor(acc, wit_config).await {
+                Ok(handle) => handle,
+                Err(e) => {
+                    let _ = ready.send(Err(Error::engine(&e)));
+                    return Err(e);
+                }
+            };
+            let _ = ready.send(Ok(()));
+            let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            let stopped = loop {
+                tokio::select! {
+                    command = inbox.recv() => match command {
+                        None => break None,
+                        Some(Command::Shutdown(reply)) => break Some(reply),
+                        Some(command) => calls.push(handle_command(acc, &guest, handle, command)),
+                    },
+                    Some(()) = calls.next(), if !calls.is_empty() => {}
+                }
+            };
+            Ok((handle, stopped))
+        })
+        .await
+        .and_then(|served| served);
+    let (handle, stopped) = match served {
+        Ok(served) => served,
+        Err(e) => {
+            eprintln!("roundtrip: {}", Error::engine(e));
+            return;
+        }
+    };
+    // The guest's `Drop` closes its idle connections (`transport_shutdown`).
+    if let Err(e) = handle.resource_drop_async(&mut store).await {
+        eprintln!("roundtrip: {}", Error::engine(e));
+    }
+    if let Some(reply) = stopped {
+        let _ = reply.send(());
+    }
+}
+
+fn handle_command<'a>(
+    acc: &'a Accessor<State>,
+    guest: &'a GuestTransport<'a>,
+    handle: ResourceAny,
+    command: Command,
+) -> LocalBoxFuture<'a, ()> {
+    async move {
+        match command {
+            Command::RoundTrip(request, reply) => {
+                let result = round_trip(acc, guest, handle, *request).await;
+                let _ = reply.send(result);
+            }
+            Command::CloseIdle(reply) => {
+                if let Err(e) = guest.call_close_idle_connections(acc, handle).await {
+                    eprintln!("roundtrip: close-idle-connections failed: {e}");
+                }
+                let _ = reply.send(());
+            }
+            Command::Stats(reply) => {
+                if let Ok(stats) = guest.call_stats(acc, handle).await {
+                    let _ = reply.send(PoolStats {
+                        keys: stats
+                            .keys
+                            .into_iter()
+                            .map(|k| KeyStats {
+                                key: k.key,
+                                idle: k.idle,
+                                active: k.active,
+                                dialing: k.dialing,
+                            })
+                            .collect(),
+                        dials: stats.dials,
+                        reuses: stats.reuses,
+                    });
+                }
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+    .boxed_local()
+}
+
+async fn round_trip(
+    acc: &Accessor<State>,
+    guest: &GuestTransport<'_>,
+    handle: ResourceAny,
+    request: http::Request<Body>,
+) -> Result<http::Response<ResponseBody>, Error> {
+    let (parts, body) = request.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let body = match body.0 {
+        Inner::Empty => types::RequestBody::Empty,
+        Inner::Bytes(bytes) => types::RequestBody::Bytes(bytes.to_vec()),
+        Inner::Stream(chunks) => {
+            let reader = acc
+                .with(|mut access| StreamReader::new(&mut access, BytesProducer::new(chunks)))
+                .map_err(Error::engine)?;
+            types::RequestBody::Stream(reader)
+        }
+    };
+    let request = types::Request {
+        method: parts.method.as_str().to_owned(),
+        url: parts.uri.to_string(),
+        headers,
+        body,
+    };
+    let response = guest
+        .call_round_trip(acc, handle, request)
+        .await
+        .map_err(Error::engine)??;
+    let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
+    let (trailers_tx, trailers_rx) = oneshot::channel();
+    acc.with(|mut access| {
+        response.body.pipe(&mut access, BytesConsumer::new(data_tx))?;
+        response
+            .trailers
+            .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
+    })
+    .map_err(Error::engine)?;
+    let mut builder = http::Response::builder()
+        .status(response.status)
+        .version(match response.version_minor {
+            0 => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        })
+        .extension(ConnectionInfo {
+            id: response.conn,
+            reused: response.reused,
+        })
+        .extension(ReasonPhrase(response.reason));
+    if let Some(headers) = builder.headers_mut() {
+        *headers = header_map(response.headers);
+    }
+    builder
+        .body(ResponseBody::new(data_rx, trailers_rx))
+        .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
+}
