@@ -13,7 +13,10 @@ fn main() {
         .expect("host/ sits inside the workspace")
         .to_path_buf();
     for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-env-changed=ROUNDTRIP_COMPONENT_PROFILE");
 
@@ -54,7 +57,10 @@ fn main() {
         .join(&profile)
         .join("roundtrip_component.wasm");
     check_exists(&wasm);
-    println!("cargo:rustc-env=ROUNDTRIP_COMPONENT_WASM={}", wasm.display());
+    println!(
+        "cargo:rustc-env=ROUNDTRIP_COMPONENT_WASM={}",
+        wasm.display()
+    );
 }
 
 fn check_exists(wasm: &Path) {

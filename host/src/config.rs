@@ -52,9 +52,8 @@ impl Default for Config {
 
 impl Config {
     pub(crate) fn to_wit(&self) -> wit::Config {
-        let nanos = |d: Option<Duration>| {
-            d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        };
+        let nanos =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         wit::Config {
             max_idle_conns: self.max_idle_conns,
             max_idle_conns_per_host: self.max_idle_conns_per_host,

@@ -53,7 +53,10 @@ impl Error {
     }
 
     pub fn engine(error: impl fmt::Display) -> Self {
-        Self::new(ErrorKind::Engine, format!("transport component failed: {error}"))
+        Self::new(
+            ErrorKind::Engine,
+            format!("transport component failed: {error}"),
+        )
     }
 
     pub fn shutdown() -> Self {

@@ -22,6 +22,7 @@ mod body;
 mod config;
 mod error;
 pub mod events;
+pub mod local_server;
 mod net;
 mod pipes;
 mod state;
@@ -31,6 +32,4 @@ mod transport;
 pub use body::{Body, ResponseBody};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
-pub use transport::{
-    COMPONENT_WASM, ConnectionInfo, KeyStats, PoolStats, ReasonPhrase, Transport,
-};
+pub use transport::{COMPONENT_WASM, ConnectionInfo, KeyStats, PoolStats, ReasonPhrase, Transport};

@@ -155,7 +155,9 @@ impl<T: Send> HostWithStore<T> for Net {
             None => dial(&host, port).await,
         };
         match dialled {
-            Ok(conn) => Ok(Ok(accessor.with(|mut access| access.get().table.push(conn))?)),
+            Ok(conn) => Ok(Ok(
+                accessor.with(|mut access| access.get().table.push(conn))?
+            )),
             Err(code) => Ok(Err(code)),
         }
     }
@@ -171,9 +173,8 @@ async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
     for addr in &addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
-                return Connection::new(stream).map_err(|e| {
-                    ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}"))
-                });
+                return Connection::new(stream)
+                    .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")));
             }
             Err(e) => last_error = Some((addr, e)),
         }

@@ -10,14 +10,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::PollSender;
+use wasmtime::StoreContextMut;
 use wasmtime::component::{
     Destination, FutureConsumer, Lift, Source, StreamConsumer, StreamProducer, StreamResult,
 };
-use wasmtime::StoreContextMut;
 
 /// Feeds a guest's read end of a `stream<u8>` from a stream of byte chunks.
 pub struct BytesProducer {

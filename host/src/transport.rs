@@ -25,7 +25,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use crate::bindings::roundtrip::transport::{net, observe, types};
 use crate::bindings::{Transport as World, TransportPre};
-use crate::body::{header_map, Body, Inner, ResponseBody};
+use crate::body::{Body, Inner, ResponseBody, header_map};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::net::Net;
@@ -342,7 +342,9 @@ async fn round_trip(
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
     acc.with(|mut access| {
-        response.body.pipe(&mut access, BytesConsumer::new(data_tx))?;
+        response
+            .body
+            .pipe(&mut access, BytesConsumer::new(data_tx))?;
         response
             .trailers
             .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))

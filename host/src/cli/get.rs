@@ -1,0 +1,300 @@
+//! `roundtrip get`: every URL in order on one transport, like curl with a pool.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Args;
+use http::{HeaderName, HeaderValue, Method};
+use http_body_util::BodyExt;
+use roundtrip_host::events::Callback;
+use roundtrip_host::{Body, ReasonPhrase, Transport};
+use tokio::sync::Mutex;
+
+use super::{EventArgs, PoolArgs, narrate, usage_error};
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Absolute http:// or https:// URLs, fetched in order.
+    #[arg(required = true, value_name = "URL")]
+    urls: Vec<String>,
+    /// Include the status line and headers in the output.
+    #[arg(short, long)]
+    include: bool,
+    /// Narrate connections and exchanges on stderr, like curl -v.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Request method (default GET, or POST with -d).
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    method: Option<String>,
+    /// Extra header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Request body (sent as application/x-www-form-urlencoded, as curl does).
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    data: Option<String>,
+    /// Request body, as is: `@FILE` reads a file.
+    #[arg(long = "data-binary", value_name = "DATA|@FILE")]
+    data_binary: Option<String>,
+    /// Write every body, in order, to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Fetch each URL N times.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: usize,
+    /// Workers sharing the one transport.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    concurrency: usize,
+    #[command(flatten)]
+    events: EventArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+/// One request to make, built once and cloned per job.
+#[derive(Clone)]
+struct Template {
+    method: Method,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<Bytes>,
+}
+
+pub async fn run(args: GetArgs) -> ExitCode {
+    let template = match template(&args) {
+        Ok(template) => template,
+        Err(message) => return usage_error(&message),
+    };
+    if args.concurrency == 0 {
+        return usage_error("--concurrency must be at least 1");
+    }
+    let mut events = match args.events.events() {
+        Ok(events) => events,
+        Err(message) => return usage_error(&message),
+    };
+    if args.verbose {
+        events = events.with(Callback(|event: &roundtrip_host::events::Event| {
+            if let Some(line) = narrate::curl_line(event) {
+                eprintln!("{line}");
+            }
+        }));
+    }
+    let config = match args.pool.config(events) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    let transport = match Transport::new(config) {
+        Ok(transport) => transport,
+        Err(e) => {
+            eprintln!("roundtrip: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Box::new(std::io::BufWriter::new(file)),
+            Err(e) => return usage_error(&format!("cannot write {}: {e}", path.display())),
+        },
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let jobs: Vec<String> = args
+        .urls
+        .iter()
+        .flat_map(|url| std::iter::repeat_n(url.clone(), args.repeat))
+        .collect();
+    let output = Arc::new(Mutex::new(Output {
+        out,
+        next: 0,
+        waiting: BTreeMap::new(),
+    }));
+    let failed = if args.concurrency == 1 {
+        let mut failed = false;
+        for (index, url) in jobs.iter().enumerate() {
+            failed |= !fetch(&transport, &template, &args, index, url, &output).await;
+        }
+        failed
+    } else {
+        let jobs = Arc::new(std::sync::Mutex::new(jobs.into_iter().enumerate()));
+        let template = Arc::new(template);
+        let args = Arc::new(args);
+        let workers: Vec<_> = (0..args.concurrency)
+            .map(|_| {
+                let (transport, template, args, jobs, output) = (
+                    transport.clone(),
+                    Arc::clone(&template),
+                    Arc::clone(&args),
+                    Arc::clone(&jobs),
+                    Arc::clone(&output),
+                );
+                tokio::spawn(async move {
+                    let mut failed = false;
+                    loop {
+                        let job = jobs.lock().ok().and_then(|mut jobs| jobs.next());
+                        let Some((index, url)) = job else { break };
+                        failed |= !fetch(&transport, &template, &args, index, &url, &output).await;
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let mut failed = false;
+        for worker in workers {
+            failed |= worker.await.unwrap_or(true);
+        }
+        failed
+    };
+    let _ = output.lock().await.out.flush();
+    transport.shutdown().await;
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn template(args: &GetArgs) -> Result<Template, String> {
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("bad header {header:?}: expected `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("bad header name in {header:?}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("bad header value in {header:?}"))?;
+        headers.push((name, value));
+    }
+    let body = match (&args.data, &args.data_binary) {
+        (Some(_), Some(_)) => return Err("use one of -d and --data-binary".into()),
+        (Some(data), None) => {
+            if !headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
+                headers.push((
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                ));
+            }
+            Some(Bytes::from(data.clone()))
+        }
+        (None, Some(data)) => Some(match data.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("cannot read {path}: {e}"))?
+                .into(),
+            None => Bytes::from(data.clone()),
+        }),
+        (None, None) => None,
+    };
+    let method = match &args.method {
+        Some(method) => {
+            Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method:?}"))?
+        }
+        None if body.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    Ok(Template {
+        method,
+        headers,
+        body,
+    })
+}
+
+/// Bodies are written in request order even when workers finish out of order.
+struct Output {
+    out: Box<dyn Write + Send>,
+    next: usize,
+    waiting: BTreeMap<usize, Vec<u8>>,
+}
+
+impl Output {
+    fn finish(&mut self, index: usize, bytes: Vec<u8>) {
+        self.waiting.insert(index, bytes);
+        while let Some(bytes) = self.waiting.remove(&self.next) {
+            let _ = self.out.write_all(&bytes);
+            self.next += 1;
+        }
+    }
+}
+
+/// Makes one request; reports a failure on stderr and returns false.
+async fn fetch(
+    transport: &Transport,
+    template: &Template,
+    args: &GetArgs,
+    index: usize,
+    url: &str,
+    output: &Mutex<Output>,
+) -> bool {
+    let mut builder = http::Request::builder()
+        .method(template.method.clone())
+        .uri(url);
+    for (name, value) in &template.headers {
+        builder = builder.header(name, value);
+    }
+    let body = template.body.clone().map_or_else(Body::empty, Body::from);
+    let request = match builder.body(body) {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("roundtrip: {url}: invalid URL: {e}");
+            output.lock().await.finish(index, Vec::new());
+            return false;
+        }
+    };
+    if args.verbose {
+        eprintln!("> {} {url}", template.method);
+    }
+    let response = match transport.round_trip(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("roundtrip: {url}: {e}");
+            output.lock().await.finish(index, Vec::new());
+            return false;
+        }
+    };
+    let mut bytes = Vec::new();
+    if args.include || args.verbose {
+        let reason = response
+            .extensions()
+            .get::<ReasonPhrase>()
+            .map_or("", |r| r.0.as_str());
+        let version = if response.version() == http::Version::HTTP_10 {
+            "1.0"
+        } else {
+            "1.1"
+        };
+        let mut head = format!("HTTP/{version} {} {reason}\r\n", response.status().as_u16());
+        for (name, value) in response.headers() {
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        head.push_str("\r\n");
+        if args.verbose {
+            for line in head.trim_end().lines() {
+                eprintln!("< {line}");
+            }
+        }
+        if args.include {
+            bytes.extend_from_slice(head.as_bytes());
+        }
+    }
+    let mut body = response.into_body();
+    let mut ok = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) => {
+                eprintln!("roundtrip: {url}: {e}");
+                ok = false;
+                break;
+            }
+        }
+    }
+    output.lock().await.finish(index, bytes);
+    ok
+}

@@ -1,0 +1,126 @@
+//! Command-line parsing and the subcommands.
+
+mod demo;
+mod get;
+mod narrate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use roundtrip_host::Config;
+use roundtrip_host::events::{Events, JsonLines, TcpSink};
+
+#[derive(Parser)]
+#[command(
+    name = "roundtrip",
+    version,
+    about = "Go's HTTP transport as a WebAssembly component: requests, pooling and every connection's life"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send requests on ONE transport, in order, and write the bodies to stdout.
+    Get(get::GetArgs),
+    /// Run a classroom scenario against built-in local servers, with narration.
+    Demo(demo::DemoArgs),
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Get(args) => get::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+/// Where events go: shared by every subcommand.
+#[derive(Args, Clone, Default)]
+pub struct EventArgs {
+    /// Write lifecycle events as JSON Lines to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    events: Option<String>,
+    /// Stream lifecycle events to a running inspector (also: env ROUNDTRIP_INSPECT).
+    #[arg(long, value_name = "HOST:PORT")]
+    inspect: Option<String>,
+}
+
+impl EventArgs {
+    /// The sinks asked for, plus `ROUNDTRIP_INSPECT` when `--inspect` is absent.
+    fn events(&self) -> Result<Events, String> {
+        let mut events = Events::new();
+        match self.events.as_deref() {
+            None => {}
+            Some("-") => events = events.with(JsonLines::stdout()),
+            Some(path) => {
+                let sink = JsonLines::create(std::path::Path::new(path))
+                    .map_err(|e| format!("cannot write events to {path}: {e}"))?;
+                events = events.with(sink);
+            }
+        }
+        Ok(match &self.inspect {
+            Some(addr) => events.with(TcpSink::connect(addr)),
+            None => events.with_env_inspector(),
+        })
+    }
+}
+
+/// Pool and timeout knobs (Go's Transport fields, Go's defaults).
+#[derive(Args, Clone)]
+pub struct PoolArgs {
+    /// Idle connections kept per host (Go MaxIdleConnsPerHost).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_idle_per_host: u32,
+    /// Idle connections kept in all (Go MaxIdleConns; 0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_idle: u32,
+    /// Seconds an idle connection is kept (Go IdleConnTimeout; 0 = forever).
+    #[arg(long, value_name = "SECS", default_value_t = 90.0)]
+    idle_timeout: f64,
+    /// Send `Connection: close` and never reuse (Go DisableKeepAlives).
+    #[arg(long)]
+    no_keepalive: bool,
+    /// Seconds to wait for response headers after the request is sent.
+    #[arg(long, value_name = "SECS")]
+    response_header_timeout: Option<f64>,
+    /// Seconds allowed to open a connection.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Trust the CA certificates in this PEM file too.
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+}
+
+impl PoolArgs {
+    fn config(&self, events: Events) -> Result<Config, String> {
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| format!("--{name}: {value} is not a number of seconds"))
+        };
+        let idle = seconds("idle-timeout", self.idle_timeout)?;
+        Ok(Config {
+            max_idle_conns: self.max_idle,
+            max_idle_conns_per_host: self.max_idle_per_host,
+            idle_conn_timeout: (!idle.is_zero()).then_some(idle),
+            dial_timeout: Some(seconds("connect-timeout", self.connect_timeout)?),
+            response_header_timeout: self
+                .response_header_timeout
+                .map(|s| seconds("response-header-timeout", s))
+                .transpose()?,
+            disable_keep_alives: self.no_keepalive,
+            extra_ca_files: self.cacert.clone(),
+            events,
+            ..Config::default()
+        })
+    }
+}
+
+/// Prints a usage-style error and returns exit code 2.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("roundtrip: {message}");
+    ExitCode::from(2)
+}
