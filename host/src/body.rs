@@ -8,7 +8,9 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::Error;
@@ -21,6 +23,16 @@ pub(crate) enum Inner {
     Empty,
     Bytes(Bytes),
     Stream(BoxStream<'static, Bytes>),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Inner::Empty => f.write_str("Body::Empty"),
+            Inner::Bytes(bytes) => write!(f, "Body::Bytes({} bytes)", bytes.len()),
+            Inner::Stream(_) => f.write_str("Body::Stream"),
+        }
+    }
 }
 
 impl Body {
@@ -72,13 +84,36 @@ type Trailers = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
 pub struct ResponseBody {
     data: mpsc::Receiver<Bytes>,
     trailers: Option<oneshot::Receiver<Trailers>>,
+    /// One permit per chunk asked for (see `pipes::BytesConsumer::on_demand`).
+    demand: Arc<Semaphore>,
+    /// A permit is out and its chunk has not arrived yet.
+    asked: bool,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Wakes a guest write waiting for demand: the reader is gone.
+        self.demand.close();
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
 }
 
 impl ResponseBody {
-    pub(crate) fn new(data: mpsc::Receiver<Bytes>, trailers: oneshot::Receiver<Trailers>) -> Self {
+    pub(crate) fn new(
+        data: mpsc::Receiver<Bytes>,
+        trailers: oneshot::Receiver<Trailers>,
+        demand: Arc<Semaphore>,
+    ) -> Self {
         Self {
             data,
             trailers: Some(trailers),
+            demand,
+            asked: false,
         }
     }
 }
@@ -91,8 +126,15 @@ impl HttpBody for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if !self.asked {
+            self.asked = true;
+            self.demand.add_permits(1);
+        }
         match self.data.poll_recv(cx) {
-            Poll::Ready(Some(chunk)) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(Some(chunk)) => {
+                self.asked = false;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
             Poll::Ready(None) => {}
             Poll::Pending => return Poll::Pending,
         }

@@ -7,13 +7,14 @@
 //! backpressure.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::PollSender;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::{PollSemaphore, PollSender};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
     Destination, FutureConsumer, Lift, Source, StreamConsumer, StreamProducer, StreamResult,
@@ -76,14 +77,28 @@ impl<D> StreamProducer<D> for BytesProducer {
 /// Drains a guest's write end of a `stream<u8>` into a channel of chunks. When the
 /// channel's receiver is gone, the guest's writes fail: that is how it learns the
 /// reader went away (e.g. a response body dropped early).
+///
+/// With `demand`, a chunk is taken only against a permit the reader adds when it
+/// wants more: the guest's write completes when the caller reads, not when a buffer
+/// has room. That keeps Go's rule honest: a connection returns to the pool when the
+/// caller has read its body, not when the host has buffered it.
 pub struct BytesConsumer {
     chunks: PollSender<Bytes>,
+    demand: Option<PollSemaphore>,
 }
 
 impl BytesConsumer {
     pub fn new(chunks: mpsc::Sender<Bytes>) -> Self {
         Self {
             chunks: PollSender::new(chunks),
+            demand: None,
+        }
+    }
+
+    pub fn on_demand(chunks: mpsc::Sender<Bytes>, demand: Arc<Semaphore>) -> Self {
+        Self {
+            chunks: PollSender::new(chunks),
+            demand: Some(PollSemaphore::new(demand)),
         }
     }
 }
@@ -100,19 +115,26 @@ impl<D> StreamConsumer<D> for BytesConsumer {
     ) -> Poll<wasmtime::Result<StreamResult>> {
         let me = self.get_mut();
         let mut source = source.as_direct(store);
+        if source.remaining().is_empty() {
+            // A zero-length write asks whether there is room; say yes.
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
         match me.chunks.poll_reserve(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Poll::Ready(Ok(StreamResult::Dropped)),
             Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
             Poll::Pending => return Poll::Pending,
         }
-        let bytes = source.remaining();
-        if bytes.is_empty() {
-            // A zero-length write asks whether there is room; there is.
-            me.chunks.abort_send();
-            return Poll::Ready(Ok(StreamResult::Completed));
+        if let Some(demand) = &mut me.demand {
+            match demand.poll_acquire(cx) {
+                Poll::Ready(Some(permit)) => permit.forget(),
+                // The reader closed the demand: it is gone.
+                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        let chunk = Bytes::copy_from_slice(bytes);
+        let chunk = Bytes::copy_from_slice(source.remaining());
         let n = chunk.len();
         if me.chunks.send_item(chunk).is_err() {
             return Poll::Ready(Ok(StreamResult::Dropped));

@@ -341,10 +341,10 @@ async fn round_trip(
         .map_err(Error::engine)??;
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
+    let demand = Arc::new(tokio::sync::Semaphore::new(0));
     acc.with(|mut access| {
-        response
-            .body
-            .pipe(&mut access, BytesConsumer::new(data_tx))?;
+        let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
+        response.body.pipe(&mut access, consumer)?;
         response
             .trailers
             .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
@@ -365,6 +365,6 @@ async fn round_trip(
         *headers = header_map(response.headers);
     }
     builder
-        .body(ResponseBody::new(data_rx, trailers_rx))
+        .body(ResponseBody::new(data_rx, trailers_rx, demand))
         .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
 }

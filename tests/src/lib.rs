@@ -1,1 +1,327 @@
+//! Helpers for the end-to-end tests: a transport with an event recorder, request
+//! shortcuts, a scripted raw TCP server, a TLS server with a CA made in the test, and
+//! nginx started on a free loopback port.
 
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use roundtrip_host::events::{Event, EventKind, Recorder};
+use roundtrip_host::{Body, Config, ConnectionInfo, Error, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A transport whose events are recorded, built from `Config::default()` changed by
+/// `adjust`.
+pub fn transport(adjust: impl FnOnce(&mut Config)) -> (Transport, Recorder) {
+    let recorder = Recorder::new();
+    let mut config = Config {
+        events: roundtrip_host::events::Events::new().with(recorder.clone()),
+        ..Config::default()
+    };
+    adjust(&mut config);
+    (Transport::new(config).unwrap(), recorder)
+}
+
+/// A finished exchange.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<http::HeaderMap>,
+    pub conn: ConnectionInfo,
+}
+
+/// Sends `request` and reads the whole body.
+pub async fn fetch(transport: &Transport, request: http::Request<Body>) -> Result<Fetched, Error> {
+    let response = transport.round_trip(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let conn = *response.extensions().get::<ConnectionInfo>().unwrap();
+    let collected = response.into_body().collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(Fetched {
+        status,
+        headers,
+        body: collected.to_bytes(),
+        trailers,
+        conn,
+    })
+}
+
+/// `GET url`, whole body read.
+pub async fn get(transport: &Transport, url: &str) -> Result<Fetched, Error> {
+    fetch(
+        transport,
+        http::Request::get(url).body(Body::empty()).unwrap(),
+    )
+    .await
+}
+
+/// How many recorded events match.
+pub fn count(events: &[Event], wanted: impl Fn(&EventKind) -> bool) -> usize {
+    events.iter().filter(|e| wanted(&e.kind)).count()
+}
+
+pub fn dials(events: &[Event]) -> usize {
+    count(events, |k| matches!(k, EventKind::DialStart { .. }))
+}
+
+/// Close reasons, in order.
+pub fn closes(events: &[Event]) -> Vec<roundtrip_host::events::CloseReason> {
+    events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Close { reason } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits (up to 5 s) until the recorder holds an event matching `wanted`.
+pub async fn wait_for_event(recorder: &Recorder, wanted: impl Fn(&EventKind) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if recorder.events().iter().any(|e| wanted(&e.kind)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// A TCP server whose every connection runs `script(index, socket)`; `index` counts
+/// connections from 0.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawServer {
+    pub async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(usize, TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(script);
+        let task = tokio::spawn(async move {
+            let mut index = 0;
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(script(index, socket));
+                index += 1;
+            }
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request head (up to the blank line) from `socket`; `None` at EOF.
+pub async fn read_request_head(socket: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match socket.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Answers every request on a connection with `response` until the peer closes.
+pub async fn answer_each(mut socket: TcpStream, response: &'static [u8]) {
+    while read_request_head(&mut socket).await.is_some() {
+        if socket.write_all(response).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A CA and a server certificate made for the test.
+pub struct TestPki {
+    pub ca_file: tempfile::NamedTempFile,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+/// Makes a CA and a certificate for `names` signed by it.
+pub fn pki(names: &[&str]) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Roundtrip Test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TestPki {
+        ca_file,
+        server_config: Arc::new(server_config),
+    }
+}
+
+/// A keep-alive HTTPS server on 127.0.0.1 answering every request with `hello`.
+pub async fn tls_server(config: Arc<rustls::ServerConfig>) -> RawServer {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = tls.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let close = String::from_utf8_lossy(&head[..end])
+                            .to_ascii_lowercase()
+                            .contains("connection: close");
+                        head.drain(..end + 4);
+                        let response = if close {
+                            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"[..]
+                        } else {
+                            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..]
+                        };
+                        if tls.write_all(response).await.is_err() {
+                            return;
+                        }
+                        if close {
+                            let _ = tls.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    RawServer { addr, task }
+}
+
+/// nginx from Debian's package, started on a free loopback port with its own prefix
+/// and config; stopped when dropped.
+pub struct Nginx {
+    pub port: u16,
+    child: Child,
+    _prefix: tempfile::TempDir,
+}
+
+/// Where Debian puts nginx.
+fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("nginx not found: run `scripts/test`, which installs Debian's nginx package");
+}
+
+impl Nginx {
+    /// Starts nginx with `server_directives` inside its `server { }` block.
+    pub fn start(server_directives: &str) -> Self {
+        let prefix = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let root = prefix.path();
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        std::fs::create_dir_all(root.join("html")).unwrap();
+        std::fs::write(root.join("html/small"), "hello, world\n").unwrap();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
+             error_log {root}/logs/error.log;\nevents {{ worker_connections 128; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {root}/tmp_body;\n\
+             proxy_temp_path {root}/tmp_proxy;\n  fastcgi_temp_path {root}/tmp_fcgi;\n\
+             uwsgi_temp_path {root}/tmp_uwsgi;\n  scgi_temp_path {root}/tmp_scgi;\n\
+             server {{\n    listen 127.0.0.1:{port};\n    root {root}/html;\n    {server_directives}\n  }}\n}}\n",
+            root = root.display()
+        );
+        let conf = root.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(root)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start listening on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child,
+            _prefix: prefix,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,450 @@
+//! The real component in the real host against in-process servers on loopback:
+//! keep-alive reuse, body framing, close rules, concurrency, bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use roundtrip_host::events::{CloseReason, EventKind};
+use roundtrip_host::local_server::{LocalServer, body_bytes};
+use roundtrip_host::{Body, ErrorKind};
+use roundtrip_tests::*;
+use tokio::io::AsyncWriteExt;
+
+const TEN_MIB: usize = 10 << 20;
+
+#[tokio::test]
+async fn two_sequential_gets_share_one_connection() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let first = get(&transport, &server.url("/small")).await.unwrap();
+    let second = get(&transport, &server.url("/small")).await.unwrap();
+    assert_eq!(first.body, "hello, world\n");
+    assert_eq!(second.body, "hello, world\n");
+    assert!(!first.conn.reused);
+    assert!(second.conn.reused);
+    assert_eq!(first.conn.id, second.conn.id);
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    assert_eq!(server.connections(), 1, "the server saw one TCP connection");
+    let got: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::GotConn {
+                reused, was_idle, ..
+            } => Some((reused, was_idle)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![(false, false), (true, true)]);
+    let stats = transport.stats().await;
+    assert_eq!((stats.dials, stats.reuses), (1, 1));
+    assert_eq!(stats.keys[0].idle, 1);
+}
+
+#[tokio::test]
+async fn events_carry_ids_keys_and_follow_the_lifecycle() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/small")).await.unwrap();
+    transport.shutdown().await;
+    let events = recorder.events();
+    let names: Vec<_> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "get_conn",
+            "dial_start",
+            "dial_done",
+            "got_conn",
+            "wrote_headers",
+            "wrote_request",
+            "first_byte",
+            "response",
+            "body_eof",
+            "put_idle",
+            "close"
+        ]
+    );
+    let key = format!("http://{}", server.addr());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.key.as_deref() == Some(key.as_str()))
+    );
+    assert!(events[1..].iter().all(|e| e.conn == Some(1)));
+    assert!(events[..10].iter().all(|e| e.req == Some(1)));
+    assert!(events.windows(2).all(|w| w[0].ts_us <= w[1].ts_us));
+    assert_eq!(events[8].kind, EventKind::BodyEof { bytes: 13 });
+    assert_eq!(closes(&events), [CloseReason::TransportShutdown]);
+    // The JSON line follows docs/events.md.
+    let line: serde_json::Value = serde_json::from_str(&events[3].to_json()).unwrap();
+    assert_eq!(line["event"], "got_conn");
+    assert_eq!(line["reused"], false);
+    assert_eq!(line["conn"], 1);
+    assert!(line["ts_us"].is_u64());
+}
+
+#[tokio::test]
+async fn ten_mib_bodies_arrive_intact_by_length_chunked_and_until_close() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let expected = body_bytes(TEN_MIB);
+    for path in ["bytes", "chunked", "until-close"] {
+        let fetched = get(&transport, &server.url(&format!("/{path}/{TEN_MIB}")))
+            .await
+            .unwrap();
+        assert_eq!(fetched.body.len(), TEN_MIB, "{path}");
+        assert!(fetched.body == expected, "{path}: body bytes differ");
+        if path == "chunked" {
+            let trailers = fetched.trailers.expect("chunked trailers");
+            assert_eq!(trailers["x-body-len"], TEN_MIB.to_string());
+        }
+    }
+    let events = recorder.events();
+    // Length and chunked bodies leave the connection reusable; until-close cannot.
+    assert_eq!(dials(&events), 1);
+    assert_eq!(closes(&events), [CloseReason::ServerClosed]);
+    assert_eq!(
+        count(&events, |k| *k
+            == EventKind::BodyEof {
+                bytes: TEN_MIB as u64
+            }),
+        3
+    );
+}
+
+#[tokio::test]
+async fn server_connection_close_forces_a_new_dial() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    for _ in 0..2 {
+        let fetched = get(&transport, &server.url("/close/100")).await.unwrap();
+        assert_eq!(fetched.body, body_bytes(100));
+    }
+    let events = recorder.events();
+    assert_eq!(dials(&events), 2);
+    assert_eq!(
+        closes(&events),
+        [CloseReason::ConnectionClose, CloseReason::ConnectionClose]
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::PutIdle { .. })),
+        0
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_body_early_closes_the_connection_and_the_next_request_dials() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let request = http::Request::get(server.url(&format!("/bytes/{TEN_MIB}")))
+        .body(Body::empty())
+        .unwrap();
+    let response = transport.round_trip(request).await.unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(body);
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::EarlyBodyClose
+            })
+        .await,
+        "no close{{early_body_close}}: {:?}",
+        recorder.names()
+    );
+    let events = recorder.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyClosedEarly { .. })),
+        1
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
+        0
+    );
+    let next = get(&transport, &server.url("/small")).await.unwrap();
+    assert!(!next.conn.reused);
+    assert_eq!(dials(&recorder.events()), 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_on_one_transport_are_all_correct() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let transport = transport.clone();
+            let url = server.url(&format!(
+                "/{}/{}",
+                ["bytes", "chunked"][i % 2],
+                1000 + i * 997
+            ));
+            tokio::spawn(async move { (i, get(&transport, &url).await) })
+        })
+        .collect();
+    for task in tasks {
+        let (i, fetched) = task.await.unwrap();
+        let fetched = fetched.unwrap();
+        assert_eq!(fetched.status, 200);
+        assert!(fetched.body == body_bytes(1000 + i * 997), "request {i}");
+    }
+    let events = recorder.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
+        50
+    );
+    // At most two stay idle (MaxIdleConnsPerHost); the rest were refused and closed.
+    let stats = transport.stats().await;
+    assert_eq!(stats.keys.len(), 1);
+    assert!(stats.keys[0].idle <= 2, "{stats:?}");
+    assert_eq!(stats.keys[0].active, 0);
+    let refused = count(&events, |k| {
+        *k == EventKind::PutIdle {
+            ok: false,
+            reason: Some(CloseReason::MaxIdlePerHost),
+        }
+    });
+    assert_eq!(refused as u64, stats.dials - u64::from(stats.keys[0].idle));
+}
+
+#[tokio::test]
+async fn max_idle_per_host_keeps_two_of_three() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    // Three responses held open at once need three connections.
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let request = http::Request::get(server.url("/small"))
+            .body(Body::empty())
+            .unwrap();
+        bodies.push(transport.round_trip(request).await.unwrap().into_body());
+    }
+    for body in bodies {
+        body.collect().await.unwrap();
+    }
+    let events = recorder.events();
+    assert_eq!(dials(&events), 3);
+    assert_eq!(
+        count(&events, |k| *k
+            == EventKind::PutIdle {
+                ok: true,
+                reason: None
+            }),
+        2
+    );
+    assert_eq!(closes(&events), [CloseReason::MaxIdlePerHost]);
+    assert_eq!(transport.stats().await.keys[0].idle, 2);
+}
+
+#[tokio::test]
+async fn idle_connections_time_out() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) =
+        transport(|c| c.idle_conn_timeout = Some(Duration::from_millis(100)));
+    get(&transport, &server.url("/small")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::IdleTimeout
+            })
+        .await
+    );
+    assert!(transport.stats().await.keys.is_empty());
+    let next = get(&transport, &server.url("/small")).await.unwrap();
+    assert!(!next.conn.reused);
+    assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn no_keepalive_sends_connection_close_and_never_pools() {
+    let server = RawServer::start(|_, mut socket| async move {
+        let head = read_request_head(&mut socket).await.unwrap();
+        let closes = head
+            .to_ascii_lowercase()
+            .matches("connection: close")
+            .count();
+        let body = format!("{closes}");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+    })
+    .await;
+    let (transport, recorder) = transport(|c| c.disable_keep_alives = true);
+    let fetched = get(&transport, &server.url("/")).await.unwrap();
+    assert_eq!(fetched.body, "1", "exactly one Connection: close header");
+    assert_eq!(
+        closes(&recorder.events()),
+        [CloseReason::KeepalivesDisabled]
+    );
+}
+
+#[tokio::test]
+async fn head_204_and_1xx_have_no_body_and_keep_the_connection() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let head = fetch(
+        &transport,
+        http::Request::head(server.url("/bytes/5000"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head.headers["content-length"], "5000");
+    assert!(head.body.is_empty());
+    let no_content = get(&transport, &server.url("/head-only")).await.unwrap();
+    assert_eq!(no_content.status, 204);
+    let hinted = get(&transport, &server.url("/continue")).await.unwrap();
+    assert_eq!(hinted.status, 200);
+    assert_eq!(hinted.body, "hello, world\n");
+    let events = recorder.events();
+    assert_eq!(
+        count(&events, |k| *k == EventKind::Got1xx { status: 103 }),
+        1
+    );
+    assert_eq!(dials(&events), 1, "all three shared one connection");
+}
+
+#[tokio::test]
+async fn request_bodies_by_length_and_streamed_chunked() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, _) = transport(|_| {});
+    let payload = body_bytes(300_000);
+    let echoed = fetch(
+        &transport,
+        http::Request::post(server.url("/echo"))
+            .body(Body::from(payload.clone()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(echoed.body == payload);
+    let chunks: Vec<Bytes> = payload.chunks(70_000).map(Bytes::copy_from_slice).collect();
+    let streamed = fetch(
+        &transport,
+        http::Request::put(server.url("/echo"))
+            .body(Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        streamed.body == payload,
+        "chunked request body echoed intact"
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_before_any_dial() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    // (The `http` crate already refuses CR, LF and NUL in header values; the
+    // component's own check is covered by the core's unit tests.)
+    let cases: Vec<(http::Request<Body>, ErrorKind)> = vec![
+        (
+            http::Request::get("ftp://127.0.0.1/")
+                .body(Body::empty())
+                .unwrap(),
+            ErrorKind::UriInvalid,
+        ),
+        (
+            http::Request::get("/relative").body(Body::empty()).unwrap(),
+            ErrorKind::UriInvalid,
+        ),
+    ];
+    for (request, kind) in cases {
+        let error = transport.round_trip(request).await.unwrap_err();
+        assert_eq!(error.kind, kind, "{error}");
+    }
+    assert_eq!(dials(&recorder.events()), 0);
+    assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn refused_connections_are_named() {
+    let port = free_port();
+    let (transport, _) = transport(|_| {});
+    let error = get(&transport, &format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ConnectionRefused);
+    assert!(error.message.contains("connection refused"), "{error}");
+}
+
+#[tokio::test]
+async fn malformed_and_truncated_responses_fail_and_are_never_reused() {
+    let server = RawServer::start(|_, mut socket| async move {
+        let Some(head) = read_request_head(&mut socket).await else {
+            return;
+        };
+        let reply: &[u8] = if head.starts_with("GET /garbage") {
+            b"HTTP/1.1 2000 Nope\r\n\r\n"
+        } else if head.starts_with("GET /short") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        };
+        let _ = socket.write_all(reply).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+    let (transport, recorder) = transport(|_| {});
+    let error = get(&transport, &server.url("/garbage")).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ProtocolError, "{error}");
+    let error = get(&transport, &server.url("/short")).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ResponseIncomplete, "{error}");
+    assert!(error.message.contains("7 body bytes"), "{error}");
+    let events = recorder.events();
+    assert_eq!(closes(&events), [CloseReason::Error, CloseReason::Error]);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::PutIdle { .. })),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stale_reused_connection_is_retried_for_replayable_requests() {
+    // Each connection answers one request with keep-alive, then the server closes it
+    // while it sits idle in the pool.
+    let server = RawServer::start(|_, mut socket| async move {
+        read_request_head(&mut socket).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+    let (transport, recorder) = transport(|_| {});
+    assert_eq!(get(&transport, &server.url("/")).await.unwrap().body, "ok");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = get(&transport, &server.url("/")).await.unwrap();
+    assert_eq!(again.body, "ok");
+    let events = recorder.events();
+    assert_eq!(count(&events, |k| matches!(k, EventKind::Retry { .. })), 1);
+    assert_eq!(dials(&events), 2);
+    // A POST without an idempotency key is not replayed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let post = http::Request::post(server.url("/"))
+        .body(Body::from("x"))
+        .unwrap();
+    let error = fetch(&transport, post).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ResponseIncomplete, "{error}");
+}
+
+#[tokio::test]
+async fn response_header_timeout_names_the_cause() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) =
+        transport(|c| c.response_header_timeout = Some(Duration::from_millis(100)));
+    let error = get(&transport, &server.url("/delay/2000"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::ResponseTimeout);
+    assert_eq!(closes(&recorder.events()), [CloseReason::Error]);
+}
