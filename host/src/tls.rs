@@ -50,8 +50,8 @@ pub fn classify(error: &io::Error, server_name: &str) -> ErrorCode {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     else {
-        return ErrorCode::ConnectionTerminated(format!(
-            "TLS handshake with {server_name}: connection failed: {error}"
+        return ErrorCode::TlsProtocolError(format!(
+            "TLS handshake with {server_name} failed: {error} (is the server speaking TLS on this port?)"
         ));
     };
     match tls {

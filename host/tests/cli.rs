@@ -1,0 +1,205 @@
+//! The `roundtrip` binary as a user runs it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+use roundtrip_host::local_server::{LocalServer, body_bytes};
+
+fn roundtrip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(args)
+        .env_remove("ROUNDTRIP_INSPECT")
+        .output()
+        .unwrap()
+}
+
+fn event_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_writes_every_body_in_order_on_one_transport() {
+    let server = LocalServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let events = dir.path().join("events.jsonl");
+    let output = roundtrip(&[
+        "get",
+        "-o",
+        out.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        &server.url("/small"),
+        &server.url("/bytes/5000"),
+        &server.url("/small"),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut expected = b"hello, world\n".to_vec();
+    expected.extend_from_slice(&body_bytes(5000));
+    expected.extend_from_slice(b"hello, world\n");
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+    let events = event_lines(&events);
+    let dials = events.iter().filter(|e| e["event"] == "dial_start").count();
+    let reused = events
+        .iter()
+        .filter(|e| e["event"] == "got_conn" && e["reused"] == true)
+        .count();
+    assert_eq!((dials, reused), (1, 2));
+    assert_eq!(server.connections(), 1);
+    assert_eq!(events.last().unwrap()["event"], "close");
+    assert_eq!(events.last().unwrap()["reason"], "transport_shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_and_concurrency_keep_output_order() {
+    let server = LocalServer::start().await.unwrap();
+    let output = roundtrip(&[
+        "get",
+        "--repeat",
+        "3",
+        "--concurrency",
+        "3",
+        &server.url("/bytes/20000"),
+        &server.url("/small"),
+    ]);
+    assert!(output.status.success());
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        expected.extend_from_slice(&body_bytes(20000));
+    }
+    for _ in 0..3 {
+        expected.extend_from_slice(b"hello, world\n");
+    }
+    assert!(output.stdout == expected);
+    assert_eq!(server.requests(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_and_verbose_narrate_like_curl() {
+    let server = LocalServer::start().await.unwrap();
+    let output = roundtrip(&[
+        "get",
+        "-i",
+        "-v",
+        &server.url("/small"),
+        &server.url("/small"),
+    ]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{stdout}");
+    assert!(stdout.contains("content-length: 13\r\n"), "{stdout}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("* Connected to 127.0.0.1"), "{stderr}");
+    assert!(
+        stderr.contains("* Re-using existing connection #1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("* Connection #1 left idle"), "{stderr}");
+    assert_eq!(stderr.matches("Trying").count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_data_and_custom_headers() {
+    let server = LocalServer::start().await.unwrap();
+    let output = roundtrip(&[
+        "get",
+        "-d",
+        "a=1&b=2",
+        "-H",
+        "X-Test: yes",
+        &server.url("/echo"),
+    ]);
+    assert!(output.status.success());
+    assert_eq!(output.stdout, b"a=1&b=2");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body_bytes(70_000)).unwrap();
+    let data = format!("@{}", file.path().display());
+    let output = roundtrip(&[
+        "get",
+        "-X",
+        "PUT",
+        "--data-binary",
+        &data,
+        &server.url("/echo"),
+    ]);
+    assert!(output.status.success());
+    assert!(output.stdout == body_bytes(70_000));
+}
+
+#[test]
+fn failures_exit_1_with_one_line_naming_the_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let output = roundtrip(&["get", &url]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    let output = roundtrip(&["get", "gopher://example.com/"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unsupported protocol scheme"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(roundtrip(&["get"]).status.code(), Some(2));
+    assert_eq!(
+        roundtrip(&["get", "--no-such-flag", "http://x/"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        roundtrip(&["get", "-H", "no colon", "http://x/"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        roundtrip(&["demo", "no-such-scenario"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn demo_reuse_narrates_one_dial_and_two_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("demo.jsonl");
+    let output = roundtrip(&["demo", "reuse", "--events", events.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("Result: 1 dial and 2 reuses"), "{stdout}");
+    assert_eq!(
+        stdout.matches("REUSES connection #1").count(),
+        2,
+        "{stdout}"
+    );
+    let events = event_lines(&events);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "dial_start").count(),
+        1
+    );
+    let listed = roundtrip(&["demo", "--list"]);
+    assert!(
+        String::from_utf8(listed.stdout)
+            .unwrap()
+            .starts_with("reuse")
+    );
+}

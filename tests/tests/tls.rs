@@ -1,0 +1,127 @@
+//! TLS against a local rustls server whose CA is made in the test.
+
+#![allow(clippy::unwrap_used)]
+
+use roundtrip_host::events::EventKind;
+use roundtrip_host::{Body, ErrorKind};
+use roundtrip_tests::*;
+
+#[tokio::test]
+async fn https_works_with_the_test_ca_and_reuses_the_connection() {
+    let pki = pki(&["localhost"]);
+    let server = tls_server(pki.server_config.clone()).await;
+    let ca = pki.ca_file.path().to_owned();
+    let (transport, recorder) = transport(move |c| c.extra_ca_files = vec![ca]);
+    let url = format!("https://localhost:{}/", server.addr.port());
+    for _ in 0..2 {
+        let fetched = get(&transport, &url).await.unwrap();
+        assert_eq!(fetched.body, "hello");
+    }
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    let tls: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TlsDone {
+                version,
+                alpn,
+                error,
+                cipher_suite,
+                ..
+            } => Some((
+                version.clone(),
+                alpn.clone(),
+                error.clone(),
+                cipher_suite.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tls.len(), 1);
+    assert_eq!(tls[0].0.as_deref(), Some("TLSv1.3"));
+    assert_eq!(tls[0].1.as_deref(), Some("http/1.1"));
+    assert_eq!(tls[0].2, None);
+    assert!(tls[0].3.as_deref().unwrap().starts_with("TLS13_"));
+    assert_eq!(
+        events[0].key.as_deref(),
+        Some(format!("https://localhost:{}", server.addr.port()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_new_connection_resumes_the_tls_session() {
+    let pki = pki(&["localhost"]);
+    let server = tls_server(pki.server_config.clone()).await;
+    let ca = pki.ca_file.path().to_owned();
+    let (transport, recorder) = transport(move |c| c.extra_ca_files = vec![ca]);
+    let url = format!("https://localhost:{}/", server.addr.port());
+    for _ in 0..2 {
+        let request = http::Request::get(url.as_str())
+            .header("connection", "close")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(fetch(&transport, request).await.unwrap().body, "hello");
+    }
+    let resumed: Vec<bool> = recorder
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TlsDone { resumed, .. } => Some(resumed),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [false, true]);
+}
+
+#[tokio::test]
+async fn unknown_issuer_is_named() {
+    let pki = pki(&["localhost"]);
+    let server = tls_server(pki.server_config.clone()).await;
+    let (transport, recorder) = transport(|_| {});
+    let error = get(
+        &transport,
+        &format!("https://localhost:{}/", server.addr.port()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::TlsCertificateUnknownIssuer,
+        "{error}"
+    );
+    assert!(error.message.contains("unknown authority"), "{error}");
+    assert!(
+        recorder
+            .events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::TlsDone { error: Some(_), .. }))
+    );
+}
+
+#[tokio::test]
+async fn name_mismatch_is_named() {
+    let pki = pki(&["other.example"]);
+    let server = tls_server(pki.server_config.clone()).await;
+    let ca = pki.ca_file.path().to_owned();
+    let (transport, _) = transport(move |c| c.extra_ca_files = vec![ca]);
+    let error = get(
+        &transport,
+        &format!("https://localhost:{}/", server.addr.port()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::TlsCertificateNameMismatch, "{error}");
+    assert!(error.message.contains("other.example"), "{error}");
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_http_server_fails_cleanly() {
+    let server = roundtrip_host::local_server::LocalServer::start()
+        .await
+        .unwrap();
+    let (transport, _) = transport(|_| {});
+    let error = get(&transport, &format!("https://{}/small", server.addr()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::TlsProtocolError, "{error}");
+}
