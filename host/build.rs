@@ -23,6 +23,7 @@ fn main() {
     // A target directory of its own: the outer cargo holds the lock on `target/`.
     let target_dir = workspace.join("target").join("component");
     let profile = env::var("ROUNDTRIP_COMPONENT_PROFILE").unwrap_or_else(|_| "component".into());
+    ensure_wasm_target();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -61,6 +62,35 @@ fn main() {
         "cargo:rustc-env=ROUNDTRIP_COMPONENT_WASM={}",
         wasm.display()
     );
+}
+
+/// On a fresh machine the wasm target is often missing: add it with rustup, as the
+/// README promises that building is the only step.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let installed = sysroot
+        .as_ref()
+        .is_some_and(|root| root.join("lib/rustlib/wasm32-wasip2").exists());
+    if installed {
+        return;
+    }
+    println!(
+        "cargo:warning=adding the wasm32-wasip2 target with rustup (needed to build the component)"
+    );
+    match Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        _ => println!(
+            "cargo:warning=could not add wasm32-wasip2; run: rustup target add wasm32-wasip2"
+        ),
+    }
 }
 
 fn check_exists(wasm: &Path) {

@@ -3,7 +3,7 @@
 
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -347,33 +347,61 @@ const TCP_QUEUE: usize = 64 * 1024;
 
 /// JSON Lines over TCP to a running inspector. A background thread connects,
 /// reconnects once a second while the inspector is away, and never blocks the
-/// transport: when its queue is full, events are dropped.
+/// transport: when its queue is full, events are dropped. When the sink is dropped it
+/// waits (up to [`TCP_DRAIN`]) for the queued events to go out, so a short program's
+/// last events are not lost at exit.
 pub struct TcpSink {
-    queue: SyncSender<String>,
+    queue: Option<SyncSender<String>>,
+    /// Signalled when the forwarding thread has sent everything (a `Mutex` only to be
+    /// `Sync`; it is touched once, in `drop`).
+    finished: Mutex<Option<Receiver<()>>>,
 }
+
+/// How long dropping a [`TcpSink`] waits for its queue to drain.
+pub const TCP_DRAIN: Duration = Duration::from_secs(2);
 
 impl TcpSink {
     pub fn connect(addr: &str) -> Self {
         let (queue, lines) = mpsc::sync_channel(TCP_QUEUE);
+        let (done, finished) = mpsc::channel();
         let addr = addr.to_owned();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("roundtrip-inspect".into())
-            .spawn(move || forward_lines(&addr, lines))
-            .map(drop)
-            .unwrap_or_else(|e| eprintln!("roundtrip: cannot start the inspector sink: {e}"));
-        Self { queue }
+            .spawn(move || {
+                forward_lines(&addr, &lines);
+                let _ = done.send(());
+            });
+        if let Err(e) = started {
+            eprintln!("roundtrip: cannot start the inspector sink: {e}");
+        }
+        Self {
+            queue: Some(queue),
+            finished: Mutex::new(Some(finished)),
+        }
     }
 }
 
 impl Sink for TcpSink {
     fn emit(&self, event: &Event) {
-        match self.queue.try_send(event.to_json()) {
-            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        if let Some(queue) = &self.queue {
+            // Full or disconnected: the event is dropped rather than block the transport.
+            let _ = queue.try_send(event.to_json());
         }
     }
 }
 
-fn forward_lines(addr: &str, lines: Receiver<String>) {
+impl Drop for TcpSink {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        let finished = self.finished.get_mut().ok().and_then(Option::take);
+        if let Some(finished) = finished {
+            let _ = finished.recv_timeout(TCP_DRAIN);
+        }
+    }
+}
+
+/// Sends queued lines until the queue is closed and empty.
+fn forward_lines(addr: &str, lines: &Receiver<String>) {
     let mut warned = false;
     let mut held: Option<String> = None;
     loop {
@@ -384,7 +412,16 @@ fn forward_lines(addr: &str, lines: Receiver<String>) {
                     eprintln!("roundtrip: inspector at {addr} not reachable ({e}); retrying");
                     warned = true;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                // Stop retrying once the transport is gone and nothing is queued.
+                if held.is_none() {
+                    match lines.recv_timeout(Duration::from_secs(1)) {
+                        Ok(line) => held = Some(line),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 continue;
             }
         };

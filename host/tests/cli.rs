@@ -203,3 +203,62 @@ fn demo_reuse_narrates_one_dial_and_two_reuses() {
             .starts_with("reuse")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_env_and_pool_flags_reach_the_transport() {
+    use std::io::BufRead;
+    let server = LocalServer::start().await.unwrap();
+    let inspector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = inspector.local_addr().unwrap().to_string();
+    let reader = std::thread::spawn(move || {
+        let (socket, _) = inspector.accept().unwrap();
+        std::io::BufReader::new(socket)
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args([
+            "get",
+            "--no-keepalive",
+            "-o",
+            "/dev/null",
+            &server.url("/small"),
+            &server.url("/small"),
+        ])
+        .env("ROUNDTRIP_INSPECT", &addr)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let events = reader.join().unwrap();
+    let closes: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "close")
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(closes, ["keepalives_disabled", "keepalives_disabled"]);
+    assert_eq!(server.connections(), 2);
+
+    let events_file = tempfile::NamedTempFile::new().unwrap();
+    let output = roundtrip(&[
+        "get",
+        "--concurrency",
+        "3",
+        "--repeat",
+        "3",
+        "--max-idle-per-host",
+        "1",
+        "--events",
+        events_file.path().to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        &server.url("/delay/100"),
+    ]);
+    assert!(output.status.success());
+    let events = event_lines(events_file.path());
+    let refused = events
+        .iter()
+        .filter(|e| e["event"] == "put_idle" && e["ok"] == false)
+        .count();
+    assert_eq!(refused, 2, "three connections, room for one idle");
+}

@@ -165,6 +165,11 @@ pub struct TestPki {
 
 /// Makes a CA and a certificate for `names` signed by it.
 pub fn pki(names: &[&str]) -> TestPki {
+    pki_with(names, |_| {})
+}
+
+/// Like [`pki`], with the server certificate's parameters changed by `adjust`.
+pub fn pki_with(names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> TestPki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -174,8 +179,9 @@ pub fn pki(names: &[&str]) -> TestPki {
         .push(rcgen::DnType::CommonName, "Roundtrip Test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    adjust(&mut params);
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let mut ca_file = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();

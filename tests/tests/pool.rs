@@ -448,3 +448,32 @@ async fn response_header_timeout_names_the_cause() {
     assert_eq!(error.kind, ErrorKind::ResponseTimeout);
     assert_eq!(closes(&recorder.events()), [CloseReason::Error]);
 }
+
+#[tokio::test]
+async fn events_stream_to_an_inspector_over_tcp() {
+    use tokio::io::AsyncBufReadExt;
+    let inspector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inspector.local_addr().unwrap().to_string();
+    let server = LocalServer::start().await.unwrap();
+    let (transport, _) = transport(move |c| {
+        c.events = roundtrip_host::events::Events::new()
+            .with(roundtrip_host::events::TcpSink::connect(&addr));
+    });
+    let (socket, _) = inspector.accept().await.unwrap();
+    get(&transport, &server.url("/small")).await.unwrap();
+    get(&transport, &server.url("/small")).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(socket).lines();
+    let mut names = Vec::new();
+    while names.len() < 20 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let event: roundtrip_host::events::Event = serde_json::from_str(&line).unwrap();
+        names.push(event.name());
+    }
+    assert_eq!(names[0], "get_conn");
+    assert_eq!(names.iter().filter(|n| **n == "got_conn").count(), 2);
+    assert_eq!(names.iter().filter(|n| **n == "dial_start").count(), 1);
+}

@@ -125,3 +125,33 @@ async fn tls_to_a_plain_http_server_fails_cleanly() {
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::TlsProtocolError, "{error}");
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_named() {
+    let pki = pki_with(&["localhost"], |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let server = tls_server(pki.server_config.clone()).await;
+    let ca = pki.ca_file.path().to_owned();
+    let (transport, _) = transport(move |c| c.extra_ca_files = vec![ca]);
+    let error = get(
+        &transport,
+        &format!("https://localhost:{}/", server.addr.port()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::TlsCertificateExpired, "{error}");
+    assert!(error.message.contains("expired"), "{error}");
+}
+
+#[test]
+fn an_unreadable_ca_file_is_a_config_error() {
+    let config = roundtrip_host::Config {
+        extra_ca_files: vec!["/nonexistent/ca.pem".into()],
+        ..roundtrip_host::Config::default()
+    };
+    let error = roundtrip_host::Transport::new(config).err().unwrap();
+    assert_eq!(error.kind, ErrorKind::Config);
+    assert!(error.message.contains("/nonexistent/ca.pem"), "{error}");
+}
