@@ -88,14 +88,15 @@ impl Connection {
     }
 
     fn split(&mut self) {
-        if let Stage::Whole(_) = self.stage {
-            if let Stage::Whole(io) = std::mem::replace(&mut self.stage, Stage::Gone) {
+        match std::mem::replace(&mut self.stage, Stage::Gone) {
+            Stage::Whole(io) => {
                 let (reader, writer) = tokio::io::split(io);
                 self.stage = Stage::Split {
                     reader: Some(reader),
                     writer: Some(writer),
                 };
             }
+            other => self.stage = other,
         }
     }
 }

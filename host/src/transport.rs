@@ -165,10 +165,10 @@ struct ThreadGuard(Option<std::thread::JoinHandle<()>>);
 impl Drop for ThreadGuard {
     fn drop(&mut self) {
         // The thread sees its channel close (every sender is gone with us) and ends.
-        if let Some(thread) = self.0.take() {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
-            }
+        if let Some(thread) = self.0.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
         }
     }
 }

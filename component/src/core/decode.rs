@@ -307,7 +307,7 @@ impl BodyDecoder {
             }),
             BodyDecoder::UntilClose => Ok(Step {
                 consumed: input.len(),
-                data: (!input.is_empty()).then(|| 0..input.len()),
+                data: (!input.is_empty()).then_some(0..input.len()),
             }),
             BodyDecoder::Length { remaining } => {
                 let take = input
@@ -319,7 +319,7 @@ impl BodyDecoder {
                 }
                 Ok(Step {
                     consumed: take,
-                    data: (take > 0).then(|| 0..take),
+                    data: (take > 0).then_some(0..take),
                 })
             }
             BodyDecoder::Chunked(_) => self.decode_chunked(input),
@@ -491,11 +491,10 @@ mod tests {
 
     /// Feeds `parts` one after another the way a connection would (unconsumed bytes
     /// carried over), returning the body, the trailers and the bytes left over.
-    fn run(
-        framing: Framing,
-        parts: &[&[u8]],
-        eof: bool,
-    ) -> Result<(Vec<u8>, Option<Fields>, Vec<u8>), Error> {
+    /// Body, trailers and leftover bytes of one decoding run.
+    type Decoded = (Vec<u8>, Option<Fields>, Vec<u8>);
+
+    fn run(framing: Framing, parts: &[&[u8]], eof: bool) -> Result<Decoded, Error> {
         let mut decoder = BodyDecoder::new(framing);
         let mut pending = Vec::new();
         let mut body = Vec::new();

@@ -277,17 +277,9 @@ async fn write_request(
     body: &mut Body,
     framing: BodyFraming,
 ) -> Result<(), Failed> {
-    if let Body::Bytes(bytes) = body {
-        if bytes.len() <= COALESCE_LIMIT {
-            wire.extend_from_slice(bytes);
-            active
-                .conn_mut()
-                .write(wire)
-                .await
-                .map_err(Failed::at(Progress::NothingWritten))?;
-            active.emit(EventKind::WroteHeaders);
-            return Ok(());
-        }
+    let coalesced = matches!(body, Body::Bytes(bytes) if bytes.len() <= COALESCE_LIMIT);
+    if let (true, Body::Bytes(bytes)) = (coalesced, &body) {
+        wire.extend_from_slice(bytes);
     }
     active
         .conn_mut()
@@ -295,6 +287,9 @@ async fn write_request(
         .await
         .map_err(Failed::at(Progress::NothingWritten))?;
     active.emit(EventKind::WroteHeaders);
+    if coalesced {
+        return Ok(());
+    }
     let sent = match body {
         Body::Empty => Ok(()),
         Body::Bytes(bytes) => active.conn_mut().write(bytes.clone()).await,

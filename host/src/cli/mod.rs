@@ -26,14 +26,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send requests on ONE transport, in order, and write the bodies to stdout.
-    Get(get::GetArgs),
+    Get(Box<get::GetArgs>),
     /// Run a classroom scenario against built-in local servers, with narration.
     Demo(demo::DemoArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Get(args) => get::run(args).await,
+        Command::Get(args) => get::run(*args).await,
         Command::Demo(args) => demo::run(args).await,
     }
 }
