@@ -12,6 +12,9 @@ pub struct Config {
     pub max_idle_conns: u32,
     /// Most idle connections kept per host (Go `MaxIdleConnsPerHost`: 2).
     pub max_idle_conns_per_host: u32,
+    /// Connections per host, dialing + active + idle; more requests wait in line
+    /// (Go `MaxConnsPerHost`: 0 = no limit).
+    pub max_conns_per_host: u32,
     /// How long a connection may sit idle (Go `IdleConnTimeout`: 90 s; `None` = forever).
     pub idle_conn_timeout: Option<Duration>,
     /// Limit for opening the TCP connection (Go's dialer: 30 s).
@@ -37,6 +40,7 @@ impl Default for Config {
         Self {
             max_idle_conns: 100,
             max_idle_conns_per_host: 2,
+            max_conns_per_host: 0,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             dial_timeout: Some(Duration::from_secs(30)),
             tls_handshake_timeout: Some(Duration::from_secs(10)),
@@ -57,6 +61,7 @@ impl Config {
         wit::Config {
             max_idle_conns: self.max_idle_conns,
             max_idle_conns_per_host: self.max_idle_conns_per_host,
+            max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: nanos(self.idle_conn_timeout),
             dial_timeout: nanos(self.dial_timeout),
             tls_handshake_timeout: nanos(self.tls_handshake_timeout),

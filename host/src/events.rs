@@ -31,6 +31,9 @@ pub struct Event {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     GetConn,
+    WaitForConn {
+        reason: String,
+    },
     DialStart {
         addr: String,
     },
@@ -129,6 +132,7 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match &self.kind {
             EventKind::GetConn => "get_conn",
+            EventKind::WaitForConn { .. } => "wait_for_conn",
             EventKind::DialStart { .. } => "dial_start",
             EventKind::DialDone { .. } => "dial_done",
             EventKind::TlsStart => "tls_start",
@@ -176,6 +180,7 @@ impl From<wit::Event> for Event {
         use wit::EventKind as W;
         let kind = match event.kind {
             W::GetConn => EventKind::GetConn,
+            W::WaitForConn(reason) => EventKind::WaitForConn { reason },
             W::DialStart(addr) => EventKind::DialStart { addr },
             W::DialDone(Ok(addr)) => EventKind::DialDone {
                 addr: Some(addr),

@@ -65,6 +65,8 @@ pub struct KeyStats {
     pub idle: u32,
     pub active: u32,
     pub dialing: u32,
+    /// Requests waiting for a connection.
+    pub waiting: u32,
 }
 
 enum Command {
@@ -294,6 +296,7 @@ fn handle_command<'a>(
                                 idle: k.idle,
                                 active: k.active,
                                 dialing: k.dialing,
+                                waiting: k.waiting,
                             })
                             .collect(),
                         dials: stats.dials,

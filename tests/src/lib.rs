@@ -86,11 +86,16 @@ pub fn closes(events: &[Event]) -> Vec<roundtrip_host::events::CloseReason> {
         .collect()
 }
 
-/// Waits (up to 5 s) until the recorder holds an event matching `wanted`.
+/// Waits (up to 5 s) until the recorder holds an event whose kind matches `wanted`.
 pub async fn wait_for_event(recorder: &Recorder, wanted: impl Fn(&EventKind) -> bool) -> bool {
+    wait_for(recorder, |e| wanted(&e.kind)).await
+}
+
+/// Waits (up to 5 s) until the recorder holds an event matching `wanted`.
+pub async fn wait_for(recorder: &Recorder, wanted: impl Fn(&Event) -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if recorder.events().iter().any(|e| wanted(&e.kind)) {
+        if recorder.events().iter().any(&wanted) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -330,4 +335,44 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A keep-alive HTTPS server like [`tls_server`], whose TLS handshake on connection
+/// number `slow_index` (from 0) waits `delay` first: a dial that stays in progress.
+pub async fn tls_server_slow_handshake(
+    config: Arc<rustls::ServerConfig>,
+    slow_index: usize,
+    delay: Duration,
+) -> RawServer {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    RawServer::start(move |index, socket| {
+        let acceptor = acceptor.clone();
+        async move {
+            if index == slow_index {
+                tokio::time::sleep(delay).await;
+            }
+            let Ok(mut tls) = acceptor.accept(socket).await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = tls.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+                while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    head.drain(..end + 4);
+                    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+                    if tls.write_all(response).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
 }

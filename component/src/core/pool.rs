@@ -1,38 +1,50 @@
-//! The connection pool as a state machine, with time passed in.
+//! The connection pool as a state machine, with time passed in and decisions polled out.
 //!
-//! Theory of operation. A connection is always in exactly one place:
+//! Theory of operation. Per pool key the pool keeps three explicit things (as
+//! hyper-util does): the **idle** list (LIFO: the most recently used connection is
+//! reused first, so the oldest age out, as in Go's `idleConn`), the count of connections
+//! **dialing** and **active**, and the FIFO queue of **waiters** (requests with no
+//! connection yet).
 //!
 //! ```text
-//!            begin_dial            dial_done(ok)
-//!   (none) ────────────► Dialing ───────────────► Active ◄──────────┐
-//!                           │ dial_done(err)        │  put_idle      │ take_idle
-//!                           ▼                       ▼                │
-//!                        (none)                   Idle ──────────────┘
-//!                                                   │ expire / evict / drain
-//!                                                   ▼
-//!                                                Closed (returned to the driver)
+//!  checkout ──► idle? ── yes ──► Checkout::Idle (active)
+//!                 │ no
+//!                 ▼
+//!            waiter queued ── under max-conns-per-key? ── yes ──► Action::Dial
+//!                 │                                      no ──► waits (wait_for_conn)
+//!                 ▼
+//!   a connection is offered (a dial finished, or a body reached EOF)
+//!       ├─ first waiter of the key ──► Action::Hand   (socket late binding: whichever
+//!       │                                               connection is ready first)
+//!       ├─ idle list has room ──────► Action::Idled   (+ Action::Close for LRU eviction)
+//!       └─ otherwise ───────────────► Action::Refused (the driver closes it)
+//!   capacity freed (close, failed dial, eviction) ──► next blocked waiter: Action::Dial
 //! ```
 //!
 //! The pool owns idle connections (the driver's handle type `C`) and only counts dialing
-//! and active ones. Idle lists are per key and LIFO: the most recently used connection
-//! is reused first, so the oldest ones age out (Go's `idleConn` behaves the same).
-//! Closing is the driver's job: every method that drops a connection from the pool
-//! hands it back as an [`Evicted`] with the reason, so no path forgets to close one.
+//! and active ones. It performs no I/O: every method records what must happen as
+//! [`Action`]s, which the driver takes with [`Pool::poll_action`] and carries out, so no
+//! path can forget to close a connection or to wake a waiter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::Micros;
 
 /// The pool's knobs (a subset of the transport config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Global idle cap across keys; 0 = no limit.
+    /// Global idle cap across keys; 0 = no limit (Go `MaxIdleConns`).
     pub max_idle: usize,
-    /// Idle cap per key; 0 keeps none.
+    /// Idle cap per key; 0 keeps none (Go `MaxIdleConnsPerHost`).
     pub max_idle_per_key: usize,
-    /// How long a connection may stay idle; `None` = forever.
+    /// Connections per key, dialing + active + idle; 0 = no limit (Go `MaxConnsPerHost`).
+    pub max_conns_per_key: usize,
+    /// How long a connection may stay idle; `None` = forever (Go `IdleConnTimeout`).
     pub idle_timeout: Option<Micros>,
 }
+
+/// A queued request's place in line.
+pub type Ticket = u64;
 
 /// Why the pool let go of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +72,48 @@ pub struct Reused<C> {
     pub idle_for: Micros,
 }
 
+/// What a request gets from [`Pool::checkout`].
+#[derive(Debug)]
+pub enum Checkout<C> {
+    /// An idle connection, now active.
+    Idle(Reused<C>),
+    /// None is idle: the request waits with this ticket for [`Action::Hand`].
+    /// `dialing` says whether a dial was started for it ([`Action::Dial`]), or it
+    /// waits because the key is at `max_conns_per_key`.
+    Waiting { ticket: Ticket, dialing: bool },
+}
+
+/// Where an offered connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A dial finished.
+    Dial,
+    /// An active connection's response was read to its end.
+    Active,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug)]
+pub enum Action<C> {
+    /// Dial a connection for `key` on behalf of the waiter `ticket`.
+    Dial { key: String, ticket: Ticket },
+    /// Give the waiter `ticket` this connection, now active. `idle_for` is set when it
+    /// came from the idle list.
+    Hand {
+        ticket: Ticket,
+        key: String,
+        id: u64,
+        conn: C,
+        idle_for: Option<Micros>,
+    },
+    /// The offered connection `id` joined the idle list.
+    Idled { key: String, id: u64 },
+    /// The offered connection was not kept, for `reason`: close it.
+    Refused(Evicted<C>),
+    /// An idle connection leaves the pool: close it.
+    Close(Evicted<C>),
+}
+
 #[derive(Debug)]
 struct IdleConn<C> {
     id: u64,
@@ -69,11 +123,20 @@ struct IdleConn<C> {
     order: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    ticket: Ticket,
+    /// A dial was started for this waiter (it may still be handed another connection).
+    dial_started: bool,
+}
+
+/// Per-key counts, as `stats` reports them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct KeyCounts {
     pub idle: usize,
     pub active: usize,
     pub dialing: usize,
+    pub waiting: usize,
 }
 
 #[derive(Debug)]
@@ -82,6 +145,7 @@ struct KeyState<C> {
     idle: Vec<IdleConn<C>>,
     active: usize,
     dialing: usize,
+    waiters: VecDeque<Waiter>,
 }
 
 impl<C> Default for KeyState<C> {
@@ -90,13 +154,19 @@ impl<C> Default for KeyState<C> {
             idle: Vec::new(),
             active: 0,
             dialing: 0,
+            waiters: VecDeque::new(),
         }
     }
 }
 
 impl<C> KeyState<C> {
     fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.active == 0 && self.dialing == 0
+        self.idle.is_empty() && self.active == 0 && self.dialing == 0 && self.waiters.is_empty()
+    }
+
+    /// Connections that count against `max_conns_per_key`.
+    fn open(&self) -> usize {
+        self.idle.len() + self.active + self.dialing
     }
 }
 
@@ -105,8 +175,13 @@ impl<C> KeyState<C> {
 pub struct Pool<C> {
     config: PoolConfig,
     keys: HashMap<String, KeyState<C>>,
+    actions: VecDeque<Action<C>>,
     idle_total: usize,
     next_order: u64,
+    next_ticket: Ticket,
+    /// Set by `drain_idle` until the next checkout: a dial that finishes with nobody
+    /// waiting is closed instead of pooled (Go's `closeIdle`).
+    refuse_unwanted: bool,
     dials: u64,
     reuses: u64,
 }
@@ -116,8 +191,11 @@ impl<C> Pool<C> {
         Self {
             config,
             keys: HashMap::new(),
+            actions: VecDeque::new(),
             idle_total: 0,
             next_order: 0,
+            next_ticket: 0,
+            refuse_unwanted: false,
             dials: 0,
             reuses: 0,
         }
@@ -127,69 +205,95 @@ impl<C> Pool<C> {
         self.config
     }
 
-    /// Takes the most recently idled connection for `key`, if any, and marks it active.
-    /// Call [`Pool::expire`] first so a timed-out connection is never handed out.
-    pub fn take_idle(&mut self, key: &str, now: Micros) -> Option<Reused<C>> {
-        let state = self.keys.get_mut(key)?;
-        let idle = state.idle.pop()?;
-        state.active += 1;
-        self.idle_total -= 1;
-        self.reuses += 1;
-        Some(Reused {
-            id: idle.id,
-            conn: idle.conn,
-            idle_for: now.saturating_sub(idle.since),
-        })
+    /// The next thing the driver must do, if any.
+    pub fn poll_action(&mut self) -> Option<Action<C>> {
+        self.actions.pop_front()
     }
 
-    /// A dial for `key` starts.
-    pub fn begin_dial(&mut self, key: &str) {
-        self.keys.entry(key.to_owned()).or_default().dialing += 1;
-        self.dials += 1;
+    /// A request asks for a connection to `key`. Idle connections that timed out by
+    /// `now` are closed first, so one is never handed out.
+    pub fn checkout(&mut self, key: &str, now: Micros) -> Checkout<C> {
+        self.refuse_unwanted = false;
+        self.expire(now);
+        let state = self.keys.entry(key.to_owned()).or_default();
+        if let Some(idle) = state.idle.pop() {
+            state.active += 1;
+            self.idle_total -= 1;
+            self.reuses += 1;
+            return Checkout::Idle(Reused {
+                id: idle.id,
+                conn: idle.conn,
+                idle_for: now.saturating_sub(idle.since),
+            });
+        }
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let cap = self.config.max_conns_per_key;
+        let dialing = cap == 0 || state.open() < cap;
+        state.waiters.push_back(Waiter {
+            ticket,
+            dial_started: dialing,
+        });
+        if dialing {
+            state.dialing += 1;
+            self.dials += 1;
+            self.actions.push_back(Action::Dial {
+                key: key.to_owned(),
+                ticket,
+            });
+        }
+        Checkout::Waiting { ticket, dialing }
     }
 
-    /// A dial for `key` ended; on success the connection is active.
-    pub fn end_dial(&mut self, key: &str, connected: bool) {
+    /// The waiter `ticket` gave up (its request was dropped): it leaves the queue at once.
+    /// A dial started for it goes on; its connection will serve the next waiter or idle.
+    pub fn cancel(&mut self, key: &str, ticket: Ticket) {
         if let Some(state) = self.keys.get_mut(key) {
-            state.dialing = state.dialing.saturating_sub(1);
-            if connected {
-                state.active += 1;
-            }
+            state.waiters.retain(|w| w.ticket != ticket);
         }
         self.forget_if_empty(key);
     }
 
-    /// An active connection was closed by the driver (error, `Connection: close`, early
-    /// body drop …) instead of being offered back.
-    pub fn release_active(&mut self, key: &str) {
-        if let Some(state) = self.keys.get_mut(key) {
-            state.active = state.active.saturating_sub(1);
-        }
-        self.forget_if_empty(key);
-    }
-
-    /// Offers an active connection whose response was read to its end back to the idle
-    /// list. `Ok` carries any connections evicted to make room (global cap); `Err`
-    /// hands the offered one back with why it was refused.
-    pub fn put_idle(
-        &mut self,
-        key: &str,
-        id: u64,
-        conn: C,
-        now: Micros,
-    ) -> Result<Vec<Evicted<C>>, Evicted<C>> {
+    /// Offers a connection: a finished dial, or an active one whose response was read to
+    /// its end. It goes to the first waiter, else to the idle list, else it is refused.
+    pub fn offer(&mut self, key: &str, id: u64, conn: C, from: Source, now: Micros) {
+        let refuse_unwanted = self.refuse_unwanted;
         let max_per_key = self.config.max_idle_per_key;
         let state = self.keys.entry(key.to_owned()).or_default();
-        state.active = state.active.saturating_sub(1);
-        if state.idle.len() >= max_per_key {
-            let refused = Evicted {
+        match from {
+            Source::Dial => state.dialing = state.dialing.saturating_sub(1),
+            Source::Active => state.active = state.active.saturating_sub(1),
+        }
+        if let Some(waiter) = state.waiters.pop_front() {
+            state.active += 1;
+            if from == Source::Active {
+                self.reuses += 1;
+            }
+            self.actions.push_back(Action::Hand {
+                ticket: waiter.ticket,
+                key: key.to_owned(),
+                id,
+                conn,
+                idle_for: None,
+            });
+            return;
+        }
+        let refused = if from == Source::Dial && refuse_unwanted {
+            Some(Release::CloseIdleConnections)
+        } else if state.idle.len() >= max_per_key {
+            Some(Release::MaxIdlePerKey)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.actions.push_back(Action::Refused(Evicted {
                 id,
                 key: key.to_owned(),
                 conn,
-                reason: Release::MaxIdlePerKey,
-            };
-            self.forget_if_empty(key);
-            return Err(refused);
+                reason,
+            }));
+            self.capacity_freed(key);
+            return;
         }
         state.idle.push(IdleConn {
             id,
@@ -199,14 +303,68 @@ impl<C> Pool<C> {
         });
         self.next_order += 1;
         self.idle_total += 1;
-        let mut evicted = Vec::new();
+        self.actions.push_back(Action::Idled {
+            key: key.to_owned(),
+            id,
+        });
         while self.config.max_idle > 0 && self.idle_total > self.config.max_idle {
             match self.pop_least_recent() {
-                Some(oldest) => evicted.push(oldest),
+                Some(oldest) => {
+                    let key = oldest.key.clone();
+                    self.actions.push_back(Action::Close(oldest));
+                    self.capacity_freed(&key);
+                }
                 None => break,
             }
         }
-        Ok(evicted)
+    }
+
+    /// The dial started for `ticket` failed. Returns whether that waiter still waits:
+    /// then it is removed and should fail with the dial's error (as in Go, the request
+    /// that dialled gets its error; one served meanwhile never sees it).
+    pub fn dial_failed(&mut self, key: &str, ticket: Ticket) -> bool {
+        let Some(state) = self.keys.get_mut(key) else {
+            return false;
+        };
+        state.dialing = state.dialing.saturating_sub(1);
+        let before = state.waiters.len();
+        state.waiters.retain(|w| w.ticket != ticket);
+        let waited = state.waiters.len() < before;
+        self.capacity_freed(key);
+        waited
+    }
+
+    /// An active connection was closed by the driver instead of being offered back.
+    pub fn closed_active(&mut self, key: &str) {
+        if let Some(state) = self.keys.get_mut(key) {
+            state.active = state.active.saturating_sub(1);
+        }
+        self.capacity_freed(key);
+    }
+
+    /// A connection of `key` went away: the first waiters blocked by
+    /// `max_conns_per_key` may dial now.
+    fn capacity_freed(&mut self, key: &str) {
+        let cap = self.config.max_conns_per_key;
+        if let Some(state) = self.keys.get_mut(key) {
+            let mut open = state.open();
+            for waiter in state.waiters.iter_mut() {
+                if cap != 0 && open >= cap {
+                    break;
+                }
+                if !waiter.dial_started {
+                    waiter.dial_started = true;
+                    state.dialing += 1;
+                    open += 1;
+                    self.dials += 1;
+                    self.actions.push_back(Action::Dial {
+                        key: key.to_owned(),
+                        ticket: waiter.ticket,
+                    });
+                }
+            }
+        }
+        self.forget_if_empty(key);
     }
 
     fn pop_least_recent(&mut self) -> Option<Evicted<C>> {
@@ -218,7 +376,6 @@ impl<C> Pool<C> {
             .map(|(_, key)| key.clone())?;
         let idle = self.keys.get_mut(&key)?.idle.remove(0);
         self.idle_total -= 1;
-        self.forget_if_empty(&key);
         Some(Evicted {
             id: idle.id,
             key,
@@ -227,10 +384,10 @@ impl<C> Pool<C> {
         })
     }
 
-    /// Removes every idle connection whose idle timeout has passed at `now`.
-    pub fn expire(&mut self, now: Micros) -> Vec<Evicted<C>> {
+    /// Closes every idle connection whose idle timeout has passed at `now`.
+    pub fn expire(&mut self, now: Micros) {
         let Some(timeout) = self.config.idle_timeout else {
-            return Vec::new();
+            return;
         };
         let expired_keys: Vec<String> = self
             .keys
@@ -238,28 +395,38 @@ impl<C> Pool<C> {
             .filter(|(_, s)| s.idle.first().is_some_and(|c| c.since + timeout <= now))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut expired = Vec::new();
         for key in expired_keys {
-            let Some(state) = self.keys.get_mut(&key) else {
-                continue;
-            };
-            let keep_from = state
-                .idle
-                .iter()
-                .position(|c| c.since + timeout > now)
-                .unwrap_or(state.idle.len());
-            for idle in state.idle.drain(..keep_from) {
-                expired.push(Evicted {
-                    id: idle.id,
-                    key: key.clone(),
-                    conn: idle.conn,
-                    reason: Release::IdleTimeout,
-                });
-            }
-            self.forget_if_empty(&key);
+            self.remove_idle(&key, Release::IdleTimeout, |c| c.since + timeout <= now);
         }
-        self.idle_total -= expired.len();
-        expired
+    }
+
+    /// Removes the idle connection `id`, e.g. because the server closed it while it sat
+    /// idle. Returns it, or `None` if it is not idle (already handed out or closed).
+    pub fn remove_idle_conn(&mut self, key: &str, id: u64) -> Option<C> {
+        let state = self.keys.get_mut(key)?;
+        let at = state.idle.iter().position(|c| c.id == id)?;
+        let idle = state.idle.remove(at);
+        self.idle_total -= 1;
+        self.capacity_freed(key);
+        Some(idle.conn)
+    }
+
+    fn remove_idle(&mut self, key: &str, reason: Release, which: impl Fn(&IdleConn<C>) -> bool) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        let (gone, kept): (Vec<_>, Vec<_>) = state.idle.drain(..).partition(|c| which(c));
+        state.idle = kept;
+        self.idle_total -= gone.len();
+        for idle in gone {
+            self.actions.push_back(Action::Close(Evicted {
+                id: idle.id,
+                key: key.to_owned(),
+                conn: idle.conn,
+                reason,
+            }));
+        }
+        self.capacity_freed(key);
     }
 
     /// When the next idle connection times out, if any is idle.
@@ -271,22 +438,14 @@ impl<C> Pool<C> {
             .min()
     }
 
-    /// Removes every idle connection (Go's `CloseIdleConnections`).
-    pub fn drain_idle(&mut self) -> Vec<Evicted<C>> {
-        let mut drained = Vec::new();
-        for (key, state) in &mut self.keys {
-            for idle in state.idle.drain(..) {
-                drained.push(Evicted {
-                    id: idle.id,
-                    key: key.clone(),
-                    conn: idle.conn,
-                    reason: Release::CloseIdleConnections,
-                });
-            }
+    /// Closes every idle connection (Go's `CloseIdleConnections`); dials that finish
+    /// before the next checkout with nobody waiting are closed too.
+    pub fn drain_idle(&mut self) {
+        self.refuse_unwanted = true;
+        let keys: Vec<String> = self.keys.keys().cloned().collect();
+        for key in keys {
+            self.remove_idle(&key, Release::CloseIdleConnections, |_| true);
         }
-        self.keys.retain(|_, s| !s.is_empty());
-        self.idle_total = 0;
-        drained
     }
 
     fn forget_if_empty(&mut self, key: &str) {
@@ -307,6 +466,7 @@ impl<C> Pool<C> {
                         idle: s.idle.len(),
                         active: s.active,
                         dialing: s.dialing,
+                        waiting: s.waiters.len(),
                     },
                 )
             })
@@ -324,7 +484,7 @@ impl<C> Pool<C> {
         self.dials
     }
 
-    /// Connections handed out again from the idle list.
+    /// Times a connection that had served a request was handed out again.
     pub fn reuses(&self) -> u64 {
         self.reuses
     }
@@ -341,65 +501,108 @@ mod tests {
         Pool::new(PoolConfig {
             max_idle,
             max_idle_per_key: per_key,
+            max_conns_per_key: 0,
             idle_timeout: timeout,
         })
     }
 
-    /// Dials a connection for `key` and makes it active, as the driver does.
-    fn dial(pool: &mut Pool<&'static str>, key: &str) {
-        pool.begin_dial(key);
-        pool.end_dial(key, true);
+    /// Drains the pending actions into short descriptions.
+    fn actions(p: &mut Pool<&'static str>) -> Vec<String> {
+        std::iter::from_fn(|| p.poll_action())
+            .map(|a| match a {
+                Action::Dial { key, ticket } => format!("dial {key} for {ticket}"),
+                Action::Hand {
+                    ticket,
+                    id,
+                    idle_for,
+                    ..
+                } => {
+                    format!(
+                        "hand #{id} to {ticket}{}",
+                        if idle_for.is_some() { " (idle)" } else { "" }
+                    )
+                }
+                Action::Idled { id, .. } => format!("idle #{id}"),
+                Action::Refused(e) => format!("refuse #{} {:?}", e.id, e.reason),
+                Action::Close(e) => format!("close #{} {:?}", e.id, e.reason),
+            })
+            .collect()
+    }
+
+    /// A request that dials a connection and gets it: returns the ticket.
+    fn dial(p: &mut Pool<&'static str>, key: &str, id: u64, conn: &'static str, now: Micros) {
+        let Checkout::Waiting {
+            ticket,
+            dialing: true,
+        } = p.checkout(key, now)
+        else {
+            panic!("expected a dial");
+        };
+        p.offer(key, id, conn, Source::Dial, now);
+        let done = actions(p);
+        assert_eq!(
+            done,
+            [
+                format!("dial {key} for {ticket}"),
+                format!("hand #{id} to {ticket}")
+            ]
+        );
+    }
+
+    fn take(p: &mut Pool<&'static str>, key: &str, now: Micros) -> Option<Reused<&'static str>> {
+        match p.checkout(key, now) {
+            Checkout::Idle(reused) => Some(reused),
+            Checkout::Waiting { ticket, .. } => {
+                p.cancel(key, ticket);
+                actions(p);
+                None
+            }
+        }
     }
 
     #[test]
     fn reuse_is_lifo_and_reports_idle_time() {
         let mut p = pool(100, 2, None);
-        dial(&mut p, "k");
-        dial(&mut p, "k");
-        p.put_idle("k", 1, "first", 10).unwrap();
-        p.put_idle("k", 2, "second", 20).unwrap();
-        let reused = p.take_idle("k", 50).unwrap();
+        dial(&mut p, "k", 1, "first", 0);
+        dial(&mut p, "k", 2, "second", 0);
+        p.offer("k", 1, "first", Source::Active, 10);
+        p.offer("k", 2, "second", Source::Active, 20);
+        assert_eq!(actions(&mut p), ["idle #1", "idle #2"]);
+        let reused = take(&mut p, "k", 50).unwrap();
         assert_eq!((reused.id, reused.conn, reused.idle_for), (2, "second", 30));
-        assert_eq!(p.take_idle("k", 60).unwrap().conn, "first");
-        assert!(p.take_idle("k", 70).is_none());
-        assert!(p.take_idle("other", 70).is_none());
-        assert_eq!((p.dials(), p.reuses()), (2, 2));
+        assert_eq!(take(&mut p, "k", 60).unwrap().conn, "first");
+        assert!(take(&mut p, "k", 70).is_none());
+        assert_eq!(p.reuses(), 2);
     }
 
     #[test]
     fn max_idle_per_key_refuses_the_extra_connection() {
         let mut p = pool(100, 2, None);
-        for _ in 0..3 {
-            dial(&mut p, "k");
+        for id in 1..=3 {
+            dial(&mut p, "k", id, "c", 0);
         }
-        p.put_idle("k", 1, "a", 0).unwrap();
-        p.put_idle("k", 2, "b", 0).unwrap();
-        let refused = p.put_idle("k", 3, "c", 0).unwrap_err();
-        assert_eq!((refused.id, refused.reason), (3, Release::MaxIdlePerKey));
+        for id in 1..=3 {
+            p.offer("k", id, "c", Source::Active, 0);
+        }
         assert_eq!(
-            p.counts(),
-            vec![(
-                "k".into(),
-                KeyCounts {
-                    idle: 2,
-                    active: 0,
-                    dialing: 0
-                }
-            )]
+            actions(&mut p),
+            ["idle #1", "idle #2", "refuse #3 MaxIdlePerKey"]
         );
-        // Another key has its own room.
-        dial(&mut p, "j");
-        assert!(p.put_idle("j", 4, "d", 0).is_ok());
+        assert_eq!(
+            p.counts()[0].1,
+            KeyCounts {
+                idle: 2,
+                ..KeyCounts::default()
+            }
+        );
     }
 
     #[test]
     fn zero_per_key_keeps_nothing() {
         let mut p = pool(100, 0, None);
-        dial(&mut p, "k");
-        assert_eq!(
-            p.put_idle("k", 1, "a", 0).unwrap_err().reason,
-            Release::MaxIdlePerKey
-        );
+        dial(&mut p, "k", 1, "a", 0);
+        p.offer("k", 1, "a", Source::Active, 0);
+        assert_eq!(actions(&mut p), ["refuse #1 MaxIdlePerKey"]);
         assert!(
             p.counts().is_empty(),
             "a refused connection leaves no trace"
@@ -409,117 +612,201 @@ mod tests {
     #[test]
     fn global_cap_evicts_least_recently_used_across_keys() {
         let mut p = pool(2, 5, None);
-        for (id, key) in [(1, "a"), (2, "b"), (3, "a")] {
-            dial(&mut p, key);
-            let evicted = p.put_idle(key, id, "c", id).unwrap();
-            if id == 3 {
-                assert_eq!(evicted.len(), 1);
-                assert_eq!(
-                    (evicted[0].id, evicted[0].key.as_str(), evicted[0].reason),
-                    (1, "a", Release::MaxIdle)
-                );
-            } else {
-                assert!(evicted.is_empty());
-            }
+        let mut done = Vec::new();
+        for (id, key) in [(1, "a"), (2, "b"), (3, "c")] {
+            dial(&mut p, key, id, "c", 0);
+            p.offer(key, id, "c", Source::Active, id);
+            done.extend(actions(&mut p));
         }
+        assert_eq!(done, ["idle #1", "idle #2", "idle #3", "close #1 MaxIdle"]);
         assert_eq!(p.idle_total(), 2);
     }
 
     #[test]
     fn idle_timeout_on_a_virtual_clock() {
         let mut p = pool(100, 5, Some(90 * SECOND));
-        dial(&mut p, "k");
-        dial(&mut p, "k");
-        p.put_idle("k", 1, "old", 0).unwrap();
-        p.put_idle("k", 2, "new", 30 * SECOND).unwrap();
+        dial(&mut p, "k", 1, "old", 0);
+        dial(&mut p, "k", 2, "new", 0);
+        p.offer("k", 1, "old", Source::Active, 0);
+        p.offer("k", 2, "new", Source::Active, 30 * SECOND);
+        actions(&mut p);
         assert_eq!(p.next_deadline(), Some(90 * SECOND));
-        assert!(p.expire(90 * SECOND - 1).is_empty());
-        let expired = p.expire(90 * SECOND);
-        assert_eq!(expired.len(), 1);
-        assert_eq!(
-            (expired[0].id, expired[0].reason),
-            (1, Release::IdleTimeout)
-        );
+        p.expire(90 * SECOND - 1);
+        assert!(actions(&mut p).is_empty());
+        p.expire(90 * SECOND);
+        assert_eq!(actions(&mut p), ["close #1 IdleTimeout"]);
         assert_eq!(p.next_deadline(), Some(120 * SECOND));
-        assert_eq!(p.expire(500 * SECOND).len(), 1);
+        // A checkout after the deadline never gets the timed-out connection.
+        assert!(take(&mut p, "k", 500 * SECOND).is_none());
         assert_eq!(p.next_deadline(), None);
-        assert!(p.take_idle("k", 500 * SECOND).is_none());
         assert_eq!(p.idle_total(), 0);
     }
 
     #[test]
     fn no_timeout_means_no_deadline() {
         let mut p = pool(100, 5, None);
-        dial(&mut p, "k");
-        p.put_idle("k", 1, "a", 0).unwrap();
+        dial(&mut p, "k", 1, "a", 0);
+        p.offer("k", 1, "a", Source::Active, 0);
         assert_eq!(p.next_deadline(), None);
-        assert!(p.expire(u64::MAX / 2).is_empty());
+        p.expire(u64::MAX / 2);
+        assert_eq!(actions(&mut p), ["idle #1"]);
     }
 
     #[test]
-    fn counts_track_dialing_active_and_idle() {
-        let mut p = pool(100, 2, None);
-        p.begin_dial("k");
+    fn counts_track_dialing_active_idle_and_waiting() {
+        let mut p = Pool::new(PoolConfig {
+            max_idle: 100,
+            max_idle_per_key: 2,
+            max_conns_per_key: 1,
+            idle_timeout: None,
+        });
+        let Checkout::Waiting {
+            ticket: first,
+            dialing: true,
+        } = p.checkout("k", 0)
+        else {
+            panic!()
+        };
+        let Checkout::Waiting { dialing: false, .. } = p.checkout("k", 0) else {
+            panic!()
+        };
         assert_eq!(
             p.counts()[0].1,
             KeyCounts {
                 idle: 0,
                 active: 0,
-                dialing: 1
+                dialing: 1,
+                waiting: 2
             }
         );
-        p.end_dial("k", true);
+        p.offer("k", 1, "a", Source::Dial, 0);
+        assert_eq!(actions(&mut p), ["dial k for 1", "hand #1 to 1"]);
+        assert_eq!(first, 1);
         assert_eq!(
             p.counts()[0].1,
             KeyCounts {
                 idle: 0,
                 active: 1,
-                dialing: 0
+                dialing: 0,
+                waiting: 1
             }
         );
-        p.put_idle("k", 1, "a", 0).unwrap();
-        assert_eq!(
-            p.counts()[0].1,
-            KeyCounts {
-                idle: 1,
-                active: 0,
-                dialing: 0
-            }
-        );
-        p.take_idle("k", 1).unwrap();
-        p.release_active("k");
-        assert!(p.counts().is_empty());
-        p.begin_dial("k");
-        p.end_dial("k", false);
+        // Its body ends: the connection goes straight to the waiter, not to the idle list.
+        p.offer("k", 1, "a", Source::Active, 5);
+        assert_eq!(actions(&mut p), ["hand #1 to 2"]);
+        p.closed_active("k");
         assert!(p.counts().is_empty());
     }
 
     #[test]
-    fn drain_returns_every_idle_connection() {
-        let mut p = pool(100, 2, Some(SECOND));
-        for (id, key) in [(1, "a"), (2, "b")] {
-            dial(&mut p, key);
-            p.put_idle(key, id, "c", 0).unwrap();
+    fn max_conns_per_key_queues_fifo_and_a_close_lets_the_next_dial() {
+        let mut p = Pool::new(PoolConfig {
+            max_idle: 100,
+            max_idle_per_key: 2,
+            max_conns_per_key: 2,
+            idle_timeout: None,
+        });
+        for _ in 0..4 {
+            p.checkout("k", 0);
         }
-        dial(&mut p, "a");
-        let drained = p.drain_idle();
-        assert_eq!(drained.len(), 2);
-        assert!(
-            drained
-                .iter()
-                .all(|e| e.reason == Release::CloseIdleConnections)
-        );
-        assert_eq!(
-            p.counts(),
-            vec![(
-                "a".into(),
-                KeyCounts {
-                    idle: 0,
-                    active: 1,
-                    dialing: 0
-                }
-            )]
-        );
-        assert_eq!(p.next_deadline(), None);
+        assert_eq!(actions(&mut p), ["dial k for 1", "dial k for 2"]);
+        p.offer("k", 1, "a", Source::Dial, 0);
+        p.offer("k", 2, "b", Source::Dial, 0);
+        assert_eq!(actions(&mut p), ["hand #1 to 1", "hand #2 to 2"]);
+        // Waiter 3 gets the next connection to free up, in order.
+        p.offer("k", 2, "b", Source::Active, 0);
+        assert_eq!(actions(&mut p), ["hand #2 to 3"]);
+        // A connection closed (not reusable) frees a place: waiter 4 may dial.
+        p.closed_active("k");
+        assert_eq!(actions(&mut p), ["dial k for 4"]);
+        assert_eq!(p.dials(), 3);
+    }
+
+    #[test]
+    fn a_dial_in_progress_counts_and_a_failed_dial_frees_its_place() {
+        let mut p = Pool::new(PoolConfig {
+            max_idle: 100,
+            max_idle_per_key: 2,
+            max_conns_per_key: 1,
+            idle_timeout: None,
+        });
+        p.checkout("k", 0);
+        p.checkout("k", 0);
+        assert_eq!(actions(&mut p), ["dial k for 1"]);
+        assert!(p.dial_failed("k", 1), "waiter 1 gets the dial's error");
+        assert_eq!(actions(&mut p), ["dial k for 2"]);
+    }
+
+    #[test]
+    fn a_cancelled_waiter_leaves_the_queue_at_once() {
+        let mut p = Pool::new(PoolConfig {
+            max_idle: 100,
+            max_idle_per_key: 2,
+            max_conns_per_key: 1,
+            idle_timeout: None,
+        });
+        for _ in 0..3 {
+            p.checkout("k", 0);
+        }
+        actions(&mut p);
+        p.cancel("k", 2);
+        assert_eq!(p.counts()[0].1.waiting, 2);
+        p.offer("k", 1, "a", Source::Dial, 0);
+        p.offer("k", 1, "a", Source::Active, 0);
+        assert_eq!(actions(&mut p), ["hand #1 to 1", "hand #1 to 3"]);
+    }
+
+    #[test]
+    fn socket_late_binding_takes_whichever_connection_is_ready_first() {
+        let mut p = pool(100, 2, None);
+        dial(&mut p, "k", 1, "busy", 0);
+        // Request 2 finds nothing idle and starts its own dial...
+        let Checkout::Waiting {
+            ticket: 2,
+            dialing: true,
+        } = p.checkout("k", 0)
+        else {
+            panic!()
+        };
+        // ...but connection 1 becomes free first: request 2 takes it.
+        p.offer("k", 1, "busy", Source::Active, 10);
+        assert_eq!(actions(&mut p), ["dial k for 2", "hand #1 to 2"]);
+        // Its own dial, finishing later, goes to the idle list for the next request.
+        p.offer("k", 2, "late", Source::Dial, 20);
+        assert_eq!(actions(&mut p), ["idle #2"]);
+        assert_eq!(take(&mut p, "k", 30).unwrap().conn, "late");
+    }
+
+    #[test]
+    fn close_idle_connections_also_closes_unwanted_dials() {
+        let mut p = pool(100, 2, None);
+        dial(&mut p, "k", 1, "a", 0);
+        p.offer("k", 1, "a", Source::Active, 0);
+        let Checkout::Idle(_) = p.checkout("k", 0) else {
+            panic!()
+        };
+        p.offer("k", 1, "a", Source::Active, 0);
+        let Checkout::Waiting { ticket, .. } = p.checkout("j", 0) else {
+            panic!()
+        };
+        p.cancel("j", ticket);
+        actions(&mut p);
+        p.drain_idle();
+        assert_eq!(actions(&mut p), ["close #1 CloseIdleConnections"]);
+        p.offer("j", 2, "b", Source::Dial, 0);
+        assert_eq!(actions(&mut p), ["refuse #2 CloseIdleConnections"]);
+        assert!(p.counts().is_empty());
+    }
+
+    #[test]
+    fn a_dead_idle_connection_is_removed_while_idle() {
+        let mut p = pool(100, 2, None);
+        dial(&mut p, "k", 1, "a", 0);
+        p.offer("k", 1, "a", Source::Active, 0);
+        actions(&mut p);
+        assert_eq!(p.remove_idle_conn("k", 1), Some("a"));
+        assert_eq!(p.remove_idle_conn("k", 1), None);
+        assert!(p.counts().is_empty());
+        assert!(take(&mut p, "k", 1).is_none(), "it is never handed out");
     }
 }

@@ -1,4 +1,4 @@
-//! Drop guards that keep the pool's counts true on every path, cancellation included
+//! The drop guard that keeps the pool's counts true on every path, cancellation included
 //! (the caller may drop a round trip at any `.await`).
 
 use std::rc::Rc;
@@ -6,46 +6,7 @@ use std::rc::Rc;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use super::conn::Conn;
 use super::transport::Shared;
-
-/// A dial in progress, counted as `dialing` for its key until it ends.
-pub struct DialGuard {
-    shared: Rc<Shared>,
-    key: String,
-    ended: bool,
-}
-
-impl DialGuard {
-    pub fn new(shared: Rc<Shared>, key: String) -> Self {
-        shared.state.borrow_mut().pool.begin_dial(&key);
-        Self {
-            shared,
-            key,
-            ended: false,
-        }
-    }
-
-    /// The connection is up: it now counts as active.
-    pub fn connected(mut self) {
-        self.ended = true;
-        self.shared
-            .state
-            .borrow_mut()
-            .pool
-            .end_dial(&self.key, true);
-    }
-}
-
-impl Drop for DialGuard {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.shared
-                .state
-                .borrow_mut()
-                .pool
-                .end_dial(&self.key, false);
-        }
-    }
-}
+use crate::core::pool::Source;
 
 /// A connection carrying one request (and then its body). It leaves either through
 /// [`Active::put_idle`] or [`Active::close`]; if it is dropped on any other path (a
@@ -89,7 +50,7 @@ impl Active {
     /// Offers the connection back to the idle pool.
     pub fn put_idle(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared.put_idle(conn, self.req, &self.key);
+            self.shared.offer(conn, self.req, &self.key, Source::Active);
         }
     }
 

@@ -16,22 +16,19 @@ use std::rc::Rc;
 
 use wit_bindgen::{FutureWriter, StreamReader, StreamResult, StreamWriter};
 
-use super::active::{Active, DialGuard};
-use super::bindings::roundtrip::transport::net;
-use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, GotConn, TlsSummary};
+use super::active::Active;
+use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use super::bindings::roundtrip::transport::types::{ErrorCode, Request, RequestBody, Response};
 use super::bindings::{wit_future, wit_stream};
+use super::checkout;
 use super::clock;
 use super::conn::{Conn, READ_SIZE};
 use super::errors::to_code;
 use super::transport::Shared;
 use crate::core::decode::{self, BodyDecoder, Fields, Framing, ResponseHead};
 use crate::core::encode::{self, BodyFraming, RequestHead};
-use crate::core::request::{self, Scheme, Target};
+use crate::core::request::{self, Target};
 use crate::core::reuse::{self, NoReuse, Progress};
-
-/// ALPN protocols offered in the TLS handshake.
-const ALPN: &[&str] = &["http/1.1"];
 
 /// What the trailers future carries.
 type Trailers = Result<Option<Fields>, ErrorCode>;
@@ -98,7 +95,7 @@ pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, Er
     let key = req.target.key.clone();
     loop {
         shared.emit(None, Some(req.id), Some(&key), EventKind::GetConn);
-        let mut active = acquire(&shared, &req).await?;
+        let mut active = checkout::acquire(&shared, req.id, &req.target).await?;
         let reused = active.conn().served > 0;
         active.conn_mut().served += 1;
         match attempt(&shared, &mut active, &req, &mut body).await {
@@ -115,94 +112,6 @@ pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, Er
             }
         }
     }
-}
-
-/// Takes an idle connection for the request's key, or dials a new one.
-async fn acquire(shared: &Rc<Shared>, req: &Checked) -> Result<Active, ErrorCode> {
-    let key = &req.target.key;
-    if let Some((conn, idle_us)) = shared.take_idle(key) {
-        let id = conn.id;
-        shared.emit(
-            Some(id),
-            Some(req.id),
-            Some(key),
-            EventKind::GotConn(GotConn {
-                reused: true,
-                was_idle: true,
-                idle_us,
-            }),
-        );
-        return Ok(Active::new(Rc::clone(shared), key.clone(), req.id, conn));
-    }
-    let conn = dial(shared, req).await?;
-    shared.emit(
-        Some(conn.id),
-        Some(req.id),
-        Some(key),
-        EventKind::GotConn(GotConn {
-            reused: false,
-            was_idle: false,
-            idle_us: 0,
-        }),
-    );
-    Ok(Active::new(Rc::clone(shared), key.clone(), req.id, conn))
-}
-
-/// Opens a connection (and TLS for `https`), counted as dialing in the pool meanwhile.
-async fn dial(shared: &Rc<Shared>, req: &Checked) -> Result<Conn, ErrorCode> {
-    let target = &req.target;
-    let key = &target.key;
-    let guard = DialGuard::new(Rc::clone(shared), key.clone());
-    let id = shared.next_conn_id();
-    let emit = |kind| shared.emit(Some(id), Some(req.id), Some(key), kind);
-    emit(EventKind::DialStart(format!(
-        "{}:{}",
-        target.host, target.port
-    )));
-    let socket = match net::connect(
-        target.host.clone(),
-        target.port,
-        shared.settings.dial_timeout,
-    )
-    .await
-    {
-        Ok(socket) => socket,
-        Err(code) => {
-            emit(EventKind::DialDone(Err(describe(&code))));
-            return Err(code);
-        }
-    };
-    emit(EventKind::DialDone(Ok(socket.peer_address())));
-    if target.scheme == Scheme::Https {
-        emit(EventKind::TlsStart);
-        let alpn = ALPN.iter().map(|p| (*p).to_owned()).collect();
-        let handshake = clock::within(
-            shared.settings.tls_handshake_timeout,
-            socket.start_tls(target.host.clone(), alpn),
-        )
-        .await
-        .unwrap_or_else(|| {
-            Err(ErrorCode::TlsProtocolError(
-                "TLS handshake timeout".to_owned(),
-            ))
-        });
-        match handshake {
-            Ok(info) => emit(EventKind::TlsDone(Ok(TlsSummary {
-                version: info.version,
-                cipher_suite: info.cipher_suite,
-                alpn: info.alpn,
-                resumed: info.resumed,
-            }))),
-            Err(code) => {
-                emit(EventKind::TlsDone(Err(describe(&code))));
-                emit(EventKind::Close(CloseReason::Error));
-                socket.close();
-                return Err(code);
-            }
-        }
-    }
-    guard.connected();
-    Ok(Conn::open(id, socket))
 }
 
 /// Writes the request and reads up to the final response head.

@@ -17,6 +17,7 @@ mod bindings {
 }
 
 mod active;
+mod checkout;
 mod clock;
 mod conn;
 mod errors;

@@ -1,7 +1,11 @@
-//! The exported `transport` resource: shared state, pool access and event emission.
+//! The exported `transport` resource: shared state, the pool's action loop and event
+//! emission.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+use futures::channel::oneshot;
 
 use super::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use super::bindings::roundtrip::transport::observe::{self, CloseReason, Event, EventKind};
@@ -11,7 +15,8 @@ use super::bindings::roundtrip::transport::types::{
 use super::clock;
 use super::conn::Conn;
 use crate::core::Micros;
-use crate::core::pool::{Evicted, Pool, PoolConfig, Release};
+use crate::core::pool::{Action, Pool, PoolConfig, Release, Source, Ticket};
+use crate::core::request::Target;
 
 /// Knobs the driver reads, durations in nanoseconds.
 pub struct Settings {
@@ -23,8 +28,17 @@ pub struct Settings {
     pub user_agent: String,
 }
 
+/// A request waiting for a connection: where to dial for it, and where to send the
+/// connection (or the error of the dial made for it).
+pub struct Waiter {
+    pub req: u64,
+    pub target: Target,
+    pub reply: oneshot::Sender<Result<Conn, ErrorCode>>,
+}
+
 pub struct State {
     pub pool: Pool<Conn>,
+    pub waiters: HashMap<Ticket, Waiter>,
     next_conn: u64,
     next_req: u64,
     idle_timer_running: bool,
@@ -36,6 +50,14 @@ pub struct Shared {
     pub settings: Settings,
     pub state: RefCell<State>,
     start_ns: u64,
+}
+
+/// The connection an `offer` concerns, so its actions carry the request's id.
+#[derive(Clone, Copy)]
+struct Offered {
+    id: u64,
+    req: u64,
+    from: Source,
 }
 
 impl Shared {
@@ -56,6 +78,10 @@ impl Shared {
         state.next_conn
     }
 
+    pub fn is_shut_down(&self) -> bool {
+        self.state.borrow().shut_down
+    }
+
     pub fn emit(&self, conn: Option<u64>, req: Option<u64>, key: Option<&str>, kind: EventKind) {
         observe::emit(&Event {
             ts_us: self.now(),
@@ -73,61 +99,120 @@ impl Shared {
     }
 
     /// Closes an active connection instead of offering it back.
-    pub fn close_active(&self, conn: Conn, req: Option<u64>, key: &str, reason: CloseReason) {
-        self.state.borrow_mut().pool.release_active(key);
+    pub fn close_active(
+        self: &Rc<Self>,
+        conn: Conn,
+        req: Option<u64>,
+        key: &str,
+        reason: CloseReason,
+    ) {
+        self.state.borrow_mut().pool.closed_active(key);
         self.close(conn, req, key, reason);
+        self.run_actions();
     }
 
-    /// Closes whatever the pool let go of.
-    pub fn close_evicted(&self, evicted: Vec<Evicted<Conn>>) {
-        for e in evicted {
-            self.close(e.conn, None, &e.key, close_reason(e.reason));
+    /// Offers a connection to the pool: a finished dial, or one whose response body
+    /// reached its end. It goes to a waiting request, the idle list, or is closed.
+    pub fn offer(self: &Rc<Self>, conn: Conn, req: u64, key: &str, from: Source) {
+        let offered = Offered {
+            id: conn.id,
+            req,
+            from,
+        };
+        if self.is_shut_down() {
+            match from {
+                Source::Active => self.state.borrow_mut().pool.closed_active(key),
+                Source::Dial => {
+                    self.state.borrow_mut().pool.dial_failed(key, 0);
+                }
+            }
+            self.close(conn, Some(req), key, CloseReason::TransportShutdown);
+            self.run_actions();
+            return;
+        }
+        let now = self.now();
+        self.state
+            .borrow_mut()
+            .pool
+            .offer(key, conn.id, conn, from, now);
+        self.drain_actions(Some(offered));
+    }
+
+    /// Carries out what the pool decided.
+    pub fn run_actions(self: &Rc<Self>) {
+        self.drain_actions(None);
+    }
+
+    fn drain_actions(self: &Rc<Self>, offered: Option<Offered>) {
+        loop {
+            // The borrow ends before the action runs: actions call back into the pool.
+            let action = self.state.borrow_mut().pool.poll_action();
+            let Some(action) = action else { break };
+            self.act(action, offered);
         }
     }
 
-    /// Offers a connection whose response body reached EOF back to the pool.
-    pub fn put_idle(self: &Rc<Self>, conn: Conn, req: u64, key: &str) {
-        let now = self.now();
-        let id = conn.id;
-        let offered = {
-            let mut state = self.state.borrow_mut();
-            if state.shut_down {
-                state.pool.release_active(key);
-                Err(conn)
-            } else {
-                Ok(state.pool.put_idle(key, id, conn, now))
+    fn act(self: &Rc<Self>, action: Action<Conn>, offered: Option<Offered>) {
+        let req_of = |id: u64| offered.filter(|o| o.id == id).map(|o| o.req);
+        match action {
+            Action::Dial { key, ticket } => super::checkout::start_dial(self, key, ticket),
+            Action::Hand {
+                ticket,
+                key,
+                id,
+                conn,
+                ..
+            } => {
+                // A connection whose body ended, handed straight on, counts as put idle.
+                if let Some(o) = offered.filter(|o| o.id == id && o.from == Source::Active) {
+                    self.emit(Some(id), Some(o.req), Some(&key), EventKind::PutIdle(None));
+                }
+                let waiter = self.state.borrow_mut().waiters.remove(&ticket);
+                let undelivered = match waiter {
+                    Some(waiter) => waiter.reply.send(Ok(conn)).err(),
+                    None => Some(Ok(conn)),
+                };
+                // The waiter left after the hand was decided: give the connection back.
+                if let Some(Ok(conn)) = undelivered {
+                    let now = self.now();
+                    self.state
+                        .borrow_mut()
+                        .pool
+                        .offer(&key, id, conn, Source::Active, now);
+                }
             }
-        };
-        match offered {
-            Err(conn) => self.close(conn, Some(req), key, CloseReason::TransportShutdown),
-            Ok(Ok(evicted)) => {
-                self.emit(Some(id), Some(req), Some(key), EventKind::PutIdle(None));
-                self.close_evicted(evicted);
+            Action::Idled { key, id } => {
+                self.emit(Some(id), req_of(id), Some(&key), EventKind::PutIdle(None));
                 self.ensure_idle_timer();
             }
-            Ok(Err(refused)) => {
-                let reason = close_reason(refused.reason);
+            Action::Refused(refused) => {
+                let reason = self.close_reason(refused.reason);
+                let req = req_of(refused.id);
                 self.emit(
-                    Some(id),
-                    Some(req),
-                    Some(key),
+                    Some(refused.id),
+                    req,
+                    Some(&refused.key),
                     EventKind::PutIdle(Some(reason)),
                 );
-                self.close(refused.conn, Some(req), key, reason);
+                self.close(refused.conn, req, &refused.key, reason);
+            }
+            Action::Close(evicted) => {
+                let reason = self.close_reason(evicted.reason);
+                self.close(evicted.conn, None, &evicted.key, reason);
             }
         }
     }
 
-    /// Takes an idle connection for `key`, closing any that timed out first.
-    pub fn take_idle(&self, key: &str) -> Option<(Conn, Micros)> {
-        let now = self.now();
-        let (expired, reused) = {
-            let mut state = self.state.borrow_mut();
-            let expired = state.pool.expire(now);
-            (expired, state.pool.take_idle(key, now))
-        };
-        self.close_evicted(expired);
-        reused.map(|r| (r.conn, r.idle_for))
+    fn close_reason(&self, release: Release) -> CloseReason {
+        if self.is_shut_down() {
+            return CloseReason::TransportShutdown;
+        }
+        match release {
+            Release::IdleTimeout => CloseReason::IdleTimeout,
+            Release::MaxIdle => CloseReason::MaxIdle,
+            Release::MaxIdlePerKey => CloseReason::MaxIdlePerHost,
+            Release::CloseIdleConnections => CloseReason::CloseIdleConnections,
+        }
     }
 
     /// One timer task per transport closes idle connections as they time out. All idle
@@ -149,19 +234,11 @@ impl Shared {
                     return;
                 };
                 clock::sleep_until(shared.start_ns + deadline * 1_000).await;
-                let expired = shared.state.borrow_mut().pool.expire(shared.now());
-                shared.close_evicted(expired);
+                let now = shared.now();
+                shared.state.borrow_mut().pool.expire(now);
+                shared.run_actions();
             }
         });
-    }
-}
-
-pub fn close_reason(release: Release) -> CloseReason {
-    match release {
-        Release::IdleTimeout => CloseReason::IdleTimeout,
-        Release::MaxIdle => CloseReason::MaxIdle,
-        Release::MaxIdlePerKey => CloseReason::MaxIdlePerHost,
-        Release::CloseIdleConnections => CloseReason::CloseIdleConnections,
     }
 }
 
@@ -176,6 +253,7 @@ impl GuestTransport for Transport {
         let pool = Pool::new(PoolConfig {
             max_idle: config.max_idle_conns as usize,
             max_idle_per_key: config.max_idle_conns_per_host as usize,
+            max_conns_per_key: config.max_conns_per_host as usize,
             idle_timeout: micros(config.idle_conn_timeout).filter(|t| *t > 0),
         });
         let settings = Settings {
@@ -192,6 +270,7 @@ impl GuestTransport for Transport {
                 settings,
                 state: RefCell::new(State {
                     pool,
+                    waiters: HashMap::new(),
                     next_conn: 0,
                     next_req: 0,
                     idle_timer_running: false,
@@ -207,8 +286,8 @@ impl GuestTransport for Transport {
     }
 
     fn close_idle_connections(&self) {
-        let drained = self.shared.state.borrow_mut().pool.drain_idle();
-        self.shared.close_evicted(drained);
+        self.shared.state.borrow_mut().pool.drain_idle();
+        self.shared.run_actions();
     }
 
     fn stats(&self) -> PoolStats {
@@ -224,6 +303,7 @@ impl GuestTransport for Transport {
                     idle: count(c.idle),
                     active: count(c.active),
                     dialing: count(c.dialing),
+                    waiting: count(c.waiting),
                 })
                 .collect(),
             dials: state.pool.dials(),
@@ -234,14 +314,8 @@ impl GuestTransport for Transport {
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        let drained = {
-            let mut state = self.shared.state.borrow_mut();
-            state.shut_down = true;
-            state.pool.drain_idle()
-        };
-        for e in drained {
-            self.shared
-                .close(e.conn, None, &e.key, CloseReason::TransportShutdown);
-        }
+        self.shared.state.borrow_mut().shut_down = true;
+        self.shared.state.borrow_mut().pool.drain_idle();
+        self.shared.run_actions();
     }
 }

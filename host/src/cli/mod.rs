@@ -78,6 +78,9 @@ pub struct PoolArgs {
     /// Idle connections kept in all (Go MaxIdleConns; 0 = no limit).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_idle: u32,
+    /// Connections per host, dialing + active + idle; more requests wait (Go MaxConnsPerHost; 0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_conns_per_host: u32,
     /// Seconds an idle connection is kept (Go IdleConnTimeout; 0 = forever).
     #[arg(long, value_name = "SECS", default_value_t = 90.0)]
     idle_timeout: f64,
@@ -105,6 +108,7 @@ impl PoolArgs {
         Ok(Config {
             max_idle_conns: self.max_idle,
             max_idle_conns_per_host: self.max_idle_per_host,
+            max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: (!idle.is_zero()).then_some(idle),
             dial_timeout: Some(seconds("connect-timeout", self.connect_timeout)?),
             response_header_timeout: self

@@ -57,6 +57,9 @@ pub fn plain(event: &Event) -> Option<String> {
     let req = event.req.unwrap_or_default();
     Some(match &event.kind {
         EventKind::GetConn => format!("request {req} asks the pool for a connection"),
+        EventKind::WaitForConn { reason } => {
+            format!("request {req} must wait in line for a connection ({reason})")
+        }
         EventKind::DialStart { addr } => {
             format!(
                 "no idle connection: request {req} opens connection #{conn} to {addr} (a new TCP handshake)"

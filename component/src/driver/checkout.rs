@@ -1,0 +1,215 @@
+//! Getting a connection: from the idle list, or by waiting in line while a dial runs.
+//!
+//! A request that finds nothing idle becomes a waiter of its key. The pool decides
+//! whether a dial starts for it (`Action::Dial`, under `max-conns-per-host`); the dial
+//! runs as a task of its own, so the request takes whichever connection is ready first
+//! — its own dial, or one another request just finished with (Go's socket late binding).
+//! A finished dial is offered to the pool like any free connection.
+
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+
+use super::active::Active;
+use super::bindings::roundtrip::transport::net;
+use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, GotConn, TlsSummary};
+use super::bindings::roundtrip::transport::types::ErrorCode;
+use super::clock;
+use super::conn::Conn;
+use super::errors::message;
+use super::transport::{Shared, Waiter};
+use crate::core::pool::{Checkout, Source, Ticket};
+use crate::core::request::{Scheme, Target};
+
+/// ALPN protocols offered in the TLS handshake.
+const ALPN: &[&str] = &["http/1.1"];
+
+/// Gets a connection for request `req` to `target`.
+pub async fn acquire(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Active, ErrorCode> {
+    let key = &target.key;
+    let now = shared.now();
+    let checkout = shared.state.borrow_mut().pool.checkout(key, now);
+    let (ticket, dialing) = match checkout {
+        Checkout::Idle(reused) => {
+            // Closes whatever timed out before the checkout looked.
+            shared.run_actions();
+            shared.emit(
+                Some(reused.id),
+                Some(req),
+                Some(key),
+                EventKind::GotConn(GotConn {
+                    reused: true,
+                    was_idle: true,
+                    idle_us: reused.idle_for,
+                }),
+            );
+            return Ok(Active::new(
+                Rc::clone(shared),
+                key.clone(),
+                req,
+                reused.conn,
+            ));
+        }
+        Checkout::Waiting { ticket, dialing } => (ticket, dialing),
+    };
+    // The waiter is registered before the pool's actions run: its dial needs it.
+    let (reply, handed) = oneshot::channel();
+    shared.state.borrow_mut().waiters.insert(
+        ticket,
+        Waiter {
+            req,
+            target: target.clone(),
+            reply,
+        },
+    );
+    let guard = WaitGuard {
+        shared: Rc::clone(shared),
+        key: key.clone(),
+        ticket,
+        done: false,
+    };
+    if !dialing {
+        shared.emit(
+            None,
+            Some(req),
+            Some(key),
+            EventKind::WaitForConn("max_conns_per_host".to_owned()),
+        );
+    }
+    shared.run_actions();
+    let conn = handed.await.unwrap_or_else(|_| {
+        Err(ErrorCode::InternalError(
+            "the pool dropped a waiting request".to_owned(),
+        ))
+    });
+    guard.done();
+    let conn = conn?;
+    shared.emit(
+        Some(conn.id),
+        Some(req),
+        Some(key),
+        EventKind::GotConn(GotConn {
+            reused: conn.served > 0,
+            was_idle: false,
+            idle_us: 0,
+        }),
+    );
+    Ok(Active::new(Rc::clone(shared), key.clone(), req, conn))
+}
+
+/// Takes a waiting request out of line if it is dropped (cancelled) before it is served.
+struct WaitGuard {
+    shared: Rc<Shared>,
+    key: String,
+    ticket: Ticket,
+    done: bool,
+}
+
+impl WaitGuard {
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.shared.state.borrow_mut().waiters.remove(&self.ticket);
+        self.shared
+            .state
+            .borrow_mut()
+            .pool
+            .cancel(&self.key, self.ticket);
+        self.shared.run_actions();
+    }
+}
+
+/// Starts the dial the pool asked for on behalf of waiter `ticket`.
+pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
+    let waiter = shared
+        .state
+        .borrow()
+        .waiters
+        .get(&ticket)
+        .map(|w| (w.req, w.target.clone()));
+    let Some((req, target)) = waiter else {
+        // The waiter left before its dial could start: nothing to dial for.
+        shared.state.borrow_mut().pool.dial_failed(&key, ticket);
+        shared.run_actions();
+        return;
+    };
+    let shared = Rc::clone(shared);
+    wit_bindgen::spawn_local(async move {
+        match dial(&shared, req, &target).await {
+            Ok(conn) => shared.offer(conn, req, &key, Source::Dial),
+            Err(code) => {
+                let waited = shared.state.borrow_mut().pool.dial_failed(&key, ticket);
+                let waiter = if waited {
+                    shared.state.borrow_mut().waiters.remove(&ticket)
+                } else {
+                    None
+                };
+                if let Some(waiter) = waiter {
+                    let _ = waiter.reply.send(Err(code));
+                }
+                shared.run_actions();
+            }
+        }
+    });
+}
+
+/// Opens a connection (and TLS for `https`).
+async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, ErrorCode> {
+    let key = &target.key;
+    let id = shared.next_conn_id();
+    let emit = |kind| shared.emit(Some(id), Some(req), Some(key), kind);
+    emit(EventKind::DialStart(format!(
+        "{}:{}",
+        target.host, target.port
+    )));
+    let socket = match net::connect(
+        target.host.clone(),
+        target.port,
+        shared.settings.dial_timeout,
+    )
+    .await
+    {
+        Ok(socket) => socket,
+        Err(code) => {
+            emit(EventKind::DialDone(Err(message(&code).to_owned())));
+            return Err(code);
+        }
+    };
+    emit(EventKind::DialDone(Ok(socket.peer_address())));
+    if target.scheme == Scheme::Https {
+        emit(EventKind::TlsStart);
+        let alpn = ALPN.iter().map(|p| (*p).to_owned()).collect();
+        let handshake = clock::within(
+            shared.settings.tls_handshake_timeout,
+            socket.start_tls(target.host.clone(), alpn),
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(ErrorCode::TlsProtocolError(
+                "TLS handshake timeout".to_owned(),
+            ))
+        });
+        match handshake {
+            Ok(info) => emit(EventKind::TlsDone(Ok(TlsSummary {
+                version: info.version,
+                cipher_suite: info.cipher_suite,
+                alpn: info.alpn,
+                resumed: info.resumed,
+            }))),
+            Err(code) => {
+                emit(EventKind::TlsDone(Err(message(&code).to_owned())));
+                emit(EventKind::Close(CloseReason::Error));
+                socket.close();
+                return Err(code);
+            }
+        }
+    }
+    Ok(Conn::open(id, socket))
+}
