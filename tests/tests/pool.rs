@@ -408,33 +408,122 @@ async fn malformed_and_truncated_responses_fail_and_are_never_reused() {
     );
 }
 
-#[tokio::test]
-async fn a_stale_reused_connection_is_retried_for_replayable_requests() {
-    // Each connection answers one request with keep-alive, then the server closes it
-    // while it sits idle in the pool.
-    let server = RawServer::start(|_, mut socket| async move {
+/// A server that answers the first request on each connection, then reads the second
+/// and closes without answering: a reused connection that fails after the write.
+async fn drops_second_request() -> RawServer {
+    RawServer::start(|_, mut socket| async move {
         read_request_head(&mut socket).await;
         let _ = socket
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .await;
+        read_request_head(&mut socket).await;
         let _ = socket.shutdown().await;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_reused_connection_that_fails_is_retried_for_replayable_requests() {
+    let server = drops_second_request().await;
     let (transport, recorder) = transport(|_| {});
     assert_eq!(get(&transport, &server.url("/")).await.unwrap().body, "ok");
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let again = get(&transport, &server.url("/")).await.unwrap();
     assert_eq!(again.body, "ok");
+    assert!(!again.conn.reused, "served by a fresh connection");
     let events = recorder.events();
     assert_eq!(count(&events, |k| matches!(k, EventKind::Retry { .. })), 1);
     assert_eq!(dials(&events), 2);
-    // A POST without an idempotency key is not replayed.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn a_post_without_idempotency_key_is_not_retried() {
+    let server = drops_second_request().await;
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/")).await.unwrap();
     let post = http::Request::post(server.url("/"))
         .body(Body::from("x"))
         .unwrap();
     let error = fetch(&transport, post).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::ResponseIncomplete, "{error}");
+    assert_eq!(
+        count(&recorder.events(), |k| matches!(k, EventKind::Retry { .. })),
+        0
+    );
+    // With an idempotency key it is replayable.
+    get(&transport, &server.url("/")).await.unwrap();
+    let keyed = http::Request::post(server.url("/"))
+        .header("Idempotency-Key", "abc")
+        .body(Body::from("x"))
+        .unwrap();
+    assert_eq!(fetch(&transport, keyed).await.unwrap().body, "ok");
+    assert_eq!(
+        count(&recorder.events(), |k| matches!(k, EventKind::Retry { .. })),
+        1
+    );
+}
+
+/// Go: TestTransportRemovesDeadIdleConnections / TestTransportServerClosingUnexpectedly.
+#[tokio::test]
+async fn an_idle_connection_the_server_closes_leaves_the_pool_at_once() {
+    let server = RawServer::start(|_, mut socket| async move {
+        read_request_head(&mut socket).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::ServerClosed
+            })
+        .await,
+        "{:?}",
+        recorder.names()
+    );
+    assert!(
+        transport.stats().await.keys.is_empty(),
+        "nothing idle, nothing counted"
+    );
+    let next = get(&transport, &server.url("/")).await.unwrap();
+    assert!(!next.conn.reused);
+    assert_eq!(
+        count(&recorder.events(), |k| matches!(k, EventKind::Retry { .. })),
+        0
+    );
+}
+
+/// Go: TestTransportIgnores408.
+#[tokio::test]
+async fn an_unsolicited_408_on_an_idle_connection_closes_it_quietly() {
+    let server = RawServer::start(|_, mut socket| async move {
+        read_request_head(&mut socket).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::ServerClosed
+            })
+        .await
+    );
+    let next = get(&transport, &server.url("/")).await.unwrap();
+    assert_eq!(next.body, "ok");
+    assert!(!next.conn.reused);
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ pub async fn acquire(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<A
     });
     guard.done();
     let conn = conn?;
+    conn.set_idle(false);
     shared.emit(
         Some(conn.id),
         Some(req),
@@ -211,5 +212,5 @@ async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, Er
             }
         }
     }
-    Ok(Conn::open(id, socket))
+    Ok(Conn::open(id, socket, shared.idle_watch(key)))
 }

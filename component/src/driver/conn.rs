@@ -1,7 +1,27 @@
-//! One open connection as the driver sees it: the host's socket resource, the
-//! outbound stream the host writes to the socket, the inbound stream it fills
-//! from the socket, and the bytes received but not yet decoded.
+//! One open connection as the driver sees it: the host's socket resource, the outbound
+//! stream the host writes to the socket, and the input its reader task forwards.
+//!
+//! Theory of operation. As in Go's `persistConn.readLoop`, every connection has a
+//! reader task that is always reading from the host, whether a request is using the
+//! connection or it sits idle in the pool:
+//!
+//! ```text
+//!  host socket ─► inbound stream ─► reader task ─┬─ busy: ─► channel ─► Conn::fill
+//!                                                └─ idle: ─► the connection is dead:
+//!                                                   removed from the pool and closed
+//! ```
+//!
+//! A server that closes an idle connection (FIN or RST) or writes to it unasked (e.g. an
+//! `HTTP/1.1 408` before closing) is noticed at once, so a dead connection is never
+//! handed to a request. The channel holds one chunk, so the reader reads at most one
+//! chunk ahead of the exchange.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures::SinkExt;
+use futures::StreamExt;
+use futures::channel::mpsc;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
 use super::bindings::roundtrip::transport::net::Connection;
@@ -11,15 +31,39 @@ use super::bindings::wit_stream;
 /// Bytes asked for per read from the host.
 pub const READ_SIZE: usize = 64 * 1024;
 
+/// What the reader task saw while the connection was idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdleInput {
+    /// The server closed the connection, or reading failed.
+    Closed,
+    /// Bytes arrived that no request asked for (their first line, for the event).
+    Unsolicited(String),
+}
+
+/// Called by the reader task when input arrives while the connection is idle. Returns
+/// whether the connection was indeed idle and has been taken out of the pool; if not
+/// (it was handed to a request meanwhile), the input is passed on as usual.
+pub type IdleWatch = Rc<dyn Fn(u64, IdleInput) -> bool>;
+
+/// Input from the reader task.
+enum Input {
+    Data(Vec<u8>),
+    /// The stream ended: cleanly, or with the host's error.
+    End(Result<(), ErrorCode>),
+}
+
 pub struct Conn {
     pub id: u64,
     /// Requests this connection has carried, the current one included.
     pub served: u32,
     socket: Connection,
     outbound: StreamWriter<u8>,
-    inbound: StreamReader<u8>,
     send_result: Option<FutureReader<Result<(), ErrorCode>>>,
-    receive_result: Option<FutureReader<Result<(), ErrorCode>>>,
+    input: mpsc::Receiver<Input>,
+    /// Shared with the reader task: whether the connection sits in the idle pool.
+    idle: Rc<Cell<bool>>,
+    /// Set once the input has ended; later fills report the same end.
+    ended: Option<Result<(), ErrorCode>>,
     /// Received bytes; `buf[pos..]` are not consumed yet.
     buf: Vec<u8>,
     pos: usize,
@@ -33,22 +77,38 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Starts the host's send and receive pumps on a connected (and, for https,
-    /// TLS-wrapped) socket.
-    pub fn open(id: u64, socket: Connection) -> Self {
+    /// TLS-wrapped) socket, and the reader task that watches it.
+    pub fn open(id: u64, socket: Connection, watch: IdleWatch) -> Self {
         let (outbound, host_side) = wit_stream::new::<u8>();
         let send_result = socket.send(host_side);
         let (inbound, receive_result) = socket.receive();
+        let (sender, input) = mpsc::channel(1);
+        let idle = Rc::new(Cell::new(false));
+        wit_bindgen::spawn_local(read_loop(
+            id,
+            inbound,
+            receive_result,
+            sender,
+            Rc::clone(&idle),
+            watch,
+        ));
         Self {
             id,
             served: 0,
             socket,
             outbound,
-            inbound,
             send_result: Some(send_result),
-            receive_result: Some(receive_result),
+            input,
+            idle,
+            ended: None,
             buf: Vec::new(),
             pos: 0,
         }
+    }
+
+    /// Marks the connection as sitting in the idle pool (or taken out of it).
+    pub fn set_idle(&self, idle: bool) {
+        self.idle.set(idle);
     }
 
     /// Writes all of `bytes`; fails if the host could not.
@@ -84,33 +144,74 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(0)` means the peer closed.
     pub async fn fill(&mut self) -> Result<usize, ErrorCode> {
-        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
+        if let Some(end) = &self.ended {
+            return end.clone().map(|()| 0);
         }
-        self.buf.reserve(READ_SIZE);
-        let buf = std::mem::take(&mut self.buf);
-        let before = buf.len();
-        let (result, buf) = self.inbound.read(buf).await;
-        self.buf = buf;
-        let read = self.buf.len() - before;
-        self.finish_read(result, read).await
+        let input = self.input.next().await.unwrap_or(Input::End(Ok(())));
+        match input {
+            Input::Data(data) => {
+                if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                }
+                if self.buf.is_empty() {
+                    self.buf = data;
+                } else {
+                    self.buf.extend_from_slice(&data);
+                }
+                Ok(self.buf.len() - self.pos)
+            }
+            Input::End(end) => {
+                self.ended = Some(end.clone());
+                end.map(|()| 0)
+            }
+        }
     }
 
-    async fn finish_read(&mut self, result: StreamResult, read: usize) -> Result<usize, ErrorCode> {
-        match result {
-            StreamResult::Dropped if read == 0 => match self.receive_result.take() {
-                Some(outcome) => outcome.await.map(|()| 0),
-                None => Ok(0),
-            },
-            _ => Ok(read),
-        }
-    }
-
-    /// Shuts the socket down; dropping `self` then releases the streams.
+    /// Shuts the socket down; dropping `self` then releases the streams, and the reader
+    /// task ends.
     pub fn close(self) {
         self.socket.close();
     }
+}
+
+/// The reader task (Go's `readLoop`).
+async fn read_loop(
+    id: u64,
+    mut inbound: StreamReader<u8>,
+    receive_result: FutureReader<Result<(), ErrorCode>>,
+    mut sender: mpsc::Sender<Input>,
+    idle: Rc<Cell<bool>>,
+    watch: IdleWatch,
+) {
+    let end = loop {
+        let (result, chunk) = inbound.read(Vec::with_capacity(READ_SIZE)).await;
+        if chunk.is_empty() {
+            match result {
+                StreamResult::Dropped => break receive_result.await,
+                _ => continue,
+            }
+        }
+        if idle.get() && watch(id, IdleInput::Unsolicited(first_line(&chunk))) {
+            return;
+        }
+        if sender.send(Input::Data(chunk)).await.is_err() {
+            // The connection was dropped: nobody reads any more.
+            return;
+        }
+    };
+    if idle.get() && watch(id, IdleInput::Closed) {
+        return;
+    }
+    let _ = sender.send(Input::End(end)).await;
+}
+
+/// The start of unsolicited input, for the event that reports it.
+fn first_line(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(&line[..line.len().min(64)])
+        .trim_end()
+        .to_owned()
 }
 
 fn closed_while(doing: &str) -> ErrorCode {

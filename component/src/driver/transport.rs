@@ -13,7 +13,7 @@ use super::bindings::roundtrip::transport::types::{
     Config, ErrorCode, KeyStats, PoolStats, Request, Response,
 };
 use super::clock;
-use super::conn::Conn;
+use super::conn::{Conn, IdleInput, IdleWatch};
 use crate::core::Micros;
 use crate::core::pool::{Action, Pool, PoolConfig, Release, Source, Ticket};
 use crate::core::request::Target;
@@ -119,6 +119,8 @@ impl Shared {
             req,
             from,
         };
+        // From now on, input on it means the server closed or misbehaves.
+        conn.set_idle(true);
         if self.is_shut_down() {
             match from {
                 Source::Active => self.state.borrow_mut().pool.closed_active(key),
@@ -136,6 +138,26 @@ impl Shared {
             .pool
             .offer(key, conn.id, conn, from, now);
         self.drain_actions(Some(offered));
+    }
+
+    /// The reader tasks' callback for input on an idle connection of `key`: the server
+    /// closed it or wrote to it unasked, so it leaves the pool and is closed now. Holds
+    /// the transport weakly: connections must not keep it alive.
+    pub fn idle_watch(self: &Rc<Self>, key: &str) -> IdleWatch {
+        let shared = Rc::downgrade(self);
+        let key = key.to_owned();
+        Rc::new(move |id, _input: IdleInput| {
+            let Some(shared) = shared.upgrade() else {
+                return false;
+            };
+            let removed = shared.state.borrow_mut().pool.remove_idle_conn(&key, id);
+            let Some(conn) = removed else {
+                return false;
+            };
+            shared.close(conn, None, &key, CloseReason::ServerClosed);
+            shared.run_actions();
+            true
+        })
     }
 
     /// Carries out what the pool decided.
