@@ -28,6 +28,8 @@ pub enum ErrorKind {
     ResponseTransferCoding,
     ProtocolError,
     ResponseTimeout,
+    /// The caller canceled the request.
+    Canceled,
     /// A bug inside the component.
     Internal,
     /// The host could not load or run the component.
@@ -97,6 +99,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpResponseTransferCoding(m) => (K::ResponseTransferCoding, m),
             ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
             ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
+            ErrorCode::RequestCanceled(m) => (K::Canceled, m),
             ErrorCode::InternalError(m) => (K::Internal, m),
         };
         Error::new(kind, message)

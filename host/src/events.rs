@@ -363,7 +363,7 @@ pub struct TcpSink {
 }
 
 /// How long dropping a [`TcpSink`] waits for its queue to drain.
-pub const TCP_DRAIN: Duration = Duration::from_secs(2);
+pub const TCP_DRAIN: Duration = Duration::from_secs(5);
 
 impl TcpSink {
     pub fn connect(addr: &str) -> Self {

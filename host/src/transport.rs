@@ -18,7 +18,9 @@ use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use wasmtime::component::{Accessor, Component, Linker, ResourceAny, ResourceTable, StreamReader};
+use wasmtime::component::{
+    Accessor, Component, FutureReader, Linker, ResourceAny, ResourceTable, StreamReader,
+};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 
@@ -69,11 +71,16 @@ pub struct KeyStats {
     pub waiting: u32,
 }
 
+/// A request on its way to the store thread. `cancel` resolves when the caller drops
+/// its `round_trip` future.
+struct Outgoing {
+    request: http::Request<Body>,
+    cancel: oneshot::Receiver<()>,
+    reply: oneshot::Sender<Result<http::Response<ResponseBody>, Error>>,
+}
+
 enum Command {
-    RoundTrip(
-        Box<http::Request<Body>>,
-        oneshot::Sender<Result<http::Response<ResponseBody>, Error>>,
-    ),
+    RoundTrip(Box<Outgoing>),
     CloseIdle(oneshot::Sender<()>),
     Stats(oneshot::Sender<PoolStats>),
     Shutdown(oneshot::Sender<()>),
@@ -127,8 +134,15 @@ impl Transport {
         request: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, Error> {
         let (reply, response) = oneshot::channel();
+        // Dropped with this future: the component then abandons the request.
+        let (_cancel_on_drop, cancel) = oneshot::channel();
+        let outgoing = Outgoing {
+            request,
+            cancel,
+            reply,
+        };
         self.commands
-            .send(Command::RoundTrip(Box::new(request), reply))
+            .send(Command::RoundTrip(Box::new(outgoing)))
             .map_err(|_| Error::shutdown())?;
         response.await.map_err(|_| Error::shutdown())?
     }
@@ -275,8 +289,13 @@ fn handle_command<'a>(
 ) -> LocalBoxFuture<'a, ()> {
     async move {
         match command {
-            Command::RoundTrip(request, reply) => {
-                let result = round_trip(acc, guest, handle, *request).await;
+            Command::RoundTrip(outgoing) => {
+                let Outgoing {
+                    request,
+                    cancel,
+                    reply,
+                } = *outgoing;
+                let result = round_trip(acc, guest, handle, request, cancel).await;
                 let _ = reply.send(result);
             }
             Command::CloseIdle(reply) => {
@@ -315,8 +334,18 @@ async fn round_trip(
     guest: &GuestTransport<'_>,
     handle: ResourceAny,
     request: http::Request<Body>,
+    cancel: oneshot::Receiver<()>,
 ) -> Result<http::Response<ResponseBody>, Error> {
     let (parts, body) = request.into_parts();
+    // Resolves, with no value, when the caller is gone (the sender dropped).
+    let cancel = acc
+        .with(|mut access| {
+            FutureReader::new(&mut access, async move {
+                let _ = cancel.await;
+                Ok::<(), wasmtime::Error>(())
+            })
+        })
+        .map_err(Error::engine)?;
     let headers = parts
         .headers
         .iter()
@@ -337,6 +366,7 @@ async fn round_trip(
         url: parts.uri.to_string(),
         headers,
         body,
+        cancel: Some(cancel),
     };
     let response = guest
         .call_round_trip(acc, handle, request)

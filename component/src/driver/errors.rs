@@ -40,6 +40,7 @@ pub fn message(code: &ErrorCode) -> &str {
         | ErrorCode::HttpResponseTransferCoding(m)
         | ErrorCode::HttpProtocolError(m)
         | ErrorCode::HttpResponseTimeout(m)
+        | ErrorCode::RequestCanceled(m)
         | ErrorCode::InternalError(m) => m,
     }
 }

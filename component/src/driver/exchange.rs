@@ -12,7 +12,11 @@
 //! Every decision (framing, reuse, retry) is the core's; this file only moves bytes and
 //! reports what happened.
 
+use std::future::IntoFuture;
+use std::pin::pin;
 use std::rc::Rc;
+
+use futures::future::{Either, select};
 
 use wit_bindgen::{FutureWriter, StreamReader, StreamResult, StreamWriter};
 
@@ -68,13 +72,37 @@ struct Checked {
     headers: Fields,
 }
 
+/// Runs one round trip, abandoned at once if the caller's `cancel` future resolves:
+/// dropping the work runs every guard (a waiter leaves the line, an active connection
+/// is closed).
 pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, ErrorCode> {
     let Request {
         method,
         url,
         headers,
         body,
+        cancel,
     } = req;
+    let work = pin!(exchange(shared, method, url, headers, body));
+    let Some(cancel) = cancel else {
+        return work.await;
+    };
+    let cancel = pin!(cancel.into_future());
+    match select(work, cancel).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(ErrorCode::RequestCanceled(
+            "net/http: request canceled".to_owned(),
+        )),
+    }
+}
+
+async fn exchange(
+    shared: Rc<Shared>,
+    method: String,
+    url: String,
+    headers: Fields,
+    body: RequestBody,
+) -> Result<Response, ErrorCode> {
     // Nothing reaches the network before the whole request checks out.
     let target = request::target(&url).map_err(to_code)?;
     request::check_method(&method).map_err(to_code)?;
