@@ -23,6 +23,9 @@ pub struct Config {
     pub tls_handshake_timeout: Option<Duration>,
     /// Limit from the end of the request to the response head (Go `ResponseHeaderTimeout`: none).
     pub response_header_timeout: Option<Duration>,
+    /// With `Expect: 100-continue`, how long to wait for `100 Continue` before sending
+    /// the body anyway (Go `ExpectContinueTimeout`: 1 s; `None` sends it at once).
+    pub expect_continue_timeout: Option<Duration>,
     /// Send `Connection: close` and never pool (Go `DisableKeepAlives`).
     pub disable_keep_alives: bool,
     /// Largest response head accepted (Go `MaxResponseHeaderBytes`: 10 MiB).
@@ -45,6 +48,7 @@ impl Default for Config {
             dial_timeout: Some(Duration::from_secs(30)),
             tls_handshake_timeout: Some(Duration::from_secs(10)),
             response_header_timeout: None,
+            expect_continue_timeout: Some(Duration::from_secs(1)),
             disable_keep_alives: false,
             max_response_header_bytes: 10 << 20,
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -66,6 +70,7 @@ impl Config {
             dial_timeout: nanos(self.dial_timeout),
             tls_handshake_timeout: nanos(self.tls_handshake_timeout),
             response_header_timeout: nanos(self.response_header_timeout),
+            expect_continue_timeout: nanos(self.expect_continue_timeout),
             disable_keep_alives: self.disable_keep_alives,
             max_response_header_bytes: self.max_response_header_bytes,
             user_agent: self.user_agent.clone(),

@@ -236,7 +236,11 @@ async fn inspect_env_and_pool_flags_reach_the_transport() {
         .filter(|e| e["event"] == "close")
         .map(|e| e["reason"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(closes, ["keepalives_disabled", "keepalives_disabled"], "{events:#?}");
+    assert_eq!(
+        closes,
+        ["keepalives_disabled", "keepalives_disabled"],
+        "{events:#?}"
+    );
     assert_eq!(server.connections(), 2);
 
     let events_file = tempfile::NamedTempFile::new().unwrap();

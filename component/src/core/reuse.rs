@@ -23,6 +23,9 @@ pub enum NoReuse {
     ServerClosed,
     /// Bytes followed the end of the response: the connection is out of step.
     TrailingBytes,
+    /// The server answered before the request body was fully sent: what it does with
+    /// the rest is unknown.
+    RequestIncomplete,
 }
 
 /// What the exchange knew when the response body ended.
@@ -30,6 +33,8 @@ pub enum NoReuse {
 pub struct Finished<'a> {
     pub disable_keep_alives: bool,
     pub request_headers: &'a [(String, Vec<u8>)],
+    /// The whole request was written before the response came.
+    pub request_complete: bool,
     pub response: &'a ResponseHead,
     pub framing: Framing,
     /// Bytes received past the end of the response.
@@ -46,6 +51,9 @@ pub fn after_response(done: &Finished<'_>) -> Result<(), NoReuse> {
     }
     if asks_close(done.request_headers) || !done.response.allows_keep_alive() {
         return Err(NoReuse::ConnectionClose);
+    }
+    if !done.request_complete {
+        return Err(NoReuse::RequestIncomplete);
     }
     if done.trailing_bytes > 0 {
         return Err(NoReuse::TrailingBytes);
@@ -106,6 +114,7 @@ mod tests {
         Finished {
             disable_keep_alives: false,
             request_headers: req,
+            request_complete: true,
             response: head,
             framing: Framing::Length(5),
             trailing_bytes: 0,

@@ -41,6 +41,16 @@ impl Active {
             .expect("an Active holds its connection until consumed")
     }
 
+    /// An event emitter for this connection and request that does not borrow it.
+    pub fn emitter(&self) -> super::exchange::Emitter {
+        super::exchange::Emitter {
+            shared: Rc::clone(&self.shared),
+            conn: self.conn().id,
+            req: self.req,
+            key: self.key.clone(),
+        }
+    }
+
     /// Emits an event about this connection and request.
     pub fn emit(&self, kind: EventKind) {
         self.shared

@@ -16,7 +16,7 @@
 //! handed to a request. The channel holds one chunk, so the reader reads at most one
 //! chunk ahead of the exchange.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures::SinkExt;
@@ -57,11 +57,25 @@ pub struct Conn {
     /// Requests this connection has carried, the current one included.
     pub served: u32,
     socket: Connection,
-    outbound: StreamWriter<u8>,
-    send_result: Option<FutureReader<Result<(), ErrorCode>>>,
-    input: mpsc::Receiver<Input>,
     /// Shared with the reader task: whether the connection sits in the idle pool.
     idle: Rc<Cell<bool>>,
+    pub writer: Writer,
+    pub reader: Reader,
+}
+
+/// The sending half. Bytes go through a writer task that owns the host's stream, so a
+/// write dropped half-way (an early response, a cancelled request) never cancels a
+/// component-model stream operation: wasmtime 48 makes a guest's synchronous cancel
+/// wait for the host side's next event.
+pub struct Writer {
+    chunks: mpsc::Sender<Vec<u8>>,
+    /// Set by the writer task when the host could not write.
+    failed: Rc<RefCell<Option<ErrorCode>>>,
+}
+
+/// The receiving half: input from the reader task, and bytes not yet decoded.
+pub struct Reader {
+    input: mpsc::Receiver<Input>,
     /// Set once the input has ended; later fills report the same end.
     ended: Option<Result<(), ErrorCode>>,
     /// Received bytes; `buf[pos..]` are not consumed yet.
@@ -81,6 +95,14 @@ impl Conn {
     pub fn open(id: u64, socket: Connection, watch: IdleWatch) -> Self {
         let (outbound, host_side) = wit_stream::new::<u8>();
         let send_result = socket.send(host_side);
+        let (chunks, to_write) = mpsc::channel(1);
+        let failed = Rc::new(RefCell::new(None));
+        wit_bindgen::spawn_local(write_loop(
+            outbound,
+            send_result,
+            to_write,
+            Rc::clone(&failed),
+        ));
         let (inbound, receive_result) = socket.receive();
         let (sender, input) = mpsc::channel(1);
         let idle = Rc::new(Cell::new(false));
@@ -96,13 +118,14 @@ impl Conn {
             id,
             served: 0,
             socket,
-            outbound,
-            send_result: Some(send_result),
-            input,
             idle,
-            ended: None,
-            buf: Vec::new(),
-            pos: 0,
+            writer: Writer { chunks, failed },
+            reader: Reader {
+                input,
+                ended: None,
+                buf: Vec::new(),
+                pos: 0,
+            },
         }
     }
 
@@ -111,24 +134,65 @@ impl Conn {
         self.idle.set(idle);
     }
 
-    /// Writes all of `bytes`; fails if the host could not.
+    /// Received bytes not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        self.reader.buffered()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` means the peer closed.
+    pub async fn fill(&mut self) -> Result<usize, ErrorCode> {
+        self.reader.fill().await
+    }
+
+    /// Shuts the socket down; dropping `self` then releases the streams, and the reader
+    /// task ends.
+    pub fn close(self) {
+        self.socket.close();
+    }
+}
+
+impl Writer {
+    /// Queues `bytes` for the socket (at most one chunk waits); fails once the host
+    /// could not write.
     pub async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ErrorCode> {
+        if let Some(code) = self.failed.borrow().clone() {
+            return Err(code);
+        }
         if bytes.is_empty() {
             return Ok(());
         }
-        let unsent = self.outbound.write_all(bytes).await;
-        if unsent.is_empty() {
-            return Ok(());
+        if self.chunks.send(bytes).await.is_err() {
+            let failed = self.failed.borrow().clone();
+            return Err(failed.unwrap_or_else(|| closed_while("writing the request")));
         }
-        Err(match self.send_result.take() {
-            Some(result) => match result.await {
+        Ok(())
+    }
+}
+
+/// The writer task: the only user of the outbound stream.
+async fn write_loop(
+    mut outbound: StreamWriter<u8>,
+    send_result: FutureReader<Result<(), ErrorCode>>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    failed: Rc<RefCell<Option<ErrorCode>>>,
+) {
+    while let Some(chunk) = chunks.next().await {
+        if !outbound.write_all(chunk).await.is_empty() {
+            let code = match send_result.await {
                 Err(code) => code,
                 Ok(()) => closed_while("writing the request"),
-            },
-            None => closed_while("writing the request"),
-        })
+            };
+            *failed.borrow_mut() = Some(code);
+            return;
+        }
     }
+}
 
+impl Reader {
     /// Received bytes not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..]
@@ -166,12 +230,6 @@ impl Conn {
                 end.map(|()| 0)
             }
         }
-    }
-
-    /// Shuts the socket down; dropping `self` then releases the streams, and the reader
-    /// task ends.
-    pub fn close(self) {
-        self.socket.close();
     }
 }
 

@@ -1,12 +1,14 @@
-//! One round trip: get a connection, write the request, read the response head, then
-//! hand the body to a task that pumps it to the caller and returns the connection.
+//! One round trip: get a connection, write the request while reading the response
+//! head, then hand the body to a task that pumps it to the caller.
 //!
 //! ```text
-//!  round_trip ─► check ─► acquire (idle | dial [+ TLS]) ─► write head+body ─► read head
-//!       ▲                                                       │ failure on a reused
-//!       └──────────────── retry (core::reuse::can_retry) ◄──────┘ connection
-//!  read head ─► spawn pump_body ─► response returned to the caller
-//!  pump_body: decode ─► body stream ─► EOF: put_idle | close(reason); trailers future
+//!  round_trip ─► check ─► checkout::acquire (idle | wait; dial task) ─┐
+//!       ▲                                                             ▼
+//!       │                       ┌─ send::write_request (head, [100-continue], body)
+//!       │               attempt ┤          concurrently, like Go's writeLoop/readLoop
+//!       │                       └─ read_head (skips 1xx; an early final answer wins)
+//!       └── retry (core::reuse::can_retry) ◄── failure on a reused connection
+//!  head ─► respond: spawn body::pump_body ─► response returned to the caller
 //! ```
 //!
 //! Every decision (framing, reuse, retry) is the core's; this file only moves bytes and
@@ -16,51 +18,50 @@ use std::future::IntoFuture;
 use std::pin::pin;
 use std::rc::Rc;
 
+use futures::channel::oneshot;
 use futures::future::{Either, select};
-
-use wit_bindgen::{FutureWriter, StreamReader, StreamResult, StreamWriter};
 
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use super::bindings::roundtrip::transport::types::{ErrorCode, Request, RequestBody, Response};
 use super::bindings::{wit_future, wit_stream};
+use super::body::{BodyEnd, Trailers, pump_body};
 use super::checkout;
 use super::clock;
-use super::conn::{Conn, READ_SIZE};
-use super::errors::to_code;
+use super::conn::Reader;
+use super::errors::{message, to_code};
+use super::send::{Body, Continue, write_request};
 use super::transport::Shared;
-use crate::core::decode::{self, BodyDecoder, Fields, Framing, ResponseHead};
-use crate::core::encode::{self, BodyFraming, RequestHead};
+use crate::core::decode::{self, Fields, Framing, ResponseHead};
+use crate::core::encode::{self, RequestHead};
 use crate::core::request::{self, Target};
-use crate::core::reuse::{self, NoReuse, Progress};
-
-/// What the trailers future carries.
-type Trailers = Result<Option<Fields>, ErrorCode>;
-
-/// A request body as the exchange holds it between attempts.
-enum Body {
-    Empty,
-    /// Kept for a replay.
-    Bytes(Vec<u8>),
-    /// `None` once it has been read from: it cannot be produced again.
-    Stream(Option<StreamReader<u8>>),
-}
-
-impl Body {
-    fn is_replayable(&self) -> bool {
-        !matches!(self, Body::Stream(_))
-    }
-}
+use crate::core::reuse::{self, Progress};
 
 /// A failed attempt, and how far it got (which decides whether it may be retried).
-struct Failed {
-    code: ErrorCode,
-    progress: Progress,
+pub struct Failed {
+    pub code: ErrorCode,
+    pub progress: Progress,
 }
 
 impl Failed {
-    fn at(progress: Progress) -> impl FnOnce(ErrorCode) -> Failed {
+    pub fn at(progress: Progress) -> impl FnOnce(ErrorCode) -> Failed {
         move |code| Failed { code, progress }
+    }
+}
+
+/// Emits events about one connection and request, without borrowing the connection.
+#[derive(Clone)]
+pub struct Emitter {
+    pub shared: Rc<Shared>,
+    pub conn: u64,
+    pub req: u64,
+    pub key: String,
+}
+
+impl Emitter {
+    pub fn emit(&self, kind: EventKind) {
+        self.shared
+            .emit(Some(self.conn), Some(self.req), Some(&self.key), kind);
     }
 }
 
@@ -70,6 +71,12 @@ struct Checked {
     method: String,
     target: Target,
     headers: Fields,
+}
+
+/// A response head, and whether the whole request had been written when it came.
+struct Answered {
+    head: ResponseHead,
+    request_complete: bool,
 }
 
 /// Runs one round trip, abandoned at once if the caller's `cancel` future resolves:
@@ -127,7 +134,7 @@ async fn exchange(
         let reused = active.conn().served > 0;
         active.conn_mut().served += 1;
         match attempt(&shared, &mut active, &req, &mut body).await {
-            Ok(head) => return Ok(respond(active, &shared, &req, head, reused)),
+            Ok(answered) => return Ok(respond(active, &shared, &req, answered, reused)),
             Err(failed) => {
                 let replayable =
                     reuse::is_replayable(&req.method, &req.headers, body.is_replayable());
@@ -135,28 +142,34 @@ async fn exchange(
                 if !reuse::can_retry(reused, failed.progress, replayable) {
                     return Err(failed.code);
                 }
-                let reason = format!("reused connection failed: {}", describe(&failed.code));
+                let reason = format!("reused connection failed: {}", message(&failed.code));
                 shared.emit(None, Some(req.id), Some(&key), EventKind::Retry(reason));
             }
         }
     }
 }
 
-/// Writes the request and reads up to the final response head.
+/// Whether the caller asked the server to approve the body first.
+fn expects_continue(headers: &Fields) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("expect")
+            && value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+    })
+}
+
+/// Writes the request and reads up to the final response head, at the same time: a
+/// server may answer before the body is sent (and is heard), and a `100 Continue`
+/// releases a body held back by `Expect: 100-continue`.
 async fn attempt(
     shared: &Rc<Shared>,
     active: &mut Active,
     req: &Checked,
     body: &mut Body,
-) -> Result<ResponseHead, Failed> {
+) -> Result<Answered, Failed> {
     let settings = &shared.settings;
-    let framing = match body {
-        Body::Empty => encode::framing_for_length(&req.method, 0),
-        Body::Bytes(bytes) => encode::framing_for_length(&req.method, bytes.len() as u64),
-        Body::Stream(_) => declared_length(&req.headers)
-            .map_err(Failed::at(Progress::NothingWritten))?
-            .map_or(BodyFraming::Chunked, BodyFraming::Length),
-    };
+    let framing = body
+        .framing(&req.method, &req.headers)
+        .map_err(Failed::at(Progress::NothingWritten))?;
     let mut wire = Vec::with_capacity(512);
     encode::encode_head(
         &mut wire,
@@ -170,135 +183,79 @@ async fn attempt(
             close: settings.disable_keep_alives,
         },
     );
-    let written = write_request(active, wire, body, framing).await;
-    let error = written.as_ref().err().map(|f| describe(&f.code));
-    active.emit(EventKind::WroteRequest(error));
-    written?;
-
-    let read = read_head(active, &req.method, settings.max_response_header_bytes);
-    match clock::within(settings.response_header_timeout, read).await {
-        Some(head) => head,
-        None => Err(Failed {
-            code: ErrorCode::HttpResponseTimeout("timeout awaiting response headers".to_owned()),
-            progress: Progress::ResponseStarted,
+    let (go_tx, go_rx) = oneshot::channel();
+    let wait_for_continue = match settings.expect_continue_timeout {
+        Some(timeout) if expects_continue(&req.headers) && !body.is_empty() => {
+            Some(Continue { timeout, go: go_rx })
+        }
+        _ => None,
+    };
+    let emitter = active.emitter();
+    let conn = active.conn_mut();
+    let write = pin!(write_request(
+        &mut conn.writer,
+        &emitter,
+        wire,
+        body,
+        framing,
+        wait_for_continue,
+    ));
+    let read = pin!(read_head(
+        &mut conn.reader,
+        &emitter,
+        &req.method,
+        settings.max_response_header_bytes,
+        Some(go_tx),
+    ));
+    match select(write, read).await {
+        Either::Left((written, read)) => {
+            let error = written.as_ref().err().map(|f| message(&f.code).to_owned());
+            emitter.emit(EventKind::WroteRequest(error));
+            written?;
+            // Go's ResponseHeaderTimeout runs from the end of writing the request.
+            match clock::within(settings.response_header_timeout, read).await {
+                Some(head) => head.map(|head| Answered {
+                    head,
+                    request_complete: true,
+                }),
+                None => Err(Failed {
+                    code: ErrorCode::HttpResponseTimeout(
+                        "timeout awaiting response headers".to_owned(),
+                    ),
+                    progress: Progress::ResponseStarted,
+                }),
+            }
+        }
+        // The server answered before the request was fully written: it is heard, and
+        // the connection (out of step now) will not be reused.
+        Either::Right((head, _unfinished_write)) => head.map(|head| Answered {
+            head,
+            request_complete: false,
         }),
     }
 }
 
-/// The `Content-Length` a caller declared for a stream body, if any.
-fn declared_length(headers: &Fields) -> Result<Option<u64>, ErrorCode> {
-    let Some((_, value)) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-    else {
-        return Ok(None);
-    };
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ErrorCode::HttpRequestHeaderInvalid(format!(
-                "invalid Content-Length {:?}",
-                String::from_utf8_lossy(value)
-            ))
-        })
-}
-
-/// Small bodies go out in the same write as the head.
-const COALESCE_LIMIT: usize = 16 * 1024;
-
-async fn write_request(
-    active: &mut Active,
-    mut wire: Vec<u8>,
-    body: &mut Body,
-    framing: BodyFraming,
-) -> Result<(), Failed> {
-    let coalesced = matches!(body, Body::Bytes(bytes) if bytes.len() <= COALESCE_LIMIT);
-    if let (true, Body::Bytes(bytes)) = (coalesced, &body) {
-        wire.extend_from_slice(bytes);
-    }
-    active
-        .conn_mut()
-        .write(wire)
-        .await
-        .map_err(Failed::at(Progress::NothingWritten))?;
-    active.emit(EventKind::WroteHeaders);
-    if coalesced {
-        return Ok(());
-    }
-    let sent = match body {
-        Body::Empty => Ok(()),
-        Body::Bytes(bytes) => active.conn_mut().write(bytes.clone()).await,
-        Body::Stream(stream) => match stream.take() {
-            Some(stream) => write_stream(active.conn_mut(), stream, framing).await,
-            None => Err(ErrorCode::HttpRequestBodyError(
-                "the request body is a stream that was already read; it cannot be replayed"
-                    .to_owned(),
-            )),
-        },
-    };
-    sent.map_err(Failed::at(Progress::NoResponse))
-}
-
-/// Copies a caller's body stream to the connection, chunked or checked against the
-/// declared length.
-async fn write_stream(
-    conn: &mut Conn,
-    mut stream: StreamReader<u8>,
-    framing: BodyFraming,
-) -> Result<(), ErrorCode> {
-    let mut sent: u64 = 0;
-    loop {
-        let (result, chunk) = stream.read(Vec::with_capacity(READ_SIZE)).await;
-        if chunk.is_empty() {
-            match result {
-                StreamResult::Dropped => break,
-                _ => continue,
-            }
-        }
-        sent += chunk.len() as u64;
-        match framing {
-            BodyFraming::Chunked => {
-                let mut framed = Vec::with_capacity(chunk.len() + 16);
-                encode::encode_chunk(&mut framed, &chunk);
-                conn.write(framed).await?;
-            }
-            BodyFraming::Length(declared) if sent > declared => {
-                return Err(ErrorCode::HttpRequestBodyError(format!(
-                    "request body longer than its Content-Length of {declared} bytes"
-                )));
-            }
-            _ => conn.write(chunk).await?,
-        }
-    }
-    match framing {
-        BodyFraming::Chunked => conn.write(encode::LAST_CHUNK.to_vec()).await,
-        BodyFraming::Length(declared) if sent != declared => Err(ErrorCode::HttpRequestBodyError(
-            format!("request body ended after {sent} of its {declared} declared bytes"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Reads up to the final (non-1xx) response head.
+/// Reads up to the final (non-1xx) response head. A `100 Continue` is passed on to
+/// `on_continue` (the body waiting for it).
 async fn read_head(
-    active: &mut Active,
+    reader: &mut Reader,
+    emitter: &Emitter,
     method: &str,
     max_bytes: usize,
+    mut on_continue: Option<oneshot::Sender<()>>,
 ) -> Result<ResponseHead, Failed> {
     let mut got_first_byte = false;
     let mut interim = 0;
     loop {
-        if !active.conn().buffered().is_empty() {
+        if !reader.buffered().is_empty() {
             if !got_first_byte {
                 got_first_byte = true;
-                active.emit(EventKind::FirstByte);
+                emitter.emit(EventKind::FirstByte);
             }
-            let parsed = decode::parse_response_head(active.conn().buffered(), max_bytes)
+            let parsed = decode::parse_response_head(reader.buffered(), max_bytes)
                 .map_err(|e| Failed::at(Progress::ResponseStarted)(to_code(e)))?;
             if let Some((head, consumed)) = parsed {
-                active.conn_mut().consume(consumed);
+                reader.consume(consumed);
                 if !head.is_interim() {
                     // Validate framing now so a bad head fails the round trip itself.
                     decode::framing(method, &head)
@@ -313,7 +270,12 @@ async fn read_head(
                         ),
                     ));
                 }
-                active.emit(EventKind::Got1xx(head.status));
+                emitter.emit(EventKind::Got1xx(head.status));
+                if head.status == 100
+                    && let Some(go) = on_continue.take()
+                {
+                    let _ = go.send(());
+                }
                 continue;
             }
         }
@@ -322,11 +284,7 @@ async fn read_head(
         } else {
             Progress::NoResponse
         };
-        let read = active
-            .conn_mut()
-            .fill()
-            .await
-            .map_err(Failed::at(progress))?;
+        let read = reader.fill().await.map_err(Failed::at(progress))?;
         if read == 0 {
             let why = if got_first_byte {
                 "connection closed before the response head was complete"
@@ -345,9 +303,13 @@ fn respond(
     active: Active,
     shared: &Rc<Shared>,
     req: &Checked,
-    head: ResponseHead,
+    answered: Answered,
     reused: bool,
 ) -> Response {
+    let Answered {
+        head,
+        request_complete,
+    } = answered;
     active.emit(EventKind::Response(head.status));
     // `read_head` checked the framing already.
     let framing = decode::framing(&req.method, &head).unwrap_or(Framing::UntilClose);
@@ -367,120 +329,13 @@ fn respond(
         conn: active.conn().id,
         reused,
     };
-    let finish = BodyEnd {
+    let end = BodyEnd {
         disable_keep_alives: shared.settings.disable_keep_alives,
         request_headers: req.headers.clone(),
+        request_complete,
         head,
         framing,
     };
-    wit_bindgen::spawn_local(pump_body(active, finish, body_tx, trailers_tx));
+    wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx));
     response
-}
-
-/// What the body task needs to decide the connection's fate at the end.
-struct BodyEnd {
-    disable_keep_alives: bool,
-    request_headers: Fields,
-    head: ResponseHead,
-    framing: Framing,
-}
-
-/// How copying the body ended, if not at its end.
-enum Cut {
-    /// The caller dropped the body stream after this many bytes.
-    ReaderGone(u64),
-    /// The connection or the framing failed.
-    Failed(ErrorCode),
-}
-
-async fn pump_body(
-    mut active: Active,
-    end: BodyEnd,
-    mut body: StreamWriter<u8>,
-    trailers: FutureWriter<Trailers>,
-) {
-    let mut decoder = BodyDecoder::new(end.framing);
-    let outcome = copy_body(&mut active, &mut decoder, &mut body).await;
-    let trailer_value = match outcome {
-        Ok(total) => {
-            active.emit(EventKind::BodyEof(total));
-            let verdict = reuse::after_response(&reuse::Finished {
-                disable_keep_alives: end.disable_keep_alives,
-                request_headers: &end.request_headers,
-                response: &end.head,
-                framing: end.framing,
-                trailing_bytes: active.conn().buffered().len(),
-            });
-            // The connection is back in the pool before the caller sees the end of
-            // the body, so a request sent right after reuses it.
-            match verdict {
-                Ok(()) => active.put_idle(),
-                Err(why) => active.close(close_reason(why)),
-            }
-            Ok(decoder.take_trailers())
-        }
-        Err(Cut::ReaderGone(bytes)) => {
-            active.emit(EventKind::BodyClosedEarly(bytes));
-            active.close(CloseReason::EarlyBodyClose);
-            Err(ErrorCode::HttpResponseIncomplete(
-                "the response body was closed before its end".to_owned(),
-            ))
-        }
-        Err(Cut::Failed(code)) => {
-            active.close(CloseReason::Error);
-            Err(code)
-        }
-    };
-    drop(body);
-    // The caller may have dropped the trailers future; nothing is lost then.
-    let _ = trailers.write(trailer_value).await;
-}
-
-async fn copy_body(
-    active: &mut Active,
-    decoder: &mut BodyDecoder,
-    body: &mut StreamWriter<u8>,
-) -> Result<u64, Cut> {
-    let mut total: u64 = 0;
-    loop {
-        if decoder.is_done() {
-            return Ok(total);
-        }
-        if active.conn().buffered().is_empty() {
-            let read = active.conn_mut().fill().await.map_err(Cut::Failed)?;
-            if read == 0 {
-                decoder
-                    .finish_at_eof()
-                    .map_err(|e| Cut::Failed(to_code(e)))?;
-                continue;
-            }
-        }
-        let conn = active.conn_mut();
-        let step = decoder
-            .decode(conn.buffered())
-            .map_err(|e| Cut::Failed(to_code(e)))?;
-        let data = step.data.map(|range| conn.buffered()[range].to_vec());
-        conn.consume(step.consumed);
-        if let Some(data) = data {
-            let len = data.len() as u64;
-            if !body.write_all(data).await.is_empty() {
-                return Err(Cut::ReaderGone(total));
-            }
-            total += len;
-        }
-    }
-}
-
-fn close_reason(why: NoReuse) -> CloseReason {
-    match why {
-        NoReuse::KeepAlivesDisabled => CloseReason::KeepalivesDisabled,
-        NoReuse::ConnectionClose => CloseReason::ConnectionClose,
-        NoReuse::ServerClosed => CloseReason::ServerClosed,
-        NoReuse::TrailingBytes => CloseReason::Error,
-    }
-}
-
-/// The message inside an error code, for events.
-pub fn describe(code: &ErrorCode) -> String {
-    super::errors::message(code).to_owned()
 }

@@ -17,11 +17,13 @@ mod bindings {
 }
 
 mod active;
+mod body;
 mod checkout;
 mod clock;
 mod conn;
 mod errors;
 mod exchange;
+mod send;
 mod transport;
 
 use bindings::exports::roundtrip::transport::round_tripper::Guest;

@@ -23,6 +23,8 @@ pub struct Settings {
     pub dial_timeout: Option<u64>,
     pub tls_handshake_timeout: Option<u64>,
     pub response_header_timeout: Option<u64>,
+    /// `None`: send a body at once even with `Expect: 100-continue`.
+    pub expect_continue_timeout: Option<u64>,
     pub disable_keep_alives: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
@@ -282,6 +284,7 @@ impl GuestTransport for Transport {
             dial_timeout: config.dial_timeout,
             tls_handshake_timeout: config.tls_handshake_timeout,
             response_header_timeout: config.response_header_timeout,
+            expect_continue_timeout: config.expect_continue_timeout.filter(|t| *t > 0),
             disable_keep_alives: config.disable_keep_alives,
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),
