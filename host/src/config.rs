@@ -28,6 +28,8 @@ pub struct Config {
     pub expect_continue_timeout: Option<Duration>,
     /// Send `Connection: close` and never pool (Go `DisableKeepAlives`).
     pub disable_keep_alives: bool,
+    /// Do not add `Accept-Encoding: gzip` nor decompress (Go `DisableCompression`).
+    pub disable_compression: bool,
     /// Largest response head accepted (Go `MaxResponseHeaderBytes`: 10 MiB).
     pub max_response_header_bytes: u64,
     /// `User-Agent` sent when a request has none; empty sends none.
@@ -50,6 +52,7 @@ impl Default for Config {
             response_header_timeout: None,
             expect_continue_timeout: Some(Duration::from_secs(1)),
             disable_keep_alives: false,
+            disable_compression: false,
             max_response_header_bytes: 10 << 20,
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_files: Vec::new(),
@@ -72,6 +75,7 @@ impl Config {
             response_header_timeout: nanos(self.response_header_timeout),
             expect_continue_timeout: nanos(self.expect_continue_timeout),
             disable_keep_alives: self.disable_keep_alives,
+            disable_compression: self.disable_compression,
             max_response_header_bytes: self.max_response_header_bytes,
             user_agent: self.user_agent.clone(),
         }

@@ -26,6 +26,7 @@ pub enum ErrorKind {
     ResponseIncomplete,
     ResponseHeaderSectionSize,
     ResponseTransferCoding,
+    ResponseContentCoding,
     ProtocolError,
     ResponseTimeout,
     /// The caller canceled the request.
@@ -97,6 +98,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpResponseIncomplete(m) => (K::ResponseIncomplete, m),
             ErrorCode::HttpResponseHeaderSectionSize(m) => (K::ResponseHeaderSectionSize, m),
             ErrorCode::HttpResponseTransferCoding(m) => (K::ResponseTransferCoding, m),
+            ErrorCode::HttpResponseContentCoding(m) => (K::ResponseContentCoding, m),
             ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
             ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
             ErrorCode::RequestCanceled(m) => (K::Canceled, m),

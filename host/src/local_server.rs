@@ -12,6 +12,8 @@
 //! - `/head-only` — `204 No Content`
 //! - `/continue` — a `103 Early Hints` then `200`
 //! - `/delay/MS` — `/small` after MS milliseconds
+//! - `/gzip/N` — the N bytes gzip-compressed when the request accepts gzip, else plain
+//! - `/request-head` — the request head as the server received it
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,6 +105,9 @@ async fn accept_loop(listener: TcpListener, counters: Arc<Counters>) {
 struct RequestHead {
     method: String,
     path: String,
+    /// The head as received, for `/request-head`.
+    raw: Vec<u8>,
+    accepts_gzip: bool,
     content_length: Option<usize>,
     chunked: bool,
     close: bool,
@@ -155,6 +160,8 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Request
                 let head = RequestHead {
                     method: request.method.unwrap_or("GET").to_owned(),
                     path: request.path.unwrap_or("/").to_owned(),
+                    raw: buf[..consumed].to_vec(),
+                    accepts_gzip: header("accept-encoding").is_some_and(|v| v.contains("gzip")),
                     content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
                     chunked: header("transfer-encoding").is_some_and(|v| v.contains("chunked")),
                     close: header("connection").is_some_and(|v| v.contains("close")),
@@ -253,6 +260,12 @@ async fn respond(socket: &mut TcpStream, head: &RequestHead, request_body: Vec<u
             }
         }
         "chunked" => chunked(socket, &body_bytes(number)).await,
+        "request-head" => fixed(socket, &head.raw, "", is_head).await,
+        "gzip" if head.accepts_gzip => {
+            let compressed = gzip(&body_bytes(number));
+            fixed(socket, &compressed, "Content-Encoding: gzip\r\n", is_head).await
+        }
+        "gzip" => fixed(socket, &body_bytes(number), "", is_head).await,
         "until-close" => {
             let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
             let _ = write(socket, head).await;
@@ -262,6 +275,14 @@ async fn respond(socket: &mut TcpStream, head: &RequestHead, request_body: Vec<u
         _ => fixed_status(socket, "404 Not Found", b"not found\n", "", is_head).await,
     };
     result.unwrap_or(false)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
 }
 
 async fn write(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<bool> {

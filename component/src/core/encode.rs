@@ -26,6 +26,8 @@ pub struct RequestHead<'a> {
     pub framing: BodyFraming,
     /// Add `Connection: close` unless the caller already asked for it.
     pub close: bool,
+    /// Add `Accept-Encoding: gzip` (see `compression::should_request_gzip`).
+    pub accept_gzip: bool,
 }
 
 /// Headers the transport writes itself from the body framing.
@@ -62,6 +64,9 @@ pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
     }
     for (name, value) in head.headers.iter().filter(|(n, _)| !is_framing_header(n)) {
         put_header(out, name, value);
+    }
+    if head.accept_gzip {
+        put_header(out, "Accept-Encoding", b"gzip");
     }
     match head.framing {
         BodyFraming::None => {}
@@ -127,6 +132,7 @@ mod tests {
             headers,
             framing: BodyFraming::None,
             close: false,
+            accept_gzip: false,
         }
     }
 
@@ -165,6 +171,16 @@ mod tests {
         assert_eq!(
             head_bytes(head),
             "GET /a?b=c HTTP/1.1\r\nHost: example.com:8080\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn accept_gzip_follows_the_caller_headers() {
+        let mut head = base(&[]);
+        head.accept_gzip = true;
+        assert_eq!(
+            head_bytes(head),
+            "GET /a?b=c HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: roundtrip/0.1\r\nAccept-Encoding: gzip\r\n\r\n"
         );
     }
 

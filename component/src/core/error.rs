@@ -19,6 +19,8 @@ pub enum ErrorKind {
     TransferCoding,
     /// The connection ended before the message did.
     Incomplete,
+    /// The body's content coding (gzip) is corrupt or cut short.
+    ContentCoding,
 }
 
 /// An error with its kind and a sentence naming the cause.

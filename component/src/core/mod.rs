@@ -1,6 +1,7 @@
 //! The sans-I/O core: bytes and events in, bytes, deadlines and decisions out.
 //! Time is always a parameter (`now`, in microseconds on a monotonic clock).
 
+pub mod compression;
 pub mod decode;
 pub mod encode;
 pub mod error;

@@ -7,6 +7,7 @@ use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use super::bindings::roundtrip::transport::types::ErrorCode;
 use super::errors::to_code;
+use crate::core::compression::Gunzip;
 use crate::core::decode::{BodyDecoder, Fields, Framing, ResponseHead};
 use crate::core::reuse::{self, NoReuse};
 
@@ -20,6 +21,8 @@ pub struct BodyEnd {
     pub request_complete: bool,
     pub head: ResponseHead,
     pub framing: Framing,
+    /// Set when the body is gzip the transport asked for: the caller gets it plain.
+    pub gunzip: Option<Gunzip>,
 }
 
 /// How copying the body ended, if not at its end.
@@ -37,7 +40,7 @@ pub async fn pump_body(
     trailers: FutureWriter<Trailers>,
 ) {
     let mut decoder = BodyDecoder::new(end.framing);
-    let outcome = copy_body(&mut active, &mut decoder, &mut body).await;
+    let outcome = copy_body(&mut active, &mut decoder, &mut body, end.gunzip).await;
     let trailer_value = match outcome {
         Ok(total) => {
             active.emit(EventKind::BodyEof(total));
@@ -78,10 +81,15 @@ async fn copy_body(
     active: &mut Active,
     decoder: &mut BodyDecoder,
     body: &mut StreamWriter<u8>,
+    mut gunzip: Option<Gunzip>,
 ) -> Result<u64, Cut> {
     let mut total: u64 = 0;
     loop {
         if decoder.is_done() {
+            if let Some(gunzip) = gunzip {
+                let rest = gunzip.finish().map_err(|e| Cut::Failed(to_code(e)))?;
+                total += deliver(body, rest, total).await?;
+            }
             return Ok(total);
         }
         if active.conn().buffered().is_empty() {
@@ -100,13 +108,22 @@ async fn copy_body(
         let data = step.data.map(|range| conn.buffered()[range].to_vec());
         conn.consume(step.consumed);
         if let Some(data) = data {
-            let len = data.len() as u64;
-            if !body.write_all(data).await.is_empty() {
-                return Err(Cut::ReaderGone(total));
-            }
-            total += len;
+            let data = match gunzip.as_mut() {
+                Some(gunzip) => gunzip.feed(&data).map_err(|e| Cut::Failed(to_code(e)))?,
+                None => data,
+            };
+            total += deliver(body, data, total).await?;
         }
     }
+}
+
+/// Writes body bytes to the caller; returns how many, or that the caller is gone.
+async fn deliver(body: &mut StreamWriter<u8>, data: Vec<u8>, so_far: u64) -> Result<u64, Cut> {
+    let len = data.len() as u64;
+    if len > 0 && !body.write_all(data).await.is_empty() {
+        return Err(Cut::ReaderGone(so_far));
+    }
+    Ok(len)
 }
 
 fn close_reason(why: NoReuse) -> CloseReason {

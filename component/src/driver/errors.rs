@@ -13,6 +13,7 @@ pub fn to_code(error: Error) -> ErrorCode {
         ErrorKind::HeaderSectionTooLarge => ErrorCode::HttpResponseHeaderSectionSize(message),
         ErrorKind::TransferCoding => ErrorCode::HttpResponseTransferCoding(message),
         ErrorKind::Incomplete => ErrorCode::HttpResponseIncomplete(message),
+        ErrorKind::ContentCoding => ErrorCode::HttpResponseContentCoding(message),
     }
 }
 
@@ -38,6 +39,7 @@ pub fn message(code: &ErrorCode) -> &str {
         | ErrorCode::HttpResponseIncomplete(m)
         | ErrorCode::HttpResponseHeaderSectionSize(m)
         | ErrorCode::HttpResponseTransferCoding(m)
+        | ErrorCode::HttpResponseContentCoding(m)
         | ErrorCode::HttpProtocolError(m)
         | ErrorCode::HttpResponseTimeout(m)
         | ErrorCode::RequestCanceled(m)

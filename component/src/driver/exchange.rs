@@ -32,6 +32,7 @@ use super::conn::Reader;
 use super::errors::{message, to_code};
 use super::send::{Body, Continue, write_request};
 use super::transport::Shared;
+use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{self, Fields, Framing, ResponseHead};
 use crate::core::encode::{self, RequestHead};
 use crate::core::request::{self, Target};
@@ -73,10 +74,12 @@ struct Checked {
     headers: Fields,
 }
 
-/// A response head, and whether the whole request had been written when it came.
+/// A response head, whether the whole request had been written when it came, and
+/// whether the transport asked for gzip.
 struct Answered {
     head: ResponseHead,
     request_complete: bool,
+    accept_gzip: bool,
 }
 
 /// Runs one round trip, abandoned at once if the caller's `cancel` future resolves:
@@ -170,6 +173,7 @@ async fn attempt(
     let framing = body
         .framing(&req.method, &req.headers)
         .map_err(Failed::at(Progress::NothingWritten))?;
+    let accept_gzip = should_request_gzip(settings.disable_compression, &req.method, &req.headers);
     let mut wire = Vec::with_capacity(512);
     encode::encode_head(
         &mut wire,
@@ -181,6 +185,7 @@ async fn attempt(
             headers: &req.headers,
             framing,
             close: settings.disable_keep_alives,
+            accept_gzip,
         },
     );
     let (go_tx, go_rx) = oneshot::channel();
@@ -217,6 +222,7 @@ async fn attempt(
                 Some(head) => head.map(|head| Answered {
                     head,
                     request_complete: true,
+                    accept_gzip,
                 }),
                 None => Err(Failed {
                     code: ErrorCode::HttpResponseTimeout(
@@ -231,6 +237,7 @@ async fn attempt(
         Either::Right((head, _unfinished_write)) => head.map(|head| Answered {
             head,
             request_complete: false,
+            accept_gzip,
         }),
     }
 }
@@ -309,7 +316,15 @@ fn respond(
     let Answered {
         head,
         request_complete,
+        accept_gzip,
     } = answered;
+    // Go's rule: only a gzip the transport asked for is undone, and transparently.
+    let gunzip = (accept_gzip && is_gzipped(&head)).then(Gunzip::new);
+    let headers = if gunzip.is_some() {
+        decompressed_headers(&head.headers)
+    } else {
+        head.headers.clone()
+    };
     active.emit(EventKind::Response(head.status));
     // `read_head` checked the framing already.
     let framing = decode::framing(&req.method, &head).unwrap_or(Framing::UntilClose);
@@ -323,7 +338,7 @@ fn respond(
         status: head.status,
         reason: head.reason.clone(),
         version_minor: head.version_minor,
-        headers: head.headers.clone(),
+        headers,
         body: body_rx,
         trailers: trailers_rx,
         conn: active.conn().id,
@@ -335,6 +350,7 @@ fn respond(
         request_complete,
         head,
         framing,
+        gunzip,
     };
     wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx));
     response

@@ -26,6 +26,7 @@ pub struct Settings {
     /// `None`: send a body at once even with `Expect: 100-continue`.
     pub expect_continue_timeout: Option<u64>,
     pub disable_keep_alives: bool,
+    pub disable_compression: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
 }
@@ -286,6 +287,7 @@ impl GuestTransport for Transport {
             response_header_timeout: config.response_header_timeout,
             expect_continue_timeout: config.expect_continue_timeout.filter(|t| *t > 0),
             disable_keep_alives: config.disable_keep_alives,
+            disable_compression: config.disable_compression,
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),
             user_agent: config.user_agent,

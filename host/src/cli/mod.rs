@@ -87,12 +87,27 @@ pub struct PoolArgs {
     /// Send `Connection: close` and never reuse (Go DisableKeepAlives).
     #[arg(long)]
     no_keepalive: bool,
-    /// Seconds to wait for response headers after the request is sent.
+    /// Seconds to wait for response headers after the request is sent (Go ResponseHeaderTimeout).
     #[arg(long, value_name = "SECS")]
     response_header_timeout: Option<f64>,
-    /// Seconds allowed to open a connection.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    connect_timeout: f64,
+    /// Seconds allowed to open a TCP connection (Go's dialer Timeout).
+    #[arg(
+        long,
+        alias = "connect-timeout",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    dial_timeout: f64,
+    /// Seconds to wait for `100 Continue` before sending a body anyway, when the request
+    /// has `Expect: 100-continue` (Go ExpectContinueTimeout; 0 = do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    expect_continue_timeout: f64,
+    /// Do not ask for gzip nor decompress (Go DisableCompression).
+    #[arg(long)]
+    no_compression: bool,
+    /// Largest response head accepted, in bytes (Go MaxResponseHeaderBytes).
+    #[arg(long, value_name = "N", default_value_t = 10 << 20)]
+    max_response_header_bytes: u64,
     /// Trust the CA certificates in this PEM file too.
     #[arg(long, value_name = "FILE")]
     cacert: Vec<PathBuf>,
@@ -105,12 +120,16 @@ impl PoolArgs {
                 .map_err(|_| format!("--{name}: {value} is not a number of seconds"))
         };
         let idle = seconds("idle-timeout", self.idle_timeout)?;
+        let expect = seconds("expect-continue-timeout", self.expect_continue_timeout)?;
         Ok(Config {
             max_idle_conns: self.max_idle,
             max_idle_conns_per_host: self.max_idle_per_host,
             max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: (!idle.is_zero()).then_some(idle),
-            dial_timeout: Some(seconds("connect-timeout", self.connect_timeout)?),
+            dial_timeout: Some(seconds("dial-timeout", self.dial_timeout)?),
+            expect_continue_timeout: (!expect.is_zero()).then_some(expect),
+            disable_compression: self.no_compression,
+            max_response_header_bytes: self.max_response_header_bytes,
             response_header_timeout: self
                 .response_header_timeout
                 .map(|s| seconds("response-header-timeout", s))
