@@ -143,12 +143,31 @@ async fn exchange(
                     reuse::is_replayable(&req.method, &req.headers, body.is_replayable());
                 active.close(CloseReason::Error);
                 if !reuse::can_retry(reused, failed.progress, replayable) {
+                    // Say so when only the body stood in the way of a retry.
+                    let rewind = reuse::is_replayable(&req.method, &req.headers, true);
+                    if rewind && reuse::can_retry(reused, failed.progress, true) {
+                        return Err(not_rewound(failed.code));
+                    }
                     return Err(failed.code);
                 }
                 let reason = format!("reused connection failed: {}", message(&failed.code));
                 shared.emit(None, Some(req.id), Some(&key), EventKind::Retry(reason));
             }
         }
+    }
+}
+
+/// The error of a request that would have been retried but for its stream body.
+fn not_rewound(code: ErrorCode) -> ErrorCode {
+    let why = format!(
+        "{}; not retried on a new connection: the request body is a stream that was \
+         already read and cannot be rewound",
+        message(&code)
+    );
+    match code {
+        ErrorCode::HttpResponseIncomplete(_) => ErrorCode::HttpResponseIncomplete(why),
+        ErrorCode::ConnectionTerminated(_) => ErrorCode::ConnectionTerminated(why),
+        _ => ErrorCode::HttpRequestBodyError(why),
     }
 }
 
