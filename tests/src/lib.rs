@@ -207,51 +207,65 @@ pub fn pki_with(names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParam
     }
 }
 
-/// A keep-alive HTTPS server on 127.0.0.1 answering every request with `hello`.
+/// A keep-alive HTTPS server on 127.0.0.1 answering every request with `hello`
+/// (closing after a request that asked `Connection: close`).
 pub async fn tls_server(config: Arc<rustls::ServerConfig>) -> RawServer {
+    tls_server_slow_handshake(config, usize::MAX, Duration::ZERO).await
+}
+
+/// Like [`tls_server`], but the TLS handshake on connection number `slow_index` (from
+/// 0) waits `delay` first: a dial that stays in progress.
+pub async fn tls_server_slow_handshake(
+    config: Arc<rustls::ServerConfig>,
+    slow_index: usize,
+    delay: Duration,
+) -> RawServer {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = tls.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let close = String::from_utf8_lossy(&head[..end])
-                            .to_ascii_lowercase()
-                            .contains("connection: close");
-                        head.drain(..end + 4);
-                        let response = if close {
-                            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"[..]
-                        } else {
-                            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..]
-                        };
-                        if tls.write_all(response).await.is_err() {
-                            return;
-                        }
-                        if close {
-                            let _ = tls.shutdown().await;
-                            return;
-                        }
-                    }
-                }
-            });
+    RawServer::start(move |index, socket| {
+        let acceptor = acceptor.clone();
+        async move {
+            if index == slow_index {
+                tokio::time::sleep(delay).await;
+            }
+            if let Ok(tls) = acceptor.accept(socket).await {
+                answer_hello(tls).await;
+            }
         }
-    });
-    RawServer { addr, task }
+    })
+    .await
+}
+
+/// Answers each request on a TLS connection with `hello`.
+async fn answer_hello(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = tls.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        head.extend_from_slice(&buf[..n]);
+        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let close = String::from_utf8_lossy(&head[..end])
+                .to_ascii_lowercase()
+                .contains("connection: close");
+            head.drain(..end + 4);
+            let response: &[u8] = if close {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            if tls.write_all(response).await.is_err() {
+                return;
+            }
+            if close {
+                let _ = tls.shutdown().await;
+                return;
+            }
+        }
+    }
 }
 
 /// nginx from Debian's package, started on a free loopback port with its own prefix
@@ -335,44 +349,4 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A keep-alive HTTPS server like [`tls_server`], whose TLS handshake on connection
-/// number `slow_index` (from 0) waits `delay` first: a dial that stays in progress.
-pub async fn tls_server_slow_handshake(
-    config: Arc<rustls::ServerConfig>,
-    slow_index: usize,
-    delay: Duration,
-) -> RawServer {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    RawServer::start(move |index, socket| {
-        let acceptor = acceptor.clone();
-        async move {
-            if index == slow_index {
-                tokio::time::sleep(delay).await;
-            }
-            let Ok(mut tls) = acceptor.accept(socket).await else {
-                return;
-            };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let Ok(n) = tls.read(&mut buf).await else {
-                    return;
-                };
-                if n == 0 {
-                    return;
-                }
-                head.extend_from_slice(&buf[..n]);
-                while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                    head.drain(..end + 4);
-                    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-                    if tls.write_all(response).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-    .await
 }
