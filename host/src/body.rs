@@ -1,6 +1,8 @@
 //! Request and response bodies as `http_body` types.
 
+use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -8,8 +10,6 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use std::sync::Arc;
-
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
@@ -162,8 +162,6 @@ impl HttpBody for ResponseBody {
         SizeHint::default()
     }
 }
-
-use std::future::Future as _;
 
 /// Header fields in wire order into a map; fields `http` cannot hold are skipped.
 pub(crate) fn header_map(fields: Vec<(String, Vec<u8>)>) -> HeaderMap {
