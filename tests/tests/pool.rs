@@ -567,3 +567,31 @@ async fn events_stream_to_an_inspector_over_tcp() {
     assert_eq!(names.iter().filter(|n| **n == "got_conn").count(), 2);
     assert_eq!(names.iter().filter(|n| **n == "dial_start").count(), 1);
 }
+
+/// The same with a reset (RST) instead of a clean close.
+#[tokio::test]
+async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
+    let server = RawServer::start(|_, mut socket| async move {
+        read_request_head(&mut socket).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Linger 0: dropping the socket sends RST.
+        let _ = socket.set_linger(Some(Duration::ZERO));
+        drop(socket);
+    })
+    .await;
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::ServerClosed
+            })
+        .await,
+        "{:?}",
+        recorder.names()
+    );
+    assert!(transport.stats().await.keys.is_empty());
+}
