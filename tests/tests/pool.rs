@@ -578,7 +578,7 @@ async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Linger 0: dropping the socket sends RST.
-        let _ = socket.set_linger(Some(Duration::ZERO));
+        let _ = socket.set_zero_linger();
         drop(socket);
     })
     .await;
