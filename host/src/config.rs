@@ -38,6 +38,10 @@ pub struct Config {
     pub extra_ca_files: Vec<PathBuf>,
     /// Where lifecycle events go.
     pub events: Events,
+    /// Also stream events to the inspector named by the environment variable
+    /// `ROUNDTRIP_INSPECT=HOST:PORT`, when it is set (so any program built on this
+    /// library can be watched without changing it).
+    pub inspect_from_env: bool,
 }
 
 impl Default for Config {
@@ -56,7 +60,8 @@ impl Default for Config {
             max_response_header_bytes: 10 << 20,
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_files: Vec::new(),
-            events: Events::new().with_env_inspector(),
+            events: Events::new(),
+            inspect_from_env: true,
         }
     }
 }

@@ -409,6 +409,7 @@ impl Drop for TcpSink {
 fn forward_lines(addr: &str, lines: &Receiver<String>) {
     let mut warned = false;
     let mut held: Option<String> = None;
+    let mut backoff = Duration::from_millis(50);
     loop {
         let stream = match TcpStream::connect(addr) {
             Ok(stream) => stream,
@@ -419,17 +420,19 @@ fn forward_lines(addr: &str, lines: &Receiver<String>) {
                 }
                 // Stop retrying once the transport is gone and nothing is queued.
                 if held.is_none() {
-                    match lines.recv_timeout(Duration::from_secs(1)) {
+                    match lines.recv_timeout(backoff) {
                         Ok(line) => held = Some(line),
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                     }
                 } else {
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(backoff);
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
+        backoff = Duration::from_millis(50);
         let _ = stream.set_nodelay(true);
         let mut out = BufWriter::new(stream);
         loop {

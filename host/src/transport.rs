@@ -96,8 +96,11 @@ pub struct Transport {
 
 impl Transport {
     /// Instantiates the component with `config` on a thread of its own.
-    pub fn new(config: Config) -> Result<Self, Error> {
+    pub fn new(mut config: Config) -> Result<Self, Error> {
         let tls = crate::tls::client_config(&config.extra_ca_files)?;
+        if config.inspect_from_env {
+            config.events = config.events.with_env_inspector();
+        }
         let pre = prepared()?.clone();
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -24,6 +24,7 @@ pub fn transport(adjust: impl FnOnce(&mut Config)) -> (Transport, Recorder) {
     let recorder = Recorder::new();
     let mut config = Config {
         events: roundtrip_host::events::Events::new().with(recorder.clone()),
+        inspect_from_env: false,
         ..Config::default()
     };
     adjust(&mut config);

@@ -43,8 +43,9 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         Ok(events) => events,
         Err(message) => return usage_error(&message),
     };
+    let inspect_from_env = args.events.inspect_from_env();
     match args.scenario.as_str() {
-        "reuse" => report(reuse(events, args.slow).await),
+        "reuse" => report(reuse(events, inspect_from_env, args.slow).await),
         other => usage_error(&format!(
             "unknown scenario {other:?}; `roundtrip demo --list` shows them"
         )),
@@ -80,13 +81,18 @@ async fn pause(slow: bool) {
     }
 }
 
-async fn reuse(events: roundtrip_host::events::Events, slow: bool) -> Result<(), String> {
+async fn reuse(
+    events: roundtrip_host::events::Events,
+    inspect_from_env: bool,
+    slow: bool,
+) -> Result<(), String> {
     let server = LocalServer::start()
         .await
         .map_err(|e| format!("cannot start the local server: {e}"))?;
     let recorder = Recorder::new();
     let config = Config {
         events: events.with(recorder.clone()).with(narrator()),
+        inspect_from_env,
         ..Config::default()
     };
     let transport = Transport::new(config).map_err(|e| e.to_string())?;

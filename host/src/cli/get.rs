@@ -81,7 +81,7 @@ pub async fn run(args: GetArgs) -> ExitCode {
             }
         }));
     }
-    let config = match args.pool.config(events) {
+    let config = match args.pool.config(events, args.events.inspect_from_env()) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };

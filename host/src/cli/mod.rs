@@ -50,7 +50,13 @@ pub struct EventArgs {
 }
 
 impl EventArgs {
-    /// The sinks asked for, plus `ROUNDTRIP_INSPECT` when `--inspect` is absent.
+    /// Whether `ROUNDTRIP_INSPECT` applies (not when `--inspect` names an inspector).
+    fn inspect_from_env(&self) -> bool {
+        self.inspect.is_none()
+    }
+
+    /// The sinks asked for (`ROUNDTRIP_INSPECT` is added by the transport unless
+    /// `--inspect` names an inspector).
     fn events(&self) -> Result<Events, String> {
         let mut events = Events::new();
         match self.events.as_deref() {
@@ -64,7 +70,7 @@ impl EventArgs {
         }
         Ok(match &self.inspect {
             Some(addr) => events.with(TcpSink::connect(addr)),
-            None => events.with_env_inspector(),
+            None => events,
         })
     }
 }
@@ -114,7 +120,7 @@ pub struct PoolArgs {
 }
 
 impl PoolArgs {
-    fn config(&self, events: Events) -> Result<Config, String> {
+    fn config(&self, events: Events, inspect_from_env: bool) -> Result<Config, String> {
         let seconds = |name: &str, value: f64| {
             Duration::try_from_secs_f64(value)
                 .map_err(|_| format!("--{name}: {value} is not a number of seconds"))
@@ -136,6 +142,7 @@ impl PoolArgs {
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
             extra_ca_files: self.cacert.clone(),
+            inspect_from_env,
             events,
             ..Config::default()
         })
