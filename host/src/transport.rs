@@ -200,6 +200,14 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
             let mut config = wasmtime::Config::new();
             config.wasm_component_model_async(true);
             config.concurrency_support(true);
+            // Compiling the component takes ~0.2 s; wasmtime's on-disk cache (the user's
+            // cache directory) makes later starts fast. Without a usable cache
+            // directory, or with ROUNDTRIP_COMPILE_CACHE=0, it is simply compiled.
+            if std::env::var_os("ROUNDTRIP_COMPILE_CACHE").is_none_or(|v| v != "0")
+                && let Ok(cache) = wasmtime::Cache::new(wasmtime::CacheConfig::new())
+            {
+                config.cache(Some(cache));
+            }
             let engine = Engine::new(&config).map_err(Error::engine)?;
             let component = Component::new(&engine, COMPONENT_WASM).map_err(Error::engine)?;
             let mut linker: Linker<State> = Linker::new(&engine);
