@@ -89,6 +89,18 @@ async fn an_early_response_is_heard_and_its_connection_not_reused() {
     );
 }
 
+/// Reads a 5-byte body and answers with it.
+async fn echo_five_bytes(mut socket: tokio::net::TcpStream) {
+    let mut body = [0u8; 5];
+    socket.read_exact(&mut body).await.unwrap();
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}",
+        String::from_utf8_lossy(&body)
+    );
+    socket.write_all(reply.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 fn expect_continue(url: &str, body: &'static str) -> http::Request<Body> {
     http::Request::put(url)
         .header("expect", "100-continue")
@@ -107,14 +119,7 @@ async fn expect_continue_sends_the_body_after_100() {
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
             .unwrap();
-        let mut body = [0u8; 5];
-        socket.read_exact(&mut body).await.unwrap();
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}",
-            String::from_utf8_lossy(&body)
-        );
-        socket.write_all(reply.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        echo_five_bytes(socket).await;
     })
     .await;
     let (transport, recorder) =
@@ -168,14 +173,7 @@ async fn expect_continue_with_a_final_answer_never_sends_the_body() {
 async fn expect_continue_sends_the_body_after_the_timeout() {
     let server = RawServer::start(|_, mut socket| async move {
         read_request_head(&mut socket).await.unwrap();
-        let mut body = [0u8; 5];
-        socket.read_exact(&mut body).await.unwrap();
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}",
-            String::from_utf8_lossy(&body)
-        );
-        socket.write_all(reply.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        echo_five_bytes(socket).await;
     })
     .await;
     let (transport, recorder) =

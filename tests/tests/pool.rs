@@ -462,41 +462,6 @@ async fn a_post_without_idempotency_key_is_not_retried() {
     );
 }
 
-/// Go: TestTransportRemovesDeadIdleConnections / TestTransportServerClosingUnexpectedly.
-#[tokio::test]
-async fn an_idle_connection_the_server_closes_leaves_the_pool_at_once() {
-    let server = RawServer::start(|_, mut socket| async move {
-        read_request_head(&mut socket).await;
-        let _ = socket
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = socket.shutdown().await;
-    })
-    .await;
-    let (transport, recorder) = transport(|_| {});
-    get(&transport, &server.url("/")).await.unwrap();
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::ServerClosed
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
-    assert!(
-        transport.stats().await.keys.is_empty(),
-        "nothing idle, nothing counted"
-    );
-    let next = get(&transport, &server.url("/")).await.unwrap();
-    assert!(!next.conn.reused);
-    assert_eq!(
-        count(&recorder.events(), |k| matches!(k, EventKind::Retry { .. })),
-        0
-    );
-}
-
 /// Go: TestTransportIgnores408.
 #[tokio::test]
 async fn an_unsolicited_408_on_an_idle_connection_closes_it_quietly() {
@@ -568,20 +533,56 @@ async fn events_stream_to_an_inspector_over_tcp() {
     assert_eq!(names.iter().filter(|n| **n == "dial_start").count(), 1);
 }
 
-/// The same with a reset (RST) instead of a clean close.
-#[tokio::test]
-async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
-    let server = RawServer::start(|_, mut socket| async move {
+/// A server that answers one request, then ends the idle connection: with a clean
+/// close (FIN), or a reset (RST).
+async fn answers_once_then_ends(reset: bool) -> RawServer {
+    RawServer::start(move |_, mut socket| async move {
         read_request_head(&mut socket).await;
         let _ = socket
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Linger 0: dropping the socket sends RST.
-        let _ = socket.set_zero_linger();
-        drop(socket);
+        if reset {
+            // Linger 0: dropping the socket sends RST.
+            let _ = socket.set_zero_linger();
+        } else {
+            let _ = socket.shutdown().await;
+        }
     })
-    .await;
+    .await
+}
+
+/// Go: TestTransportRemovesDeadIdleConnections / TestTransportServerClosingUnexpectedly.
+#[tokio::test]
+async fn an_idle_connection_the_server_closes_leaves_the_pool_at_once() {
+    let server = answers_once_then_ends(false).await;
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &server.url("/")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| *k
+            == EventKind::Close {
+                reason: CloseReason::ServerClosed
+            })
+        .await,
+        "{:?}",
+        recorder.names()
+    );
+    assert!(
+        transport.stats().await.keys.is_empty(),
+        "nothing idle, nothing counted"
+    );
+    let next = get(&transport, &server.url("/")).await.unwrap();
+    assert!(!next.conn.reused);
+    assert_eq!(
+        count(&recorder.events(), |k| matches!(k, EventKind::Retry { .. })),
+        0
+    );
+}
+
+/// The same with a reset (RST) instead of a clean close.
+#[tokio::test]
+async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
+    let server = answers_once_then_ends(true).await;
     let (transport, recorder) = transport(|_| {});
     get(&transport, &server.url("/")).await.unwrap();
     assert!(
