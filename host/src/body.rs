@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::{Body as HttpBody, Frame};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
@@ -156,10 +156,6 @@ impl HttpBody for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

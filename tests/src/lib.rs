@@ -92,6 +92,17 @@ pub async fn wait_for_event(recorder: &Recorder, wanted: impl Fn(&EventKind) -> 
     wait_for(recorder, |e| wanted(&e.kind)).await
 }
 
+/// Waits (up to 5 s) for `close{reason}`, failing with the events seen so far.
+pub async fn assert_closed(recorder: &Recorder, reason: roundtrip_host::events::CloseReason) {
+    let closed = wait_for_event(recorder, |k| *k == EventKind::Close { reason }).await;
+    assert!(
+        closed,
+        "no close{{{}}}: {:?}",
+        reason.as_str(),
+        recorder.names()
+    );
+}
+
 /// Waits (up to 5 s) until the recorder holds an event matching `wanted`.
 pub async fn wait_for(recorder: &Recorder, wanted: impl Fn(&Event) -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);

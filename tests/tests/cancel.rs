@@ -21,15 +21,7 @@ async fn dropping_a_request_awaiting_headers_closes_its_connection() {
     let gave_up =
         tokio::time::timeout(Duration::from_millis(200), transport.round_trip(slow)).await;
     assert!(gave_up.is_err(), "the caller timed out");
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::Error
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::Error).await;
     let stats = transport.stats().await;
     assert!(stats.keys.is_empty(), "{stats:?}");
     // The transport goes on: the next request dials afresh.
@@ -86,13 +78,7 @@ async fn dropping_a_response_mid_body_closes_the_connection_only() {
         3_000_000,
         "the other request is untouched"
     );
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::EarlyBodyClose
-            })
-        .await
-    );
+    assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
 }
 
 /// A body stream that yields one chunk and then never ends.
@@ -117,15 +103,7 @@ async fn dropping_a_request_while_writing_its_body_closes_its_connection() {
     let gave_up =
         tokio::time::timeout(Duration::from_millis(200), transport.round_trip(request)).await;
     assert!(gave_up.is_err());
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::Error
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::Error).await;
     assert!(transport.stats().await.keys.is_empty());
     assert_eq!(
         get(&transport, &server.url("/small")).await.unwrap().body,

@@ -66,15 +66,7 @@ async fn an_early_response_is_heard_and_its_connection_not_reused() {
         (answered.status, answered.body.as_ref()),
         (413, &b"early"[..])
     );
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::ConnectionClose
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::ConnectionClose).await;
     assert_eq!(
         count(&recorder.events(), |k| matches!(
             k,

@@ -148,15 +148,7 @@ async fn dropping_a_body_early_closes_the_connection_and_the_next_request_dials(
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(body);
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::EarlyBodyClose
-            })
-        .await,
-        "no close{{early_body_close}}: {:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
     let events = recorder.events();
     assert_eq!(
         count(&events, |k| matches!(k, EventKind::BodyClosedEarly { .. })),
@@ -246,13 +238,7 @@ async fn idle_connections_time_out() {
     let (transport, recorder) =
         transport(|c| c.idle_conn_timeout = Some(Duration::from_millis(100)));
     get(&transport, &server.url("/small")).await.unwrap();
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::IdleTimeout
-            })
-        .await
-    );
+    assert_closed(&recorder, CloseReason::IdleTimeout).await;
     assert!(transport.stats().await.keys.is_empty());
     let next = get(&transport, &server.url("/small")).await.unwrap();
     assert!(!next.conn.reused);
@@ -479,13 +465,7 @@ async fn an_unsolicited_408_on_an_idle_connection_closes_it_quietly() {
     .await;
     let (transport, recorder) = transport(|_| {});
     get(&transport, &server.url("/")).await.unwrap();
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::ServerClosed
-            })
-        .await
-    );
+    assert_closed(&recorder, CloseReason::ServerClosed).await;
     let next = get(&transport, &server.url("/")).await.unwrap();
     assert_eq!(next.body, "ok");
     assert!(!next.conn.reused);
@@ -558,15 +538,7 @@ async fn an_idle_connection_the_server_closes_leaves_the_pool_at_once() {
     let server = answers_once_then_ends(false).await;
     let (transport, recorder) = transport(|_| {});
     get(&transport, &server.url("/")).await.unwrap();
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::ServerClosed
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::ServerClosed).await;
     assert!(
         transport.stats().await.keys.is_empty(),
         "nothing idle, nothing counted"
@@ -585,14 +557,6 @@ async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
     let server = answers_once_then_ends(true).await;
     let (transport, recorder) = transport(|_| {});
     get(&transport, &server.url("/")).await.unwrap();
-    assert!(
-        wait_for_event(&recorder, |k| *k
-            == EventKind::Close {
-                reason: CloseReason::ServerClosed
-            })
-        .await,
-        "{:?}",
-        recorder.names()
-    );
+    assert_closed(&recorder, CloseReason::ServerClosed).await;
     assert!(transport.stats().await.keys.is_empty());
 }

@@ -201,10 +201,6 @@ impl<C> Pool<C> {
         }
     }
 
-    pub fn config(&self) -> PoolConfig {
-        self.config
-    }
-
     /// The next thing the driver must do, if any.
     pub fn poll_action(&mut self) -> Option<Action<C>> {
         self.actions.pop_front()
@@ -323,15 +319,22 @@ impl<C> Pool<C> {
     /// then it is removed and should fail with the dial's error (as in Go, the request
     /// that dialled gets its error; one served meanwhile never sees it).
     pub fn dial_failed(&mut self, key: &str, ticket: Ticket) -> bool {
-        let Some(state) = self.keys.get_mut(key) else {
-            return false;
-        };
-        state.dialing = state.dialing.saturating_sub(1);
-        let before = state.waiters.len();
-        state.waiters.retain(|w| w.ticket != ticket);
-        let waited = state.waiters.len() < before;
-        self.capacity_freed(key);
+        let waited = self.keys.get_mut(key).is_some_and(|state| {
+            let before = state.waiters.len();
+            state.waiters.retain(|w| w.ticket != ticket);
+            state.waiters.len() < before
+        });
+        self.abandoned_dial(key);
         waited
+    }
+
+    /// A dial for `key` ended without a connection for the pool (it failed, or the
+    /// transport shut down meanwhile): its place frees up.
+    pub fn abandoned_dial(&mut self, key: &str) {
+        if let Some(state) = self.keys.get_mut(key) {
+            state.dialing = state.dialing.saturating_sub(1);
+        }
+        self.capacity_freed(key);
     }
 
     /// An active connection was closed by the driver instead of being offered back.

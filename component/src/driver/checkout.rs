@@ -137,7 +137,7 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
         .map(|w| (w.req, w.target.clone()));
     let Some((req, target)) = waiter else {
         // The waiter left before its dial could start: nothing to dial for.
-        shared.state.borrow_mut().pool.dial_failed(&key, ticket);
+        shared.state.borrow_mut().pool.abandoned_dial(&key);
         shared.run_actions();
         return;
     };

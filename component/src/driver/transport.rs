@@ -127,9 +127,7 @@ impl Shared {
         if self.is_shut_down() {
             match from {
                 Source::Active => self.state.borrow_mut().pool.closed_active(key),
-                Source::Dial => {
-                    self.state.borrow_mut().pool.dial_failed(key, 0);
-                }
+                Source::Dial => self.state.borrow_mut().pool.abandoned_dial(key),
             }
             self.close(conn, Some(req), key, CloseReason::TransportShutdown);
             self.run_actions();
