@@ -24,6 +24,10 @@ pub struct Event {
     pub req: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Tunnel id, for the `tunnel_*` events of `roundtrip proxy` (ids of their own,
+    /// apart from `conn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<u64>,
 }
 
 /// The event name (`event` field) and the fields that belong to it.
@@ -91,6 +95,22 @@ pub enum EventKind {
     Close {
         reason: CloseReason,
     },
+    /// `roundtrip proxy` got a `CONNECT` and dials its target.
+    TunnelStart {
+        addr: String,
+    },
+    /// The tunnel's target answered (`addr`) or could not be reached (`error`).
+    TunnelDone {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The tunnel ended; bytes relayed each way.
+    TunnelClose {
+        bytes_up: u64,
+        bytes_down: u64,
+    },
 }
 
 /// Why a connection was closed (`close.reason`, `put_idle.reason`).
@@ -148,6 +168,9 @@ impl Event {
             EventKind::PutIdle { .. } => "put_idle",
             EventKind::Retry { .. } => "retry",
             EventKind::Close { .. } => "close",
+            EventKind::TunnelStart { .. } => "tunnel_start",
+            EventKind::TunnelDone { .. } => "tunnel_done",
+            EventKind::TunnelClose { .. } => "tunnel_close",
         }
     }
 
@@ -232,6 +255,7 @@ impl From<wit::Event> for Event {
             conn: event.conn,
             req: event.req,
             key: event.key,
+            tunnel: None,
         }
     }
 }

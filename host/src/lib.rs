@@ -25,6 +25,7 @@ pub mod events;
 pub mod local_server;
 mod net;
 mod pipes;
+pub mod proxy;
 mod state;
 mod tls;
 mod transport;

@@ -12,6 +12,7 @@
 //! current-thread tokio runtime, so the component is never touched from two threads.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -30,6 +31,7 @@ use crate::bindings::{Transport as World, TransportPre};
 use crate::body::{Body, Inner, ResponseBody, header_map};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::events::{Event, EventKind, Events};
 use crate::net::Net;
 use crate::pipes::{BytesConsumer, BytesProducer, OneshotConsumer};
 use crate::state::State;
@@ -91,7 +93,15 @@ enum Command {
 #[derive(Clone)]
 pub struct Transport {
     commands: mpsc::UnboundedSender<Command>,
+    /// Events the host side adds (proxy tunnels), on the component's time base.
+    host_events: Arc<HostEvents>,
     _thread: Arc<ThreadGuard>,
+}
+
+/// Where host-side events go, and the instant the component's clock counts from.
+struct HostEvents {
+    events: Events,
+    started: Instant,
 }
 
 impl Transport {
@@ -102,6 +112,7 @@ impl Transport {
             config.events = config.events.with_env_inspector();
         }
         let pre = prepared()?.clone();
+        let events = config.events.clone();
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -121,8 +132,9 @@ impl Transport {
             })
             .map_err(Error::engine)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
+            Ok(Ok(started)) => Ok(Self {
                 commands,
+                host_events: Arc::new(HostEvents { events, started }),
                 _thread: Arc::new(ThreadGuard(Some(thread))),
             }),
             Ok(Err(e)) => Err(e),
@@ -148,6 +160,23 @@ impl Transport {
             .send(Command::RoundTrip(Box::new(outgoing)))
             .map_err(|_| Error::shutdown())?;
         response.await.map_err(|_| Error::shutdown())?
+    }
+
+    /// Sends an event the host side made (e.g. a proxy tunnel) to this transport's
+    /// sinks, stamped on the same clock as the component's events.
+    pub fn emit(&self, kind: EventKind, key: Option<String>, tunnel: Option<u64>) {
+        let host = &self.host_events;
+        if host.events.is_empty() {
+            return;
+        }
+        host.events.emit(&Event {
+            ts_us: u64::try_from(host.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            kind,
+            conn: None,
+            req: None,
+            key,
+            tunnel,
+        });
     }
 
     /// Closes every idle connection now (Go's `CloseIdleConnections`).
@@ -233,7 +262,7 @@ async fn serve(
     config: Config,
     tls: Arc<rustls::ClientConfig>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
-    ready: std::sync::mpsc::Sender<Result<(), Error>>,
+    ready: std::sync::mpsc::Sender<Result<Instant, Error>>,
 ) {
     let state = State {
         table: ResourceTable::new(),
@@ -253,6 +282,8 @@ async fn serve(
     let served = store
         .run_concurrent(async |acc| -> wasmtime::Result<_> {
             let guest = world.roundtrip_transport_round_tripper().transport();
+            // The guest's clock counts from its constructor: host events count from here.
+            let started = Instant::now();
             let handle = match guest.call_constructor(acc, wit_config).await {
                 Ok(handle) => handle,
                 Err(e) => {
@@ -260,7 +291,7 @@ async fn serve(
                     return Err(e);
                 }
             };
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(started));
             let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
             let stopped = loop {
                 tokio::select! {

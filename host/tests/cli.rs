@@ -266,3 +266,59 @@ async fn inspect_env_and_pool_flags_reach_the_transport() {
         .count();
     assert_eq!(refused, 2, "three connections, room for one idle");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_serves_curl_logs_each_request_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let server = LocalServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--events"])
+        .arg(&events)
+        .env_remove("ROUNDTRIP_INSPECT")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(proxy.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("roundtrip proxy: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    for _ in 0..2 {
+        let output = Command::new("curl")
+            .args([
+                "-sS",
+                "-x",
+                &format!("http://{addr}"),
+                &server.url("/small"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "hello, world\n");
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &proxy.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    assert!(proxy.wait().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "\"GET {}\" 200 on connection #1 (new)",
+            server.url("/small")
+        )),
+        "{log}"
+    );
+    assert!(log.contains("200 on connection #1 (reused)"), "{log}");
+    let events = event_lines(&events);
+    let dials = events.iter().filter(|e| e["event"] == "dial_start").count();
+    assert_eq!(dials, 1);
+    assert_eq!(server.connections(), 1);
+    assert_eq!(events.last().unwrap()["reason"], "transport_shutdown");
+}

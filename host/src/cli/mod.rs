@@ -3,6 +3,7 @@
 mod demo;
 mod get;
 mod narrate;
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,12 +30,15 @@ enum Command {
     Get(Box<get::GetArgs>),
     /// Run a classroom scenario against built-in local servers, with narration.
     Demo(demo::DemoArgs),
+    /// Forward proxy through the transport: point any program's HTTP_PROXY at it.
+    Proxy(proxy::ProxyArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Get(args) => get::run(*args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Proxy(args) => proxy::run(args).await,
     }
 }
 
