@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use crate::bindings::roundtrip::transport::types as wit;
 use crate::events::Events;
 
@@ -36,6 +38,8 @@ pub struct Config {
     pub user_agent: String,
     /// PEM files with CA certificates trusted besides the webpki roots.
     pub extra_ca_files: Vec<PathBuf>,
+    /// CA certificates (DER) trusted besides the webpki roots, e.g. a local test CA.
+    pub extra_ca_certs: Vec<CertificateDer<'static>>,
     /// Where lifecycle events go.
     pub events: Events,
     /// Also stream events to the inspector named by the environment variable
@@ -60,6 +64,7 @@ impl Default for Config {
             max_response_header_bytes: 10 << 20,
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_files: Vec::new(),
+            extra_ca_certs: Vec::new(),
             events: Events::new(),
             inspect_from_env: true,
         }

@@ -20,6 +20,7 @@
 mod bindings;
 mod body;
 mod config;
+pub mod demo;
 mod error;
 pub mod events;
 pub mod local_server;

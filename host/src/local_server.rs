@@ -14,14 +14,22 @@
 //! - `/delay/MS` — `/small` after MS milliseconds
 //! - `/gzip/N` — the N bytes gzip-compressed when the request accepts gzip, else plain
 //! - `/request-head` — the request head as the server received it
+//! - `/linger/MS` — `/small`, then the server closes the connection if it stays
+//!   idle for MS milliseconds (a server-side keep-alive timeout)
+//! - `/once` — `/small`, then the next request on the connection is read and the
+//!   connection closed without an answer (the race a client must retry)
+//!
+//! [`LocalServer::start_tls`] serves the same routes over HTTPS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Counters a test or demo can read while the server runs.
 #[derive(Debug, Default)]
@@ -30,22 +38,82 @@ pub struct Counters {
     pub requests: AtomicU64,
 }
 
+/// What the server's connections are read and written through: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// A running server; it stops when dropped.
 pub struct LocalServer {
     addr: SocketAddr,
+    scheme: &'static str,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// HTTPS for a [`LocalServer`]: a CA made on the spot and a certificate it signed for
+/// `127.0.0.1` and `localhost`. Trust [`ServerTls::ca_cert`] in the client.
+pub struct ServerTls {
+    pub ca_cert: CertificateDer<'static>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl ServerTls {
+    pub fn generate() -> Result<Self, String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let failed = |e: rcgen::Error| format!("cannot make a test certificate: {e}");
+        let ca_key = KeyPair::generate().map_err(failed)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Roundtrip local CA");
+        let ca = ca_params.self_signed(&ca_key).map_err(failed)?;
+        let key = KeyPair::generate().map_err(failed)?;
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let cert = CertificateParams::new(names)
+            .map_err(failed)?
+            .signed_by(&key, &ca, &ca_key)
+            .map_err(failed)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            ca_cert: ca.der().clone(),
+            config: Arc::new(config),
+        })
+    }
 }
 
 impl LocalServer {
     /// Starts on a free port of 127.0.0.1. Must be called inside a tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
+        Self::bind(None).await
+    }
+
+    /// Starts an HTTPS server; each TLS handshake first waits `handshake_delay` (a
+    /// far-away server, where opening a connection is slow).
+    pub async fn start_tls(tls: &ServerTls, handshake_delay: Duration) -> std::io::Result<Self> {
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+        Self::bind(Some((acceptor, handshake_delay))).await
+    }
+
+    async fn bind(tls: Option<(TlsAcceptor, Duration)>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&counters)));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&counters), tls));
         Ok(Self {
             addr,
+            scheme,
             counters,
             task,
         })
@@ -55,9 +123,9 @@ impl LocalServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (or `https://`) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Connections accepted so far.
@@ -91,13 +159,32 @@ pub fn body_bytes(len: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn accept_loop(listener: TcpListener, counters: Arc<Counters>) {
+async fn accept_loop(
+    listener: TcpListener,
+    counters: Arc<Counters>,
+    tls: Option<(TlsAcceptor, Duration)>,
+) {
     loop {
         let Ok((socket, _)) = listener.accept().await else {
             continue;
         };
+        let _ = socket.set_nodelay(true);
         counters.connections.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(serve_connection(socket, Arc::clone(&counters)));
+        let counters = Arc::clone(&counters);
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(socket, counters));
+            }
+            Some((acceptor, delay)) => {
+                let (acceptor, delay) = (acceptor.clone(), *delay);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        serve_connection(tls, counters).await;
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -113,27 +200,52 @@ struct RequestHead {
     close: bool,
 }
 
-async fn serve_connection(mut socket: TcpStream, counters: Arc<Counters>) {
-    let _ = socket.set_nodelay(true);
+/// What the server does with a connection after a response.
+enum After {
+    KeepOpen,
+    Close,
+    /// Close it if no request arrives within this long (a server's keep-alive timeout).
+    CloseWhenIdleFor(Duration),
+    /// Read the next request, then close without answering it (a server that timed
+    /// the connection out just as the request arrived).
+    DropNextRequest,
+}
+
+async fn serve_connection<S: Stream>(mut socket: S, counters: Arc<Counters>) {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut after = After::KeepOpen;
     loop {
-        let Some((head, consumed)) = read_head(&mut socket, &mut buf).await else {
+        let next = match after {
+            After::CloseWhenIdleFor(limit) => {
+                match tokio::time::timeout(limit, read_head(&mut socket, &mut buf)).await {
+                    Ok(next) => next,
+                    Err(_) => None,
+                }
+            }
+            _ => read_head(&mut socket, &mut buf).await,
+        };
+        let Some((head, consumed)) = next else {
+            let _ = socket.shutdown().await;
             return;
         };
+        if matches!(after, After::DropNextRequest) {
+            let _ = socket.shutdown().await;
+            return;
+        }
         buf.drain(..consumed);
         let Some(body) = read_body(&mut socket, &mut buf, &head).await else {
             return;
         };
         counters.requests.fetch_add(1, Ordering::SeqCst);
-        let keep_open = respond(&mut socket, &head, body).await;
-        if !keep_open || head.close {
+        after = respond(&mut socket, &head, body).await;
+        if matches!(after, After::Close) || head.close {
             let _ = socket.shutdown().await;
             return;
         }
     }
 }
 
-async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+async fn read_more<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<()> {
     let mut chunk = [0u8; 16 * 1024];
     match socket.read(&mut chunk).await {
         Ok(0) | Err(_) => None,
@@ -144,7 +256,7 @@ async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
     }
 }
 
-async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(RequestHead, usize)> {
+async fn read_head<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<(RequestHead, usize)> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut headers);
@@ -174,8 +286,8 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Request
     }
 }
 
-async fn read_body(
-    socket: &mut TcpStream,
+async fn read_body<S: Stream>(
+    socket: &mut S,
     buf: &mut Vec<u8>,
     head: &RequestHead,
 ) -> Option<Vec<u8>> {
@@ -191,7 +303,7 @@ async fn read_body(
 
 /// An independent chunked decoder, so the transport's encoder is checked against
 /// something other than its own decoder.
-async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+async fn read_chunked<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
@@ -225,8 +337,8 @@ async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
-/// Writes the response; returns whether the connection stays open.
-async fn respond(socket: &mut TcpStream, head: &RequestHead, request_body: Vec<u8>) -> bool {
+/// Writes the response; says what becomes of the connection.
+async fn respond<S: Stream>(socket: &mut S, head: &RequestHead, request_body: Vec<u8>) -> After {
     let path = head.path.split('?').next().unwrap_or("/");
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let route = parts.next().unwrap_or("");
@@ -246,6 +358,23 @@ async fn respond(socket: &mut TcpStream, head: &RequestHead, request_body: Vec<u
         )
         .await
         .map(|_| false),
+        "linger" => {
+            let answered = fixed(socket, b"hello, world\n", "", is_head).await;
+            let limit = Duration::from_millis(number as u64);
+            return if answered.is_ok() {
+                After::CloseWhenIdleFor(limit)
+            } else {
+                After::Close
+            };
+        }
+        "once" => {
+            let answered = fixed(socket, b"hello, world\n", "", is_head).await;
+            return if answered.is_ok() {
+                After::DropNextRequest
+            } else {
+                After::Close
+            };
+        }
         "echo" => fixed(socket, &request_body, "", is_head).await,
         "head-only" => write(socket, b"HTTP/1.1 204 No Content\r\n\r\n").await,
         "delay" => {
@@ -274,7 +403,10 @@ async fn respond(socket: &mut TcpStream, head: &RequestHead, request_body: Vec<u
         }
         _ => fixed_status(socket, "404 Not Found", b"not found\n", "", is_head).await,
     };
-    result.unwrap_or(false)
+    match result {
+        Ok(true) => After::KeepOpen,
+        _ => After::Close,
+    }
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -285,13 +417,13 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-async fn write(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<bool> {
+async fn write<S: Stream>(socket: &mut S, bytes: &[u8]) -> std::io::Result<bool> {
     socket.write_all(bytes).await?;
     Ok(true)
 }
 
-async fn fixed(
-    socket: &mut TcpStream,
+async fn fixed<S: Stream>(
+    socket: &mut S,
     body: &[u8],
     extra: &str,
     is_head: bool,
@@ -299,8 +431,8 @@ async fn fixed(
     fixed_status(socket, "200 OK", body, extra, is_head).await
 }
 
-async fn fixed_status(
-    socket: &mut TcpStream,
+async fn fixed_status<S: Stream>(
+    socket: &mut S,
     status: &str,
     body: &[u8],
     extra: &str,
@@ -317,7 +449,7 @@ async fn fixed_status(
     write(socket, &out).await
 }
 
-async fn chunked(socket: &mut TcpStream, body: &[u8]) -> std::io::Result<bool> {
+async fn chunked<S: Stream>(socket: &mut S, body: &[u8]) -> std::io::Result<bool> {
     let mut out =
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Body-Len\r\n\r\n".to_vec();
     // Uneven chunk sizes, with an extension on each size line.

@@ -12,8 +12,12 @@ use rustls::{CertificateError, ClientConfig, RootCertStore};
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::{Error, ErrorKind};
 
-/// Builds the client config: webpki roots plus `extra_ca_files` (PEM), ALPN `http/1.1`.
-pub fn client_config(extra_ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, Error> {
+/// Builds the client config: webpki roots plus `extra_ca_files` (PEM) and
+/// `extra_ca_certs` (DER), ALPN `http/1.1`.
+pub fn client_config(
+    extra_ca_files: &[PathBuf],
+    extra_ca_certs: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -33,6 +37,14 @@ pub fn client_config(extra_ca_files: &[PathBuf]) -> Result<Arc<ClientConfig>, Er
         if added == 0 {
             return Err(bad("no PEM certificates in it".to_owned()));
         }
+    }
+    for cert in extra_ca_certs {
+        roots.add(cert.clone()).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot trust a CA certificate: {e}"),
+            )
+        })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)

@@ -107,7 +107,7 @@ struct HostEvents {
 impl Transport {
     /// Instantiates the component with `config` on a thread of its own.
     pub fn new(mut config: Config) -> Result<Self, Error> {
-        let tls = crate::tls::client_config(&config.extra_ca_files)?;
+        let tls = crate::tls::client_config(&config.extra_ca_files, &config.extra_ca_certs)?;
         if config.inspect_from_env {
             config.events = config.events.with_env_inspector();
         }

@@ -174,36 +174,6 @@ fn usage_errors_exit_2() {
     );
 }
 
-#[test]
-fn demo_reuse_narrates_one_dial_and_two_reuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("demo.jsonl");
-    let output = roundtrip(&["demo", "reuse", "--events", events.to_str().unwrap()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.contains("Result: 1 dial and 2 reuses"), "{stdout}");
-    assert_eq!(
-        stdout.matches("REUSES connection #1").count(),
-        2,
-        "{stdout}"
-    );
-    let events = event_lines(&events);
-    assert_eq!(
-        events.iter().filter(|e| e["event"] == "dial_start").count(),
-        1
-    );
-    let listed = roundtrip(&["demo", "--list"]);
-    assert!(
-        String::from_utf8(listed.stdout)
-            .unwrap()
-            .starts_with("reuse")
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_env_and_pool_flags_reach_the_transport() {
     use std::io::BufRead;
