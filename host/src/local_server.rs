@@ -217,10 +217,10 @@ async fn serve_connection<S: Stream>(mut socket: S, counters: Arc<Counters>) {
     loop {
         let next = match after {
             After::CloseWhenIdleFor(limit) => {
-                match tokio::time::timeout(limit, read_head(&mut socket, &mut buf)).await {
-                    Ok(next) => next,
-                    Err(_) => None,
-                }
+                // Silent for `limit`: the server's keep-alive timeout closes it.
+                tokio::time::timeout(limit, read_head(&mut socket, &mut buf))
+                    .await
+                    .unwrap_or_default()
             }
             _ => read_head(&mut socket, &mut buf).await,
         };

@@ -235,3 +235,26 @@ fn an_unknown_scenario_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("roundtrip demo --list"));
 }
+
+#[test]
+fn a_demo_streams_its_events_to_an_inspector() {
+    use std::io::BufRead;
+    let inspector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = inspector.local_addr().unwrap().to_string();
+    let reader = std::thread::spawn(move || {
+        let (socket, _) = inspector.accept().unwrap();
+        std::io::BufReader::new(socket)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["demo", "connection-close", "--inspect", &addr])
+        .env_remove("ROUNDTRIP_INSPECT")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let events = reader.join().unwrap();
+    assert_eq!(closes(&events, "connection_close"), 1);
+    assert_eq!(named(&events, "dial_start").len(), 2);
+}

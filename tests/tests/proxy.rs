@@ -211,3 +211,52 @@ async fn connect_to_a_closed_port_is_a_502_and_a_tunnel_error_event() {
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_to_the_proxy_is_kept_alive_across_requests() {
+    let origin = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
+        .await
+        .unwrap();
+    // curl reuses its connection to the proxy for several URLs in one run.
+    let (ok, body, err) = curl(&[
+        "-v",
+        "-x",
+        &proxy.url(),
+        &origin.url("/small"),
+        &origin.url("/small?second"),
+        &origin.url("/small?third"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(body, "hello, world\n".repeat(3));
+    assert_eq!(
+        err.matches("Re-using existing connection").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(dials(&recorder.events()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_is_a_504() {
+    let origin = LocalServer::start().await.unwrap();
+    let (transport, _recorder) = transport(|c| {
+        c.response_header_timeout = Some(std::time::Duration::from_millis(100));
+    });
+    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
+        .await
+        .unwrap();
+    let (_, head, err) = curl(&["-i", "-x", &proxy.url(), &origin.url("/delay/2000")]).await;
+    assert!(head.starts_with("HTTP/1.1 504"), "{head} {err}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-status: roundtrip; error=http_response_timeout"),
+        "{head}"
+    );
+    // The proxy goes on serving.
+    let (ok, body, err) = curl(&["-x", &proxy.url(), &origin.url("/small")]).await;
+    assert!(ok, "{err}");
+    assert_eq!(body, "hello, world\n");
+}
