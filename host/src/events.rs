@@ -34,7 +34,12 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
-    GetConn,
+    GetConn {
+        #[serde(default)]
+        method: String,
+        #[serde(default)]
+        url: String,
+    },
     WaitForConn {
         reason: String,
     },
@@ -151,7 +156,7 @@ impl Event {
     /// The event name, e.g. `got_conn`.
     pub fn name(&self) -> &'static str {
         match &self.kind {
-            EventKind::GetConn => "get_conn",
+            EventKind::GetConn { .. } => "get_conn",
             EventKind::WaitForConn { .. } => "wait_for_conn",
             EventKind::DialStart { .. } => "dial_start",
             EventKind::DialDone { .. } => "dial_done",
@@ -202,7 +207,10 @@ impl From<wit::Event> for Event {
     fn from(event: wit::Event) -> Self {
         use wit::EventKind as W;
         let kind = match event.kind {
-            W::GetConn => EventKind::GetConn,
+            W::GetConn(summary) => EventKind::GetConn {
+                method: summary.method,
+                url: summary.url,
+            },
             W::WaitForConn(reason) => EventKind::WaitForConn { reason },
             W::DialStart(addr) => EventKind::DialStart { addr },
             W::DialDone(Ok(addr)) => EventKind::DialDone {
@@ -389,15 +397,64 @@ pub struct TcpSink {
 /// How long dropping a [`TcpSink`] waits for its queue to drain.
 pub const TCP_DRAIN: Duration = Duration::from_secs(5);
 
+/// The first line on each connection of a [`TcpSink`]: which program and which sink
+/// the events come from, so an inspector keeps one view per sink across reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The program's name (its executable's file name).
+    pub program: String,
+    pub pid: u32,
+    /// Counts the TCP sinks of one process from 1.
+    pub sink: u64,
+}
+
+/// A `Hello` as it travels: `{"hello":{…}}`.
+#[derive(Serialize, Deserialize)]
+struct HelloLine {
+    hello: Hello,
+}
+
+impl Hello {
+    fn new() -> Self {
+        static SINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let program = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "?".to_owned());
+        Self {
+            program,
+            pid: std::process::id(),
+            sink: SINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// The JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&HelloLine {
+            hello: self.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Reads a hello line; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Self> {
+        serde_json::from_str::<HelloLine>(line)
+            .ok()
+            .map(|line| line.hello)
+    }
+}
+
 impl TcpSink {
     pub fn connect(addr: &str) -> Self {
         let (queue, lines) = mpsc::sync_channel(TCP_QUEUE);
         let (done, finished) = mpsc::channel();
         let addr = addr.to_owned();
+        let hello = Hello::new().to_json();
         let started = std::thread::Builder::new()
             .name("roundtrip-inspect".into())
             .spawn(move || {
-                forward_lines(&addr, &lines);
+                forward_lines(&addr, &hello, &lines);
                 let _ = done.send(());
             });
         if let Err(e) = started {
@@ -429,8 +486,9 @@ impl Drop for TcpSink {
     }
 }
 
-/// Sends queued lines until the queue is closed and empty.
-fn forward_lines(addr: &str, lines: &Receiver<String>) {
+/// Sends queued lines until the queue is closed and empty, each connection opening
+/// with `hello`.
+fn forward_lines(addr: &str, hello: &str, lines: &Receiver<String>) {
     let mut warned = false;
     let mut held: Option<String> = None;
     let mut backoff = Duration::from_millis(50);
@@ -459,6 +517,9 @@ fn forward_lines(addr: &str, lines: &Receiver<String>) {
         backoff = Duration::from_millis(50);
         let _ = stream.set_nodelay(true);
         let mut out = BufWriter::new(stream);
+        if writeln!(out, "{hello}").is_err() {
+            continue;
+        }
         loop {
             let line = match held.take() {
                 Some(line) => line,

@@ -497,6 +497,11 @@ async fn events_stream_to_an_inspector_over_tcp() {
     get(&transport, &server.url("/small")).await.unwrap();
     get(&transport, &server.url("/small")).await.unwrap();
     let mut lines = tokio::io::BufReader::new(socket).lines();
+    // Each connection opens with who is speaking.
+    let first = lines.next_line().await.unwrap().unwrap();
+    let hello = roundtrip_host::events::Hello::parse(&first).unwrap();
+    assert_eq!(hello.pid, std::process::id());
+    assert!(hello.sink >= 1);
     let mut names = Vec::new();
     // 10 events for the first request, 8 for the reused one (no dial).
     while names.len() < 18 {

@@ -22,7 +22,7 @@ use futures::channel::oneshot;
 use futures::future::{Either, select};
 
 use super::active::Active;
-use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
+use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, RequestSummary};
 use super::bindings::roundtrip::transport::types::{ErrorCode, Request, RequestBody, Response};
 use super::bindings::{wit_future, wit_stream};
 use super::body::{BodyEnd, Trailers, pump_body};
@@ -131,8 +131,22 @@ async fn exchange(
         RequestBody::Stream(stream) => Body::Stream(Some(stream)),
     };
     let key = req.target.key.clone();
+    let summary = RequestSummary {
+        method: req.method.clone(),
+        url: format!(
+            "{}://{}{}",
+            req.target.scheme.as_str(),
+            req.target.authority,
+            req.target.path_and_query
+        ),
+    };
     loop {
-        shared.emit(None, Some(req.id), Some(&key), EventKind::GetConn);
+        shared.emit(
+            None,
+            Some(req.id),
+            Some(&key),
+            EventKind::GetConn(summary.clone()),
+        );
         let mut active = checkout::acquire(&shared, req.id, &req.target).await?;
         let reused = active.conn().served > 0;
         active.conn_mut().served += 1;

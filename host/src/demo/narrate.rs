@@ -8,7 +8,9 @@ pub fn sentence(event: &Event) -> Option<String> {
     let conn = event.conn.unwrap_or_default();
     let req = event.req.unwrap_or_default();
     Some(match &event.kind {
-        EventKind::GetConn => format!("request {req} asks the pool for a connection"),
+        EventKind::GetConn { method, url } => {
+            format!("request {req} ({method} {url}) asks the pool for a connection")
+        }
         EventKind::WaitForConn { reason } => {
             format!("request {req} must wait in line for a connection ({reason})")
         }
