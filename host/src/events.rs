@@ -399,7 +399,7 @@ pub const TCP_DRAIN: Duration = Duration::from_secs(5);
 
 /// The first line on each connection of a [`TcpSink`]: which program and which sink
 /// the events come from, so an inspector keeps one view per sink across reconnects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Hello {
     /// The program's name (its executable's file name).
     pub program: String,

@@ -1,0 +1,173 @@
+//! `roundtrip-inspector`: the desktop app.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use clap::{Parser, Subcommand};
+use roundtrip_host::Config;
+use roundtrip_inspector::InspectorApp;
+use roundtrip_inspector::model::View;
+use roundtrip_inspector::sources::{Hub, read_jsonl};
+
+#[derive(Parser)]
+#[command(
+    name = "roundtrip-inspector",
+    version,
+    about = "Watch every connection's life: dial, idle, reuse, body EOF, close"
+)]
+struct Cli {
+    /// Where programs stream their events (`--inspect ADDR` / `ROUNDTRIP_INSPECT=ADDR`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7077")]
+    listen: String,
+    /// Do not listen for programs.
+    #[arg(long)]
+    no_listen: bool,
+    /// Open an events file (JSON Lines) for replay; repeatable.
+    #[arg(long, value_name = "FILE")]
+    open: Vec<PathBuf>,
+    /// Run a `roundtrip demo` scenario at start.
+    #[arg(long, value_name = "SCENARIO")]
+    demo: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run CMD with HTTP_PROXY/HTTPS_PROXY set to an embedded forward proxy and show
+    /// its connections.
+    Run {
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Convert an events file to a Chrome trace (for Perfetto), without a window.
+    Export {
+        /// The events file (JSON Lines).
+        input: PathBuf,
+        /// Where to write the trace-event JSON.
+        #[arg(long, value_name = "FILE")]
+        trace: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Export { input, trace }) = &cli.command {
+        return export(input, trace);
+    }
+    let context: Arc<OnceLock<egui::Context>> = Arc::default();
+    let wake = {
+        let context = Arc::clone(&context);
+        Arc::new(move || {
+            if let Some(ctx) = context.get() {
+                ctx.request_repaint();
+            }
+        })
+    };
+    let (hub, feed) = match Hub::new(wake) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("roundtrip-inspector: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listening = if cli.no_listen {
+        None
+    } else {
+        match hub.listen(&cli.listen) {
+            Ok(addr) => {
+                eprintln!("roundtrip-inspector: listening on {addr}");
+                Some(addr)
+            }
+            Err(e) => {
+                eprintln!("roundtrip-inspector: cannot listen on {}: {e}", cli.listen);
+                return ExitCode::from(1);
+            }
+        }
+    };
+    if let Some(name) = &cli.demo {
+        if roundtrip_host::demo::find(name).is_none() {
+            eprintln!(
+                "roundtrip-inspector: unknown scenario {name:?}; `roundtrip demo --list` shows them"
+            );
+            return ExitCode::from(2);
+        }
+        hub.run_demo(name);
+    }
+    if let Some(Command::Run { command }) = cli.command {
+        hub.run_command(command, Config::default());
+    }
+    let mut app = InspectorApp::with_hub(hub, feed, listening);
+    for path in &cli.open {
+        if let Err(e) = app.open_file(path) {
+            eprintln!("roundtrip-inspector: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Roundtrip inspector")
+            .with_inner_size([1400.0, 900.0]),
+        ..eframe::NativeOptions::default()
+    };
+    let ran = eframe::run_native(
+        "Roundtrip inspector",
+        options,
+        Box::new(move |cc| {
+            let _ = context.set(cc.egui_ctx.clone());
+            Ok(Box::new(Window(app)))
+        }),
+    );
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roundtrip-inspector: cannot open a window: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The app inside eframe.
+struct Window(InspectorApp);
+
+impl eframe::App for Window {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.0.show(ui);
+    }
+}
+
+fn export(input: &std::path::Path, trace: &std::path::Path) -> ExitCode {
+    let file = match read_jsonl(input) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("roundtrip-inspector: cannot read {}: {e}", input.display());
+            return ExitCode::from(1);
+        }
+    };
+    for problem in &file.problems {
+        eprintln!("roundtrip-inspector: {}: {problem}", input.display());
+    }
+    let view = View::of(&file.events);
+    let title = input.display().to_string();
+    match roundtrip_inspector::export::write_chrome_trace(trace, &view, &title) {
+        Ok(()) => {
+            eprintln!(
+                "roundtrip-inspector: wrote {} ({} connections, {} events)",
+                trace.display(),
+                view.lanes.len(),
+                file.events.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("roundtrip-inspector: cannot write {}: {e}", trace.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! The inspector's model: events in, view data out — lanes of segments and markers,
+//! per-key counters, samples for the plot, a request table. Pure: no drawing, no I/O,
+//! no clock; the panels only read it.
+//!
+//! Theory of operation. Every connection (and every proxy tunnel) is a [`Lane`]. A
+//! lane is always in one [`Phase`]; an event that moves it to another phase ends the
+//! open [`Segment`] and starts the next:
+//!
+//! ```text
+//!  dial_start ─► Dialing ─tls_start─► Tls ─got_conn─► Writing ─wrote_request─► Awaiting
+//!                   │                   └─put_idle─┐                              │ response
+//!                   └────────put_idle (late dial)──┤                              ▼
+//!      close (any phase) ─► closed     Idle ◄──put_idle{ok}── Reading ◄──────────┘
+//!                                        └─got_conn (reuse)─► Writing …
+//! ```
+//!
+//! Points in time that are not phases (a reuse, a body's end, an early close, a retry,
+//! the close with its reason) are [`Marker`]s. Counters are updated as phases change,
+//! so reading them is free. Events the model cannot place (out of order, for a closed
+//! lane) are applied as well as they can be and reported in [`View::problems`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use roundtrip_host::events::{Event, EventKind};
+
+/// Microseconds on the source's clock (`ts_us`).
+pub type Micros = u64;
+
+/// Problems kept per view; later ones are counted, not stored.
+const MAX_PROBLEMS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LaneId {
+    Conn(u64),
+    Tunnel(u64),
+}
+
+impl std::fmt::Display for LaneId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaneId::Conn(id) => write!(f, "conn #{id}"),
+            LaneId::Tunnel(id) => write!(f, "tunnel {id}"),
+        }
+    }
+}
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Dialing,
+    Tls,
+    Writing,
+    Awaiting,
+    Reading,
+    Idle,
+    /// A proxy tunnel relaying bytes.
+    Tunnel,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Dialing,
+        Phase::Tls,
+        Phase::Writing,
+        Phase::Awaiting,
+        Phase::Reading,
+        Phase::Idle,
+        Phase::Tunnel,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Dialing => "dialing",
+            Phase::Tls => "TLS handshake",
+            Phase::Writing => "writing request",
+            Phase::Awaiting => "awaiting response",
+            Phase::Reading => "reading body",
+            Phase::Idle => "idle",
+            Phase::Tunnel => "tunnel",
+        }
+    }
+
+    fn load(self) -> Load {
+        match self {
+            Phase::Dialing | Phase::Tls => Load::Dialing,
+            Phase::Idle => Load::Idle,
+            Phase::Writing | Phase::Awaiting | Phase::Reading | Phase::Tunnel => Load::InUse,
+        }
+    }
+}
+
+/// What a phase counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Dialing,
+    InUse,
+    Idle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub phase: Phase,
+    pub start: Micros,
+    /// `None` while it lasts.
+    pub end: Option<Micros>,
+    /// The request it served, for request phases.
+    pub req: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerKind {
+    Reuse,
+    BodyEof,
+    EarlyClose,
+    Retry(String),
+    /// The connection closed, with its reason (or the error that ended a dial).
+    Close(String),
+}
+
+impl MarkerKind {
+    pub fn label(&self) -> String {
+        match self {
+            MarkerKind::Reuse => "reuse".to_owned(),
+            MarkerKind::BodyEof => "body EOF".to_owned(),
+            MarkerKind::EarlyClose => "body closed early".to_owned(),
+            MarkerKind::Retry(reason) => format!("retry: {reason}"),
+            MarkerKind::Close(reason) => format!("close: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub at: Micros,
+    pub kind: MarkerKind,
+}
+
+/// One connection's (or tunnel's) life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    pub id: LaneId,
+    pub key: String,
+    /// Where it was dialed (`host:port`), then the peer address.
+    pub addr: Option<String>,
+    pub segments: Vec<Segment>,
+    pub markers: Vec<Marker>,
+    /// When and why it closed.
+    pub closed: Option<(Micros, String)>,
+    /// Requests it served, in order.
+    pub requests: Vec<u64>,
+    /// Bytes relayed up and down (tunnels).
+    pub tunnel_bytes: Option<(u64, u64)>,
+}
+
+impl Lane {
+    pub fn opened(&self) -> Micros {
+        self.segments.first().map_or(0, |s| s.start)
+    }
+
+    /// The phase now, `None` once closed.
+    pub fn phase(&self) -> Option<Phase> {
+        if self.closed.is_some() {
+            return None;
+        }
+        self.segments.last().map(|s| s.phase)
+    }
+
+    /// The segment under `at`, if any.
+    pub fn segment_at(&self, at: Micros) -> Option<&Segment> {
+        let i = self.segments.partition_point(|s| s.start <= at);
+        let segment = self.segments.get(i.checked_sub(1)?)?;
+        let end = segment
+            .end
+            .or(self.closed.as_ref().map(|(t, _)| *t))
+            .unwrap_or(Micros::MAX);
+        (at < end).then_some(segment)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Outcome {
+    #[default]
+    InFlight,
+    /// Body read to its end.
+    Done,
+    ClosedEarly,
+    /// Ended by an error or never answered.
+    Failed,
+}
+
+/// One request, for the table and the hover text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestRow {
+    pub req: u64,
+    pub key: String,
+    pub method: String,
+    pub url: String,
+    pub conn: Option<u64>,
+    pub reused: bool,
+    pub status: Option<u16>,
+    pub start: Micros,
+    pub first_byte: Option<Micros>,
+    pub end: Option<Micros>,
+    pub bytes: Option<u64>,
+    pub retries: u32,
+    pub outcome: Outcome,
+}
+
+impl RequestRow {
+    /// Time to first byte, from asking for a connection.
+    pub fn ttfb_us(&self) -> Option<Micros> {
+        self.first_byte.map(|t| t.saturating_sub(self.start))
+    }
+
+    pub fn total_us(&self) -> Option<Micros> {
+        self.end.map(|t| t.saturating_sub(self.start))
+    }
+}
+
+/// Counters of one pool key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    pub dials: u32,
+    pub reuses: u32,
+    /// `got_conn` events: requests that got a connection.
+    pub got: u32,
+    pub dialing: u32,
+    pub in_use: u32,
+    pub idle: u32,
+    pub peak_idle: u32,
+    pub waiting: u32,
+    pub closed: u32,
+}
+
+impl KeyStats {
+    /// Share of connections handed out that were reused.
+    pub fn reuse_ratio(&self) -> f64 {
+        if self.got == 0 {
+            0.0
+        } else {
+            f64::from(self.reuses) / f64::from(self.got)
+        }
+    }
+
+    fn add(&mut self, load: Load, by: i32) {
+        let field = match load {
+            Load::Dialing => &mut self.dialing,
+            Load::InUse => &mut self.in_use,
+            Load::Idle => &mut self.idle,
+        };
+        *field = field.saturating_add_signed(by);
+        self.peak_idle = self.peak_idle.max(self.idle);
+    }
+}
+
+/// Open, in-use and idle connections after an event, for the plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at: Micros,
+    pub open: u32,
+    pub in_use: u32,
+    pub idle: u32,
+}
+
+/// Everything drawn for one source, built by [`View::apply`].
+#[derive(Debug, Default)]
+pub struct View {
+    pub lanes: Vec<Lane>,
+    lane_index: HashMap<LaneId, usize>,
+    pub requests: Vec<RequestRow>,
+    request_index: HashMap<u64, usize>,
+    pub keys: BTreeMap<String, KeyStats>,
+    pub samples: Vec<Sample>,
+    pub problems: Vec<String>,
+    pub problem_count: usize,
+    /// Latest `ts_us` seen.
+    pub now: Micros,
+    pub events: usize,
+    totals: KeyStats,
+    /// Requests waiting in line, with their key.
+    waiting: HashMap<u64, String>,
+}
+
+impl View {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A view of `events`, in order.
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut view = Self::new();
+        for event in events {
+            view.apply(event);
+        }
+        view
+    }
+
+    pub fn lane(&self, id: LaneId) -> Option<&Lane> {
+        self.lane_index.get(&id).map(|&i| &self.lanes[i])
+    }
+
+    pub fn request(&self, req: u64) -> Option<&RequestRow> {
+        self.request_index.get(&req).map(|&i| &self.requests[i])
+    }
+
+    /// Totals over every key.
+    pub fn totals(&self) -> &KeyStats {
+        &self.totals
+    }
+
+    pub fn problem(&mut self, text: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(text);
+        }
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        let at = if event.ts_us < self.now {
+            self.problem(format!(
+                "event {} ({}) is out of order: ts_us {} after {}",
+                self.events,
+                event.name(),
+                event.ts_us,
+                self.now
+            ));
+            self.now
+        } else {
+            event.ts_us
+        };
+        self.now = at;
+        let key = event.key.clone().unwrap_or_default();
+        let lane = event
+            .conn
+            .map(LaneId::Conn)
+            .or(event.tunnel.map(LaneId::Tunnel));
+        let changed = self.apply_kind(event, at, &key, lane);
+        if changed {
+            self.samples.push(Sample {
+                at,
+                open: self.totals.dialing + self.totals.in_use + self.totals.idle,
+                in_use: self.totals.in_use,
+                idle: self.totals.idle,
+            });
+        }
+    }
+
+    /// Returns whether the connection counts changed.
+    fn apply_kind(&mut self, event: &Event, at: Micros, key: &str, lane: Option<LaneId>) -> bool {
+        let req = event.req;
+        match &event.kind {
+            EventKind::GetConn { method, url } => {
+                let Some(req) = req else { return false };
+                if let Some(row) = self.row_mut(req) {
+                    // Asked again: a retry.
+                    row.conn = None;
+                    return false;
+                }
+                self.request_index.insert(req, self.requests.len());
+                self.requests.push(RequestRow {
+                    req,
+                    key: key.to_owned(),
+                    method: method.clone(),
+                    url: url.clone(),
+                    start: at,
+                    ..RequestRow::default()
+                });
+                false
+            }
+            EventKind::WaitForConn { .. } => {
+                let Some(req) = req else { return false };
+                if self.waiting.insert(req, key.to_owned()).is_none() {
+                    self.keys.entry(key.to_owned()).or_default().waiting += 1;
+                    self.totals.waiting += 1;
+                }
+                false
+            }
+            EventKind::DialStart { addr } | EventKind::TunnelStart { addr } => {
+                let Some(id) = lane else { return false };
+                if self.lane_index.contains_key(&id) {
+                    self.problem(format!("{id} was dialed twice"));
+                    return false;
+                }
+                self.lane_index.insert(id, self.lanes.len());
+                self.lanes.push(Lane {
+                    id,
+                    key: key.to_owned(),
+                    addr: Some(addr.clone()),
+                    segments: vec![Segment {
+                        phase: Phase::Dialing,
+                        start: at,
+                        end: None,
+                        req,
+                    }],
+                    markers: Vec::new(),
+                    closed: None,
+                    requests: Vec::new(),
+                    tunnel_bytes: None,
+                });
+                let stats = self.keys.entry(key.to_owned()).or_default();
+                stats.dials += 1;
+                stats.add(Load::Dialing, 1);
+                self.totals.dials += 1;
+                self.totals.add(Load::Dialing, 1);
+                true
+            }
+            EventKind::DialDone { addr, error } | EventKind::TunnelDone { addr, error } => {
+                let Some(id) = lane else { return false };
+                if let Some(error) = error {
+                    return self.close(id, at, key, format!("dial failed: {error}"));
+                }
+                if let Some(lane) = self.lane_mut(id, key) {
+                    lane.addr = addr.clone().or(lane.addr.take());
+                }
+                if matches!(event.kind, EventKind::TunnelDone { .. }) {
+                    return self.enter(id, at, key, Phase::Tunnel, None);
+                }
+                false
+            }
+            EventKind::TlsStart => match lane {
+                Some(id) => self.enter(id, at, key, Phase::Tls, None),
+                None => false,
+            },
+            EventKind::TlsDone {
+                error: Some(error), ..
+            } => match lane {
+                Some(id) => self.close(id, at, key, format!("TLS failed: {error}")),
+                None => false,
+            },
+            EventKind::GotConn { reused, .. } => {
+                let Some(id) = lane else { return false };
+                if let Some(waited) = req.and_then(|r| self.waiting.remove(&r)) {
+                    let stats = self.keys.entry(waited).or_default();
+                    stats.waiting = stats.waiting.saturating_sub(1);
+                    self.totals.waiting = self.totals.waiting.saturating_sub(1);
+                }
+                let stats = self.keys.entry(key.to_owned()).or_default();
+                stats.got += 1;
+                self.totals.got += 1;
+                if *reused {
+                    stats.reuses += 1;
+                    self.totals.reuses += 1;
+                }
+                if let Some(req) = req
+                    && let Some(row) = self.row_mut(req)
+                {
+                    row.conn = event.conn;
+                    row.reused = *reused;
+                }
+                if let Some(lane) = self.lane_mut(id, key) {
+                    if *reused {
+                        lane.markers.push(Marker {
+                            at,
+                            kind: MarkerKind::Reuse,
+                        });
+                    }
+                    lane.requests.extend(req);
+                }
+                self.enter(id, at, key, Phase::Writing, req)
+            }
+            EventKind::WroteRequest { .. } => match lane {
+                Some(id) => self.enter(id, at, key, Phase::Awaiting, req),
+                None => false,
+            },
+            EventKind::FirstByte => {
+                if let Some(row) = req.and_then(|r| self.row_mut(r)) {
+                    row.first_byte.get_or_insert(at);
+                }
+                false
+            }
+            EventKind::Response { status } => {
+                if let Some(row) = req.and_then(|r| self.row_mut(r)) {
+                    row.status = Some(*status);
+                    row.first_byte.get_or_insert(at);
+                }
+                match lane {
+                    Some(id) => self.enter(id, at, key, Phase::Reading, req),
+                    None => false,
+                }
+            }
+            EventKind::BodyEof { bytes } | EventKind::BodyClosedEarly { bytes } => {
+                let early = matches!(event.kind, EventKind::BodyClosedEarly { .. });
+                if let Some(row) = req.and_then(|r| self.row_mut(r)) {
+                    row.end = Some(at);
+                    row.bytes = Some(*bytes);
+                    row.outcome = if early {
+                        Outcome::ClosedEarly
+                    } else {
+                        Outcome::Done
+                    };
+                }
+                if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key)) {
+                    lane.markers.push(Marker {
+                        at,
+                        kind: if early {
+                            MarkerKind::EarlyClose
+                        } else {
+                            MarkerKind::BodyEof
+                        },
+                    });
+                }
+                false
+            }
+            EventKind::PutIdle { ok: true, .. } => match lane {
+                Some(id) => self.enter(id, at, key, Phase::Idle, None),
+                None => false,
+            },
+            EventKind::Retry { reason } => {
+                if let Some(row) = req.and_then(|r| self.row_mut(r)) {
+                    row.retries += 1;
+                }
+                if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key)) {
+                    lane.markers.push(Marker {
+                        at,
+                        kind: MarkerKind::Retry(reason.clone()),
+                    });
+                }
+                false
+            }
+            EventKind::Close { reason } => match lane {
+                Some(id) => self.close(id, at, key, reason.as_str().to_owned()),
+                None => false,
+            },
+            EventKind::TunnelClose {
+                bytes_up,
+                bytes_down,
+            } => {
+                let Some(id) = lane else { return false };
+                if let Some(lane) = self.lane_mut(id, key) {
+                    lane.tunnel_bytes = Some((*bytes_up, *bytes_down));
+                }
+                self.close(id, at, key, "tunnel closed".to_owned())
+            }
+            EventKind::TlsDone { .. }
+            | EventKind::WroteHeaders
+            | EventKind::Got1xx { .. }
+            | EventKind::PutIdle { ok: false, .. } => false,
+        }
+    }
+
+    fn row_mut(&mut self, req: u64) -> Option<&mut RequestRow> {
+        let &i = self.request_index.get(&req)?;
+        self.requests.get_mut(i)
+    }
+
+    /// The lane `id`, made on the spot when its start was never seen (an inspector
+    /// attached late); `None` once it is closed (reported).
+    fn lane_mut(&mut self, id: LaneId, key: &str) -> Option<&mut Lane> {
+        let i = match self.lane_index.get(&id) {
+            Some(&i) => i,
+            None => {
+                self.lane_index.insert(id, self.lanes.len());
+                self.lanes.push(Lane {
+                    id,
+                    key: key.to_owned(),
+                    addr: None,
+                    segments: Vec::new(),
+                    markers: Vec::new(),
+                    closed: None,
+                    requests: Vec::new(),
+                    tunnel_bytes: None,
+                });
+                self.lanes.len() - 1
+            }
+        };
+        if self.lanes[i].closed.is_some() {
+            self.problem(format!("an event for {id} after it closed"));
+            return None;
+        }
+        Some(&mut self.lanes[i])
+    }
+
+    /// Moves a lane to `phase`; returns whether the counts changed.
+    fn enter(&mut self, id: LaneId, at: Micros, key: &str, phase: Phase, req: Option<u64>) -> bool {
+        let Some(lane) = self.lane_mut(id, key) else {
+            return false;
+        };
+        let before = lane.phase().map(Phase::load);
+        if let Some(open) = lane.segments.last_mut()
+            && open.end.is_none()
+        {
+            open.end = Some(at);
+        }
+        lane.segments.push(Segment {
+            phase,
+            start: at,
+            end: None,
+            req,
+        });
+        let lane_key = lane.key.clone();
+        self.move_load(&lane_key, before, Some(phase.load()))
+    }
+
+    /// Closes a lane; returns whether the counts changed.
+    fn close(&mut self, id: LaneId, at: Micros, key: &str, reason: String) -> bool {
+        let Some(lane) = self.lane_mut(id, key) else {
+            return false;
+        };
+        let before = lane.phase().map(Phase::load);
+        if let Some(open) = lane.segments.last_mut()
+            && open.end.is_none()
+        {
+            open.end = Some(at);
+        }
+        lane.markers.push(Marker {
+            at,
+            kind: MarkerKind::Close(reason.clone()),
+        });
+        lane.closed = Some((at, reason));
+        // A request still on the connection did not finish.
+        let unfinished: Vec<u64> = lane.requests.clone();
+        let lane_key = lane.key.clone();
+        for req in unfinished {
+            if let Some(row) = self.row_mut(req)
+                && row.outcome == Outcome::InFlight
+                && row.conn
+                    == Some(match id {
+                        LaneId::Conn(c) | LaneId::Tunnel(c) => c,
+                    })
+            {
+                row.outcome = Outcome::Failed;
+                row.end = Some(at);
+            }
+        }
+        self.keys.entry(lane_key.clone()).or_default().closed += 1;
+        self.totals.closed += 1;
+        self.move_load(&lane_key, before, None)
+    }
+
+    fn move_load(&mut self, key: &str, from: Option<Load>, to: Option<Load>) -> bool {
+        if from == to {
+            return false;
+        }
+        let stats = self.keys.entry(key.to_owned()).or_default();
+        if let Some(from) = from {
+            stats.add(from, -1);
+            self.totals.add(from, -1);
+        }
+        if let Some(to) = to {
+            stats.add(to, 1);
+            self.totals.add(to, 1);
+        }
+        true
+    }
+}

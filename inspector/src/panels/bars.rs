@@ -1,0 +1,184 @@
+//! The top bar (sources, Demos and File menus, replay controls) and the status line.
+
+use roundtrip_host::demo::SCENARIOS;
+
+use super::duration;
+use crate::app::{Command, InspectorApp};
+use crate::sources::SourceKind;
+
+pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command>) {
+    egui::Panel::top("top").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            ui.menu_button("File", |ui| file_menu(ui, app, commands));
+            ui.menu_button("Demos", |ui| {
+                for scenario in SCENARIOS {
+                    if ui
+                        .button(scenario.name)
+                        .on_hover_text(scenario.about)
+                        .clicked()
+                    {
+                        commands.push(Command::RunDemo(scenario.name));
+                        ui.close();
+                    }
+                }
+            });
+            ui.separator();
+            for (index, source) in app.sources.iter().enumerate() {
+                let label = format!("{} {}", kind_icon(source.kind), source.name);
+                if ui.selectable_label(index == app.selected, label).clicked() {
+                    commands.push(Command::SelectSource(index));
+                }
+            }
+        });
+        if let Some(source) = app.source() {
+            ui.horizontal(|ui| {
+                if let Some(replay) = &source.replay {
+                    let play = if replay.playing {
+                        "⏸ Pause"
+                    } else {
+                        "▶ Play"
+                    };
+                    if ui.button(play).clicked() {
+                        commands.push(Command::Play(!replay.playing));
+                    }
+                    let mut speed = replay.speed;
+                    egui::ComboBox::from_id_salt("speed")
+                        .selected_text(format!("{speed}×"))
+                        .show_ui(ui, |ui| {
+                            for choice in [0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0] {
+                                ui.selectable_value(&mut speed, choice, format!("{choice}×"));
+                            }
+                        });
+                    if speed != replay.speed {
+                        commands.push(Command::Speed(speed));
+                    }
+                    let mut cursor = replay.cursor as f64;
+                    let end = replay.end.max(1) as f64;
+                    let scrubber = ui.add(
+                        egui::Slider::new(&mut cursor, 0.0..=end)
+                            .show_value(false)
+                            .text(duration(replay.cursor)),
+                    );
+                    if scrubber.changed() {
+                        commands.push(Command::Seek(cursor as u64));
+                    }
+                    ui.separator();
+                }
+                let mut follow = source.follow;
+                if ui.checkbox(&mut follow, "Follow live").changed() {
+                    commands.push(Command::Follow(follow));
+                }
+                let middle = source.end - source.span / 2.0;
+                if ui.button("−").on_hover_text("zoom out").clicked() {
+                    commands.push(Command::Zoom {
+                        factor: 2.0,
+                        around: middle,
+                    });
+                }
+                if ui.button("+").on_hover_text("zoom in").clicked() {
+                    commands.push(Command::Zoom {
+                        factor: 0.5,
+                        around: middle,
+                    });
+                }
+                if ui.button("Fit").clicked() {
+                    commands.push(Command::Fit);
+                }
+                ui.label(format!("showing {}", duration(source.span as u64)));
+            });
+        }
+    });
+}
+
+fn file_menu(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command>) {
+    ui.label("Open events (JSON Lines):");
+    ui.horizontal(|ui| {
+        ui.text_edit_singleline(&mut app.open_path);
+        if ui.button("Open").clicked() {
+            commands.push(Command::OpenFile(app.open_path.clone()));
+            ui.close();
+        }
+    });
+    ui.separator();
+    ui.label("Save the source on screen as:");
+    ui.text_edit_singleline(&mut app.export_path);
+    if ui.button("Save events (.jsonl)").clicked() {
+        commands.push(Command::SaveJsonl(format!("{}.jsonl", app.export_path)));
+        ui.close();
+    }
+    if ui.button("Export Chrome trace (.trace.json)").clicked() {
+        commands.push(Command::SaveTrace(format!(
+            "{}.trace.json",
+            app.export_path
+        )));
+        ui.close();
+    }
+}
+
+fn kind_icon(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Live => "📡",
+        SourceKind::File => "📄",
+        SourceKind::Run => "▶",
+        SourceKind::Demo => "🎓",
+    }
+}
+
+pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) {
+    egui::Panel::bottom("status").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            match app.listening {
+                Some(addr) => ui.label(format!("listening on {addr}")),
+                None => ui.label("not listening"),
+            };
+            ui.separator();
+            ui.label(format!("{} sources", app.sources.len()));
+            if let Some(source) = app.source() {
+                ui.separator();
+                ui.label(format!(
+                    "{}: {} events, {} connections",
+                    source.name,
+                    source.events.len(),
+                    source.view.lanes.len()
+                ));
+                if !source.status.is_empty() {
+                    ui.separator();
+                    ui.label(&source.status);
+                }
+                let problems = source.problem_count();
+                if problems > 0 {
+                    ui.separator();
+                    let text = egui::RichText::new(format!("⚠ {problems} problems"))
+                        .color(egui::Color32::from_rgb(230, 150, 40));
+                    ui.label(text).on_hover_ui(|ui| {
+                        for problem in source.problems.iter().chain(&source.view.problems).take(30)
+                        {
+                            ui.label(problem);
+                        }
+                    });
+                }
+            }
+            if !app.message.is_empty() {
+                ui.separator();
+                ui.label(&app.message);
+            }
+        });
+    });
+}
+
+pub fn welcome(ui: &mut egui::Ui, app: &InspectorApp) {
+    ui.vertical_centered(|ui| {
+        ui.add_space(40.0);
+        ui.heading("Roundtrip inspector");
+        ui.add_space(10.0);
+        match app.listening {
+            Some(addr) => ui.label(format!(
+                "Waiting for programs: run one with --inspect {addr} (or ROUNDTRIP_INSPECT={addr})."
+            )),
+            None => ui.label("Not listening for programs."),
+        };
+        ui.label(
+            "Or pick a scenario from the Demos menu, or open an events file from the File menu.",
+        );
+    });
+}

@@ -1,0 +1,343 @@
+//! The timeline: one lane per connection, grouped by pool key; segments coloured by
+//! phase, markers for reuse, body EOF, early close, retry and close. Ctrl+wheel zooms,
+//! dragging pans, hovering tells what a connection was doing, a click selects a lane.
+
+use std::collections::BTreeMap;
+
+use egui::{Color32, Rect, Sense, Stroke, StrokeKind, Vec2, pos2, vec2};
+
+use super::{duration, phase_color};
+use crate::app::{Command, Source};
+use crate::model::{Lane, MarkerKind, Phase, View};
+
+const ROW_HEIGHT: f32 = 20.0;
+const LABEL_WIDTH: f32 = 170.0;
+
+/// A row of the timeline: a key's heading or a lane (index into `view.lanes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row<'a> {
+    Key(&'a str, usize),
+    Lane(usize),
+}
+
+/// The rows in drawing order: keys alphabetically, each key's lanes by opening time.
+pub fn rows(view: &View) -> Vec<Row<'_>> {
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, lane) in view.lanes.iter().enumerate() {
+        by_key.entry(lane.key.as_str()).or_default().push(index);
+    }
+    let mut rows = Vec::with_capacity(view.lanes.len() + by_key.len());
+    for (key, lanes) in by_key {
+        rows.push(Row::Key(key, lanes.len()));
+        rows.extend(lanes.into_iter().map(Row::Lane));
+    }
+    rows
+}
+
+/// Maps times to x positions for the visible window.
+#[derive(Clone, Copy)]
+struct Scale {
+    start: f64,
+    span: f64,
+    left: f32,
+    width: f32,
+}
+
+impl Scale {
+    fn x(&self, at: f64) -> f32 {
+        self.left + ((at - self.start) / self.span) as f32 * self.width
+    }
+
+    fn time(&self, x: f32) -> f64 {
+        self.start + f64::from((x - self.left) / self.width) * self.span
+    }
+}
+
+pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
+    legend(ui);
+    let view = &source.view;
+    let full = ui.available_rect_before_wrap();
+    let scale = Scale {
+        start: source.end - source.span,
+        span: source.span,
+        left: full.left() + LABEL_WIDTH,
+        width: (full.width() - LABEL_WIDTH - 8.0).max(50.0),
+    };
+    axis(ui, scale);
+    let rows = rows(view);
+    let now = source.now();
+    let area = egui::ScrollArea::vertical()
+        .id_salt("timeline")
+        .auto_shrink([false, false])
+        .show_rows(ui, ROW_HEIGHT, rows.len(), |ui, range| {
+            for row in &rows[range] {
+                let (rect, response) = ui.allocate_exact_size(
+                    vec2(ui.available_width(), ROW_HEIGHT),
+                    Sense::click_and_drag(),
+                );
+                match *row {
+                    Row::Key(key, count) => {
+                        ui.painter().text(
+                            rect.left_center(),
+                            egui::Align2::LEFT_CENTER,
+                            format!("{key}  ({count})"),
+                            egui::FontId::proportional(13.0),
+                            ui.visuals().strong_text_color(),
+                        );
+                    }
+                    Row::Lane(index) => {
+                        let lane = &view.lanes[index];
+                        let selected = source.selected_lane == Some(lane.id);
+                        draw_lane(ui, rect, lane, scale, now, selected);
+                        if response.clicked() {
+                            commands.push(Command::SelectLane(lane.id));
+                        }
+                        if let Some(pointer) = response.hover_pos()
+                            && pointer.x > scale.left
+                        {
+                            let at = scale.time(pointer.x);
+                            response.on_hover_ui_at_pointer(|ui| {
+                                hover_text(ui, view, lane, at.max(0.0) as u64, now);
+                            });
+                            continue;
+                        }
+                    }
+                }
+                if response.dragged() {
+                    let dx = response.drag_delta().x;
+                    commands.push(Command::Pan(
+                        -f64::from(dx) / f64::from(scale.width) * scale.span,
+                    ));
+                }
+            }
+        });
+    // Ctrl+wheel (or a pinch) zooms around the pointer.
+    let zoom = ui.input(|i| i.zoom_delta());
+    if zoom != 1.0
+        && let Some(pointer) = ui.input(|i| i.pointer.hover_pos())
+        && area.inner_rect.contains(pointer)
+    {
+        commands.push(Command::Zoom {
+            factor: 1.0 / f64::from(zoom),
+            around: scale.time(pointer.x),
+        });
+    }
+}
+
+fn legend(ui: &mut egui::Ui) {
+    ui.horizontal_wrapped(|ui| {
+        for phase in Phase::ALL {
+            let (rect, _) = ui.allocate_exact_size(vec2(14.0, 10.0), Sense::hover());
+            ui.painter().rect_filled(rect, 2.0, phase_color(phase));
+            ui.label(phase.label());
+        }
+        ui.separator();
+        for (kind, text) in [
+            (MarkerKind::Reuse, "reuse"),
+            (MarkerKind::BodyEof, "body EOF"),
+            (MarkerKind::EarlyClose, "early close"),
+            (MarkerKind::Retry(String::new()), "retry"),
+            (MarkerKind::Close(String::new()), "close"),
+        ] {
+            let (rect, _) = ui.allocate_exact_size(vec2(12.0, 14.0), Sense::hover());
+            draw_marker(ui.painter(), &kind, rect.center().x, rect);
+            ui.label(text);
+        }
+    });
+}
+
+/// Time ticks across the top.
+fn axis(ui: &mut egui::Ui, scale: Scale) {
+    let (rect, _) = ui.allocate_exact_size(vec2(ui.available_width(), 16.0), Sense::hover());
+    let step = tick_step(scale.span);
+    let first = (scale.start / step).ceil() * step;
+    let mut at = first;
+    let painter = ui.painter();
+    while at <= scale.start + scale.span {
+        let x = scale.x(at);
+        painter.line_segment(
+            [pos2(x, rect.bottom() - 4.0), pos2(x, rect.bottom())],
+            Stroke::new(1.0, ui.visuals().weak_text_color()),
+        );
+        painter.text(
+            pos2(x + 2.0, rect.center().y),
+            egui::Align2::LEFT_CENTER,
+            duration(at.max(0.0) as u64),
+            egui::FontId::monospace(10.0),
+            ui.visuals().weak_text_color(),
+        );
+        at += step;
+    }
+}
+
+/// A round step giving about eight ticks over `span`.
+fn tick_step(span: f64) -> f64 {
+    let raw = (span / 8.0).max(1.0);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let unit = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .find(|m| m * magnitude >= raw)
+        .unwrap_or(10.0);
+    unit * magnitude
+}
+
+fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, selected: bool) {
+    let painter = ui.painter();
+    if selected {
+        painter.rect_filled(
+            rect,
+            0.0,
+            ui.visuals().selection.bg_fill.gamma_multiply(0.5),
+        );
+    }
+    let label = match &lane.addr {
+        Some(addr) => format!("{}  {addr}", lane.id),
+        None => lane.id.to_string(),
+    };
+    painter.text(
+        pos2(rect.left() + 10.0, rect.center().y),
+        egui::Align2::LEFT_CENTER,
+        label,
+        egui::FontId::monospace(11.0),
+        ui.visuals().text_color(),
+    );
+    let bar = Rect::from_min_max(
+        pos2(scale.left, rect.top() + 4.0),
+        pos2(scale.left + scale.width, rect.bottom() - 4.0),
+    );
+    let lane_end = lane.closed.as_ref().map_or(now, |(at, _)| *at);
+    // Segments are in time order: skip those that end before the window.
+    let first = lane
+        .segments
+        .partition_point(|s| (s.end.unwrap_or(lane_end) as f64) < scale.start);
+    for segment in &lane.segments[first..] {
+        if segment.start as f64 > scale.start + scale.span {
+            break;
+        }
+        let start = scale.x(segment.start as f64).max(bar.left());
+        let end = scale
+            .x(segment.end.unwrap_or(lane_end) as f64)
+            .min(bar.right());
+        if end < start {
+            continue;
+        }
+        let shape = Rect::from_min_max(
+            pos2(start, bar.top()),
+            pos2(end.max(start + 1.0), bar.bottom()),
+        );
+        painter.rect_filled(shape, 2.0, phase_color(segment.phase));
+    }
+    for marker in &lane.markers {
+        let x = scale.x(marker.at as f64);
+        if x >= bar.left() && x <= bar.right() {
+            draw_marker(painter, &marker.kind, x, rect);
+        }
+    }
+    if selected {
+        painter.rect_stroke(
+            bar,
+            2.0,
+            Stroke::new(1.5, ui.visuals().strong_text_color()),
+            StrokeKind::Outside,
+        );
+    }
+}
+
+fn draw_marker(painter: &egui::Painter, kind: &MarkerKind, x: f32, rect: Rect) {
+    let top = rect.top() + 1.0;
+    let bottom = rect.bottom() - 1.0;
+    match kind {
+        MarkerKind::Reuse => {
+            let tip = pos2(x, top + 6.0);
+            painter.add(egui::Shape::convex_polygon(
+                vec![tip, pos2(x - 5.0, top), pos2(x + 5.0, top)],
+                Color32::from_rgb(40, 230, 90),
+                Stroke::new(1.0, Color32::BLACK),
+            ));
+        }
+        MarkerKind::BodyEof => {
+            painter.line_segment(
+                [pos2(x, top), pos2(x, bottom)],
+                Stroke::new(2.0, Color32::from_rgb(60, 120, 255)),
+            );
+        }
+        MarkerKind::EarlyClose => {
+            let c = pos2(x, rect.center().y);
+            let d = Vec2::splat(4.0);
+            let stroke = Stroke::new(2.5, Color32::from_rgb(255, 120, 0));
+            painter.line_segment([c - d, c + d], stroke);
+            painter.line_segment([c + vec2(-4.0, 4.0), c + vec2(4.0, -4.0)], stroke);
+        }
+        MarkerKind::Retry(_) => {
+            let c = pos2(x, rect.center().y);
+            painter.add(egui::Shape::convex_polygon(
+                vec![
+                    c + vec2(0.0, -5.0),
+                    c + vec2(5.0, 0.0),
+                    c + vec2(0.0, 5.0),
+                    c + vec2(-5.0, 0.0),
+                ],
+                Color32::from_rgb(230, 60, 220),
+                Stroke::NONE,
+            ));
+        }
+        MarkerKind::Close(_) => {
+            painter.line_segment(
+                [pos2(x, top), pos2(x, bottom)],
+                Stroke::new(3.0, Color32::from_rgb(220, 40, 40)),
+            );
+        }
+    }
+}
+
+/// What the lane was doing at `at`.
+fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
+    ui.strong(format!("{} — {}", lane.id, lane.key));
+    if let Some(addr) = &lane.addr {
+        ui.label(format!("peer {addr}"));
+    }
+    match lane.segment_at(at) {
+        Some(segment) => {
+            let end = segment
+                .end
+                .or(lane.closed.as_ref().map(|(t, _)| *t))
+                .unwrap_or(now);
+            let length = duration(end.saturating_sub(segment.start));
+            if segment.phase == Phase::Idle {
+                ui.label(format!("idle for {length}"));
+            } else {
+                ui.label(format!("{} for {length}", segment.phase.label()));
+            }
+            if let Some(row) = segment.req.and_then(|r| view.request(r)) {
+                ui.separator();
+                ui.label(format!("request #{}: {} {}", row.req, row.method, row.url));
+                ui.label(format!(
+                    "status {} · {} · {}",
+                    row.status.map_or("…".to_owned(), |s| s.to_string()),
+                    row.bytes
+                        .map_or("body not done".to_owned(), |b| format!("{b} bytes")),
+                    if row.reused {
+                        "reused connection"
+                    } else {
+                        "new connection"
+                    }
+                ));
+                ui.label(format!(
+                    "first byte after {} · total {}",
+                    row.ttfb_us().map_or("-".to_owned(), duration),
+                    row.total_us().map_or("-".to_owned(), duration)
+                ));
+            }
+        }
+        None => {
+            ui.label(match &lane.closed {
+                Some((closed, reason)) if at >= *closed => format!("closed: {reason}"),
+                _ => "not open yet".to_owned(),
+            });
+        }
+    }
+    ui.label(format!("served {} requests", lane.requests.len()));
+    if let Some((up, down)) = lane.tunnel_bytes {
+        ui.label(format!("relayed {up} bytes up, {down} bytes down"));
+    }
+}

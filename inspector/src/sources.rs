@@ -1,0 +1,339 @@
+//! Where events come from. The [`Hub`] runs the I/O on a tokio runtime of its own —
+//! the TCP listener programs stream to, an embedded proxy for `run -- CMD`, demos run
+//! in-process — and feeds everything to the UI thread as [`Feed`] messages. Files are
+//! read whole by [`read_jsonl`]; the UI replays them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use roundtrip_host::demo::{self, DemoOptions, Line};
+use roundtrip_host::events::{Callback, Event, Events, Hello, Sink};
+use roundtrip_host::proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_host::{Config, Transport};
+use tokio::io::AsyncBufReadExt;
+
+/// A source's id, unique in one inspector.
+pub type SourceId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A program streaming to the listener.
+    Live,
+    /// A JSON Lines file, replayed.
+    File,
+    /// A command run through the embedded proxy.
+    Run,
+    /// A `roundtrip demo` scenario run in-process.
+    Demo,
+}
+
+/// A message from the I/O side to the UI.
+#[derive(Debug)]
+pub enum Feed {
+    Opened {
+        source: SourceId,
+        name: String,
+        kind: SourceKind,
+    },
+    Event {
+        source: SourceId,
+        event: Box<Event>,
+    },
+    Narration {
+        source: SourceId,
+        line: Line,
+    },
+    /// Something about a source, for the status line (connected, exited, …).
+    Status {
+        source: SourceId,
+        text: String,
+    },
+    /// Input that is not an event (garbage, an unknown event name).
+    Problem {
+        source: SourceId,
+        text: String,
+    },
+}
+
+/// Called after each message so the UI wakes up to draw it.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// The I/O side. Dropping it stops everything it started.
+pub struct Hub {
+    runtime: tokio::runtime::Runtime,
+    out: Sender,
+}
+
+/// Sends feed messages and wakes the UI.
+#[derive(Clone)]
+struct Sender {
+    feed: std::sync::mpsc::Sender<Feed>,
+    wake: Wake,
+    next_source: Arc<AtomicU64>,
+}
+
+impl Sender {
+    fn send(&self, message: Feed) {
+        let _ = self.feed.send(message);
+        (self.wake)();
+    }
+
+    fn open(&self, name: String, kind: SourceKind) -> SourceId {
+        let source = self.next_source.fetch_add(1, Ordering::Relaxed) + 1;
+        self.send(Feed::Opened { source, name, kind });
+        source
+    }
+
+    fn status(&self, source: SourceId, text: impl Into<String>) {
+        self.send(Feed::Status {
+            source,
+            text: text.into(),
+        });
+    }
+
+    /// A sink sending a transport's events straight to `source`.
+    fn sink_to(&self, source: SourceId) -> impl Sink + 'static {
+        let out = self.clone();
+        Callback(move |event: &Event| {
+            out.send(Feed::Event {
+                source,
+                event: Box::new(event.clone()),
+            });
+        })
+    }
+}
+
+impl Hub {
+    /// Starts the I/O side; messages arrive on the returned receiver.
+    pub fn new(wake: Wake) -> std::io::Result<(Self, std::sync::mpsc::Receiver<Feed>)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("inspector-io")
+            .enable_all()
+            .build()?;
+        let (feed, received) = std::sync::mpsc::channel();
+        let out = Sender {
+            feed,
+            wake,
+            next_source: Arc::new(AtomicU64::new(0)),
+        };
+        Ok((Self { runtime, out }, received))
+    }
+
+    /// Accepts programs streaming events (`--inspect`, `ROUNDTRIP_INSPECT`) on `addr`.
+    /// A program that reconnects (same hello) continues its source.
+    pub fn listen(&self, addr: &str) -> std::io::Result<SocketAddr> {
+        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+        let bound = listener.local_addr()?;
+        let out = self.out.clone();
+        self.runtime.spawn(async move {
+            let known: Arc<Mutex<HashMap<Hello, SourceId>>> = Arc::default();
+            loop {
+                let Ok((socket, peer)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(read_stream(socket, peer, out.clone(), Arc::clone(&known)));
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Runs a `roundtrip demo` scenario in-process as a new source.
+    pub fn run_demo(&self, name: &str) -> SourceId {
+        let source = self.out.open(format!("demo {name}"), SourceKind::Demo);
+        let out = self.out.clone();
+        let name = name.to_owned();
+        self.runtime.spawn(async move {
+            let narrator_out = out.clone();
+            let options = DemoOptions {
+                events: Events::new().with(out.sink_to(source)),
+                inspect_from_env: false,
+                slow: false,
+                narrator: Arc::new(move |line| {
+                    narrator_out.send(Feed::Narration { source, line });
+                }),
+            };
+            out.status(source, "running");
+            match demo::run(&name, options).await {
+                Ok(()) => out.status(source, "finished"),
+                Err(e) => out.status(source, format!("failed: {e}")),
+            }
+        });
+        source
+    }
+
+    /// Starts a forward proxy on a free loopback port, runs `command` with the proxy
+    /// variables pointing at it, and shows its connections as a new source.
+    pub fn run_command(&self, command: Vec<String>, config: Config) -> SourceId {
+        let source = self
+            .out
+            .open(format!("run {}", command.join(" ")), SourceKind::Run);
+        let out = self.out.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = run_through_proxy(source, &command, config, &out).await {
+                out.status(source, e);
+            }
+        });
+        source
+    }
+}
+
+async fn run_through_proxy(
+    source: SourceId,
+    command: &[String],
+    config: Config,
+    out: &Sender,
+) -> Result<(), String> {
+    let Some((program, args)) = command.split_first() else {
+        return Err("nothing to run".to_owned());
+    };
+    let config = Config {
+        events: config.events.clone().with(out.sink_to(source)),
+        inspect_from_env: false,
+        ..config
+    };
+    let transport = Transport::new(config).map_err(|e| e.to_string())?;
+    let log_out = out.clone();
+    let options = ProxyOptions {
+        log: Some(Arc::new(move |line: &str| {
+            log_out.send(Feed::Narration {
+                source,
+                line: Line::Story(line.to_owned()),
+            });
+        })),
+        ..ProxyOptions::default()
+    };
+    let proxy = ForwardProxy::start("127.0.0.1:0", transport.clone(), options)
+        .await
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let url = proxy.url();
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("HTTP_PROXY", &url)
+        .env("http_proxy", &url)
+        .env("HTTPS_PROXY", &url)
+        .env("https_proxy", &url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    out.status(source, format!("running through the proxy at {url}"));
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    out.status(source, format!("{program} exited: {status}"));
+    // Keep serving the proxy's idle connections until the inspector closes, so their
+    // idle time and timeouts stay visible.
+    std::future::pending::<()>().await;
+    drop(proxy);
+    Ok(())
+}
+
+/// Reads one TCP stream of JSON Lines into a source.
+async fn read_stream(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    out: Sender,
+    known: Arc<Mutex<HashMap<Hello, SourceId>>>,
+) {
+    let mut lines = tokio::io::BufReader::new(socket).lines();
+    let mut source: Option<SourceId> = None;
+    let mut number = 0usize;
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(source) = source {
+                    out.send(Feed::Problem {
+                        source,
+                        text: format!("stream from {peer} broke: {e}"),
+                    });
+                }
+                break;
+            }
+        };
+        number += 1;
+        if number == 1
+            && let Some(hello) = Hello::parse(&line)
+        {
+            let mut known = known
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let id = match known.get(&hello) {
+                Some(&id) => {
+                    out.status(id, format!("reconnected from {peer}"));
+                    id
+                }
+                None => {
+                    let id = out.open(
+                        format!("{} (pid {}) #{}", hello.program, hello.pid, hello.sink),
+                        SourceKind::Live,
+                    );
+                    out.status(id, format!("connected from {peer}"));
+                    known.insert(hello, id);
+                    id
+                }
+            };
+            source = Some(id);
+            continue;
+        }
+        let id = *source.get_or_insert_with(|| {
+            let id = out.open(format!("{peer}"), SourceKind::Live);
+            out.status(id, format!("connected from {peer} (no hello line)"));
+            id
+        });
+        match parse_line(&line, number) {
+            Ok(Some(event)) => out.send(Feed::Event {
+                source: id,
+                event: Box::new(event),
+            }),
+            Ok(None) => {}
+            Err(text) => out.send(Feed::Problem { source: id, text }),
+        }
+    }
+    if let Some(source) = source {
+        out.status(source, format!("{peer} disconnected"));
+    }
+}
+
+/// One line: an event, nothing (blank or a hello), or why it is not an event.
+pub fn parse_line(line: &str, number: usize) -> Result<Option<Event>, String> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || Hello::parse(trimmed).is_some() {
+        return Ok(None);
+    }
+    serde_json::from_str::<Event>(trimmed)
+        .map(Some)
+        .map_err(|e| {
+            let shown: String = trimmed.chars().take(60).collect();
+            format!("line {number} is not an event ({e}): {shown:?}")
+        })
+}
+
+/// A file of JSON Lines: its events and the lines that were not events.
+pub struct FileEvents {
+    pub events: Vec<Event>,
+    pub problems: Vec<String>,
+}
+
+/// Reads a whole events file. A truncated last line is reported, not fatal.
+pub fn read_jsonl(path: &Path) -> std::io::Result<FileEvents> {
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut events = Vec::new();
+    let mut problems = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        match parse_line(line, index + 1) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => {}
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if !text.is_empty() && !text.ends_with('\n') && problems.len() + events.len() > 0 {
+        problems.push("the file does not end with a newline: it may be truncated".to_owned());
+    }
+    Ok(FileEvents { events, problems })
+}
