@@ -65,7 +65,8 @@ pub struct Source {
     pub problems: Vec<String>,
     /// The timeline's right edge follows the newest event.
     pub follow: bool,
-    /// The timeline's visible span and right edge, in microseconds.
+    /// The timeline's visible span and right edge, in microseconds. While following,
+    /// `span` is the most shown: a young source is shown whole.
     pub span: f64,
     pub end: f64,
     pub selected_lane: Option<LaneId>,
@@ -129,6 +130,20 @@ impl Source {
     /// Every problem to report: input that was not events, and what the model found.
     pub fn problem_count(&self) -> usize {
         self.problems.len() + self.view.problem_count
+    }
+
+    /// The visible window, `(start, span)` in microseconds: while following, the
+    /// newest `span`, or everything from 0 while there is less than that.
+    pub fn window(&self) -> (f64, f64) {
+        if !self.follow {
+            return (self.end - self.span, self.span);
+        }
+        let seen = (self.now() as f64 * 1.05).max(10_000.0);
+        if seen < self.span {
+            (0.0, seen)
+        } else {
+            (self.now() as f64 + self.span * 0.02 - self.span, self.span)
+        }
     }
 
     pub fn fit(&mut self) {
@@ -396,14 +411,18 @@ fn apply_to_source(source: &mut Source, command: Command) {
         }
         Command::Follow(on) => source.follow = on,
         Command::Zoom { factor, around } => {
-            let span = (source.span * factor).clamp(1_000.0, 1e12);
-            let right_share = (source.end - around) / source.span;
+            let (start, shown) = source.window();
+            let span = (shown * factor).clamp(1_000.0, 1e12);
+            let right_share = (start + shown - around) / shown;
             source.end = around + right_share * span;
             source.span = span;
+            source.follow = false;
         }
         Command::Pan(by) => {
+            let (start, shown) = source.window();
+            source.span = shown;
+            source.end = start + shown + by;
             source.follow = false;
-            source.end += by;
         }
         Command::Fit => source.fit(),
         Command::Play(on) => {

@@ -24,7 +24,7 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
             });
             ui.separator();
             for (index, source) in app.sources.iter().enumerate() {
-                let label = format!("{} {}", kind_icon(source.kind), source.name);
+                let label = format!("[{}] {}", kind_tag(source.kind), source.name);
                 if ui.selectable_label(index == app.selected, label).clicked() {
                     commands.push(Command::SelectSource(index));
                 }
@@ -33,16 +33,12 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
         if let Some(source) = app.source() {
             ui.horizontal(|ui| {
                 if let Some(replay) = &source.replay {
-                    let play = if replay.playing {
-                        "⏸ Pause"
-                    } else {
-                        "▶ Play"
-                    };
+                    let play = if replay.playing { "Pause" } else { "Play" };
                     if ui.button(play).clicked() {
                         commands.push(Command::Play(!replay.playing));
                     }
                     let mut speed = replay.speed;
-                    egui::ComboBox::from_id_salt("speed")
+                    egui::ComboBox::from_label("speed")
                         .selected_text(format!("{speed}×"))
                         .show_ui(ui, |ui| {
                             for choice in [0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0] {
@@ -68,7 +64,8 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
                 if ui.checkbox(&mut follow, "Follow live").changed() {
                     commands.push(Command::Follow(follow));
                 }
-                let middle = source.end - source.span / 2.0;
+                let (start, shown) = source.window();
+                let middle = start + shown / 2.0;
                 if ui.button("−").on_hover_text("zoom out").clicked() {
                     commands.push(Command::Zoom {
                         factor: 2.0,
@@ -84,24 +81,26 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
                 if ui.button("Fit").clicked() {
                     commands.push(Command::Fit);
                 }
-                ui.label(format!("showing {}", duration(source.span as u64)));
+                ui.label(format!("showing {}", duration(shown as u64)));
             });
         }
     });
 }
 
 fn file_menu(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command>) {
-    ui.label("Open events (JSON Lines):");
+    let label = ui.label("Open events (JSON Lines):");
     ui.horizontal(|ui| {
-        ui.text_edit_singleline(&mut app.open_path);
+        ui.text_edit_singleline(&mut app.open_path)
+            .labelled_by(label.id);
         if ui.button("Open").clicked() {
             commands.push(Command::OpenFile(app.open_path.clone()));
             ui.close();
         }
     });
     ui.separator();
-    ui.label("Save the source on screen as:");
-    ui.text_edit_singleline(&mut app.export_path);
+    let label = ui.label("Save the source on screen as:");
+    ui.text_edit_singleline(&mut app.export_path)
+        .labelled_by(label.id);
     if ui.button("Save events (.jsonl)").clicked() {
         commands.push(Command::SaveJsonl(format!("{}.jsonl", app.export_path)));
         ui.close();
@@ -115,12 +114,12 @@ fn file_menu(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Comma
     }
 }
 
-fn kind_icon(kind: SourceKind) -> &'static str {
+fn kind_tag(kind: SourceKind) -> &'static str {
     match kind {
-        SourceKind::Live => "📡",
-        SourceKind::File => "📄",
-        SourceKind::Run => "▶",
-        SourceKind::Demo => "🎓",
+        SourceKind::Live => "live",
+        SourceKind::File => "file",
+        SourceKind::Run => "run",
+        SourceKind::Demo => "demo",
     }
 }
 
@@ -148,7 +147,7 @@ pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) 
                 let problems = source.problem_count();
                 if problems > 0 {
                     ui.separator();
-                    let text = egui::RichText::new(format!("⚠ {problems} problems"))
+                    let text = egui::RichText::new(format!("{problems} problems (hover)"))
                         .color(egui::Color32::from_rgb(230, 150, 40));
                     ui.label(text).on_hover_ui(|ui| {
                         for problem in source.problems.iter().chain(&source.view.problems).take(30)

@@ -62,8 +62,13 @@ pub fn show(ui: &mut egui::Ui, source: &Source) {
         .x_axis_label("seconds")
         .allow_scroll(false)
         .show(ui, |plot| {
-            plot.line(Line::new("open", series(|s| s.open)).width(2.0));
-            plot.line(Line::new("in use", series(|s| s.in_use)));
-            plot.line(Line::new("idle", series(|s| s.idle)));
+            // Steps, not bands: every change is a vertical edge worth seeing.
+            plot.line(
+                Line::new("open", series(|s| s.open))
+                    .width(2.0)
+                    .allow_band(false),
+            );
+            plot.line(Line::new("in use", series(|s| s.in_use)).allow_band(false));
+            plot.line(Line::new("idle", series(|s| s.idle)).allow_band(false));
         });
 }

@@ -57,9 +57,10 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
     legend(ui);
     let view = &source.view;
     let full = ui.available_rect_before_wrap();
+    let (start, span) = source.window();
     let scale = Scale {
-        start: source.end - source.span,
-        span: source.span,
+        start,
+        span,
         left: full.left() + LABEL_WIDTH,
         width: (full.width() - LABEL_WIDTH - 8.0).max(50.0),
     };
@@ -150,7 +151,7 @@ fn legend(ui: &mut egui::Ui) {
 fn axis(ui: &mut egui::Ui, scale: Scale) {
     let (rect, _) = ui.allocate_exact_size(vec2(ui.available_width(), 16.0), Sense::hover());
     let step = tick_step(scale.span);
-    let first = (scale.start / step).ceil() * step;
+    let first = (scale.start.max(0.0) / step).ceil() * step;
     let mut at = first;
     let painter = ui.painter();
     while at <= scale.start + scale.span {

@@ -1,0 +1,283 @@
+//! The inspector as a user drives it, headless (egui_kittest finds widgets by label),
+//! and its sources end to end: a program streaming over TCP, a command run through
+//! the embedded proxy, a demo from the menu.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use roundtrip_host::events::{Event, EventKind, Events, TcpSink};
+use roundtrip_host::local_server::LocalServer;
+use roundtrip_host::{Body, Config, Transport};
+use roundtrip_inspector::InspectorApp;
+use roundtrip_inspector::model::LaneId;
+use roundtrip_inspector::sources::{Hub, SourceKind};
+
+const KEY: &str = "http://127.0.0.1:8080";
+
+fn event(ts_us: u64, conn: Option<u64>, req: Option<u64>, kind: EventKind) -> Event {
+    Event {
+        ts_us,
+        kind,
+        conn,
+        req,
+        key: Some(KEY.to_owned()),
+        tunnel: None,
+    }
+}
+
+/// Two requests on two connections (the second dialed while the first was busy),
+/// over about a second.
+fn two_connections() -> Vec<Event> {
+    let mut events = Vec::new();
+    for (conn, start) in [(1u64, 0u64), (2, 100)] {
+        let req = Some(conn);
+        let on = |ts, kind| event((start + ts) * 1_000, Some(conn), req, kind);
+        events.push(event(
+            start * 1_000,
+            None,
+            req,
+            EventKind::GetConn {
+                method: "GET".into(),
+                url: format!("{KEY}/r{conn}"),
+            },
+        ));
+        events.push(on(
+            1,
+            EventKind::DialStart {
+                addr: "127.0.0.1:8080".into(),
+            },
+        ));
+        events.push(on(
+            2,
+            EventKind::GotConn {
+                reused: false,
+                was_idle: false,
+                idle_us: 0,
+            },
+        ));
+        events.push(on(3, EventKind::WroteRequest { error: None }));
+        events.push(on(500, EventKind::Response { status: 200 }));
+        events.push(on(900, EventKind::BodyEof { bytes: 10 }));
+        events.push(on(
+            901,
+            EventKind::PutIdle {
+                ok: true,
+                reason: None,
+            },
+        ));
+    }
+    events.sort_by_key(|e| e.ts_us);
+    events
+}
+
+fn harness(app: InspectorApp) -> Harness<'static, InspectorApp> {
+    Harness::builder()
+        .with_size((1400.0, 900.0))
+        .build_ui_state(|ui, app: &mut InspectorApp| app.show(ui), app)
+}
+
+/// Steps the UI until `done` holds (or fails after `limit`).
+fn step_until(
+    harness: &mut Harness<'static, InspectorApp>,
+    limit: Duration,
+    done: impl Fn(&InspectorApp) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !done(harness.state()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the inspector"
+        );
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.step();
+}
+
+#[test]
+fn open_a_file_pause_it_and_select_a_request_to_highlight_its_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let text: String = two_connections()
+        .iter()
+        .map(|e| e.to_json() + "\n")
+        .collect();
+    std::fs::write(&path, text).unwrap();
+
+    let mut harness = harness(InspectorApp::new());
+    harness.get_by_label("File").click();
+    harness.run();
+    harness.state_mut().open_path = path.display().to_string();
+    harness.get_by_label("Open").click();
+    harness.run();
+    assert_eq!(harness.state().sources.len(), 1);
+    assert_eq!(harness.state().sources[0].kind, SourceKind::File);
+    assert_eq!(harness.state().sources[0].view.lanes.len(), 2);
+
+    // Replay from the start, then pause.
+    harness.get_by_label("Play").click();
+    harness.step();
+    harness.step();
+    assert!(harness.state().sources[0].replay.as_ref().unwrap().playing);
+    harness.get_by_label("Pause").click();
+    harness.step();
+    harness.step();
+    let replay = harness.state().sources[0].replay.clone().unwrap();
+    assert!(!replay.playing);
+    harness.get_by_label("Play");
+
+    // Everything again, then pick the second request in the table.
+    harness
+        .state_mut()
+        .apply(roundtrip_inspector::app::Command::Seek(u64::MAX));
+    harness.run();
+    harness.get_by_label(&format!("#2 GET {KEY}/r2")).click();
+    harness.run();
+    let source = &harness.state().sources[0];
+    assert_eq!(source.selected_request, Some(2));
+    assert_eq!(source.selected_lane, Some(LaneId::Conn(2)));
+}
+
+#[test]
+fn the_demos_menu_runs_reuse_and_the_counters_read_one_dial_two_reuses() {
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let mut harness = harness(InspectorApp::with_hub(hub, feed, None));
+    harness.get_by_label("Demos").click();
+    harness.run();
+    harness.get_by_label("reuse").click();
+    step_until(&mut harness, Duration::from_secs(30), |app| {
+        app.source().is_some_and(|s| s.status == "finished")
+    });
+    let source = harness.state().source().unwrap();
+    assert_eq!(source.kind, SourceKind::Demo);
+    let totals = source.view.totals();
+    assert_eq!((totals.dials, totals.reuses), (1, 2));
+    // What the user reads.
+    harness.get_by_label_contains("all keys: dials 1 · reuses 2 · reuse ratio 67 %");
+    harness.get_by_label_contains("Result: 1 dial and 2 reuses");
+}
+
+#[test]
+fn a_program_streaming_over_tcp_shows_up_as_a_live_source() {
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let addr = hub.listen("127.0.0.1:0").unwrap();
+    let mut app = InspectorApp::with_hub(hub, feed, Some(addr));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = LocalServer::start().await.unwrap();
+        let transport = Transport::new(Config {
+            events: Events::new().with(TcpSink::connect(&addr.to_string())),
+            inspect_from_env: false,
+            ..Config::default()
+        })
+        .unwrap();
+        for _ in 0..2 {
+            let request = http::Request::get(server.url("/small"))
+                .body(Body::empty())
+                .unwrap();
+            let response = transport.round_trip(request).await.unwrap();
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+        }
+        transport.shutdown().await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .source()
+        .is_none_or(|s| s.view.lanes.first().is_none_or(|l| l.closed.is_none()))
+    {
+        assert!(Instant::now() < deadline, "the events never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let source = app.source().unwrap();
+    assert_eq!(source.kind, SourceKind::Live);
+    assert!(
+        source.name.contains(&format!("pid {}", std::process::id())),
+        "{}",
+        source.name
+    );
+    assert_eq!(source.view.lanes.len(), 1);
+    assert_eq!(source.view.totals().reuses, 1);
+    let lane = &source.view.lanes[0];
+    assert_eq!(lane.closed.as_ref().unwrap().1, "transport_shutdown");
+    assert_eq!(lane.requests, [1, 2]);
+}
+
+#[test]
+fn a_reconnecting_program_continues_its_source_and_garbage_is_reported() {
+    use std::io::Write;
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let addr = hub.listen("127.0.0.1:0").unwrap();
+    let mut app = InspectorApp::with_hub(hub, feed, Some(addr));
+    let hello = r#"{"hello":{"program":"app","pid":7,"sink":1}}"#;
+    let events = two_connections();
+    let (first, second) = events.split_at(7);
+    for (part, extra) in [(first, "this is not json\n"), (second, "")] {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        let mut text = format!("{hello}\n{extra}");
+        for event in part {
+            text.push_str(&event.to_json());
+            text.push('\n');
+        }
+        socket.write_all(text.as_bytes()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.source().is_none_or(|s| s.events.len() < events.len()) {
+        assert!(Instant::now() < deadline, "the events never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    assert_eq!(
+        app.sources.len(),
+        1,
+        "a reconnect must not open a second source"
+    );
+    let source = app.source().unwrap();
+    assert_eq!(source.name, "app (pid 7) #1");
+    assert_eq!(source.view.lanes.len(), 2);
+    assert_eq!(source.problems.len(), 1);
+    assert!(source.problems[0].contains("not an event"));
+}
+
+#[test]
+fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(LocalServer::start()).unwrap();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let url = server.url("/small");
+    // curl twice in one run: one upstream connection, reused.
+    hub.run_command(
+        vec![
+            "curl".into(),
+            "-sS".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            url.clone(),
+            url,
+        ],
+        Config::default(),
+    );
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.source().is_none_or(|s| !s.status.contains("exited")) {
+        assert!(Instant::now() < deadline, "curl never finished");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let source = app.source().unwrap();
+    assert_eq!(source.kind, SourceKind::Run);
+    assert!(
+        source.status.contains("exit status: 0"),
+        "{}",
+        source.status
+    );
+    assert_eq!(source.view.totals().dials, 1);
+    assert_eq!(source.view.totals().reuses, 1);
+    assert_eq!(server.connections(), 1);
+}
