@@ -100,12 +100,18 @@ impl Source {
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let mut source = Self::new(id, name, SourceKind::File);
-        let end = file.events.iter().map(|e| e.ts_us).max().unwrap_or(0);
-        source.view = View::of(&file.events);
-        source.events = file.events;
+        let mut source = Self::recorded(id, name, file.events);
         source.problems = file.problems;
         source.status = format!("{} events from {}", source.events.len(), path.display());
+        Ok(source)
+    }
+
+    /// Recorded events, to replay: shown whole and paused at their end.
+    pub fn recorded(id: SourceId, name: String, events: Vec<Event>) -> Self {
+        let mut source = Self::new(id, name, SourceKind::File);
+        let end = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
+        source.view = View::of(&events);
+        source.events = events;
         source.replay = Some(Replay {
             cursor: end,
             playing: false,
@@ -113,7 +119,7 @@ impl Source {
             end,
         });
         source.fit();
-        Ok(source)
+        source
     }
 
     /// A live event.
@@ -202,6 +208,8 @@ pub struct InspectorApp {
     pub export_path: String,
     /// The outcome of the last command that has one (saved, could not open, …).
     pub message: String,
+    /// Demos from the menu pause between steps.
+    pub demo_slow: bool,
     next_local_id: SourceId,
 }
 
@@ -217,6 +225,7 @@ impl InspectorApp {
             open_path: String::new(),
             export_path: "roundtrip-events".to_owned(),
             message: String::new(),
+            demo_slow: false,
             next_local_id: 1 << 32,
         }
     }
@@ -237,6 +246,12 @@ impl InspectorApp {
 
     pub fn source(&self) -> Option<&Source> {
         self.sources.get(self.selected)
+    }
+
+    /// Adds a source and shows it.
+    pub fn add(&mut self, source: Source) {
+        self.sources.push(source);
+        self.selected = self.sources.len() - 1;
     }
 
     /// Opens an events file as a new source and shows it.
@@ -349,7 +364,7 @@ impl InspectorApp {
             }
             Command::RunDemo(name) => match &self.hub {
                 Some(hub) => {
-                    hub.run_demo(name);
+                    hub.run_demo(name, self.demo_slow);
                 }
                 None => self.message = "demos need the I/O side (not in this mode)".to_owned(),
             },

@@ -29,6 +29,9 @@ struct Cli {
     /// Run a `roundtrip demo` scenario at start.
     #[arg(long, value_name = "SCENARIO")]
     demo: Option<String>,
+    /// Demos pause between steps so a class can follow.
+    #[arg(long)]
+    slow: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,7 +101,7 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
-        hub.run_demo(name);
+        hub.run_demo(name, cli.slow);
     }
     if let Some(Command::Run { command }) = cli.command {
         hub.run_command(command, Config::default());

@@ -141,8 +141,9 @@ impl Hub {
         Ok(bound)
     }
 
-    /// Runs a `roundtrip demo` scenario in-process as a new source.
-    pub fn run_demo(&self, name: &str) -> SourceId {
+    /// Runs a `roundtrip demo` scenario in-process as a new source (`slow`: with
+    /// pauses between steps).
+    pub fn run_demo(&self, name: &str, slow: bool) -> SourceId {
         let source = self.out.open(format!("demo {name}"), SourceKind::Demo);
         let out = self.out.clone();
         let name = name.to_owned();
@@ -151,7 +152,7 @@ impl Hub {
             let options = DemoOptions {
                 events: Events::new().with(out.sink_to(source)),
                 inspect_from_env: false,
-                slow: false,
+                slow,
                 narrator: Arc::new(move |line| {
                     narrator_out.send(Feed::Narration { source, line });
                 }),

@@ -11,6 +11,8 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
         ui.horizontal_wrapped(|ui| {
             ui.menu_button("File", |ui| file_menu(ui, app, commands));
             ui.menu_button("Demos", |ui| {
+                ui.checkbox(&mut app.demo_slow, "slow (pauses for a class)");
+                ui.separator();
                 for scenario in SCENARIOS {
                     if ui
                         .button(scenario.name)

@@ -19,8 +19,11 @@ pub fn show(ui: &mut egui::Ui, source: &Source) {
                     for (at, line) in &source.narration {
                         let later = *at > now;
                         let text = match line {
-                            Line::Story(text) if text.is_empty() => continue,
-                            Line::Story(text) => egui::RichText::new(text.as_str()).strong(),
+                            Line::Story(text) if text.trim().is_empty() => continue,
+                            // Terminal line breaks: let the panel wrap instead.
+                            Line::Story(text) => {
+                                egui::RichText::new(text.trim().replace('\n', " ")).strong()
+                            }
                             Line::Event { sentence, event } => {
                                 egui::RichText::new(format!("  {sentence}  [{event}]")).small()
                             }
