@@ -66,6 +66,16 @@ pub fn top(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Command
                 if ui.checkbox(&mut follow, "Follow live").changed() {
                     commands.push(Command::Follow(follow));
                 }
+                if source.replay.is_none() {
+                    let (text, follow) = if source.follow {
+                        ("Pause view", false)
+                    } else {
+                        ("Resume", true)
+                    };
+                    if ui.button(text).clicked() {
+                        commands.push(Command::Follow(follow));
+                    }
+                }
                 let (start, shown) = source.window();
                 let middle = start + shown / 2.0;
                 if ui.button("−").on_hover_text("zoom out").clicked() {
@@ -133,7 +143,12 @@ pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) 
                 None => ui.label("not listening"),
             };
             ui.separator();
-            ui.label(format!("{} sources", app.sources.len()));
+            ui.label(format!("{} sources", app.sources.len()))
+                .on_hover_ui(|ui| {
+                    for source in &app.sources {
+                        ui.label(format!("{}: {}", source.name, source.status));
+                    }
+                });
             if let Some(source) = app.source() {
                 ui.separator();
                 ui.label(format!(
@@ -149,8 +164,11 @@ pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) 
                 let problems = source.problem_count();
                 if problems > 0 {
                     ui.separator();
-                    let text = egui::RichText::new(format!("{problems} problems (hover)"))
-                        .color(egui::Color32::from_rgb(230, 150, 40));
+                    let text = egui::RichText::new(format!(
+                        "{problems} {} (hover)",
+                        if problems == 1 { "problem" } else { "problems" }
+                    ))
+                    .color(egui::Color32::from_rgb(230, 150, 40));
                     ui.label(text).on_hover_ui(|ui| {
                         for problem in source.problems.iter().chain(&source.view.problems).take(30)
                         {

@@ -228,6 +228,19 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         );
         painter.rect_filled(shape, 2.0, phase_color(segment.phase));
     }
+    // Closed: a thin line to the window's end, so the lane reads as ended, not idle.
+    if let Some((closed, _)) = &lane.closed {
+        let from = scale.x(*closed as f64).max(bar.left());
+        if from < bar.right() {
+            painter.line_segment(
+                [
+                    pos2(from, bar.center().y),
+                    pos2(bar.right(), bar.center().y),
+                ],
+                Stroke::new(1.0, ui.visuals().weak_text_color().gamma_multiply(0.5)),
+            );
+        }
+    }
     for marker in &lane.markers {
         let x = scale.x(marker.at as f64);
         if x >= bar.left() && x <= bar.right() {
