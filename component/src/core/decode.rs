@@ -47,6 +47,14 @@ impl ResponseHead {
         })
     }
 
+    /// Whether both `Transfer-Encoding` and `Content-Length` are present: the body is
+    /// read as chunked (RFC 9112 §6.3), but such a message may be an attempt at
+    /// response splitting, so its connection is not used again.
+    pub fn has_ambiguous_framing(&self) -> bool {
+        self.values("transfer-encoding").next().is_some()
+            && self.values("content-length").next().is_some()
+    }
+
     /// Whether this is an interim (1xx) response other than `101 Switching Protocols`.
     pub fn is_interim(&self) -> bool {
         (100..200).contains(&self.status) && self.status != 101
@@ -83,7 +91,10 @@ pub fn parse_response_head(
     loop {
         let mut headers = vec![httparse::EMPTY_HEADER; slots];
         let mut response = httparse::Response::new(&mut headers);
-        match response.parse(buf) {
+        // RFC 9112 §5.2: a user agent must accept obs-fold in a response, as SP.
+        let mut config = httparse::ParserConfig::default();
+        config.allow_obsolete_multiline_headers_in_responses(true);
+        match config.parse_response(&mut response, buf) {
             Ok(httparse::Status::Partial) => {
                 return if buf.len() > max_bytes {
                     Err(header_too_large(max_bytes))
@@ -102,7 +113,7 @@ pub fn parse_response_head(
                     headers: response
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .map(|h| (h.name.to_owned(), unfold(h.value)))
                         .collect(),
                 };
                 return Ok(Some((head, consumed)));
@@ -111,6 +122,32 @@ pub fn parse_response_head(
             Err(error) => return Err(head_error(buf, error)),
         }
     }
+}
+
+/// A header value with each obs-fold (CRLF or LF followed by spaces or tabs)
+/// replaced by one space.
+fn unfold(value: &[u8]) -> Vec<u8> {
+    if !value.contains(&b'\n') {
+        return value.to_vec();
+    }
+    let mut out = Vec::with_capacity(value.len());
+    let mut in_fold = false;
+    for &byte in value {
+        match byte {
+            b'\r' | b'\n' => in_fold = true,
+            b' ' | b'\t' if in_fold => {}
+            _ => {
+                if in_fold {
+                    if out.last() != Some(&b' ') {
+                        out.push(b' ');
+                    }
+                    in_fold = false;
+                }
+                out.push(byte);
+            }
+        }
+    }
+    out
 }
 
 fn header_too_large(max_bytes: usize) -> Error {
@@ -657,6 +694,15 @@ mod tests {
             error.message,
             "server response headers exceeded 100 bytes; aborted"
         );
+    }
+
+    #[test]
+    fn obs_fold_is_read_as_one_space() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-A: one\r\n  two\r\n\tthree\r\nX-B: b\r\n\r\n";
+        let (head, consumed) = parse_response_head(raw, 1 << 20).unwrap().unwrap();
+        assert_eq!(consumed, raw.len());
+        assert_eq!(head.values("x-a").next(), Some(&b"one two three"[..]));
+        assert_eq!(head.values("x-b").next(), Some(&b"b"[..]));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum NoReuse {
     /// The server answered before the request body was fully sent: what it does with
     /// the rest is unknown.
     RequestIncomplete,
+    /// The response had both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3:
+    /// read as chunked, but a possible response-splitting attempt).
+    AmbiguousFraming,
 }
 
 /// What the exchange knew when the response body ended.
@@ -57,6 +60,9 @@ pub fn after_response(done: &Finished<'_>) -> Result<(), NoReuse> {
     }
     if done.trailing_bytes > 0 {
         return Err(NoReuse::TrailingBytes);
+    }
+    if done.response.has_ambiguous_framing() {
+        return Err(NoReuse::AmbiguousFraming);
     }
     Ok(())
 }
@@ -163,6 +169,14 @@ mod tests {
             ..finished(&head, &[])
         };
         assert_eq!(after_response(&done), Err(NoReuse::TrailingBytes));
+
+        let both =
+            response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let done = Finished {
+            framing: Framing::Chunked,
+            ..finished(&both, &[])
+        };
+        assert_eq!(after_response(&done), Err(NoReuse::AmbiguousFraming));
     }
 
     #[test]

@@ -131,6 +131,6 @@ fn close_reason(why: NoReuse) -> CloseReason {
         NoReuse::KeepAlivesDisabled => CloseReason::KeepalivesDisabled,
         NoReuse::ConnectionClose | NoReuse::RequestIncomplete => CloseReason::ConnectionClose,
         NoReuse::ServerClosed => CloseReason::ServerClosed,
-        NoReuse::TrailingBytes => CloseReason::Error,
+        NoReuse::TrailingBytes | NoReuse::AmbiguousFraming => CloseReason::Error,
     }
 }
