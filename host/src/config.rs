@@ -40,6 +40,13 @@ pub struct Config {
     pub extra_ca_files: Vec<PathBuf>,
     /// CA certificates (DER) trusted besides the webpki roots, e.g. a local test CA.
     pub extra_ca_certs: Vec<CertificateDer<'static>>,
+    /// Most linear memory the component may use; past it the instance traps and is
+    /// replaced (its requests fail with `TransportRestarted`). Default 256 MiB.
+    pub max_guest_memory: usize,
+    /// Longest the component may compute without giving the host a turn (it yields
+    /// every 10 ms); past it the instance is treated as stuck, trapped and replaced.
+    /// Default 10 s.
+    pub max_guest_busy: Duration,
     /// Where lifecycle events go.
     pub events: Events,
     /// Also stream events to the inspector named by the environment variable
@@ -65,6 +72,8 @@ impl Default for Config {
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_files: Vec::new(),
             extra_ca_certs: Vec::new(),
+            max_guest_memory: 256 << 20,
+            max_guest_busy: Duration::from_secs(10),
             events: Events::new(),
             inspect_from_env: true,
         }

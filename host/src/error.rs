@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Config,
     /// The transport was shut down before the request finished.
     Shutdown,
+    /// The component trapped (a bug, or a memory or CPU limit) while the request was
+    /// in flight; its connection was closed and a fresh instance serves later requests.
+    TransportRestarted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,15 @@ impl Error {
         Self::new(
             ErrorKind::Engine,
             format!("transport component failed: {error}"),
+        )
+    }
+
+    pub fn restarted(why: &str) -> Self {
+        Self::new(
+            ErrorKind::TransportRestarted,
+            format!(
+                "the transport component stopped ({why}) and was restarted; this request was lost"
+            ),
         )
     }
 

@@ -116,6 +116,11 @@ pub enum EventKind {
         bytes_up: u64,
         bytes_down: u64,
     },
+    /// The component trapped (`reason`): its connections are closed, its requests
+    /// failed, and a fresh instance took over.
+    TransportRestarted {
+        reason: String,
+    },
 }
 
 /// Why a connection was closed (`close.reason`, `put_idle.reason`).
@@ -176,6 +181,7 @@ impl Event {
             EventKind::TunnelStart { .. } => "tunnel_start",
             EventKind::TunnelDone { .. } => "tunnel_done",
             EventKind::TunnelClose { .. } => "tunnel_close",
+            EventKind::TransportRestarted { .. } => "transport_restarted",
         }
     }
 

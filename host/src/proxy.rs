@@ -295,6 +295,7 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
             (StatusCode::BAD_GATEWAY, "proxy_internal_error")
         }
         K::Shutdown => (StatusCode::SERVICE_UNAVAILABLE, "proxy_internal_error"),
+        K::TransportRestarted => (StatusCode::BAD_GATEWAY, "proxy_internal_error"),
     };
     let mut response = text(status, &format!("roundtrip proxy: {error}"));
     let details: String = error

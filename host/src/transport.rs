@@ -11,7 +11,10 @@
 //! The store, the guest's tasks and every socket live on that thread's
 //! current-thread tokio runtime, so the component is never touched from two threads.
 
-use std::sync::{Arc, OnceLock};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,7 +37,7 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::net::Net;
 use crate::pipes::{BytesConsumer, BytesProducer, OneshotConsumer};
-use crate::state::State;
+use crate::state::{Continuity, GuestLimits, State};
 
 /// The transport component, built by `host/build.rs`.
 pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_COMPONENT_WASM"));
@@ -61,6 +64,8 @@ pub struct PoolStats {
     pub keys: Vec<KeyStats>,
     pub dials: u64,
     pub reuses: u64,
+    /// The component's linear memory now, in bytes.
+    pub guest_memory: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +234,8 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
             let mut config = wasmtime::Config::new();
             config.wasm_component_model_async(true);
             config.concurrency_support(true);
+            // Deadlines every tick: a busy guest yields, a stuck one is stopped.
+            config.epoch_interruption(true);
             // Compiling the component takes ~0.2 s; wasmtime's on-disk cache (the user's
             // cache directory) makes later starts fast. Without a usable cache
             // directory, or with ROUNDTRIP_COMPILE_CACHE=0, it is simply compiled.
@@ -238,6 +245,17 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
                 config.cache(Some(cache));
             }
             let engine = Engine::new(&config).map_err(Error::engine)?;
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("roundtrip-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(TICK);
+                        TICKS.fetch_add(1, Ordering::Relaxed);
+                        ticking.increment_epoch();
+                    }
+                })
+                .map_err(Error::engine)?;
             let component = Component::new(&engine, COMPONENT_WASM).map_err(Error::engine)?;
             let mut linker: Linker<State> = Linker::new(&engine);
             // Rust's std for wasm32-wasip2 imports a few WASI 0.2 interfaces.
@@ -255,8 +273,33 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
         .map_err(Clone::clone)
 }
 
-/// The store thread: instantiate, construct the guest transport, then serve commands
-/// until told to stop or every `Transport` clone is gone.
+/// How often the engine's epoch advances: a running guest yields to the host's event
+/// loop at least this often, and its busy time is measured in these ticks.
+const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Epoch ticks so far (the engine has no getter of its own).
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Round trips in flight, by id, so a trap can fail each one with a named error.
+#[derive(Default)]
+struct Pending {
+    next: Cell<u64>,
+    replies: RefCell<HashMap<u64, Reply>>,
+}
+
+type Reply = oneshot::Sender<Result<http::Response<ResponseBody>, Error>>;
+
+/// How one instance's life ended.
+enum Ended {
+    /// Told to stop, or every `Transport` clone is gone (`None`).
+    Stopped(Option<oneshot::Sender<()>>),
+    /// It trapped (or could not start), for this reason.
+    Failed(String),
+}
+
+/// The store thread: run an instance until told to stop. When an instance traps (a
+/// bug, or its memory or CPU limit), fail its requests with `TransportRestarted`
+/// (their sockets close with the store), say so with a `transport_restarted` event,
+/// and serve on with a fresh instance.
 async fn serve(
     pre: TransportPre<State>,
     config: Config,
@@ -264,41 +307,140 @@ async fn serve(
     mut inbox: mpsc::UnboundedReceiver<Command>,
     ready: std::sync::mpsc::Sender<Result<Instant, Error>>,
 ) {
+    let continuity = Arc::new(Mutex::new(Continuity::default()));
+    let mut ready = Some(ready);
+    let mut first_start: Option<Instant> = None;
+    loop {
+        let pending = Pending::default();
+        let ended = run_instance(
+            &pre,
+            &config,
+            &tls,
+            &mut inbox,
+            &mut ready,
+            &mut first_start,
+            &continuity,
+            &pending,
+        )
+        .await;
+        let reason = match ended {
+            Ended::Stopped(reply) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+                return;
+            }
+            Ended::Failed(reason) => reason,
+        };
+        if let Some(ready) = ready.take() {
+            // It never started: there is nothing to restart.
+            let _ = ready.send(Err(Error::engine(&reason)));
+            return;
+        }
+        for (_, reply) in pending.replies.take() {
+            let _ = reply.send(Err(Error::restarted(&reason)));
+        }
+        eprintln!("roundtrip: the transport component stopped ({reason}); starting a new instance");
+        if !config.events.is_empty() {
+            let ts_us = first_start.map_or(0, |t| micros(t.elapsed()));
+            config.events.emit(&Event {
+                ts_us,
+                kind: EventKind::TransportRestarted { reason },
+                conn: None,
+                req: None,
+                key: None,
+                tunnel: None,
+            });
+        }
+    }
+}
+
+fn micros(elapsed: std::time::Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One instance: instantiate, construct the guest transport, serve commands.
+#[allow(clippy::too_many_arguments)]
+async fn run_instance(
+    pre: &TransportPre<State>,
+    config: &Config,
+    tls: &Arc<rustls::ClientConfig>,
+    inbox: &mut mpsc::UnboundedReceiver<Command>,
+    ready: &mut Option<std::sync::mpsc::Sender<Result<Instant, Error>>>,
+    first_start: &mut Option<Instant>,
+    continuity: &Arc<Mutex<Continuity>>,
+    pending: &Pending,
+) -> Ended {
     let state = State {
         table: ResourceTable::new(),
         wasi: WasiCtx::builder().inherit_stderr().build(),
-        tls,
+        tls: Arc::clone(tls),
         events: config.events.clone(),
+        limits: GuestLimits {
+            max_memory: config.max_guest_memory,
+            memory: 0,
+        },
+        continuity: Arc::clone(continuity),
+        busy_ticks: 0,
+        last_tick: 0,
     };
     let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    // A running guest meets a deadline every tick: it yields, and if it is found
+    // running at every tick for `max_guest_busy`, it is stuck.
+    let busy_limit = u64::try_from(config.max_guest_busy.as_millis() / TICK.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut context| {
+        let now = TICKS.load(Ordering::Relaxed);
+        let state = context.data_mut();
+        state.busy_ticks = if now <= state.last_tick + 1 {
+            state.busy_ticks + 1
+        } else {
+            1
+        };
+        state.last_tick = now;
+        if state.busy_ticks > busy_limit {
+            return Err(wasmtime::Error::msg(format!(
+                "the component computed for {} ms without giving the host a turn",
+                state.busy_ticks * TICK.as_millis() as u64
+            )));
+        }
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
     let world: World = match pre.instantiate_async(&mut store).await {
         Ok(world) => world,
-        Err(e) => {
-            let _ = ready.send(Err(Error::engine(e)));
-            return;
-        }
+        Err(e) => return Ended::Failed(trap_reason(&e)),
     };
     let wit_config = config.to_wit();
     let served = store
         .run_concurrent(async |acc| -> wasmtime::Result<_> {
             let guest = world.roundtrip_transport_round_tripper().transport();
-            // The guest's clock counts from its constructor: host events count from here.
+            // The guest's clock counts from its constructor: host events count from
+            // the first instance's, and a later instance's events are shifted to match.
             let started = Instant::now();
-            let handle = match guest.call_constructor(acc, wit_config).await {
-                Ok(handle) => handle,
-                Err(e) => {
-                    let _ = ready.send(Err(Error::engine(&e)));
-                    return Err(e);
+            match first_start {
+                None => *first_start = Some(started),
+                Some(first) => {
+                    if let Ok(mut continuity) = continuity.lock() {
+                        continuity.restart(micros(first.elapsed()));
+                    }
                 }
-            };
-            let _ = ready.send(Ok(started));
+            }
+            let handle = guest.call_constructor(acc, wit_config).await?;
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Ok(started));
+            }
             let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
             let stopped = loop {
                 tokio::select! {
                     command = inbox.recv() => match command {
                         None => break None,
                         Some(Command::Shutdown(reply)) => break Some(reply),
-                        Some(command) => calls.push(handle_command(acc, &guest, handle, command)),
+                        Some(command) => calls.push(handle_command(
+                            acc, &guest, handle, command, pending, continuity,
+                        )),
                     },
                     Some(()) = calls.next(), if !calls.is_empty() => {}
                 }
@@ -307,19 +449,25 @@ async fn serve(
         })
         .await
         .and_then(|served| served);
-    let (handle, stopped) = match served {
-        Ok(served) => served,
-        Err(e) => {
-            eprintln!("roundtrip: {}", Error::engine(e));
-            return;
+    match served {
+        Ok((handle, stopped)) => {
+            // The guest's `Drop` closes its idle connections (`transport_shutdown`).
+            if let Err(e) = handle.resource_drop_async(&mut store).await {
+                eprintln!("roundtrip: {}", Error::engine(e));
+            }
+            Ended::Stopped(stopped)
         }
-    };
-    // The guest's `Drop` closes its idle connections (`transport_shutdown`).
-    if let Err(e) = handle.resource_drop_async(&mut store).await {
-        eprintln!("roundtrip: {}", Error::engine(e));
+        Err(e) => Ended::Failed(trap_reason(&e)),
     }
-    if let Some(reply) = stopped {
-        let _ = reply.send(());
+}
+
+/// The cause of a trap in a sentence: the limit's own message, or the trap's.
+fn trap_reason(error: &wasmtime::Error) -> String {
+    let root = error.root_cause().to_string();
+    let first = root.lines().next().unwrap_or("unknown failure").trim();
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) if !first.contains(&trap.to_string()) => format!("{first} ({trap})"),
+        _ => first.to_owned(),
     }
 }
 
@@ -328,6 +476,8 @@ fn handle_command<'a>(
     guest: &'a GuestTransport<'a>,
     handle: ResourceAny,
     command: Command,
+    pending: &'a Pending,
+    continuity: &'a Mutex<Continuity>,
 ) -> LocalBoxFuture<'a, ()> {
     async move {
         match command {
@@ -337,8 +487,13 @@ fn handle_command<'a>(
                     cancel,
                     reply,
                 } = *outgoing;
-                let result = round_trip(acc, guest, handle, request, cancel).await;
-                let _ = reply.send(result);
+                let id = pending.next.get() + 1;
+                pending.next.set(id);
+                pending.replies.borrow_mut().insert(id, reply);
+                let result = round_trip(acc, guest, handle, request, cancel, continuity).await;
+                if let Some(reply) = pending.replies.borrow_mut().remove(&id) {
+                    let _ = reply.send(result);
+                }
             }
             Command::CloseIdle(reply) => {
                 if let Err(e) = guest.call_close_idle_connections(acc, handle).await {
@@ -362,6 +517,7 @@ fn handle_command<'a>(
                             .collect(),
                         dials: stats.dials,
                         reuses: stats.reuses,
+                        guest_memory: acc.with(|mut access| access.get().limits.memory),
                     });
                 }
             }
@@ -377,6 +533,7 @@ async fn round_trip(
     handle: ResourceAny,
     request: http::Request<Body>,
     cancel: oneshot::Receiver<()>,
+    continuity: &Mutex<Continuity>,
 ) -> Result<http::Response<ResponseBody>, Error> {
     let (parts, body) = request.into_parts();
     // Resolves, with no value, when the caller is gone (the sender dropped).
@@ -432,7 +589,7 @@ async fn round_trip(
             _ => http::Version::HTTP_11,
         })
         .extension(ConnectionInfo {
-            id: response.conn,
+            id: response.conn + continuity.lock().map_or(0, |c| c.conn_offset),
             reused: response.reused,
         })
         .extension(ReasonPhrase(response.reason));

@@ -533,6 +533,21 @@ impl View {
                 }
                 self.close(id, at, key, "tunnel closed".to_owned())
             }
+            EventKind::TransportRestarted { reason } => {
+                // The old instance's sockets closed with it.
+                let open: Vec<LaneId> = self
+                    .lanes
+                    .iter()
+                    .filter(|l| l.closed.is_none() && matches!(l.id, LaneId::Conn(_)))
+                    .map(|l| l.id)
+                    .collect();
+                let mut changed = false;
+                for id in open {
+                    changed |= self.close(id, at, key, format!("transport restarted: {reason}"));
+                }
+                self.problem(format!("the transport component restarted: {reason}"));
+                changed
+            }
             EventKind::TlsDone { .. }
             | EventKind::WroteHeaders
             | EventKind::Got1xx { .. }

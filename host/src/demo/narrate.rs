@@ -69,6 +69,9 @@ pub fn sentence(event: &Event) -> Option<String> {
         } => {
             format!("connection #{conn} did a full TLS handshake ({version}), certificates and all")
         }
+        EventKind::TransportRestarted { reason } => format!(
+            "the transport component stopped ({reason}): its connections are closed and a new instance takes over"
+        ),
         EventKind::TunnelStart { addr } => {
             format!(
                 "the proxy opens tunnel {} to {addr} for a CONNECT",
