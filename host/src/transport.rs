@@ -123,8 +123,10 @@ impl Transport {
         let thread = std::thread::Builder::new()
             .name("roundtrip-transport".into())
             .spawn(move || {
+                // Sockets and timers; no signal driver (it would hold a socket pair).
                 let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                 {
                     Ok(runtime) => runtime,
