@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use crate::bindings::roundtrip::transport::types as wit;
+use crate::egress::AllowList;
 use crate::events::Events;
 
 #[derive(Clone)]
@@ -47,6 +48,10 @@ pub struct Config {
     /// every 10 ms); past it the instance is treated as stuck, trapped and replaced.
     /// Default 10 s.
     pub max_guest_busy: Duration,
+    /// The hosts the component may connect to (`--allow-host`); `None` allows every
+    /// host, as Go, curl and reqwest do. A connect outside the list fails with
+    /// `DestinationDenied` and opens no socket.
+    pub allow_hosts: Option<AllowList>,
     /// Where lifecycle events go.
     pub events: Events,
     /// Also stream events to the inspector named by the environment variable
@@ -74,6 +79,7 @@ impl Default for Config {
             extra_ca_certs: Vec::new(),
             max_guest_memory: 256 << 20,
             max_guest_busy: Duration::from_secs(10),
+            allow_hosts: None,
             events: Events::new(),
             inspect_from_env: true,
         }

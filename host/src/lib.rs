@@ -21,6 +21,7 @@ mod bindings;
 mod body;
 mod config;
 pub mod demo;
+pub mod egress;
 mod error;
 pub mod events;
 pub mod local_server;

@@ -144,6 +144,14 @@ impl<T: Send> HostWithStore<T> for Net {
         port: u16,
         timeout: Option<u64>,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        let allow = accessor.with(|mut access| access.get().allow_hosts.clone());
+        if let Some(allow) = allow
+            && !allow.allows(&host, port)
+        {
+            return Ok(Err(ErrorCode::DestinationDenied(
+                allow.refusal(&host, port),
+            )));
+        }
         let dialled = match timeout {
             Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), dial(&host, port))
                 .await

@@ -33,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::{Body, ResponseBody};
+use crate::egress::AllowList;
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
 use crate::transport::{ConnectionInfo, Transport};
@@ -67,6 +68,8 @@ pub struct ProxyOptions {
     pub tunnel_dial_timeout: Duration,
     /// Access log; `None` logs nothing.
     pub log: Option<Log>,
+    /// Where `CONNECT` tunnels may go (the transport checks its own dials).
+    pub allow_hosts: Option<AllowList>,
 }
 
 impl Default for ProxyOptions {
@@ -74,6 +77,7 @@ impl Default for ProxyOptions {
         Self {
             tunnel_dial_timeout: Duration::from_secs(30),
             log: None,
+            allow_hosts: None,
         }
     }
 }
@@ -349,6 +353,24 @@ async fn tunnel(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Pr
     emit(EventKind::TunnelStart {
         addr: authority.to_string(),
     });
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or_default();
+    if let Some(allow) = &shared.options.allow_hosts
+        && !allow.allows(host, port)
+    {
+        let message = allow.refusal(host, port);
+        emit(EventKind::TunnelDone {
+            addr: None,
+            error: Some(message.clone()),
+        });
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("roundtrip proxy: {message}"),
+        );
+    }
     let dialed = tokio::time::timeout(
         shared.options.tunnel_dial_timeout,
         TcpStream::connect(authority.as_str()),

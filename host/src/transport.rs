@@ -378,6 +378,7 @@ async fn run_instance(
         wasi: WasiCtx::builder().inherit_stderr().build(),
         tls: Arc::clone(tls),
         events: config.events.clone(),
+        allow_hosts: config.allow_hosts.clone().map(Arc::new),
         limits: GuestLimits {
             max_memory: config.max_guest_memory,
             memory: 0,

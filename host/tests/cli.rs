@@ -292,3 +292,19 @@ async fn proxy_serves_curl_logs_each_request_and_stops_on_ctrl_c() {
     assert_eq!(server.connections(), 1);
     assert_eq!(events.last().unwrap()["reason"], "transport_shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_host_limits_where_get_may_connect() {
+    let server = LocalServer::start().await.unwrap();
+    let denied = roundtrip(&["get", "--allow-host", "example.com", &server.url("/small")]);
+    assert_eq!(denied.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("is not allowed"), "{stderr}");
+    assert_eq!(server.connections(), 0);
+    let allowed = roundtrip(&["get", "--allow-host", "127.0.0.1", &server.url("/small")]);
+    assert!(allowed.status.success());
+    assert_eq!(allowed.stdout, b"hello, world\n");
+    let bad = roundtrip(&["get", "--allow-host", "*.", &server.url("/small")]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --allow-host pattern"));
+}

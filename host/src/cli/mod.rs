@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use roundtrip_host::Config;
+use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::{Events, JsonLines, TcpSink};
 
 #[derive(Parser)]
@@ -121,6 +122,10 @@ pub struct PoolArgs {
     /// Trust the CA certificates in this PEM file too.
     #[arg(long, value_name = "FILE")]
     cacert: Vec<PathBuf>,
+    /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
+    /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
+    #[arg(long, value_name = "PATTERN")]
+    allow_host: Vec<String>,
 }
 
 impl PoolArgs {
@@ -146,6 +151,9 @@ impl PoolArgs {
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
             extra_ca_files: self.cacert.clone(),
+            allow_hosts: (!self.allow_host.is_empty())
+                .then(|| AllowList::parse(&self.allow_host))
+                .transpose()?,
             inspect_from_env,
             events,
             ..Config::default()

@@ -36,7 +36,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
     let tunnel_dial_timeout = config
         .dial_timeout
         .unwrap_or(ProxyOptions::default().tunnel_dial_timeout);
-    let transport = match Transport::new(config) {
+    let transport = match Transport::new(config.clone()) {
         Ok(transport) => transport,
         Err(e) => {
             eprintln!("roundtrip proxy: {e}");
@@ -48,6 +48,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
     let options = ProxyOptions {
         tunnel_dial_timeout,
         log,
+        allow_hosts: config.allow_hosts.clone(),
     };
     let proxy = match ForwardProxy::start(&args.listen, transport.clone(), options).await {
         Ok(proxy) => proxy,
