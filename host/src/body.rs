@@ -2,7 +2,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::Error;
+use crate::state::Continuity;
 
 /// A request body: empty, bytes in memory (sent with `Content-Length` and replayable
 /// on a retry), or a stream (sent chunked unless the request has a `Content-Length`).
@@ -88,6 +89,9 @@ pub struct ResponseBody {
     demand: Arc<Semaphore>,
     /// A permit is out and its chunk has not arrived yet.
     asked: bool,
+    /// To tell a body cut off by a restart (trap) from one cut off by a shutdown.
+    continuity: Arc<Mutex<Continuity>>,
+    restarts_at_start: u64,
 }
 
 impl Drop for ResponseBody {
@@ -108,12 +112,24 @@ impl ResponseBody {
         data: mpsc::Receiver<Bytes>,
         trailers: oneshot::Receiver<Trailers>,
         demand: Arc<Semaphore>,
+        continuity: Arc<Mutex<Continuity>>,
     ) -> Self {
+        let restarts_at_start = continuity.lock().map_or(0, |c| c.restarts);
         Self {
             data,
             trailers: Some(trailers),
             demand,
             asked: false,
+            continuity,
+            restarts_at_start,
+        }
+    }
+
+    /// Why the body ended without its end: a restart, or a shutdown.
+    fn cut_off(&self) -> Error {
+        match self.continuity.lock() {
+            Ok(c) if c.restarts != self.restarts_at_start => Error::restarted(&c.last_failure),
+            _ => Error::shutdown(),
         }
     }
 }
@@ -150,7 +166,7 @@ impl HttpBody for ResponseBody {
             Ok(Ok(None)) => None,
             Ok(Ok(Some(fields))) => Some(Ok(Frame::trailers(header_map(fields)))),
             Ok(Err(code)) => Some(Err(code.into())),
-            Err(_) => Some(Err(Error::shutdown())),
+            Err(_) => Some(Err(self.cut_off())),
         })
     }
 

@@ -44,9 +44,9 @@ pub struct Config {
     /// Most linear memory the component may use; past it the instance traps and is
     /// replaced (its requests fail with `TransportRestarted`). Default 256 MiB.
     pub max_guest_memory: usize,
-    /// Longest the component may compute without giving the host a turn (it yields
-    /// every 10 ms); past it the instance is treated as stuck, trapped and replaced.
-    /// Default 10 s.
+    /// Longest the component may keep running without making progress (moving bytes,
+    /// emitting an event, dialing); past it the instance is stuck, and is stopped and
+    /// replaced. It yields to the host every 10 ms either way. Default 10 s.
     pub max_guest_busy: Duration,
     /// The hosts the component may connect to (`--allow-host`); `None` allows every
     /// host, as Go, curl and reqwest do. A connect outside the list fails with

@@ -144,6 +144,7 @@ impl<T: Send> HostWithStore<T> for Net {
         port: u16,
         timeout: Option<u64>,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        crate::state::note_progress();
         let allow = accessor.with(|mut access| access.get().allow_hosts.clone());
         if let Some(allow) = allow
             && !allow.allows(&host, port)

@@ -51,6 +51,7 @@ impl<D> StreamProducer<D> for BytesProducer {
         dst: Destination<'a, Self::Item, Self::Buffer>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
+        crate::state::note_progress();
         let me = self.get_mut();
         while me.pending.is_empty() {
             match me.chunks.poll_next_unpin(cx) {
@@ -113,6 +114,7 @@ impl<D> StreamConsumer<D> for BytesConsumer {
         source: Source<Self::Item>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
+        crate::state::note_progress();
         let me = self.get_mut();
         let mut source = source.as_direct(store);
         if source.remaining().is_empty() {

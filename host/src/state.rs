@@ -21,9 +21,45 @@ pub struct State {
     pub limits: GuestLimits,
     /// Ids and times carried over from earlier instances (after a trap).
     pub continuity: Arc<Mutex<Continuity>>,
-    /// Epoch ticks in a row at which the guest was found running (CPU bound).
-    pub busy_ticks: u64,
-    pub last_tick: u64,
+    /// The stuck-guest watch (see [`State::check_stuck`]).
+    pub watch: Watch,
+}
+
+/// Whether the guest is stuck: found running at every epoch tick while making no
+/// progress — no bytes through its streams, no event, no connect. A busy guest
+/// serving many requests makes progress all the time; a loop that never returns
+/// makes none.
+#[derive(Debug, Default)]
+pub struct Watch {
+    last_tick: u64,
+    last_progress: u64,
+    /// The tick since which the guest has run without progress.
+    stalled_since: u64,
+}
+
+impl Watch {
+    /// Called at each epoch deadline with the tick count; returns the ticks the guest
+    /// has been running without progress.
+    pub fn stalled_ticks(&mut self, tick: u64) -> u64 {
+        let progress = PROGRESS.with(std::cell::Cell::get);
+        let ran_through = tick <= self.last_tick + 1;
+        if progress != self.last_progress || !ran_through {
+            self.last_progress = progress;
+            self.stalled_since = tick;
+        }
+        self.last_tick = tick;
+        tick - self.stalled_since
+    }
+}
+
+thread_local! {
+    /// Counts the guest's interactions with the host on this store thread.
+    static PROGRESS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Notes that the guest did something with the host (moved bytes, emitted, dialed).
+pub fn note_progress() {
+    PROGRESS.with(|p| p.set(p.get().wrapping_add(1)));
 }
 
 /// Caps the component's linear memory; growing past the cap traps the instance with
@@ -75,6 +111,10 @@ pub struct Continuity {
     pub ts_offset_us: u64,
     pub max_conn: u64,
     pub max_req: u64,
+    /// Instances replaced so far, and why the last one stopped (a body cut off by a
+    /// restart says so).
+    pub restarts: u64,
+    pub last_failure: String,
 }
 
 impl Continuity {
@@ -112,6 +152,7 @@ impl types::Host for State {}
 
 impl observe::Host for State {
     fn emit(&mut self, event: observe::Event) -> wasmtime::Result<()> {
+        note_progress();
         let mut event: crate::events::Event = event.into();
         if let Ok(mut continuity) = self.continuity.lock() {
             continuity.shift(&mut event);

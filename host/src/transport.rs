@@ -342,6 +342,7 @@ async fn serve(
         for (_, reply) in pending.replies.take() {
             let _ = reply.send(Err(Error::restarted(&reason)));
         }
+
         eprintln!("roundtrip: the transport component stopped ({reason}); starting a new instance");
         if !config.events.is_empty() {
             let ts_us = first_start.map_or(0, |t| micros(t.elapsed()));
@@ -384,30 +385,25 @@ async fn run_instance(
             memory: 0,
         },
         continuity: Arc::clone(continuity),
-        busy_ticks: 0,
-        last_tick: 0,
+        watch: Default::default(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);
-    // A running guest meets a deadline every tick: it yields, and if it is found
-    // running at every tick for `max_guest_busy`, it is stuck.
-    let busy_limit = u64::try_from(config.max_guest_busy.as_millis() / TICK.as_millis())
+    // A running guest meets a deadline every tick and yields; one found running
+    // without progress for `max_guest_busy` is stuck.
+    let stuck_after = u64::try_from(config.max_guest_busy.as_millis() / TICK.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut context| {
-        let now = TICKS.load(Ordering::Relaxed);
-        let state = context.data_mut();
-        state.busy_ticks = if now <= state.last_tick + 1 {
-            state.busy_ticks + 1
-        } else {
-            1
-        };
-        state.last_tick = now;
-        if state.busy_ticks > busy_limit {
+        let stalled = context
+            .data_mut()
+            .watch
+            .stalled_ticks(TICKS.load(Ordering::Relaxed));
+        if stalled > stuck_after {
             return Err(wasmtime::Error::msg(format!(
-                "the component computed for {} ms without giving the host a turn",
-                state.busy_ticks * TICK.as_millis() as u64
+                "the component ran for {} ms without making progress",
+                stalled * TICK.as_millis() as u64
             )));
         }
         Ok(wasmtime::UpdateDeadline::Yield(1))
@@ -460,7 +456,16 @@ async fn run_instance(
             }
             Ended::Stopped(stopped)
         }
-        Err(e) => Ended::Failed(trap_reason(&e)),
+        Err(e) => {
+            let reason = trap_reason(&e);
+            // Before the store (and the bodies' channels) go: a body cut off now
+            // reports the restart, not a shutdown.
+            if let Ok(mut continuity) = continuity.lock() {
+                continuity.restarts += 1;
+                continuity.last_failure = reason.clone();
+            }
+            Ended::Failed(reason)
+        }
     }
 }
 
@@ -480,7 +485,7 @@ fn handle_command<'a>(
     handle: ResourceAny,
     command: Command,
     pending: &'a Pending,
-    continuity: &'a Mutex<Continuity>,
+    continuity: &'a Arc<Mutex<Continuity>>,
 ) -> LocalBoxFuture<'a, ()> {
     async move {
         match command {
@@ -536,7 +541,7 @@ async fn round_trip(
     handle: ResourceAny,
     request: http::Request<Body>,
     cancel: oneshot::Receiver<()>,
-    continuity: &Mutex<Continuity>,
+    continuity: &Arc<Mutex<Continuity>>,
 ) -> Result<http::Response<ResponseBody>, Error> {
     let (parts, body) = request.into_parts();
     // Resolves, with no value, when the caller is gone (the sender dropped).
@@ -600,6 +605,11 @@ async fn round_trip(
         *headers = header_map(response.headers);
     }
     builder
-        .body(ResponseBody::new(data_rx, trailers_rx, demand))
+        .body(ResponseBody::new(
+            data_rx,
+            trailers_rx,
+            demand,
+            Arc::clone(continuity),
+        ))
         .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
 }
