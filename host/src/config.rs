@@ -8,6 +8,7 @@ use rustls::pki_types::CertificateDer;
 use crate::bindings::roundtrip::transport::types as wit;
 use crate::egress::AllowList;
 use crate::events::Events;
+use crate::tls::ClientCert;
 
 #[derive(Clone)]
 pub struct Config {
@@ -37,10 +38,15 @@ pub struct Config {
     pub max_response_header_bytes: u64,
     /// `User-Agent` sent when a request has none; empty sends none.
     pub user_agent: String,
-    /// PEM files with CA certificates trusted besides the webpki roots.
+    /// PEM files with CA certificates trusted besides the system roots.
     pub extra_ca_files: Vec<PathBuf>,
-    /// CA certificates (DER) trusted besides the webpki roots, e.g. a local test CA.
+    /// CA certificates (DER) trusted besides the system roots, e.g. a local test CA.
     pub extra_ca_certs: Vec<CertificateDer<'static>>,
+    /// A client certificate for servers that ask for one (`--cert`, `--key`).
+    pub client_cert: Option<ClientCert>,
+    /// Accept any server certificate (`--insecure`). A warning is printed for every
+    /// connection: anyone on the path can read and change such a connection.
+    pub insecure_skip_verify: bool,
     /// Most linear memory the component may use; past it the instance traps and is
     /// replaced (its requests fail with `TransportRestarted`). Default 256 MiB.
     pub max_guest_memory: usize,
@@ -77,6 +83,8 @@ impl Default for Config {
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
             extra_ca_files: Vec::new(),
             extra_ca_certs: Vec::new(),
+            client_cert: None,
+            insecure_skip_verify: false,
             max_guest_memory: 256 << 20,
             max_guest_busy: Duration::from_secs(10),
             allow_hosts: None,

@@ -35,4 +35,5 @@ mod transport;
 pub use body::{Body, ResponseBody};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
+pub use tls::ClientCert;
 pub use transport::{COMPONENT_WASM, ConnectionInfo, KeyStats, PoolStats, ReasonPhrase, Transport};

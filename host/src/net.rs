@@ -205,11 +205,17 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         server_name: String,
         alpn: Vec<String>,
     ) -> wasmtime::Result<Result<TlsInfo, ErrorCode>> {
-        let (stage, config) = accessor.with(|mut access| {
+        let (stage, config, insecure) = accessor.with(|mut access| {
             let state = access.get();
             let stage = std::mem::replace(&mut state.table.get_mut(&conn)?.stage, Stage::Gone);
-            Ok::<_, wasmtime::Error>((stage, state.tls.clone()))
+            Ok::<_, wasmtime::Error>((stage, state.tls.clone(), state.insecure))
         })?;
+        if insecure {
+            eprintln!(
+                "roundtrip: WARNING: --insecure: the certificate of {server_name} is not checked; \
+                 anyone on the path can read and change this connection"
+            );
+        }
         let Stage::Whole(io) = stage else {
             return Ok(Err(ErrorCode::InternalError(
                 "start-tls called after send or receive".to_owned(),
@@ -347,5 +353,26 @@ async fn write_loop(
 }
 
 fn terminated(error: &io::Error, doing: &str) -> ErrorCode {
+    // TLS 1.3 servers judge a client certificate after the handshake: their verdict
+    // arrives as an alert on the first read.
+    if let Some(rustls::Error::AlertReceived(alert)) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        let hint = match alert {
+            rustls::AlertDescription::CertificateRequired => {
+                " (the server wants a client certificate: --cert and --key)"
+            }
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown => {
+                " (the server did not accept the client certificate)"
+            }
+            _ => "",
+        };
+        return ErrorCode::TlsAlertReceived(format!(
+            "remote error: tls: {alert:?} while {doing}{hint}"
+        ));
+    }
     ErrorCode::ConnectionTerminated(format!("connection broken while {doing}: {error}"))
 }

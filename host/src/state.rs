@@ -15,6 +15,8 @@ pub struct State {
     /// One TLS config per transport, so sessions resume across its connections.
     pub tls: Arc<rustls::ClientConfig>,
     pub events: Events,
+    /// Certificates are not checked (`--insecure`): warn at each handshake.
+    pub insecure: bool,
     /// Where the component may connect (`None`: anywhere).
     pub allow_hosts: Option<Arc<crate::egress::AllowList>>,
     /// The guest's memory cap, and its memory now.

@@ -1,27 +1,42 @@
 //! TLS for the `net` import: one rustls client config per transport (so sessions
-//! resume across its connections), and handshake failures named for a user.
+//! resume across its connections), client certificates, `--insecure`, and handshake
+//! failures named for a user.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::{Error, ErrorKind};
 
-/// Builds the client config: webpki roots plus `extra_ca_files` (PEM) and
-/// `extra_ca_certs` (DER), ALPN `http/1.1`.
-pub fn client_config(
-    extra_ca_files: &[PathBuf],
-    extra_ca_certs: &[CertificateDer<'static>],
-) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for file in extra_ca_files {
+/// What the TLS client configuration is made from (`Config`'s TLS fields).
+pub struct Settings<'a> {
+    pub extra_ca_files: &'a [PathBuf],
+    pub extra_ca_certs: &'a [CertificateDer<'static>],
+    pub client_cert: Option<&'a ClientCert>,
+    pub insecure: bool,
+}
+
+/// A client certificate chain and its private key, as PEM files (`--cert`, `--key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Builds the client config, shared by every connection of a transport: the system's
+/// roots (the webpki set when the system has none), plus `extra_ca_files` (PEM) and
+/// `extra_ca_certs` (DER); a client certificate when given; ALPN `http/1.1`.
+pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = system_roots();
+    for file in settings.extra_ca_files {
         let bad = |why: String| {
             Error::new(
                 ErrorKind::Config,
@@ -38,7 +53,7 @@ pub fn client_config(
             return Err(bad("no PEM certificates in it".to_owned()));
         }
     }
-    for cert in extra_ca_certs {
+    for cert in settings.extra_ca_certs {
         roots.add(cert.clone()).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -47,13 +62,126 @@ pub fn client_config(
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(ErrorKind::Config, format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| Error::new(ErrorKind::Config, format!("TLS setup: {e}")))?;
+    let builder = if settings.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match settings.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let (chain, key) = read_client_cert(client)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "cannot use client certificate {} with key {}: {e}",
+                        client.cert.display(),
+                        client.key.display()
+                    ),
+                )
+            })?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The operating system's trusted roots; the webpki (Mozilla) set if it has none.
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        // A certificate rustls cannot use is skipped, as curl and Go skip it.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec();
+    }
+    roots
+}
+
+fn read_client_cert(
+    client: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
+    let bad = |file: &PathBuf, why: String| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "cannot use client certificate file {}: {why}",
+                file.display()
+            ),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(&client.cert)
+        .map_err(|e| bad(&client.cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&client.cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(&client.cert, "no PEM certificates in it".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot use key file {}: {e}", client.key.display()),
+        )
+    })?;
+    Ok((chain, key))
+}
+
+/// `--insecure`: accepts any certificate, still checking the handshake's signatures
+/// so the session keys belong to whoever sent the certificate.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Names a failed handshake with `server_name` the way Go and curl users know it.

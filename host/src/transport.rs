@@ -112,7 +112,12 @@ struct HostEvents {
 impl Transport {
     /// Instantiates the component with `config` on a thread of its own.
     pub fn new(mut config: Config) -> Result<Self, Error> {
-        let tls = crate::tls::client_config(&config.extra_ca_files, &config.extra_ca_certs)?;
+        let tls = crate::tls::client_config(&crate::tls::Settings {
+            extra_ca_files: &config.extra_ca_files,
+            extra_ca_certs: &config.extra_ca_certs,
+            client_cert: config.client_cert.as_ref(),
+            insecure: config.insecure_skip_verify,
+        })?;
         if config.inspect_from_env {
             config.events = config.events.with_env_inspector();
         }
@@ -380,6 +385,7 @@ async fn run_instance(
         tls: Arc::clone(tls),
         events: config.events.clone(),
         allow_hosts: config.allow_hosts.clone().map(Arc::new),
+        insecure: config.insecure_skip_verify,
         limits: GuestLimits {
             max_memory: config.max_guest_memory,
             memory: 0,

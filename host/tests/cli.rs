@@ -308,3 +308,29 @@ async fn allow_host_limits_where_get_may_connect() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --allow-host pattern"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_warns_on_every_connection() {
+    let tls = roundtrip_host::local_server::ServerTls::generate().unwrap();
+    let server = LocalServer::start_tls(&tls, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let strict = roundtrip(&["get", &server.url("/small")]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("unknown authority"));
+    let insecure = roundtrip(&[
+        "get",
+        "-k",
+        "--no-keepalive",
+        &server.url("/small"),
+        &server.url("/small"),
+    ]);
+    assert!(
+        insecure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&insecure.stderr)
+    );
+    assert_eq!(insecure.stdout, b"hello, world\nhello, world\n");
+    let stderr = String::from_utf8_lossy(&insecure.stderr);
+    assert_eq!(stderr.matches("WARNING: --insecure").count(), 2, "{stderr}");
+}

@@ -219,6 +219,64 @@ pub fn pki_with(names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParam
     }
 }
 
+/// A CA, a server certificate for `localhost` whose server requires a client
+/// certificate from that CA, and such a client certificate with its key, as files.
+pub struct MutualPki {
+    pub ca_file: tempfile::NamedTempFile,
+    pub server_config: Arc<rustls::ServerConfig>,
+    pub client_cert: tempfile::NamedTempFile,
+    pub client_key: tempfile::NamedTempFile,
+}
+
+pub fn mutual_pki() -> MutualPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "roundtrip test client");
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let file = |text: &str| {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    MutualPki {
+        ca_file: file(&ca.pem()),
+        server_config: Arc::new(server_config),
+        client_cert: file(&client.pem()),
+        client_key: file(&client_key.serialize_pem()),
+    }
+}
+
 /// A keep-alive HTTPS server on 127.0.0.1 answering every request with `hello`
 /// (closing after a request that asked `Connection: close`).
 pub async fn tls_server(config: Arc<rustls::ServerConfig>) -> RawServer {

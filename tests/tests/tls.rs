@@ -155,3 +155,65 @@ fn an_unreadable_ca_file_is_a_config_error() {
     assert_eq!(error.kind, ErrorKind::Config);
     assert!(error.message.contains("/nonexistent/ca.pem"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_requires_a_client_certificate_gets_one() {
+    let pki = mutual_pki();
+    let server = tls_server(pki.server_config.clone()).await;
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let (without, _) = transport(|c| c.extra_ca_files = vec![pki.ca_file.path().to_owned()]);
+    let refused = get(&without, &url).await.unwrap_err();
+    assert!(
+        refused
+            .message
+            .to_ascii_lowercase()
+            .contains("certificaterequired")
+            || refused
+                .message
+                .to_ascii_lowercase()
+                .contains("certificate required"),
+        "{:?}: {refused}",
+        refused.kind
+    );
+    eprintln!("MTLS refused: {:?}: {refused}", refused.kind);
+    let (with, recorder) = transport(|c| {
+        c.extra_ca_files = vec![pki.ca_file.path().to_owned()];
+        c.client_cert = Some(roundtrip_host::ClientCert {
+            cert: pki.client_cert.path().to_owned(),
+            key: pki.client_key.path().to_owned(),
+        });
+    });
+    let fetched = get(&with, &url).await.unwrap();
+    assert_eq!(fetched.body, "hello");
+    assert_eq!(dials(&recorder.events()), 1);
+}
+
+#[test]
+fn a_missing_client_key_is_a_config_error() {
+    let result = roundtrip_host::Transport::new(roundtrip_host::Config {
+        client_cert: Some(roundtrip_host::ClientCert {
+            cert: "/no/such/cert.pem".into(),
+            key: "/no/such/key.pem".into(),
+        }),
+        inspect_from_env: false,
+        ..roundtrip_host::Config::default()
+    });
+    let error = result.err().unwrap();
+    assert_eq!(error.kind, roundtrip_host::ErrorKind::Config);
+    assert!(error.message.contains("/no/such/cert.pem"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_accepts_an_unknown_issuer() {
+    let pki = pki(&["localhost"]);
+    let server = tls_server(pki.server_config.clone()).await;
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let (strict, _) = transport(|_| {});
+    let refused = get(&strict, &url).await.unwrap_err();
+    assert_eq!(
+        refused.kind,
+        roundtrip_host::ErrorKind::TlsCertificateUnknownIssuer
+    );
+    let (insecure, _) = transport(|c| c.insecure_skip_verify = true);
+    assert_eq!(get(&insecure, &url).await.unwrap().body, "hello");
+}

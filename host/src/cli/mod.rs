@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use roundtrip_host::Config;
 use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::{Events, JsonLines, TcpSink};
+use roundtrip_host::{ClientCert, Config};
 
 #[derive(Parser)]
 #[command(
@@ -122,6 +122,15 @@ pub struct PoolArgs {
     /// Trust the CA certificates in this PEM file too.
     #[arg(long, value_name = "FILE")]
     cacert: Vec<PathBuf>,
+    /// Client certificate chain (PEM) for servers that ask for one; with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Do not check server certificates (dangerous: warns on every connection).
+    #[arg(short = 'k', long)]
+    insecure: bool,
     /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
     /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
     #[arg(long, value_name = "PATTERN")]
@@ -151,6 +160,14 @@ impl PoolArgs {
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
             extra_ca_files: self.cacert.clone(),
+            client_cert: match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => Some(ClientCert {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            insecure_skip_verify: self.insecure,
             allow_hosts: (!self.allow_host.is_empty())
                 .then(|| AllowList::parse(&self.allow_host))
                 .transpose()?,
