@@ -189,9 +189,11 @@ async fn concurrency_500_requests() {
         count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
         500
     );
+    let closes = closes(&events);
     assert!(
         dials(&events) <= 50,
-        "connections are reused, at most one per worker"
+        "connections are reused, at most one per worker: {} dials, closes {closes:?}",
+        dials(&events)
     );
 }
 
