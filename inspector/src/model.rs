@@ -153,6 +153,30 @@ pub struct Lane {
 }
 
 impl Lane {
+    fn new(id: LaneId, key: &str) -> Self {
+        Self {
+            id,
+            key: key.to_owned(),
+            addr: None,
+            segments: Vec::new(),
+            markers: Vec::new(),
+            closed: None,
+            requests: Vec::new(),
+            tunnel_bytes: None,
+        }
+    }
+
+    /// Ends the segment in progress, if one is, at `at`; returns the load it had.
+    fn end_open_segment(&mut self, at: Micros) -> Option<Load> {
+        let before = self.phase().map(Phase::load);
+        if let Some(open) = self.segments.last_mut()
+            && open.end.is_none()
+        {
+            open.end = Some(at);
+        }
+        before
+    }
+
     pub fn opened(&self) -> Micros {
         self.segments.first().map_or(0, |s| s.start)
     }
@@ -384,21 +408,15 @@ impl View {
                     return false;
                 }
                 self.lane_index.insert(id, self.lanes.len());
-                self.lanes.push(Lane {
-                    id,
-                    key: key.to_owned(),
-                    addr: Some(addr.clone()),
-                    segments: vec![Segment {
-                        phase: Phase::Dialing,
-                        start: at,
-                        end: None,
-                        req,
-                    }],
-                    markers: Vec::new(),
-                    closed: None,
-                    requests: Vec::new(),
-                    tunnel_bytes: None,
+                let mut new = Lane::new(id, key);
+                new.addr = Some(addr.clone());
+                new.segments.push(Segment {
+                    phase: Phase::Dialing,
+                    start: at,
+                    end: None,
+                    req,
                 });
+                self.lanes.push(new);
                 let stats = self.keys.entry(key.to_owned()).or_default();
                 stats.dials += 1;
                 stats.add(Load::Dialing, 1);
@@ -567,16 +585,7 @@ impl View {
             Some(&i) => i,
             None => {
                 self.lane_index.insert(id, self.lanes.len());
-                self.lanes.push(Lane {
-                    id,
-                    key: key.to_owned(),
-                    addr: None,
-                    segments: Vec::new(),
-                    markers: Vec::new(),
-                    closed: None,
-                    requests: Vec::new(),
-                    tunnel_bytes: None,
-                });
+                self.lanes.push(Lane::new(id, key));
                 self.lanes.len() - 1
             }
         };
@@ -592,12 +601,7 @@ impl View {
         let Some(lane) = self.lane_mut(id, key) else {
             return false;
         };
-        let before = lane.phase().map(Phase::load);
-        if let Some(open) = lane.segments.last_mut()
-            && open.end.is_none()
-        {
-            open.end = Some(at);
-        }
+        let before = lane.end_open_segment(at);
         lane.segments.push(Segment {
             phase,
             start: at,
@@ -613,27 +617,23 @@ impl View {
         let Some(lane) = self.lane_mut(id, key) else {
             return false;
         };
-        let before = lane.phase().map(Phase::load);
-        if let Some(open) = lane.segments.last_mut()
-            && open.end.is_none()
-        {
-            open.end = Some(at);
-        }
+        let before = lane.end_open_segment(at);
         lane.markers.push(Marker {
             at,
             kind: MarkerKind::Close(reason.clone()),
         });
         lane.closed = Some((at, reason));
-        // A request still on the connection did not finish.
+        // A request still on the connection did not finish (tunnels carry none).
         let unfinished: Vec<u64> = lane.requests.clone();
         let lane_key = lane.key.clone();
+        let conn = match id {
+            LaneId::Conn(conn) => Some(conn),
+            LaneId::Tunnel(_) => None,
+        };
         for req in unfinished {
             if let Some(row) = self.row_mut(req)
                 && row.outcome == Outcome::InFlight
-                && row.conn
-                    == Some(match id {
-                        LaneId::Conn(c) | LaneId::Tunnel(c) => c,
-                    })
+                && row.conn == conn
             {
                 row.outcome = Outcome::Failed;
                 row.end = Some(at);
