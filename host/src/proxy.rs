@@ -271,10 +271,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn upstream_failure(error: &Error) -> Response<ProxyBody> {
     use ErrorKind as K;
     let (status, proxy_error) = match error.kind {
-        K::MethodInvalid | K::UriInvalid | K::HeaderInvalid => {
+        K::MethodInvalid | K::UriInvalid | K::HeaderInvalid | K::RequestBodyError => {
             (StatusCode::BAD_REQUEST, "http_request_error")
         }
-        K::RequestBodyError => (StatusCode::BAD_REQUEST, "http_request_error"),
         K::DnsError => (StatusCode::BAD_GATEWAY, "dns_error"),
         K::ConnectionRefused => (StatusCode::BAD_GATEWAY, "connection_refused"),
         K::ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, "connection_timeout"),
@@ -294,12 +293,13 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
         K::ResponseContentCoding => (StatusCode::BAD_GATEWAY, "http_response_content_coding"),
         K::ResponseTimeout => (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout"),
         K::ProtocolError => (StatusCode::BAD_GATEWAY, "http_protocol_error"),
-        K::ConnectionFailed => (StatusCode::BAD_GATEWAY, "proxy_internal_error"),
-        K::Canceled | K::Internal | K::Engine | K::Config => {
-            (StatusCode::BAD_GATEWAY, "proxy_internal_error")
-        }
+        K::ConnectionFailed
+        | K::Canceled
+        | K::Internal
+        | K::Engine
+        | K::Config
+        | K::TransportRestarted => (StatusCode::BAD_GATEWAY, "proxy_internal_error"),
         K::Shutdown => (StatusCode::SERVICE_UNAVAILABLE, "proxy_internal_error"),
-        K::TransportRestarted => (StatusCode::BAD_GATEWAY, "proxy_internal_error"),
     };
     let mut response = text(status, &format!("roundtrip proxy: {error}"));
     let details: String = error

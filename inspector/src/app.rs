@@ -441,16 +441,16 @@ fn apply_to_source(source: &mut Source, command: Command) {
         }
         Command::Fit => source.fit(),
         Command::Play(on) => {
-            if let Some(replay) = &mut source.replay {
-                if on && replay.cursor >= replay.end {
-                    replay.cursor = 0;
-                    source.view = View::new();
-                }
-                if let Some(replay) = &mut source.replay {
-                    replay.playing = on;
-                }
-                source.follow = on || source.follow;
+            let Some(replay) = &mut source.replay else {
+                return;
+            };
+            // Play at the end starts over.
+            if on && replay.cursor >= replay.end {
+                replay.cursor = 0;
+                source.view = View::new();
             }
+            replay.playing = on;
+            source.follow |= on;
         }
         Command::Seek(to) => {
             source.seek(to);

@@ -225,11 +225,9 @@ async fn run_through_proxy(
     out.status(source, format!("running through the proxy at {url}"));
     let status = child.wait().await.map_err(|e| e.to_string())?;
     out.status(source, format!("{program} exited: {status}"));
-    // Keep serving the proxy's idle connections until the inspector closes, so their
-    // idle time and timeouts stay visible.
-    std::future::pending::<()>().await;
-    drop(proxy);
-    Ok(())
+    // `proxy` lives as long as this task: its idle connections, their idle time and
+    // timeouts stay visible until the inspector closes.
+    std::future::pending().await
 }
 
 /// Reads one TCP stream of JSON Lines into a source.
