@@ -120,16 +120,24 @@ pub struct Continuity {
 }
 
 impl Continuity {
-    /// Shifts an event of the current instance and notes its ids.
-    pub fn shift(&mut self, event: &mut crate::events::Event) {
+    /// Notes the ids of an event of the current instance (as they will be shown).
+    pub fn note(&mut self, conn: Option<u64>, req: Option<u64>) {
+        if let Some(conn) = conn {
+            self.max_conn = self.max_conn.max(conn + self.conn_offset);
+        }
+        if let Some(req) = req {
+            self.max_req = self.max_req.max(req + self.req_offset);
+        }
+    }
+
+    /// Shifts an event of the current instance past everything earlier ones emitted.
+    pub fn shift(&self, event: &mut crate::events::Event) {
         event.ts_us += self.ts_offset_us;
         if let Some(conn) = &mut event.conn {
             *conn += self.conn_offset;
-            self.max_conn = self.max_conn.max(*conn);
         }
         if let Some(req) = &mut event.req {
             *req += self.req_offset;
-            self.max_req = self.max_req.max(*req);
         }
     }
 
@@ -155,13 +163,18 @@ impl types::Host for State {}
 impl observe::Host for State {
     fn emit(&mut self, event: observe::Event) -> wasmtime::Result<()> {
         note_progress();
+        let Ok(mut continuity) = self.continuity.lock() else {
+            return Ok(());
+        };
+        // Ids are tracked even with no sink: a restart must continue after them.
+        continuity.note(event.conn, event.req);
+        if self.events.is_empty() {
+            return Ok(());
+        }
         let mut event: crate::events::Event = event.into();
-        if let Ok(mut continuity) = self.continuity.lock() {
-            continuity.shift(&mut event);
-        }
-        if !self.events.is_empty() {
-            self.events.emit(&event);
-        }
+        continuity.shift(&mut event);
+        drop(continuity);
+        self.events.emit(&event);
         Ok(())
     }
 }
