@@ -353,26 +353,7 @@ async fn write_loop(
 }
 
 fn terminated(error: &io::Error, doing: &str) -> ErrorCode {
-    // TLS 1.3 servers judge a client certificate after the handshake: their verdict
-    // arrives as an alert on the first read.
-    if let Some(rustls::Error::AlertReceived(alert)) = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        let hint = match alert {
-            rustls::AlertDescription::CertificateRequired => {
-                " (the server wants a client certificate: --cert and --key)"
-            }
-            rustls::AlertDescription::BadCertificate
-            | rustls::AlertDescription::UnknownCA
-            | rustls::AlertDescription::CertificateUnknown => {
-                " (the server did not accept the client certificate)"
-            }
-            _ => "",
-        };
-        return ErrorCode::TlsAlertReceived(format!(
-            "remote error: tls: {alert:?} while {doing}{hint}"
-        ));
-    }
-    ErrorCode::ConnectionTerminated(format!("connection broken while {doing}: {error}"))
+    tls::alert_after_handshake(error, doing).unwrap_or_else(|| {
+        ErrorCode::ConnectionTerminated(format!("connection broken while {doing}: {error}"))
+    })
 }

@@ -93,17 +93,22 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
 }
 
 /// The operating system's trusted roots; the webpki (Mozilla) set if it has none.
+/// Read from disk once per process: every transport (a demo makes several) shares it.
 fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        // A certificate rustls cannot use is skipped, as curl and Go skip it.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec();
-    }
-    roots
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A certificate rustls cannot use is skipped, as curl and Go skip it.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec();
+            }
+            roots
+        })
+        .clone()
 }
 
 fn read_client_cert(
@@ -222,9 +227,35 @@ pub fn classify(error: &io::Error, server_name: &str) -> ErrorCode {
                 "tls: failed to verify certificate for {server_name}: {other:?}"
             )),
         },
-        rustls::Error::AlertReceived(alert) => ErrorCode::TlsAlertReceived(format!(
-            "remote error: tls: {alert:?} (from {server_name})"
-        )),
+        rustls::Error::AlertReceived(alert) => alert_code(*alert, &format!("from {server_name}")),
         other => ErrorCode::TlsProtocolError(format!("TLS handshake with {server_name}: {other}")),
     }
+}
+
+/// A TLS alert the peer sent after the handshake (TLS 1.3 servers judge a client
+/// certificate then, so their verdict arrives on the first read), named like one sent
+/// during it; `None` for any other I/O error.
+pub fn alert_after_handshake(error: &io::Error, doing: &str) -> Option<ErrorCode> {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => {
+            Some(alert_code(*alert, &format!("while {doing}")))
+        }
+        _ => None,
+    }
+}
+
+/// `TlsAlertReceived`, with a hint for the alerts about client certificates.
+fn alert_code(alert: rustls::AlertDescription, context: &str) -> ErrorCode {
+    use rustls::AlertDescription as A;
+    let hint = match alert {
+        A::CertificateRequired => ": the server wants a client certificate (--cert and --key)",
+        A::BadCertificate | A::UnknownCA | A::CertificateUnknown => {
+            ": the server did not accept the certificate offered"
+        }
+        _ => "",
+    };
+    ErrorCode::TlsAlertReceived(format!("remote error: tls: {alert:?} ({context}){hint}"))
 }
