@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::{Command, Output};
 
 use roundtrip_host::local_server::{LocalServer, body_bytes};
@@ -176,17 +178,8 @@ fn usage_errors_exit_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_env_and_pool_flags_reach_the_transport() {
-    use std::io::BufRead;
     let server = LocalServer::start().await.unwrap();
-    let inspector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = inspector.local_addr().unwrap().to_string();
-    let reader = std::thread::spawn(move || {
-        let (socket, _) = inspector.accept().unwrap();
-        std::io::BufReader::new(socket)
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap())
-            .collect::<Vec<_>>()
-    });
+    let (addr, reader) = common::fake_inspector();
     let output = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
         .args([
             "get",

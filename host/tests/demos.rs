@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -238,16 +240,7 @@ fn an_unknown_scenario_is_a_usage_error() {
 
 #[test]
 fn a_demo_streams_its_events_to_an_inspector() {
-    use std::io::BufRead;
-    let inspector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = inspector.local_addr().unwrap().to_string();
-    let reader = std::thread::spawn(move || {
-        let (socket, _) = inspector.accept().unwrap();
-        std::io::BufReader::new(socket)
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap())
-            .collect::<Vec<_>>()
-    });
+    let (addr, reader) = common::fake_inspector();
     let output = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
         .args(["demo", "connection-close", "--inspect", &addr])
         .env_remove("ROUNDTRIP_INSPECT")

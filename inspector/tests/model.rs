@@ -8,18 +8,9 @@ use roundtrip_inspector::export::chrome_trace;
 use roundtrip_inspector::model::{LaneId, MarkerKind, Outcome, Phase, View};
 use roundtrip_inspector::sources::{parse_line, read_jsonl};
 
-const KEY: &str = "http://127.0.0.1:8080";
+mod common;
 
-fn event(ts_us: u64, conn: Option<u64>, req: Option<u64>, kind: EventKind) -> Event {
-    Event {
-        ts_us,
-        kind,
-        conn,
-        req,
-        key: Some(KEY.to_owned()),
-        tunnel: None,
-    }
-}
+use common::{KEY, event};
 
 fn get_conn(ts: u64, req: u64) -> Event {
     event(

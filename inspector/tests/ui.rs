@@ -16,18 +16,9 @@ use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::LaneId;
 use roundtrip_inspector::sources::{Hub, SourceKind};
 
-const KEY: &str = "http://127.0.0.1:8080";
+mod common;
 
-fn event(ts_us: u64, conn: Option<u64>, req: Option<u64>, kind: EventKind) -> Event {
-    Event {
-        ts_us,
-        kind,
-        conn,
-        req,
-        key: Some(KEY.to_owned()),
-        tunnel: None,
-    }
-}
+use common::{KEY, event};
 
 /// Two requests on two connections (the second dialed while the first was busy),
 /// over about a second.

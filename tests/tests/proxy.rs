@@ -9,6 +9,13 @@ use roundtrip_tests::{count, dials, pki, tls_server, transport, wait_for_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A proxy on a free loopback port in front of `transport`.
+async fn proxy_for(transport: roundtrip_host::Transport) -> ForwardProxy {
+    ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
+        .await
+        .unwrap()
+}
+
 /// Runs curl with `args`; returns (exit ok, stdout, stderr).
 async fn curl(args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new("curl")
@@ -45,9 +52,7 @@ async fn raw_exchange(proxy: &ForwardProxy, request: &[u8]) -> String {
 async fn curl_twice_through_the_proxy_dials_the_origin_once() {
     let origin = LocalServer::start().await.unwrap();
     let (transport, recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     for _ in 0..2 {
         let (ok, body, err) = curl(&["-x", &proxy.url(), &origin.url("/small")]).await;
         assert!(ok, "{err}");
@@ -70,9 +75,7 @@ async fn curl_twice_through_the_proxy_dials_the_origin_once() {
 async fn hop_by_hop_fields_stop_at_the_proxy_and_via_is_added() {
     let origin = LocalServer::start().await.unwrap();
     let (transport, _recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let (ok, head, err) = curl(&[
         "-x",
         &proxy.url(),
@@ -101,9 +104,7 @@ async fn hop_by_hop_fields_stop_at_the_proxy_and_via_is_added() {
 async fn malformed_client_requests_get_400_and_the_proxy_keeps_serving() {
     let origin = LocalServer::start().await.unwrap();
     let (transport, _recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let garbage = raw_exchange(&proxy, b"GET\x01 nonsense\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
     let origin_form = raw_exchange(
@@ -127,9 +128,7 @@ async fn an_unreachable_origin_is_a_502_naming_the_cause() {
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
     let (transport, _recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let (_, head, err) = curl(&["-x", &proxy.url(), "-i", &url]).await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head} {err}");
     assert!(
@@ -145,9 +144,7 @@ async fn connect_tunnels_tls_end_to_end_with_tunnel_events() {
     let pki = pki(&["localhost"]);
     let origin = tls_server(pki.server_config.clone()).await;
     let (transport, recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let url = format!("https://localhost:{}/", origin.addr.port());
     let (ok, body, err) = curl(&[
         "-x",
@@ -188,9 +185,7 @@ async fn connect_to_a_closed_port_is_a_502_and_a_tunnel_error_event() {
     let target = closed.local_addr().unwrap().to_string();
     drop(closed);
     let (transport, recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let answer = raw_exchange(
         &proxy,
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
@@ -216,9 +211,7 @@ async fn connect_to_a_closed_port_is_a_502_and_a_tunnel_error_event() {
 async fn a_client_connection_to_the_proxy_is_kept_alive_across_requests() {
     let origin = LocalServer::start().await.unwrap();
     let (transport, recorder) = transport(|_| {});
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     // curl reuses its connection to the proxy for several URLs in one run.
     let (ok, body, err) = curl(&[
         "-v",
@@ -245,9 +238,7 @@ async fn an_upstream_timeout_is_a_504() {
     let (transport, _recorder) = transport(|c| {
         c.response_header_timeout = Some(std::time::Duration::from_millis(100));
     });
-    let proxy = ForwardProxy::start("127.0.0.1:0", transport, ProxyOptions::default())
-        .await
-        .unwrap();
+    let proxy = proxy_for(transport).await;
     let (_, head, err) = curl(&["-i", "-x", &proxy.url(), &origin.url("/delay/2000")]).await;
     assert!(head.starts_with("HTTP/1.1 504"), "{head} {err}");
     assert!(

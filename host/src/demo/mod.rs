@@ -235,6 +235,20 @@ impl Stage {
         })
     }
 
+    /// `count` GETs of `url` at the same time, bodies read; the first failure, if any.
+    async fn get_at_once(
+        &self,
+        transport: &Transport,
+        url: &str,
+        count: usize,
+    ) -> Result<(), String> {
+        let all = (0..count).map(|_| self.get(transport, url));
+        futures::future::join_all(all)
+            .await
+            .into_iter()
+            .try_for_each(|got| got.map(drop))
+    }
+
     /// Shuts the transport down (its idle connections close) and tells it.
     async fn finish(&self, transport: Transport) {
         transport.shutdown().await;

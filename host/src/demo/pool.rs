@@ -161,11 +161,7 @@ pub(super) async fn max_idle_per_host(stage: &Stage) -> Result<(), String> {
          We send a burst of 10 requests at once to {url} (each takes 0.3 s).\n"
     ));
     stage.step("10 requests at the same time");
-    let burst = (0..10).map(|_| stage.get(&transport, &url));
-    let results = futures::future::join_all(burst).await;
-    for result in results {
-        result?;
-    }
+    stage.get_at_once(&transport, &url, 10).await?;
     stage.pause().await;
     let stats = transport.stats().await;
     let idle: u32 = stats.keys.iter().map(|k| k.idle).sum();
@@ -227,11 +223,7 @@ pub(super) async fn max_conns_per_host(stage: &Stage) -> Result<(), String> {
          6 requests at once to {url} (each takes 0.2 s).\n"
     ));
     stage.step("6 requests at the same time");
-    let all = (0..6).map(|_| stage.get(&transport, &url));
-    let results = futures::future::join_all(all).await;
-    for result in results {
-        result?;
-    }
+    stage.get_at_once(&transport, &url, 6).await?;
     stage.pause().await;
     stage.finish(transport).await;
     let (dials, reuses) = (stage.dials(), stage.reuses());
