@@ -181,18 +181,25 @@ async fn handle(
     client: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let line = format!("{client} \"{} {}\"", request.method(), request.uri());
+    // The access line is only made when someone reads it.
+    let line = shared
+        .options
+        .log
+        .is_some()
+        .then(|| format!("{client} \"{} {}\"", request.method(), request.uri()));
     let response = if request.method() == Method::CONNECT {
         tunnel(&shared, request).await
     } else {
         forward(&shared, request).await
     };
-    let via = match response.extensions().get::<ConnectionInfo>() {
-        Some(info) if info.reused => format!(" on connection #{} (reused)", info.id),
-        Some(info) => format!(" on connection #{} (new)", info.id),
-        None => String::new(),
-    };
-    shared.log(&format!("{line} {}{via}", response.status().as_u16()));
+    if let Some(line) = line {
+        let via = match response.extensions().get::<ConnectionInfo>() {
+            Some(info) if info.reused => format!(" on connection #{} (reused)", info.id),
+            Some(info) => format!(" on connection #{} (new)", info.id),
+            None => String::new(),
+        };
+        shared.log(&format!("{line} {}{via}", response.status().as_u16()));
+    }
     Ok(response)
 }
 
