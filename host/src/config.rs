@@ -8,6 +8,7 @@ use rustls::pki_types::CertificateDer;
 use crate::bindings::roundtrip::transport::types as wit;
 use crate::egress::AllowList;
 use crate::events::Events;
+use crate::proxies::ProxyConfig;
 use crate::tls::ClientCert;
 
 #[derive(Clone)]
@@ -54,9 +55,16 @@ pub struct Config {
     /// emitting an event, dialing); past it the instance is stuck, and is stopped and
     /// replaced. It yields to the host every 10 ms either way. Default 10 s.
     pub max_guest_busy: Duration,
+    /// Which requests go through a proxy ([`ProxyConfig::from_env`] for the
+    /// environment's); none by default.
+    pub proxy: ProxyConfig,
+    /// Longest wait for a proxy to open a tunnel (`CONNECT` answer, SOCKS5 handshake;
+    /// Go: 1 min).
+    pub proxy_connect_timeout: Option<Duration>,
     /// The hosts the component may connect to (`--allow-host`); `None` allows every
     /// host, as Go, curl and reqwest do. A connect outside the list fails with
-    /// `DestinationDenied` and opens no socket.
+    /// `DestinationDenied` and opens no socket. A proxy must be on the list to be used;
+    /// what it reaches beyond is up to the proxy.
     pub allow_hosts: Option<AllowList>,
     /// Where lifecycle events go.
     pub events: Events,
@@ -87,6 +95,8 @@ impl Default for Config {
             insecure_skip_verify: false,
             max_guest_memory: 256 << 20,
             max_guest_busy: Duration::from_secs(10),
+            proxy: ProxyConfig::default(),
+            proxy_connect_timeout: Some(Duration::from_secs(60)),
             allow_hosts: None,
             events: Events::new(),
             inspect_from_env: true,
@@ -111,6 +121,8 @@ impl Config {
             disable_compression: self.disable_compression,
             max_response_header_bytes: self.max_response_header_bytes,
             user_agent: self.user_agent.clone(),
+            proxy: self.proxy.to_wit(),
+            proxy_connect_timeout: nanos(self.proxy_connect_timeout),
         }
     }
 }

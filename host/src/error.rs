@@ -29,6 +29,10 @@ pub enum ErrorKind {
     ResponseContentCoding,
     ProtocolError,
     ResponseTimeout,
+    /// A proxy refused to open the tunnel (its status text is in the message).
+    ProxyRefused,
+    /// A proxy's handshake answer cannot be understood, or a proxy URL is unusable.
+    ProxyProtocolError,
     /// The caller canceled the request.
     Canceled,
     /// A bug inside the component.
@@ -114,6 +118,8 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
             ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
             ErrorCode::RequestCanceled(m) => (K::Canceled, m),
+            ErrorCode::ProxyRefused(m) => (K::ProxyRefused, m),
+            ErrorCode::ProxyProtocolError(m) => (K::ProxyProtocolError, m),
             ErrorCode::InternalError(m) => (K::Internal, m),
         };
         Error::new(kind, message)

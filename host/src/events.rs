@@ -52,6 +52,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A proxy opened the tunnel to `target` (`CONNECT` or SOCKS5), or could not (`error`).
+    ProxyConnect {
+        proxy: String,
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     TlsStart,
     TlsDone {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +172,7 @@ impl Event {
             EventKind::WaitForConn { .. } => "wait_for_conn",
             EventKind::DialStart { .. } => "dial_start",
             EventKind::DialDone { .. } => "dial_done",
+            EventKind::ProxyConnect { .. } => "proxy_connect",
             EventKind::TlsStart => "tls_start",
             EventKind::TlsDone { .. } => "tls_done",
             EventKind::GotConn { .. } => "got_conn",
@@ -226,6 +234,11 @@ impl From<wit::Event> for Event {
             W::DialDone(Err(error)) => EventKind::DialDone {
                 addr: None,
                 error: Some(error),
+            },
+            W::ProxyConnect(p) => EventKind::ProxyConnect {
+                proxy: p.proxy,
+                target: p.target,
+                error: p.error,
             },
             W::TlsStart => EventKind::TlsStart,
             W::TlsDone(Ok(tls)) => EventKind::TlsDone {

@@ -171,14 +171,33 @@ impl<T: Send> HostWithStore<T> for Net {
             Err(code) => Ok(Err(code)),
         }
     }
+
+    async fn resolve(
+        _accessor: &Accessor<T, Self>,
+        host: String,
+    ) -> wasmtime::Result<Result<Vec<String>, ErrorCode>> {
+        crate::state::note_progress();
+        Ok(lookup(&host, 0)
+            .await
+            .map(|addrs| addrs.iter().map(|a| a.ip().to_string()).collect()))
+    }
 }
 
-/// Resolves `host` and connects to each address in turn, as Go's dialer does.
-async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
+/// Resolves `host` (an IP literal resolves to itself).
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, ErrorCode> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| ErrorCode::DnsError(format!("lookup {host}: {e}")))?
         .collect();
+    if addrs.is_empty() {
+        return Err(ErrorCode::DnsError(format!("lookup {host}: no such host")));
+    }
+    Ok(addrs)
+}
+
+/// Resolves `host` and connects to each address in turn, as Go's dialer does.
+async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
+    let addrs = lookup(host, port).await?;
     let mut last_error = None;
     for addr in &addrs {
         match TcpStream::connect(addr).await {
@@ -266,6 +285,45 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         Ok(Ok(info))
     }
 
+    async fn write(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        crate::state::note_progress();
+        let Some(mut io) = take_whole(accessor, &conn)? else {
+            return Ok(Err(handshake_too_late("write")));
+        };
+        let outcome = async {
+            io.write_all(&data).await?;
+            io.flush().await
+        }
+        .await;
+        put_whole(accessor, &conn, io)?;
+        Ok(outcome.map_err(|e| terminated(&e, "writing")))
+    }
+
+    async fn read(
+        accessor: &Accessor<T, Self>,
+        conn: Resource<Connection>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        crate::state::note_progress();
+        let Some(mut io) = take_whole(accessor, &conn)? else {
+            return Ok(Err(handshake_too_late("read")));
+        };
+        let mut buf = vec![0; usize::try_from(max).unwrap_or(READ_CHUNK).min(READ_CHUNK)];
+        let outcome = io.read(&mut buf).await;
+        put_whole(accessor, &conn, io)?;
+        Ok(match outcome {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Err(e) => Err(terminated(&e, "reading")),
+        })
+    }
+
     fn send(
         mut store: Access<T, Self>,
         conn: Resource<Connection>,
@@ -307,6 +365,41 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
             FutureReader::new(&mut store, done_rx)?,
         ))
     }
+}
+
+/// Takes the unsplit socket out of its resource for a handshake read or write (`None`
+/// once `send`/`receive` split it). While it is out, a concurrent call finds `Gone`.
+fn take_whole<T: Send>(
+    accessor: &Accessor<T, Net>,
+    conn: &Resource<Connection>,
+) -> wasmtime::Result<Option<BoxedIo>> {
+    accessor.with(|mut access| {
+        let connection = access.get().table.get_mut(conn)?;
+        Ok(match std::mem::replace(&mut connection.stage, Stage::Gone) {
+            Stage::Whole(io) => Some(io),
+            other => {
+                connection.stage = other;
+                None
+            }
+        })
+    })
+}
+
+fn put_whole<T: Send>(
+    accessor: &Accessor<T, Net>,
+    conn: &Resource<Connection>,
+    io: BoxedIo,
+) -> wasmtime::Result<()> {
+    accessor.with(|mut access| {
+        access.get().table.get_mut(conn)?.stage = Stage::Whole(io);
+        Ok(())
+    })
+}
+
+fn handshake_too_late(what: &str) -> ErrorCode {
+    ErrorCode::InternalError(format!(
+        "{what} called after send or receive, or during another handshake call"
+    ))
 }
 
 /// Socket → guest. Ends at EOF, on error, or when the guest stops reading.

@@ -437,6 +437,20 @@ impl View {
                 }
                 false
             }
+            EventKind::ProxyConnect {
+                proxy,
+                target,
+                error,
+            } => {
+                let Some(id) = lane else { return false };
+                if let Some(error) = error {
+                    return self.close(id, at, key, format!("proxy failed: {error}"));
+                }
+                if let Some(lane) = self.lane_mut(id, key) {
+                    lane.addr = Some(format!("{target} via {proxy}"));
+                }
+                false
+            }
             EventKind::TlsStart => match lane {
                 Some(id) => self.enter(id, at, key, Phase::Tls, None),
                 None => false,

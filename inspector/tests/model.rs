@@ -432,3 +432,28 @@ fn a_truncated_file_keeps_its_whole_lines_and_says_so() {
     assert_eq!(file.problems.len(), 2, "{:?}", file.problems);
     assert!(file.problems[1].contains("truncated"));
 }
+
+#[test]
+fn a_proxy_tunnel_names_the_hop_and_a_refusal_closes_the_lane() {
+    let tunnel = |error: Option<&str>| EventKind::ProxyConnect {
+        proxy: "http://127.0.0.1:3128".to_owned(),
+        target: "example.test:443".to_owned(),
+        error: error.map(str::to_owned),
+    };
+    let dial = |conn| EventKind::DialStart {
+        addr: format!("127.0.0.1:3128#{conn}"),
+    };
+    let events = vec![
+        event(0, Some(1), Some(1), dial(1)),
+        event(10, Some(1), Some(1), tunnel(None)),
+        event(20, Some(2), Some(2), dial(2)),
+        event(30, Some(2), Some(2), tunnel(Some("403 Forbidden"))),
+    ];
+    let view = View::of(&events);
+    let opened = &view.lanes[0];
+    assert_eq!(opened.addr.as_deref(), Some("example.test:443 via http://127.0.0.1:3128"));
+    assert!(opened.closed.is_none());
+    let refused = &view.lanes[1];
+    let (at, why) = refused.closed.clone().unwrap();
+    assert_eq!((at, why.as_str()), (30, "proxy failed: 403 Forbidden"));
+}

@@ -420,3 +420,81 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A server from a Debian package (tinyproxy, microsocks) run in the foreground on a
+/// free loopback port; stopped when dropped.
+pub struct Daemon {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `program` with `args(port, dir)` and waits until it listens on `port`.
+    pub fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let args = args(port, dir.path());
+        let child = Command::new(program)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program}: {e} (run `scripts/test`, which installs it)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "{program} did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Debian's tinyproxy (HTTP proxy with `CONNECT`), `config` added to a minimal
+    /// configuration (e.g. `BasicAuth alice s3cret`, `ConnectPort 443`).
+    pub fn tinyproxy(config: &str) -> Self {
+        Self::start("tinyproxy", |port, dir| {
+            let file = dir.join("tinyproxy.conf");
+            std::fs::write(
+                &file,
+                format!(
+                    "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\n\
+                     Allow 127.0.0.1\nLogLevel Critical\n{config}\n"
+                ),
+            )
+            .unwrap();
+            vec!["-d".to_owned(), "-c".to_owned(), file.display().to_string()]
+        })
+    }
+
+    /// Debian's microsocks (SOCKS5), optionally requiring `user:password`.
+    pub fn microsocks(login: Option<(&str, &str)>) -> Self {
+        Self::start("microsocks", |port, _| {
+            let mut args = vec!["-i".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+            if let Some((user, password)) = login {
+                args.extend(["-u".into(), user.to_owned(), "-P".into(), password.to_owned()]);
+            }
+            args
+        })
+    }
+
+    /// `http://127.0.0.1:port` with `scheme` and optional user info.
+    pub fn url(&self, scheme: &str, user_info: Option<&str>) -> String {
+        match user_info {
+            Some(user_info) => format!("{scheme}://{user_info}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -21,6 +21,10 @@ pub enum ErrorKind {
     Incomplete,
     /// The body's content coding (gzip) is corrupt or cut short.
     ContentCoding,
+    /// A proxy URL is unusable, or a proxy's handshake answer cannot be understood.
+    ProxyProtocol,
+    /// A proxy refused to open the tunnel.
+    ProxyRefused,
 }
 
 /// An error with its kind and a sentence naming the cause.

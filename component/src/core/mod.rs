@@ -6,8 +6,10 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod pool;
+pub mod proxy;
 pub mod request;
 pub mod reuse;
+pub mod tunnel;
 
 /// Microseconds on the transport's monotonic clock.
 pub type Micros = u64;

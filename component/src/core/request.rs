@@ -6,6 +6,7 @@
 use url::Url;
 
 use super::error::{Error, ErrorKind};
+use super::proxy::Route;
 
 /// Where a request goes, derived from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +20,39 @@ pub struct Target {
     pub authority: String,
     /// Origin-form request target: path and query.
     pub path_and_query: String,
-    /// Pool key: `scheme://host:port`.
+    /// `scheme://host:port`, the host bracketed if IPv6.
+    pub origin: String,
+    /// How connections reach it (direct unless a proxy was chosen).
+    pub route: Route,
+    /// Pool key: the origin for direct routes, else with the proxy (see `proxy.rs`).
     pub key: String,
+}
+
+impl Target {
+    /// The target reached by `route`, keyed accordingly.
+    pub fn through(mut self, route: Route) -> Target {
+        self.key = route.key(&self);
+        self.route = route;
+        self
+    }
+
+    /// The request target on the wire: origin-form, or absolute-form for a forward proxy.
+    pub fn request_target(&self) -> String {
+        match self.route {
+            Route::Forward(_) => format!("{}{}", self.origin_without_default_port(), self.path_and_query),
+            _ => self.path_and_query.clone(),
+        }
+    }
+
+    /// `host:port`, IPv6 bracketed: what `CONNECT` and SOCKS5 name.
+    pub fn host_port(&self) -> String {
+        let host_text = self.origin.split_once("://").map_or("", |(_, rest)| rest);
+        host_text.to_owned()
+    }
+
+    fn origin_without_default_port(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.authority)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +108,16 @@ pub fn target(url: &str) -> Result<Target, Error> {
         path_and_query.push('?');
         path_and_query.push_str(query);
     }
-    let key = format!("{}://{host_text}:{port}", scheme.as_str());
+    let origin = format!("{}://{host_text}:{port}", scheme.as_str());
     Ok(Target {
         scheme,
         host,
         port,
         authority,
         path_and_query,
-        key,
+        key: origin.clone(),
+        origin,
+        route: Route::Direct,
     })
 }
 

@@ -12,13 +12,17 @@ use futures::channel::oneshot;
 
 use super::active::Active;
 use super::bindings::roundtrip::transport::net;
-use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, GotConn, TlsSummary};
+use super::bindings::roundtrip::transport::observe::{
+    CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,
+};
 use super::bindings::roundtrip::transport::types::ErrorCode;
 use super::clock;
 use super::conn::Conn;
 use super::errors::message;
 use super::transport::{Shared, Waiter};
+use super::tunnel;
 use crate::core::pool::{Checkout, Source, Ticket};
+use crate::core::proxy::Route;
 use crate::core::request::{Scheme, Target};
 
 /// ALPN protocols offered in the TLS handshake.
@@ -161,29 +165,45 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
     });
 }
 
-/// Opens a connection (and TLS for `https`).
+/// Opens a connection: to the target, or to its proxy and through the tunnel; then
+/// TLS to the target for `https`.
 async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, ErrorCode> {
     let key = &target.key;
     let id = shared.next_conn_id();
     let emit = |kind| shared.emit(Some(id), Some(req), Some(key), kind);
-    emit(EventKind::DialStart(format!(
-        "{}:{}",
-        target.host, target.port
-    )));
-    let socket = match net::connect(
-        target.host.clone(),
-        target.port,
-        shared.settings.dial_timeout,
-    )
-    .await
-    {
+    let (host, port) = match target.route.proxy() {
+        Some(proxy) => (&proxy.host, proxy.port),
+        None => (&target.host, target.port),
+    };
+    emit(EventKind::DialStart(host_port(host, port)));
+    let socket = match net::connect(host.clone(), port, shared.settings.dial_timeout).await {
         Ok(socket) => socket,
         Err(code) => {
+            let code = match target.route.proxy() {
+                Some(proxy) => via_proxy(code, &proxy.display),
+                None => code,
+            };
             emit(EventKind::DialDone(Err(message(&code).to_owned())));
             return Err(code);
         }
     };
     emit(EventKind::DialDone(Ok(socket.peer_address())));
+    let fail = |code: ErrorCode, socket: net::Connection| {
+        emit(EventKind::Close(CloseReason::Error));
+        socket.close();
+        Err(code)
+    };
+    if let Route::Tunnel(proxy) | Route::Socks(proxy) = &target.route {
+        let opened = tunnel::open(&shared.settings, &socket, target).await;
+        emit(EventKind::ProxyConnect(ProxyConnect {
+            proxy: proxy.display.clone(),
+            target: target.host_port(),
+            error: opened.as_ref().err().map(|code| message(code).to_owned()),
+        }));
+        if let Err(code) = opened {
+            return fail(code, socket);
+        }
+    }
     if target.scheme == Scheme::Https {
         emit(EventKind::TlsStart);
         let alpn = ALPN.iter().map(|p| (*p).to_owned()).collect();
@@ -206,11 +226,30 @@ async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, Er
             }))),
             Err(code) => {
                 emit(EventKind::TlsDone(Err(message(&code).to_owned())));
-                emit(EventKind::Close(CloseReason::Error));
-                socket.close();
-                return Err(code);
+                return fail(code, socket);
             }
         }
     }
     Ok(Conn::open(id, socket, shared.idle_watch(key)))
+}
+
+/// `host:port`, IPv6 bracketed.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A failed dial of a proxy says so, as Go's `proxyconnect tcp:` does.
+fn via_proxy(code: ErrorCode, proxy: &str) -> ErrorCode {
+    let why = format!("proxyconnect {proxy}: {}", message(&code));
+    match code {
+        ErrorCode::DnsError(_) => ErrorCode::DnsError(why),
+        ErrorCode::ConnectionRefused(_) => ErrorCode::ConnectionRefused(why),
+        ErrorCode::ConnectionTimeout(_) => ErrorCode::ConnectionTimeout(why),
+        ErrorCode::DestinationDenied(_) => ErrorCode::DestinationDenied(why),
+        other => other,
+    }
 }

@@ -14,6 +14,8 @@ pub fn to_code(error: Error) -> ErrorCode {
         ErrorKind::TransferCoding => ErrorCode::HttpResponseTransferCoding(message),
         ErrorKind::Incomplete => ErrorCode::HttpResponseIncomplete(message),
         ErrorKind::ContentCoding => ErrorCode::HttpResponseContentCoding(message),
+        ErrorKind::ProxyProtocol => ErrorCode::ProxyProtocolError(message),
+        ErrorKind::ProxyRefused => ErrorCode::ProxyRefused(message),
     }
 }
 
@@ -43,6 +45,8 @@ pub fn message(code: &ErrorCode) -> &str {
         | ErrorCode::HttpProtocolError(m)
         | ErrorCode::HttpResponseTimeout(m)
         | ErrorCode::RequestCanceled(m)
+        | ErrorCode::ProxyRefused(m)
+        | ErrorCode::ProxyProtocolError(m)
         | ErrorCode::InternalError(m) => m,
     }
 }

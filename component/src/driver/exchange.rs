@@ -35,6 +35,7 @@ use super::transport::Shared;
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{self, Fields, Framing, ResponseHead};
 use crate::core::encode::{self, RequestHead};
+use crate::core::proxy::Route;
 use crate::core::request::{self, Target};
 use crate::core::reuse::{self, Progress};
 
@@ -118,6 +119,15 @@ async fn exchange(
     request::check_method(&method).map_err(to_code)?;
     for (name, value) in &headers {
         request::check_header(name, value).map_err(to_code)?;
+    }
+    let route = shared.settings.proxies.route(&target).map_err(to_code)?;
+    let target = target.through(route);
+    let mut headers = headers;
+    if let Route::Forward(proxy) = &target.route
+        && let Some(auth) = proxy.basic_auth()
+        && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
+    {
+        headers.push(("Proxy-Authorization".to_owned(), auth.into_bytes()));
     }
     let req = Checked {
         id: shared.next_request_id(),
@@ -212,7 +222,7 @@ async fn attempt(
         &mut wire,
         &RequestHead {
             method: &req.method,
-            target: &req.target.path_and_query,
+            target: &req.target.request_target(),
             authority: &req.target.authority,
             user_agent: &settings.user_agent,
             headers: &req.headers,

@@ -25,6 +25,7 @@ mod errors;
 mod exchange;
 mod send;
 mod transport;
+mod tunnel;
 
 use bindings::exports::roundtrip::transport::round_tripper::Guest;
 

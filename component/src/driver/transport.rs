@@ -15,6 +15,8 @@ use super::bindings::roundtrip::transport::types::{
 use super::clock;
 use super::conn::{Conn, IdleInput, IdleWatch};
 use crate::core::Micros;
+use crate::core::decode::Fields;
+use crate::core::proxy::Proxies;
 use crate::core::pool::{Action, Pool, PoolConfig, Release, Source, Ticket};
 use crate::core::request::Target;
 
@@ -29,6 +31,9 @@ pub struct Settings {
     pub disable_compression: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
+    pub proxies: Proxies,
+    pub proxy_connect_timeout: Option<u64>,
+    pub proxy_connect_headers: Fields,
 }
 
 /// A request waiting for a connection: where to dial for it, and where to send the
@@ -289,6 +294,14 @@ impl GuestTransport for Transport {
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),
             user_agent: config.user_agent,
+            proxies: Proxies::new(
+                config.proxy.http_proxy.as_deref(),
+                config.proxy.https_proxy.as_deref(),
+                &config.proxy.no_proxy,
+                config.proxy.loopback_direct,
+            ),
+            proxy_connect_timeout: config.proxy_connect_timeout,
+            proxy_connect_headers: config.proxy.connect_headers,
         };
         Self {
             shared: Rc::new(Shared {

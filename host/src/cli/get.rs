@@ -14,7 +14,7 @@ use roundtrip_host::events::Callback;
 use roundtrip_host::{Body, ReasonPhrase, Transport};
 use tokio::sync::Mutex;
 
-use super::{EventArgs, PoolArgs, narrate, usage_error};
+use super::{EventArgs, PoolArgs, ProxyDefault, narrate, usage_error};
 
 #[derive(Args)]
 pub struct GetArgs {
@@ -81,7 +81,7 @@ pub async fn run(args: GetArgs) -> ExitCode {
             }
         }));
     }
-    let config = match args.pool.config(events, args.events.inspect_from_env()) {
+    let config = match args.pool.config(events, args.events.inspect_from_env(), ProxyDefault::Environment) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };

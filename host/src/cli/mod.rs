@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::{Events, JsonLines, TcpSink};
-use roundtrip_host::{ClientCert, Config};
+use roundtrip_host::{ClientCert, Config, ProxyConfig};
 
 #[derive(Parser)]
 #[command(
@@ -135,10 +135,56 @@ pub struct PoolArgs {
     /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
     #[arg(long, value_name = "PATTERN")]
     allow_host: Vec<String>,
+    /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
+    /// `socks5://…` (names resolved here) or `socks5h://…` (by the proxy). `https`
+    /// requests go through a `CONNECT` tunnel. Overrides the proxy environment variables.
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts to reach without the proxy, comma-separated (`NO_PROXY` syntax: names,
+    /// `.suffix`, IPs, CIDRs, `:port`, `*`). Overrides `NO_PROXY`.
+    #[arg(long, value_name = "LIST")]
+    noproxy: Option<String>,
+    /// Extra header for the proxy's `CONNECT`, `Name: value`; repeatable.
+    #[arg(long, value_name = "HEADER")]
+    proxy_header: Vec<String>,
+}
+
+/// Where proxy settings come from when `--proxy` is not given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProxyDefault {
+    /// `HTTP_PROXY` and friends, as curl and Go read them.
+    Environment,
+    /// No proxy (a proxy server must not send its own traffic to itself).
+    Direct,
 }
 
 impl PoolArgs {
-    fn config(&self, events: Events, inspect_from_env: bool) -> Result<Config, String> {
+    fn proxy_config(&self, default: ProxyDefault) -> Result<ProxyConfig, String> {
+        let mut config = match (&self.proxy, default) {
+            (Some(url), _) => ProxyConfig::all(url, ""),
+            (None, ProxyDefault::Environment) => ProxyConfig::from_env(),
+            (None, ProxyDefault::Direct) => ProxyConfig::default(),
+        };
+        if let Some(list) = &self.noproxy {
+            config.no_proxy = list.clone();
+        }
+        for header in &self.proxy_header {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("bad --proxy-header {header:?}: expected `Name: value`"))?;
+            config
+                .connect_headers
+                .push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(config)
+    }
+
+    fn config(
+        &self,
+        events: Events,
+        inspect_from_env: bool,
+        proxy: ProxyDefault,
+    ) -> Result<Config, String> {
         let seconds = |name: &str, value: f64| {
             Duration::try_from_secs_f64(value)
                 .map_err(|_| format!("--{name}: {value} is not a number of seconds"))
@@ -171,6 +217,7 @@ impl PoolArgs {
             allow_hosts: (!self.allow_host.is_empty())
                 .then(|| AllowList::parse(&self.allow_host))
                 .transpose()?,
+            proxy: self.proxy_config(proxy)?,
             inspect_from_env,
             events,
             ..Config::default()

@@ -16,6 +16,14 @@ pub fn curl_line(event: &Event) -> Option<String> {
         EventKind::DialDone {
             error: Some(error), ..
         } => format!("* connect failed: {error}"),
+        EventKind::ProxyConnect {
+            proxy,
+            target,
+            error: None,
+        } => format!("* Tunnel to {target} opened by proxy {proxy}"),
+        EventKind::ProxyConnect {
+            error: Some(error), ..
+        } => format!("* Tunnel failed: {error}"),
         EventKind::TlsDone {
             version: Some(version),
             cipher_suite,

@@ -8,7 +8,7 @@ use clap::Args;
 use roundtrip_host::Transport;
 use roundtrip_host::proxy::{ForwardProxy, ProxyOptions};
 
-use super::{EventArgs, PoolArgs, usage_error};
+use super::{EventArgs, PoolArgs, ProxyDefault, usage_error};
 
 #[derive(Args)]
 pub struct ProxyArgs {
@@ -29,7 +29,7 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         Ok(events) => events,
         Err(message) => return usage_error(&message),
     };
-    let config = match args.pool.config(events, args.events.inspect_from_env()) {
+    let config = match args.pool.config(events, args.events.inspect_from_env(), ProxyDefault::Direct) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
