@@ -375,13 +375,15 @@ fn take_whole<T: Send>(
 ) -> wasmtime::Result<Option<BoxedIo>> {
     accessor.with(|mut access| {
         let connection = access.get().table.get_mut(conn)?;
-        Ok(match std::mem::replace(&mut connection.stage, Stage::Gone) {
-            Stage::Whole(io) => Some(io),
-            other => {
-                connection.stage = other;
-                None
-            }
-        })
+        Ok(
+            match std::mem::replace(&mut connection.stage, Stage::Gone) {
+                Stage::Whole(io) => Some(io),
+                other => {
+                    connection.stage = other;
+                    None
+                }
+            },
+        )
     })
 }
 

@@ -300,7 +300,9 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
         K::ResponseContentCoding => (StatusCode::BAD_GATEWAY, "http_response_content_coding"),
         K::ResponseTimeout => (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout"),
         K::ProtocolError => (StatusCode::BAD_GATEWAY, "http_protocol_error"),
-        K::ProxyRefused | K::ProxyProtocolError => (StatusCode::BAD_GATEWAY, "proxy_internal_error"),
+        K::ProxyRefused | K::ProxyProtocolError => {
+            (StatusCode::BAD_GATEWAY, "proxy_internal_error")
+        }
         K::ConnectionFailed
         | K::Canceled
         | K::Internal

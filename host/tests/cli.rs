@@ -8,12 +8,29 @@ use std::process::{Command, Output};
 
 use roundtrip_host::local_server::{LocalServer, body_bytes};
 
+/// Proxy variables `roundtrip get` reads; cleared so the caller's shell does not leak in.
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 fn roundtrip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-        .args(args)
-        .env_remove("ROUNDTRIP_INSPECT")
-        .output()
-        .unwrap()
+    roundtrip_with_env(args, &[])
+}
+
+fn roundtrip_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roundtrip"));
+    command.args(args).env_remove("ROUNDTRIP_INSPECT");
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied()).output().unwrap()
 }
 
 fn event_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -326,4 +343,132 @@ async fn insecure_warns_on_every_connection() {
     assert_eq!(insecure.stdout, b"hello, world\nhello, world\n");
     let stderr = String::from_utf8_lossy(&insecure.stderr);
     assert_eq!(stderr.matches("WARNING: --insecure").count(), 2, "{stderr}");
+}
+
+/// A stand-in HTTP proxy that answers every request with `proxied` and keeps the
+/// request lines it saw. (The real proxies, tinyproxy, nginx and microsocks, are
+/// driven by `tests/tests/proxies.rs`; here only the CLI's choice of proxy is checked.)
+fn request_line_recorder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for socket in listener.incoming().flatten() {
+            let mut reader = BufReader::new(socket.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            record.lock().unwrap().push(line.trim_end().to_owned());
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let _ = (&socket).write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nproxied\n",
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_takes_proxies_from_the_environment_as_go_and_curl_do() {
+    let (proxy, seen) = request_line_recorder();
+    let proxy_url = format!("http://{proxy}");
+    // HTTP_PROXY for a name: the request goes to the proxy in absolute form.
+    let out = roundtrip_with_env(
+        &["get", "http://origin.invalid/x?y=1"],
+        &[("HTTP_PROXY", &proxy_url)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"proxied\n");
+    assert_eq!(
+        seen.lock().unwrap().pop().unwrap(),
+        "GET http://origin.invalid/x?y=1 HTTP/1.1"
+    );
+    // Lower case, and ALL_PROXY when the scheme has none of its own.
+    let out = roundtrip_with_env(&["get", "http://origin.invalid/"], &[("all_proxy", &proxy)]);
+    assert_eq!(out.stdout, b"proxied\n");
+    // NO_PROXY: direct, so the made-up name fails to resolve and the proxy saw nothing.
+    let seen_before = seen.lock().unwrap().len();
+    let out = roundtrip_with_env(
+        &["get", "http://origin.invalid/"],
+        &[("http_proxy", &proxy_url), ("NO_PROXY", ".invalid")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lookup origin.invalid"));
+    // Loopback goes direct whatever the environment says (Go's rule)...
+    let server = LocalServer::start().await.unwrap();
+    let out = roundtrip_with_env(
+        &["get", &server.url("/small")],
+        &[("HTTP_PROXY", &proxy_url)],
+    );
+    assert_eq!(out.stdout, b"hello, world\n");
+    assert_eq!(seen.lock().unwrap().len(), seen_before);
+    // ...but not with an explicit --proxy, which also beats the environment.
+    let out = roundtrip_with_env(
+        &["get", "--proxy", &proxy, &server.url("/small")],
+        &[("HTTP_PROXY", "http://127.0.0.1:9")],
+    );
+    assert_eq!(out.stdout, b"proxied\n");
+    assert_eq!(
+        seen.lock().unwrap().pop().unwrap(),
+        format!("GET {} HTTP/1.1", server.url("/small"))
+    );
+    // --noproxy overrides NO_PROXY.
+    let out = roundtrip_with_env(
+        &[
+            "get",
+            "--proxy",
+            &proxy,
+            "--noproxy",
+            "127.0.0.1",
+            &server.url("/small"),
+        ],
+        &[("NO_PROXY", "")],
+    );
+    assert_eq!(out.stdout, b"hello, world\n");
+}
+
+#[test]
+fn a_dead_or_bad_proxy_is_named_in_the_error() {
+    let refused = roundtrip(&[
+        "get",
+        "--proxy",
+        "socks5h://127.0.0.1:9",
+        "http://origin.invalid/",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(
+            "proxyconnect socks5h://127.0.0.1:9: dial tcp 127.0.0.1:9: connect: connection refused"
+        ),
+        "{stderr}"
+    );
+    let bad = roundtrip(&[
+        "get",
+        "--proxy",
+        "ftp://user:hunter2@p",
+        "http://origin.invalid/",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("unsupported proxy scheme \"ftp\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let header = roundtrip(&[
+        "get",
+        "--proxy-header",
+        "no colon",
+        "http://origin.invalid/",
+    ]);
+    assert_eq!(header.status.code(), Some(2));
 }

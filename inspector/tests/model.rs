@@ -451,7 +451,10 @@ fn a_proxy_tunnel_names_the_hop_and_a_refusal_closes_the_lane() {
     ];
     let view = View::of(&events);
     let opened = &view.lanes[0];
-    assert_eq!(opened.addr.as_deref(), Some("example.test:443 via http://127.0.0.1:3128"));
+    assert_eq!(
+        opened.addr.as_deref(),
+        Some("example.test:443 via http://127.0.0.1:3128")
+    );
     assert!(opened.closed.is_none());
     let refused = &view.lanes[1];
     let (at, why) = refused.closed.clone().unwrap();

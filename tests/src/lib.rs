@@ -445,7 +445,10 @@ impl Daemon {
             });
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{program} did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "{program} did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self {
@@ -475,9 +478,19 @@ impl Daemon {
     /// Debian's microsocks (SOCKS5), optionally requiring `user:password`.
     pub fn microsocks(login: Option<(&str, &str)>) -> Self {
         Self::start("microsocks", |port, _| {
-            let mut args = vec!["-i".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+            let mut args = vec![
+                "-i".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ];
             if let Some((user, password)) = login {
-                args.extend(["-u".into(), user.to_owned(), "-P".into(), password.to_owned()]);
+                args.extend([
+                    "-u".into(),
+                    user.to_owned(),
+                    "-P".into(),
+                    password.to_owned(),
+                ]);
             }
             args
         })

@@ -43,12 +43,22 @@ async fn http_through_tinyproxy_sends_absolute_form_and_basic_auth() {
         c.proxy = ProxyConfig::all(&proxy.url("http", Some("alice:s3cret")), "");
     });
     let fetched = get(&transport, &origin.url("/small")).await.unwrap();
-    assert_eq!((fetched.status, &fetched.body[..]), (200, &b"hello, world\n"[..]));
+    assert_eq!(
+        (fetched.status, &fetched.body[..]),
+        (200, &b"hello, world\n"[..])
+    );
     let events = recorder.events();
     // The dial went to the proxy; the key names it, without the password.
-    assert_eq!(dial_addresses(&events), [format!("127.0.0.1:{}", proxy.port)]);
+    assert_eq!(
+        dial_addresses(&events),
+        [format!("127.0.0.1:{}", proxy.port)]
+    );
     let key = format!("http://alice@127.0.0.1:{}|http", proxy.port);
-    assert!(events.iter().all(|e| e.key.as_deref().is_none_or(|k| k == key)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.key.as_deref().is_none_or(|k| k == key))
+    );
     assert!(!events.iter().any(|e| e.to_json().contains("s3cret")));
 
     // A wrong password, or none: the proxy's refusal is the response, as in Go
@@ -74,12 +84,20 @@ async fn one_forward_proxy_connection_serves_many_targets() {
     for _ in 0..2 {
         let a = get(&transport, &first.url("/small")).await.unwrap();
         let b = get(&transport, &second.url("/small")).await.unwrap();
-        assert_eq!((&a.body[..], &b.body[..]), (&b"hello, world\n"[..], &b"hello, world\n"[..]));
+        assert_eq!(
+            (&a.body[..], &b.body[..]),
+            (&b"hello, world\n"[..], &b"hello, world\n"[..])
+        );
     }
     let events = recorder.events();
     assert_eq!(dials(&events), 1, "{events:#?}");
-    assert_eq!(dial_addresses(&events), [format!("127.0.0.1:{}", proxy.port)]);
-    let reused = count(&events, |k| matches!(k, EventKind::GotConn { reused: true, .. }));
+    assert_eq!(
+        dial_addresses(&events),
+        [format!("127.0.0.1:{}", proxy.port)]
+    );
+    let reused = count(&events, |k| {
+        matches!(k, EventKind::GotConn { reused: true, .. })
+    });
     assert_eq!(reused, 3);
     // The direct server saw only the proxy's connection(s), never ours.
     assert!(second.connections() >= 1);
@@ -100,7 +118,10 @@ async fn https_through_connect_runs_tls_inside_the_tunnel_and_reuses_it() {
         assert_eq!((fetched.status, &fetched.body[..]), (200, &b"hello"[..]));
     }
     let events = recorder.events();
-    assert_eq!(dial_addresses(&events), [format!("127.0.0.1:{}", proxy.port)]);
+    assert_eq!(
+        dial_addresses(&events),
+        [format!("127.0.0.1:{}", proxy.port)]
+    );
     let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
     assert_eq!(
         proxy_connects(&events),
@@ -111,10 +132,24 @@ async fn https_through_connect_runs_tls_inside_the_tunnel_and_reuses_it() {
     let tunnel = names.iter().position(|n| *n == "proxy_connect").unwrap();
     let tls = names.iter().position(|n| *n == "tls_done").unwrap();
     assert!(tunnel < tls, "{names:?}");
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::TlsDone { error: None, .. })));
-    assert_eq!(count(&events, |k| matches!(k, EventKind::GotConn { reused: true, .. })), 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::TlsDone { error: None, .. }))
+    );
+    assert_eq!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::GotConn { reused: true, .. }
+        )),
+        1
+    );
     let key = format!("{proxy_url}|https://{}", origin.addr);
-    assert!(events.iter().all(|e| e.key.as_deref().is_none_or(|k| k == key)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.key.as_deref().is_none_or(|k| k == key))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +242,10 @@ async fn socks5_without_auth_for_http_and_https() {
         });
         // `localhost`: resolved by the host for socks5, by microsocks for socks5h.
         let plain = format!("http://localhost:{}/small", origin.port);
-        assert_eq!(get(&transport, &plain).await.unwrap().body, "hello, world\n");
+        assert_eq!(
+            get(&transport, &plain).await.unwrap().body,
+            "hello, world\n"
+        );
         let secure = format!("https://{}/", tls_origin.addr);
         assert_eq!(get(&transport, &secure).await.unwrap().body, "hello");
         let events = recorder.events();
@@ -220,7 +258,10 @@ async fn socks5_without_auth_for_http_and_https() {
             ],
             "{scheme}"
         );
-        assert_eq!(dial_addresses(&events), vec![format!("127.0.0.1:{}", socks.port); 2]);
+        assert_eq!(
+            dial_addresses(&events),
+            vec![format!("127.0.0.1:{}", socks.port); 2]
+        );
     }
 }
 
@@ -235,13 +276,22 @@ async fn socks5_with_username_and_password() {
         let url = origin.url("/small");
         async move { get(&transport, &url).await }
     };
-    assert_eq!(attempt(Some("alice:s3cret")).await.unwrap().body, "hello, world\n");
+    assert_eq!(
+        attempt(Some("alice:s3cret")).await.unwrap().body,
+        "hello, world\n"
+    );
     let wrong = attempt(Some("alice:nope")).await.unwrap_err();
     assert_eq!(wrong.kind, ErrorKind::ProxyRefused);
-    assert!(wrong.message.contains("rejected the username and password"), "{wrong}");
+    assert!(
+        wrong.message.contains("rejected the username and password"),
+        "{wrong}"
+    );
     let missing = attempt(None).await.unwrap_err();
     assert_eq!(missing.kind, ErrorKind::ProxyRefused);
-    assert!(missing.message.contains("requires a username and password"), "{missing}");
+    assert!(
+        missing.message.contains("requires a username and password"),
+        "{missing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,13 +305,22 @@ async fn no_proxy_and_loopback_go_direct() {
         });
     });
     get(&from_env, &origin.url("/small")).await.unwrap();
-    assert_eq!(dial_addresses(&recorder.events()), [format!("127.0.0.1:{}", origin.port)]);
+    assert_eq!(
+        dial_addresses(&recorder.events()),
+        [format!("127.0.0.1:{}", origin.port)]
+    );
     // An explicit proxy takes loopback too, unless NO_PROXY names it.
     let (listed, recorder) = transport(|c| {
-        c.proxy = ProxyConfig::all(&proxy.url("http", None), &format!("127.0.0.1:{}", origin.port));
+        c.proxy = ProxyConfig::all(
+            &proxy.url("http", None),
+            &format!("127.0.0.1:{}", origin.port),
+        );
     });
     get(&listed, &origin.url("/small")).await.unwrap();
-    assert_eq!(dial_addresses(&recorder.events()), [format!("127.0.0.1:{}", origin.port)]);
+    assert_eq!(
+        dial_addresses(&recorder.events()),
+        [format!("127.0.0.1:{}", origin.port)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +334,10 @@ async fn a_proxy_must_be_on_the_allow_list() {
     let error = get(&transport, &origin.url("/small")).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::DestinationDenied);
     assert!(
-        error.message.starts_with(&format!("proxyconnect http://127.0.0.1:{}: connecting to 127.0.0.1:{} is not allowed", proxy.port, proxy.port)),
+        error.message.starts_with(&format!(
+            "proxyconnect http://127.0.0.1:{}: connecting to 127.0.0.1:{} is not allowed",
+            proxy.port, proxy.port
+        )),
         "{error}"
     );
     assert_eq!(origin.connections(), 0);

@@ -247,8 +247,8 @@ impl NoProxy {
             }
         }
         self.domains.iter().any(|rule| {
-            let name_matches = host.ends_with(&rule.suffix)
-                || (rule.matches_itself && host == rule.suffix[1..]);
+            let name_matches =
+                host.ends_with(&rule.suffix) || (rule.matches_itself && host == rule.suffix[1..]);
             name_matches && port_matches(rule.port)
         })
     }
@@ -288,7 +288,12 @@ pub struct Proxies {
 }
 
 impl Proxies {
-    pub fn new(http: Option<&str>, https: Option<&str>, no_proxy: &str, loopback_direct: bool) -> Self {
+    pub fn new(
+        http: Option<&str>,
+        https: Option<&str>,
+        no_proxy: &str,
+        loopback_direct: bool,
+    ) -> Self {
         let parse = |text: Option<&str>| {
             text.map(str::trim)
                 .filter(|t| !t.is_empty())
@@ -328,7 +333,8 @@ impl Proxies {
 
 /// Go never proxies `localhost` or a loopback IP taken from the environment.
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -357,27 +363,109 @@ mod tests {
     fn proxy_for_url_follows_go() {
         let cases: &[(&str, &str, &str, &str, &str)] = &[
             // (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, request, want)
-            ("127.0.0.1:8080", "", "", "http://example.com", "http://127.0.0.1:8080"),
-            ("cache.corp.example.com:1234", "", "", "http://example.com", "http://cache.corp.example.com:1234"),
-            ("cache.corp.example.com", "", "", "http://example.com", "http://cache.corp.example.com:80"),
-            ("http://127.0.0.1:8080", "", "", "http://example.com", "http://127.0.0.1:8080"),
-            ("socks5://127.0.0.1", "", "", "http://example.com", "socks5://127.0.0.1:1080"),
-            ("socks5h://127.0.0.1", "", "", "http://example.com", "socks5h://127.0.0.1:1080"),
+            (
+                "127.0.0.1:8080",
+                "",
+                "",
+                "http://example.com",
+                "http://127.0.0.1:8080",
+            ),
+            (
+                "cache.corp.example.com:1234",
+                "",
+                "",
+                "http://example.com",
+                "http://cache.corp.example.com:1234",
+            ),
+            (
+                "cache.corp.example.com",
+                "",
+                "",
+                "http://example.com",
+                "http://cache.corp.example.com:80",
+            ),
+            (
+                "http://127.0.0.1:8080",
+                "",
+                "",
+                "http://example.com",
+                "http://127.0.0.1:8080",
+            ),
+            (
+                "socks5://127.0.0.1",
+                "",
+                "",
+                "http://example.com",
+                "socks5://127.0.0.1:1080",
+            ),
+            (
+                "socks5h://127.0.0.1",
+                "",
+                "",
+                "http://example.com",
+                "socks5h://127.0.0.1:1080",
+            ),
             // Don't use the https proxy for http, and the other way round.
-            ("http.proxy.tld", "secure.proxy.tld", "", "http://insecure.tld/", "http://http.proxy.tld:80"),
-            ("http.proxy.tld", "secure.proxy.tld", "", "https://secure.tld/", "http://secure.proxy.tld:80"),
+            (
+                "http.proxy.tld",
+                "secure.proxy.tld",
+                "",
+                "http://insecure.tld/",
+                "http://http.proxy.tld:80",
+            ),
+            (
+                "http.proxy.tld",
+                "secure.proxy.tld",
+                "",
+                "https://secure.tld/",
+                "http://secure.proxy.tld:80",
+            ),
             ("", "", "", "http://example.com", "<nil>"),
             ("http.proxy.tld", "", "", "https://example.com", "<nil>"),
             ("proxy", "", "example.com", "http://example.com/", "<nil>"),
-            ("proxy", "", ".example.com", "http://example.com/", "http://proxy:80"),
-            ("proxy", "", "ample.com", "http://example.com/", "http://proxy:80"),
-            ("proxy", "", "example.com", "http://foo.example.com/", "<nil>"),
-            ("proxy", "", ".foo.com", "http://example.com/", "http://proxy:80"),
-            ("http://user:pass@proxy:3128", "", "", "http://example.com", "http://user@proxy:3128"),
+            (
+                "proxy",
+                "",
+                ".example.com",
+                "http://example.com/",
+                "http://proxy:80",
+            ),
+            (
+                "proxy",
+                "",
+                "ample.com",
+                "http://example.com/",
+                "http://proxy:80",
+            ),
+            (
+                "proxy",
+                "",
+                "example.com",
+                "http://foo.example.com/",
+                "<nil>",
+            ),
+            (
+                "proxy",
+                "",
+                ".foo.com",
+                "http://example.com/",
+                "http://proxy:80",
+            ),
+            (
+                "http://user:pass@proxy:3128",
+                "",
+                "",
+                "http://example.com",
+                "http://user@proxy:3128",
+            ),
         ];
         for (http, https, no_proxy, url, want) in cases {
             let proxies = env_proxies(http, https, no_proxy);
-            assert_eq!(chosen(&proxies, url), *want, "{http:?} {https:?} {no_proxy:?} {url}");
+            assert_eq!(
+                chosen(&proxies, url),
+                *want,
+                "{http:?} {https:?} {no_proxy:?} {url}"
+            );
         }
     }
 
@@ -449,14 +537,22 @@ mod tests {
     #[test]
     fn an_explicit_proxy_also_takes_loopback() {
         let p = Proxies::new(Some("http://127.0.0.1:3128"), None, "", false);
-        assert_eq!(chosen(&p, "http://127.0.0.1:8080/"), "http://127.0.0.1:3128");
+        assert_eq!(
+            chosen(&p, "http://127.0.0.1:8080/"),
+            "http://127.0.0.1:3128"
+        );
         let p = Proxies::new(Some("http://127.0.0.1:3128"), None, "127.0.0.1", false);
         assert_eq!(chosen(&p, "http://127.0.0.1:8080/"), "<nil>");
     }
 
     #[test]
     fn routes_and_keys() {
-        let p = Proxies::new(Some("http://alice:secret@p:3128"), Some("http://alice:secret@p:3128"), "", false);
+        let p = Proxies::new(
+            Some("http://alice:secret@p:3128"),
+            Some("http://alice:secret@p:3128"),
+            "",
+            false,
+        );
         let http = target("http://a.example/x").unwrap();
         let route = p.route(&http).unwrap();
         assert!(matches!(route, Route::Forward(_)));
@@ -464,10 +560,19 @@ mod tests {
         let https = target("https://a.example/x").unwrap();
         let route = p.route(&https).unwrap();
         assert!(matches!(route, Route::Tunnel(_)));
-        assert_eq!(route.key(&https), "http://alice@p:3128|https://a.example:443");
+        assert_eq!(
+            route.key(&https),
+            "http://alice@p:3128|https://a.example:443"
+        );
         let socks = Proxies::new(Some("socks5h://p"), None, "", false);
         let route = socks.route(&http).unwrap();
-        assert!(matches!(route, Route::Socks(Proxy { kind: ProxyKind::Socks5 { remote_dns: true }, .. })));
+        assert!(matches!(
+            route,
+            Route::Socks(Proxy {
+                kind: ProxyKind::Socks5 { remote_dns: true },
+                ..
+            })
+        ));
         assert_eq!(route.key(&http), "socks5h://p:1080|http://a.example:80");
     }
 
@@ -477,19 +582,32 @@ mod tests {
         assert_eq!(p.username.as_deref(), Some("Aladdin"));
         assert_eq!(p.password.as_deref(), Some("open sesame"));
         // RFC 7617's example.
-        assert_eq!(p.basic_auth().unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(
+            p.basic_auth().unwrap(),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
         assert_eq!(Proxy::parse("http://p:1").unwrap().basic_auth(), None);
     }
 
     #[test]
     fn unusable_proxies_fail_the_requests_that_use_them_and_hide_the_password() {
-        for bad in ["https://p:443", "ftp://p", "http://u:hunter2@", "socks4://p"] {
+        for bad in [
+            "https://p:443",
+            "ftp://p",
+            "http://u:hunter2@",
+            "socks4://p",
+        ] {
             let p = Proxies::new(Some(bad), None, "", false);
-            let err = p.route(&target("http://example.com/").unwrap()).unwrap_err();
+            let err = p
+                .route(&target("http://example.com/").unwrap())
+                .unwrap_err();
             assert_eq!(err.kind, ErrorKind::ProxyProtocol, "{bad}");
             assert!(!err.message.contains("hunter2"), "{}", err.message);
             // Requests that go direct are not affected.
-            assert_eq!(p.route(&target("https://example.com/").unwrap()).unwrap(), Route::Direct);
+            assert_eq!(
+                p.route(&target("https://example.com/").unwrap()).unwrap(),
+                Route::Direct
+            );
         }
     }
 }

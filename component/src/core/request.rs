@@ -39,7 +39,11 @@ impl Target {
     /// The request target on the wire: origin-form, or absolute-form for a forward proxy.
     pub fn request_target(&self) -> String {
         match self.route {
-            Route::Forward(_) => format!("{}{}", self.origin_without_default_port(), self.path_and_query),
+            Route::Forward(_) => format!(
+                "{}{}",
+                self.origin_without_default_port(),
+                self.path_and_query
+            ),
             _ => self.path_and_query.clone(),
         }
     }

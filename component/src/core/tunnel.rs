@@ -35,7 +35,10 @@ pub fn connect_request(
     if let Some(auth) = auth.filter(|_| !has("proxy-authorization")) {
         put("Proxy-Authorization", auth.as_bytes());
     }
-    for (name, value) in headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("host")) {
+    for (name, value) in headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
+    {
         put(name, value);
     }
     out.extend_from_slice(b"\r\n");
@@ -44,7 +47,11 @@ pub fn connect_request(
 
 /// Whether the proxy opened the tunnel: any 2xx (RFC 9110 §15.3). Anything else is
 /// refused with the proxy's own status text.
-pub fn check_connect_response(proxy: &str, authority: &str, head: &ResponseHead) -> Result<(), Error> {
+pub fn check_connect_response(
+    proxy: &str,
+    authority: &str,
+    head: &ResponseHead,
+) -> Result<(), Error> {
     if (200..300).contains(&head.status) {
         return Ok(());
     }
@@ -90,7 +97,9 @@ pub fn socks_method(proxy: &str, reply: [u8; 2], with_login: bool) -> Result<Soc
             if with_login {
                 format!("SOCKS5 proxy {proxy} accepts none of the offered authentication methods")
             } else {
-                format!("SOCKS5 proxy {proxy} requires a username and password (put them in the proxy URL)")
+                format!(
+                    "SOCKS5 proxy {proxy} requires a username and password (put them in the proxy URL)"
+                )
             },
         )),
         [version, method] => Err(socks_garbled(
@@ -171,7 +180,10 @@ pub fn socks_connect(proxy: &str, address: &SocksAddress, port: u16) -> Result<V
 pub fn socks_reply_rest(proxy: &str, target: &str, head: [u8; 5]) -> Result<usize, Error> {
     let [version, code, _reserved, address_type, first] = head;
     if version != SOCKS5 {
-        return Err(socks_garbled(proxy, &format!("reply version {version:#04x}")));
+        return Err(socks_garbled(
+            proxy,
+            &format!("reply version {version:#04x}"),
+        ));
     }
     if code != 0 {
         return Err(Error::new(
@@ -247,11 +259,18 @@ mod tests {
 
     #[test]
     fn connect_answers_other_than_2xx_are_refusals_with_the_status_text() {
-        assert!(check_connect_response("http://p:1", "a:443", &head(200, "Connection established")).is_ok());
+        assert!(
+            check_connect_response("http://p:1", "a:443", &head(200, "Connection established"))
+                .is_ok()
+        );
         assert!(check_connect_response("http://p:1", "a:443", &head(204, "")).is_ok());
-        let err = check_connect_response("http://p:1", "a:443", &head(403, "Access violation")).unwrap_err();
+        let err = check_connect_response("http://p:1", "a:443", &head(403, "Access violation"))
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::ProxyRefused);
-        assert_eq!(err.message, "proxy http://p:1 refused CONNECT to a:443: 403 Access violation");
+        assert_eq!(
+            err.message,
+            "proxy http://p:1 refused CONNECT to a:443: 403 Access violation"
+        );
         let err = check_connect_response("http://p:1", "a:443", &head(407, "")).unwrap_err();
         assert!(err.message.ends_with(": 407"), "{}", err.message);
     }
@@ -260,7 +279,10 @@ mod tests {
     fn socks_messages_are_exact() {
         assert_eq!(socks_greeting(false), [5, 1, 0]);
         assert_eq!(socks_greeting(true), [5, 2, 0, 2]);
-        assert_eq!(socks_login("p", "u", "pw").unwrap(), [1, 1, b'u', 2, b'p', b'w']);
+        assert_eq!(
+            socks_login("p", "u", "pw").unwrap(),
+            [1, 1, b'u', 2, b'p', b'w']
+        );
         assert_eq!(
             socks_connect("p", &SocksAddress::Ip("127.0.0.1".parse().unwrap()), 8080).unwrap(),
             [5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90]
@@ -275,20 +297,43 @@ mod tests {
 
     #[test]
     fn socks_answers_are_checked() {
-        assert_eq!(socks_method("p", [5, 0], true).unwrap(), SocksMethod::NoAuth);
+        assert_eq!(
+            socks_method("p", [5, 0], true).unwrap(),
+            SocksMethod::NoAuth
+        );
         assert_eq!(socks_method("p", [5, 2], true).unwrap(), SocksMethod::Login);
-        assert_eq!(socks_method("p", [5, 0xff], false).unwrap_err().kind, ErrorKind::ProxyRefused);
-        assert_eq!(socks_method("p", [5, 2], false).unwrap_err().kind, ErrorKind::ProxyRefused);
-        assert_eq!(socks_method("p", [b'H', b'T'], false).unwrap_err().kind, ErrorKind::ProxyProtocol);
+        assert_eq!(
+            socks_method("p", [5, 0xff], false).unwrap_err().kind,
+            ErrorKind::ProxyRefused
+        );
+        assert_eq!(
+            socks_method("p", [5, 2], false).unwrap_err().kind,
+            ErrorKind::ProxyRefused
+        );
+        assert_eq!(
+            socks_method("p", [b'H', b'T'], false).unwrap_err().kind,
+            ErrorKind::ProxyProtocol
+        );
         assert!(socks_login_status("p", [1, 0]).is_ok());
-        assert_eq!(socks_login_status("p", [1, 1]).unwrap_err().kind, ErrorKind::ProxyRefused);
+        assert_eq!(
+            socks_login_status("p", [1, 1]).unwrap_err().kind,
+            ErrorKind::ProxyRefused
+        );
         assert_eq!(socks_reply_rest("p", "a:1", [5, 0, 0, 1, 127]).unwrap(), 5);
         assert_eq!(socks_reply_rest("p", "a:1", [5, 0, 0, 4, 0]).unwrap(), 17);
         assert_eq!(socks_reply_rest("p", "a:1", [5, 0, 0, 3, 9]).unwrap(), 11);
         let refused = socks_reply_rest("p", "a:1", [5, 5, 0, 1, 0]).unwrap_err();
         assert_eq!(refused.kind, ErrorKind::ProxyRefused);
-        assert_eq!(refused.message, "SOCKS5 proxy p could not connect to a:1: connection refused");
-        assert_eq!(socks_reply_rest("p", "a:1", [5, 0, 0, 9, 0]).unwrap_err().kind, ErrorKind::ProxyProtocol);
+        assert_eq!(
+            refused.message,
+            "SOCKS5 proxy p could not connect to a:1: connection refused"
+        );
+        assert_eq!(
+            socks_reply_rest("p", "a:1", [5, 0, 0, 9, 0])
+                .unwrap_err()
+                .kind,
+            ErrorKind::ProxyProtocol
+        );
         let long = "x".repeat(256);
         assert!(socks_login("p", &long, "").is_err());
         assert!(socks_connect("p", &SocksAddress::Name(long), 1).is_err());

@@ -125,7 +125,9 @@ async fn exchange(
     let mut headers = headers;
     if let Route::Forward(proxy) = &target.route
         && let Some(auth) = proxy.basic_auth()
-        && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
     {
         headers.push(("Proxy-Authorization".to_owned(), auth.into_bytes()));
     }

@@ -16,8 +16,8 @@ use super::clock;
 use super::conn::{Conn, IdleInput, IdleWatch};
 use crate::core::Micros;
 use crate::core::decode::Fields;
-use crate::core::proxy::Proxies;
 use crate::core::pool::{Action, Pool, PoolConfig, Release, Source, Ticket};
+use crate::core::proxy::Proxies;
 use crate::core::request::Target;
 
 /// Knobs the driver reads, durations in nanoseconds.

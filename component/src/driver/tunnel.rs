@@ -22,9 +22,16 @@ use crate::core::tunnel::{self, SocksAddress, SocksMethod};
 const HANDSHAKE_READ: u32 = 4096;
 
 /// Sets up the tunnel `target.route` asks for, if any.
-pub async fn open(settings: &Settings, socket: &Connection, target: &Target) -> Result<(), ErrorCode> {
+pub async fn open(
+    settings: &Settings,
+    socket: &Connection,
+    target: &Target,
+) -> Result<(), ErrorCode> {
     let (proxy, work): (&Proxy, LocalBoxFuture<'_, Result<(), ErrorCode>>) = match &target.route {
-        Route::Tunnel(proxy) => (proxy, Box::pin(http_connect(settings, socket, proxy, target))),
+        Route::Tunnel(proxy) => (
+            proxy,
+            Box::pin(http_connect(settings, socket, proxy, target)),
+        ),
         Route::Socks(proxy) => (proxy, Box::pin(socks5(socket, proxy, target))),
         Route::Direct | Route::Forward(_) => return Ok(()),
     };
@@ -84,12 +91,16 @@ async fn http_connect(
 async fn socks5(socket: &Connection, proxy: &Proxy, target: &Target) -> Result<(), ErrorCode> {
     let name = &proxy.display;
     let mut io = Handshake::new(socket, name);
-    let login = proxy.username.as_deref().map(|user| (user, proxy.password.as_deref().unwrap_or("")));
+    let login = proxy
+        .username
+        .as_deref()
+        .map(|user| (user, proxy.password.as_deref().unwrap_or("")));
     io.write(tunnel::socks_greeting(login.is_some())).await?;
     let method = tunnel::socks_method(name, io.array("SOCKS5 greeting").await?, login.is_some())
         .map_err(to_code)?;
     if let (SocksMethod::Login, Some((user, password))) = (method, login) {
-        io.write(tunnel::socks_login(name, user, password).map_err(to_code)?).await?;
+        io.write(tunnel::socks_login(name, user, password).map_err(to_code)?)
+            .await?;
         tunnel::socks_login_status(name, io.array("SOCKS5 login").await?).map_err(to_code)?;
     }
     let address = match (target.host.parse::<IpAddr>(), proxy.kind) {
@@ -97,7 +108,8 @@ async fn socks5(socket: &Connection, proxy: &Proxy, target: &Target) -> Result<(
         (Err(_), ProxyKind::Socks5 { remote_dns: true }) => SocksAddress::Name(target.host.clone()),
         (Err(_), _) => SocksAddress::Ip(resolve(&target.host).await?),
     };
-    io.write(tunnel::socks_connect(name, &address, target.port).map_err(to_code)?).await?;
+    io.write(tunnel::socks_connect(name, &address, target.port).map_err(to_code)?)
+        .await?;
     let head: [u8; 5] = io.array("SOCKS5 connect").await?;
     let rest = tunnel::socks_reply_rest(name, &target.host_port(), head).map_err(to_code)?;
     io.exact(rest, "SOCKS5 connect").await?;

@@ -81,7 +81,11 @@ pub async fn run(args: GetArgs) -> ExitCode {
             }
         }));
     }
-    let config = match args.pool.config(events, args.events.inspect_from_env(), ProxyDefault::Environment) {
+    let config = match args.pool.config(
+        events,
+        args.events.inspect_from_env(),
+        ProxyDefault::Environment,
+    ) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };

@@ -32,14 +32,14 @@ enum Command {
     /// Run a classroom scenario against built-in local servers, with narration.
     Demo(demo::DemoArgs),
     /// Forward proxy through the transport: point any program's HTTP_PROXY at it.
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Get(args) => get::run(*args).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Proxy(args) => proxy::run(args).await,
+        Command::Proxy(args) => proxy::run(*args).await,
     }
 }
 

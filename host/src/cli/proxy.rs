@@ -29,10 +29,14 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         Ok(events) => events,
         Err(message) => return usage_error(&message),
     };
-    let config = match args.pool.config(events, args.events.inspect_from_env(), ProxyDefault::Direct) {
-        Ok(config) => config,
-        Err(message) => return usage_error(&message),
-    };
+    let config =
+        match args
+            .pool
+            .config(events, args.events.inspect_from_env(), ProxyDefault::Direct)
+        {
+            Ok(config) => config,
+            Err(message) => return usage_error(&message),
+        };
     let tunnel_dial_timeout = config
         .dial_timeout
         .unwrap_or(ProxyOptions::default().tunnel_dial_timeout);
