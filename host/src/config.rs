@@ -55,6 +55,10 @@ pub struct Config {
     /// emitting an event, dialing); past it the instance is stuck, and is stopped and
     /// replaced. It yields to the host every 10 ms either way. Default 10 s.
     pub max_guest_busy: Duration,
+    /// Directories whose files `file://` URLs may read (`--allow-dir`); none by default,
+    /// so `file://` is refused with `DestinationDenied`. (`http::Uri` needs a host:
+    /// write `file://localhost/path`.)
+    pub allow_dirs: Vec<PathBuf>,
     /// Which requests go through a proxy ([`ProxyConfig::from_env`] for the
     /// environment's); none by default.
     pub proxy: ProxyConfig,
@@ -95,6 +99,7 @@ impl Default for Config {
             insecure_skip_verify: false,
             max_guest_memory: 256 << 20,
             max_guest_busy: Duration::from_secs(10),
+            allow_dirs: Vec::new(),
             proxy: ProxyConfig::default(),
             proxy_connect_timeout: Some(Duration::from_secs(60)),
             allow_hosts: None,

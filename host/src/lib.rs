@@ -24,6 +24,7 @@ pub mod demo;
 pub mod egress;
 mod error;
 pub mod events;
+mod files;
 pub mod local_server;
 mod net;
 mod pipes;

@@ -17,6 +17,8 @@ pub struct State {
     pub events: Events,
     /// Certificates are not checked (`--insecure`): warn at each handshake.
     pub insecure: bool,
+    /// Directories `file://` may read (`--allow-dir`), resolved.
+    pub allow_dirs: Arc<[std::path::PathBuf]>,
     /// Where the component may connect (`None`: anywhere).
     pub allow_hosts: Option<Arc<crate::egress::AllowList>>,
     /// The guest's memory cap, and its memory now.

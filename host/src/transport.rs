@@ -29,12 +29,13 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 
 use crate::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
-use crate::bindings::roundtrip::transport::{net, observe, types};
+use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::bindings::{Transport as World, TransportPre};
 use crate::body::{Body, Inner, ResponseBody, header_map};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
+use crate::files::Files;
 use crate::net::Net;
 use crate::pipes::{BytesConsumer, BytesProducer, OneshotConsumer};
 use crate::state::{Continuity, GuestLimits, State};
@@ -118,6 +119,7 @@ impl Transport {
             client_cert: config.client_cert.as_ref(),
             insecure: config.insecure_skip_verify,
         })?;
+        config.allow_dirs = crate::files::canonical_grants(&config.allow_dirs)?;
         if config.inspect_from_env {
             config.events = config.events.with_env_inspector();
         }
@@ -273,6 +275,7 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
             observe::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
                 .map_err(Error::engine)?;
             net::add_to_linker::<_, Net>(&mut linker, |s| s).map_err(Error::engine)?;
+            files::add_to_linker::<_, Files>(&mut linker, |s| s).map_err(Error::engine)?;
             let instance_pre = linker.instantiate_pre(&component).map_err(Error::engine)?;
             TransportPre::new(instance_pre).map_err(Error::engine)
         })
@@ -385,6 +388,7 @@ async fn run_instance(
         tls: Arc::clone(tls),
         events: config.events.clone(),
         allow_hosts: config.allow_hosts.clone().map(Arc::new),
+        allow_dirs: config.allow_dirs.clone().into(),
         insecure: config.insecure_skip_verify,
         limits: GuestLimits {
             max_memory: config.max_guest_memory,

@@ -472,3 +472,25 @@ fn a_dead_or_bad_proxy_is_named_in_the_error() {
     ]);
     assert_eq!(header.status.code(), Some(2));
 }
+
+#[test]
+fn file_urls_read_only_granted_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from a file\n").unwrap();
+    let url = format!("file://{}/hello.txt", dir.path().display());
+    let granted = roundtrip(&["get", "--allow-dir", dir.path().to_str().unwrap(), &url]);
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert_eq!(granted.stdout, b"hello from a file\n");
+    let refused = roundtrip(&["get", &url]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no directory is granted (--allow-dir)")
+    );
+    let missing = roundtrip(&["get", "--allow-dir", "/nonexistent-dir", &url]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--allow-dir /nonexistent-dir"));
+}

@@ -5,6 +5,7 @@ pub mod compression;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod file;
 pub mod pool;
 pub mod proxy;
 pub mod request;

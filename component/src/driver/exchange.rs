@@ -114,6 +114,10 @@ async fn exchange(
     headers: Fields,
     body: RequestBody,
 ) -> Result<Response, ErrorCode> {
+    // Another scheme's handler (Go's `RegisterProtocol`).
+    if super::file::is_file_url(&url) {
+        return super::file::serve(shared, method, url).await;
+    }
     // Nothing reaches the network before the whole request checks out.
     let target = request::target(&url).map_err(to_code)?;
     request::check_method(&method).map_err(to_code)?;

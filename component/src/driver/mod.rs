@@ -23,6 +23,7 @@ mod clock;
 mod conn;
 mod errors;
 mod exchange;
+mod file;
 mod send;
 mod transport;
 mod tunnel;

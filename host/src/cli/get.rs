@@ -220,6 +220,15 @@ impl Output {
     }
 }
 
+/// `http::Uri` needs an authority: `file:///p` is written `file://localhost/p`, which
+/// RFC 8089 says is the same file.
+fn with_authority(url: &str) -> String {
+    match url.strip_prefix("file:///") {
+        Some(path) => format!("file://localhost/{path}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Makes one request; reports a failure on stderr and returns false.
 async fn fetch(
     transport: &Transport,
@@ -231,7 +240,7 @@ async fn fetch(
 ) -> bool {
     let mut builder = http::Request::builder()
         .method(template.method.clone())
-        .uri(url);
+        .uri(with_authority(url));
     for (name, value) in &template.headers {
         builder = builder.header(name, value);
     }

@@ -135,6 +135,9 @@ pub struct PoolArgs {
     /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
     #[arg(long, value_name = "PATTERN")]
     allow_host: Vec<String>,
+    /// Let `file://` URLs read files under DIR (repeatable); without it they are refused.
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Vec<PathBuf>,
     /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
     /// `socks5://…` (names resolved here) or `socks5h://…` (by the proxy). `https`
     /// requests go through a `CONNECT` tunnel. Overrides the proxy environment variables.
@@ -217,6 +220,7 @@ impl PoolArgs {
             allow_hosts: (!self.allow_host.is_empty())
                 .then(|| AllowList::parse(&self.allow_host))
                 .transpose()?,
+            allow_dirs: self.allow_dir.clone(),
             proxy: self.proxy_config(proxy)?,
             inspect_from_env,
             events,
