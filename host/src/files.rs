@@ -7,19 +7,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Accessor, FutureReader, HasData, StreamReader};
 
 use crate::bindings::roundtrip::transport::files::{Entry, File, Host, HostWithStore};
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::{Error, ErrorKind};
-use crate::pipes::BytesProducer;
+use crate::pipes::{BytesProducer, pump_reads};
 use crate::state::State;
-
-/// Bytes read from a file at a time.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// `HasData` marker for the `files` interface.
 pub struct Files;
@@ -152,7 +147,9 @@ impl<T: Send> HostWithStore<T> for Files {
             .map(|d| d.as_secs());
         let (chunks_tx, chunks_rx) = mpsc::channel(4);
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(read_file(file, path, chunks_tx, done_tx));
+        tokio::spawn(pump_reads(file, chunks_tx, done_tx, move |e| {
+            Err(read_error(&path, &e))
+        }));
         accessor.with(|mut access| {
             Ok(Ok(Entry::File(File {
                 size: meta.len(),
@@ -162,29 +159,6 @@ impl<T: Send> HostWithStore<T> for Files {
             })))
         })
     }
-}
-
-/// File → guest, until its end or the guest stops reading.
-async fn read_file(
-    mut file: tokio::fs::File,
-    path: String,
-    chunks: mpsc::Sender<bytes::Bytes>,
-    done: oneshot::Sender<Result<(), ErrorCode>>,
-) {
-    let outcome = loop {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        match file.read_buf(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(_) => {
-                if chunks.send(buf.freeze()).await.is_err() {
-                    break Ok(());
-                }
-            }
-            Err(e) => break Err(read_error(&path, &e)),
-        }
-    };
-    drop(chunks);
-    let _ = done.send(outcome);
 }
 
 #[cfg(test)]

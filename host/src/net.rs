@@ -10,7 +10,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -21,12 +21,10 @@ use crate::bindings::roundtrip::transport::net::{
     Host, HostConnection, HostConnectionWithStore, HostWithStore, TlsInfo,
 };
 use crate::bindings::roundtrip::transport::types::ErrorCode;
-use crate::pipes::{BytesConsumer, BytesProducer};
+use crate::pipes::{BytesConsumer, BytesProducer, READ_CHUNK, pump_reads};
 use crate::state::State;
 use crate::tls;
 
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
 /// Chunks buffered between a socket task and the guest.
 const CHANNEL_CHUNKS: usize = 4;
 
@@ -406,26 +404,17 @@ fn handshake_too_late(what: &str) -> ErrorCode {
 
 /// Socket → guest. Ends at EOF, on error, or when the guest stops reading.
 async fn read_loop(
-    mut reader: ReadHalf<BoxedIo>,
+    reader: ReadHalf<BoxedIo>,
     chunks: mpsc::Sender<Bytes>,
     done: oneshot::Sender<Result<(), ErrorCode>>,
 ) {
-    let outcome = loop {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        match reader.read_buf(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(_) => {
-                if chunks.send(buf.freeze()).await.is_err() {
-                    break Ok(());
-                }
-            }
-            // A peer that closes TLS without close_notify: treat as end of stream,
-            // as curl and browsers do; body framing still catches truncation.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
-            Err(e) => break Err(terminated(&e, "reading")),
-        }
-    };
-    let _ = done.send(outcome);
+    pump_reads(reader, chunks, done, |e| match e.kind() {
+        // A peer that closes TLS without close_notify: treat as end of stream,
+        // as curl and browsers do; body framing still catches truncation.
+        io::ErrorKind::UnexpectedEof => Ok(()),
+        _ => Err(terminated(&e, "reading")),
+    })
+    .await;
 }
 
 /// Guest → socket. Ends when the guest drops its end (then shuts down writing) or on

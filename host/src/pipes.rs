@@ -14,6 +14,8 @@ use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::bindings::roundtrip::transport::types::ErrorCode;
 use tokio_util::sync::{PollSemaphore, PollSender};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -167,3 +169,32 @@ impl<D, T: Lift + Send + 'static> FutureConsumer<D> for OneshotConsumer<T> {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Reads `reader` into `chunks` until its end, an error, or the receiver is gone, then
+/// reports how it ended on `done`. `on_error` names an error, or returns `Ok` to take
+/// it as a clean end.
+pub async fn pump_reads<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    chunks: mpsc::Sender<Bytes>,
+    done: oneshot::Sender<Result<(), ErrorCode>>,
+    on_error: impl Fn(std::io::Error) -> Result<(), ErrorCode>,
+) {
+    use tokio::io::AsyncReadExt;
+    let outcome = loop {
+        let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(_) => {
+                if chunks.send(buf.freeze()).await.is_err() {
+                    break Ok(());
+                }
+            }
+            Err(e) => break on_error(e),
+        }
+    };
+    drop(chunks);
+    let _ = done.send(outcome);
+}
+
+/// Bytes read from a socket or a file at a time.
+pub const READ_CHUNK: usize = 64 * 1024;
