@@ -16,6 +16,7 @@
 //! ```
 
 // Generated glue: the component ABI needs `unsafe`.
+pub mod bench;
 #[allow(unsafe_code)]
 mod bindings;
 mod body;

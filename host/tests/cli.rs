@@ -494,3 +494,46 @@ fn file_urls_read_only_granted_directories() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--allow-dir /nonexistent-dir"));
 }
+
+#[test]
+fn bench_runs_every_client_on_a_tiny_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = roundtrip(&[
+        "bench",
+        "--quick",
+        "--repetitions",
+        "1",
+        "--only",
+        "sequential",
+        "--server",
+        "in-process",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| sequential small GET | hyper-util |"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let clients: Vec<&str> = rows.iter().map(|r| r["client"].as_str().unwrap()).collect();
+    assert_eq!(clients, ["roundtrip", "hyper", "raw"]);
+    for row in rows {
+        let median = &row["median"];
+        assert_eq!(median["requests"], 1000, "{row}");
+        assert_eq!(median["errors"], 0, "{row}");
+        assert_eq!(median["body_bytes"], 13 * 1000, "{row}");
+        // CPU time counts in 10 ms ticks: a fast client may show none.
+        assert!(median["cpu_seconds"].as_f64().unwrap() >= 0.0, "{row}");
+        assert!(median["seconds"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(median["peak_rss_kib"].as_u64().unwrap() > 1000, "{row}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands.
 
+mod bench;
 mod demo;
 mod get;
 mod narrate;
@@ -33,6 +34,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Forward proxy through the transport: point any program's HTTP_PROXY at it.
     Proxy(Box<proxy::ProxyArgs>),
+    /// This transport side by side with hyper-util and a raw socket loop.
+    Bench(bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -40,6 +43,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Get(args) => get::run(*args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Proxy(args) => proxy::run(*args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

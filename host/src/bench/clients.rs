@@ -1,0 +1,247 @@
+//! The clients a benchmark compares, each running one workload in this process: this
+//! transport, hyper-util's legacy pooled client (the native Rust peer), and a raw
+//! keep-alive socket loop sending a pre-built request (the near-limit reference).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Client, Spec};
+use crate::{Body, Config, Transport};
+
+/// What one run measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub requests: u64,
+    pub errors: u64,
+    pub body_bytes: u64,
+    pub elapsed: Duration,
+    /// Per-request latency, microseconds.
+    pub latencies_us: Vec<u32>,
+}
+
+/// Runs `spec` with its client: `concurrency` tasks share `requests` between them,
+/// each sending its next request when the last one's body has been read (closed loop).
+pub async fn run(spec: &Spec) -> Result<Outcome, String> {
+    let per_task = spec.requests.div_ceil(spec.concurrency);
+    let started = Instant::now();
+    let outcomes = match spec.client {
+        Client::Roundtrip => {
+            let transport = Transport::new(Config {
+                max_idle_conns_per_host: spec.concurrency as u32,
+                max_conns_per_host: spec.concurrency as u32,
+                inspect_from_env: false,
+                ..Config::default()
+            })
+            .map_err(|e| e.to_string())?;
+            fan_out(spec, per_task, move |url| {
+                let transport = transport.clone();
+                async move { roundtrip_get(&transport, &url).await }
+            })
+            .await
+        }
+        Client::Hyper => {
+            let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(spec.concurrency)
+                    .build_http();
+            fan_out(spec, per_task, move |url| {
+                let client = client.clone();
+                async move { hyper_get(&client, &url).await }
+            })
+            .await
+        }
+        Client::Raw => raw_fan_out(spec, per_task).await,
+    };
+    let elapsed = started.elapsed();
+    let mut total = Outcome {
+        elapsed,
+        ..Outcome::default()
+    };
+    for outcome in outcomes {
+        total.requests += outcome.requests;
+        total.errors += outcome.errors;
+        total.body_bytes += outcome.body_bytes;
+        total.latencies_us.extend(outcome.latencies_us);
+    }
+    Ok(total)
+}
+
+/// `concurrency` tasks, each sending `per_task` requests one after another.
+async fn fan_out<F, Fut>(spec: &Spec, per_task: usize, get: F) -> Vec<Outcome>
+where
+    F: Fn(String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<u64, String>> + Send,
+{
+    let tasks: Vec<_> = (0..spec.concurrency)
+        .map(|_| {
+            let get = get.clone();
+            let url = spec.url.clone();
+            tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                for _ in 0..per_task {
+                    let sent = Instant::now();
+                    match get(url.clone()).await {
+                        Ok(bytes) => {
+                            outcome.requests += 1;
+                            outcome.body_bytes += bytes;
+                            outcome.latencies_us.push(micros(sent.elapsed()));
+                        }
+                        Err(_) => outcome.errors += 1,
+                    }
+                }
+                outcome
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_default());
+    }
+    outcomes
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+async fn roundtrip_get(transport: &Transport, url: &str) -> Result<u64, String> {
+    let request = http::Request::get(url)
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = transport
+        .round_trip(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+            bytes += data.len() as u64;
+        }
+    }
+    Ok(bytes)
+}
+
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+async fn hyper_get(client: &HyperClient, url: &str) -> Result<u64, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let response = client.get(uri).await.map_err(|e| e.to_string())?;
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+            bytes += data.len() as u64;
+        }
+    }
+    Ok(bytes)
+}
+
+/// One keep-alive socket per task, one pre-built request written again and again;
+/// the response is framed by `Content-Length` (what the servers here send).
+async fn raw_fan_out(spec: &Spec, per_task: usize) -> Vec<Outcome> {
+    let Ok(uri) = spec.url.parse::<http::Uri>() else {
+        return vec![Outcome {
+            errors: 1,
+            ..Outcome::default()
+        }];
+    };
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let request: Arc<[u8]> = format!(
+        "GET {} HTTP/1.1\r\nHost: {authority}\r\n\r\n",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    )
+    .into_bytes()
+    .into();
+    let tasks: Vec<_> = (0..spec.concurrency)
+        .map(|_| {
+            let request = Arc::clone(&request);
+            let authority = authority.clone();
+            tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                let Ok(mut socket) = TcpStream::connect(&authority).await else {
+                    outcome.errors += per_task as u64;
+                    return outcome;
+                };
+                let _ = socket.set_nodelay(true);
+                let mut buf = vec![0u8; 64 * 1024];
+                for _ in 0..per_task {
+                    let sent = Instant::now();
+                    match raw_exchange(&mut socket, &request, &mut buf).await {
+                        Ok(bytes) => {
+                            outcome.requests += 1;
+                            outcome.body_bytes += bytes;
+                            outcome.latencies_us.push(micros(sent.elapsed()));
+                        }
+                        Err(_) => {
+                            outcome.errors += 1;
+                            break;
+                        }
+                    }
+                }
+                outcome
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_default());
+    }
+    outcomes
+}
+
+/// Writes the request, reads the head and `Content-Length` body bytes; returns the
+/// body length. `buf` holds at most one response head at a time (no pipelining).
+async fn raw_exchange(
+    socket: &mut TcpStream,
+    request: &[u8],
+    buf: &mut [u8],
+) -> std::io::Result<u64> {
+    socket.write_all(request).await?;
+    let mut filled = 0;
+    let (head_len, body_len) = loop {
+        let n = socket.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head_len)) = response.parse(&buf[..filled]) {
+            let length = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .ok_or(std::io::ErrorKind::InvalidData)?;
+            break (head_len, length);
+        }
+        if filled == buf.len() {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    };
+    let mut remaining = body_len.saturating_sub((filled - head_len) as u64);
+    while remaining > 0 {
+        let n = socket.read(buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        remaining = remaining.saturating_sub(n as u64);
+    }
+    Ok(body_len)
+}

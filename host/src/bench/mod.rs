@@ -1,0 +1,280 @@
+//! `roundtrip bench`: this transport side by side with its peers, on the same server
+//! and the same workloads, in one invocation.
+//!
+//! ```text
+//!  parent: start the server (nginx, or the in-process one)
+//!    for each workload × client × repetition:
+//!      spawn `roundtrip bench --worker SPEC` ─► the client runs the workload in a
+//!      process of its own and prints one JSON measurement (requests, bytes, time,
+//!      latencies, its CPU time and peak RSS from /proc)
+//!    median per workload × client (by req/s) ─► table, ratios to this transport, JSON
+//! ```
+//!
+//! A process per run keeps CPU time and peak memory apart; the server runs outside
+//! the measured process (nginx) or in the parent (the in-process server).
+
+mod clients;
+mod report;
+mod server;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use report::{Report, Row};
+pub use server::ServerKind;
+
+/// A client under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    /// This transport: the component in the host.
+    Roundtrip,
+    /// hyper-util's legacy pooled client (what reqwest is built on).
+    Hyper,
+    /// A keep-alive socket per task writing one pre-built request.
+    Raw,
+}
+
+impl Client {
+    pub const ALL: [Client; 3] = [Client::Roundtrip, Client::Hyper, Client::Raw];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Roundtrip => "roundtrip",
+            Client::Hyper => "hyper-util",
+            Client::Raw => "raw loop",
+        }
+    }
+}
+
+/// One workload: what to fetch, how often, how many at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub name: &'static str,
+    /// Path on the server: `/small` or the large body.
+    pub path: &'static str,
+    pub requests: usize,
+    pub concurrency: usize,
+}
+
+/// The workloads, scaled by `scale` (1.0 = the full run; `--quick` uses less).
+pub fn workloads(scale: f64) -> Vec<Workload> {
+    let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
+    vec![
+        Workload {
+            name: "sequential small GET",
+            path: "/small",
+            requests: n(10_000),
+            concurrency: 1,
+        },
+        Workload {
+            name: "concurrency 16",
+            path: "/small",
+            requests: n(20_000),
+            concurrency: 16,
+        },
+        Workload {
+            name: "concurrency 64",
+            path: "/small",
+            requests: n(20_000),
+            concurrency: 64,
+        },
+        Workload {
+            name: "256 MiB body",
+            path: server::LARGE_PATH,
+            requests: 1,
+            concurrency: 1,
+        },
+    ]
+}
+
+/// What a worker process is asked to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub client: Client,
+    pub url: String,
+    pub requests: usize,
+    pub concurrency: usize,
+}
+
+/// What a worker process measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Measurement {
+    pub requests: u64,
+    pub errors: u64,
+    pub body_bytes: u64,
+    pub seconds: f64,
+    pub p50_us: u32,
+    pub p99_us: u32,
+    /// User + system CPU time of the whole worker process.
+    pub cpu_seconds: f64,
+    /// Peak resident set size of the worker process.
+    pub peak_rss_kib: u64,
+}
+
+impl Measurement {
+    pub fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.body_bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+
+    /// CPU seconds per 10 000 requests.
+    pub fn cpu_per_10k(&self) -> f64 {
+        self.cpu_seconds * 10_000.0 / (self.requests.max(1) as f64)
+    }
+}
+
+/// Runs `spec` in this process (the worker side), on a runtime of its own with two
+/// worker threads, the same for every client; call it from a plain thread.
+pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
+    let spec = spec.clone();
+    let mut outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(clients::run(&spec))
+    })
+    .join()
+    .map_err(|_| "the bench worker panicked".to_owned())??;
+    outcome.latencies_us.sort_unstable();
+    let percentile = |p: f64| -> u32 {
+        let all = &outcome.latencies_us;
+        if all.is_empty() {
+            return 0;
+        }
+        all[((all.len() - 1) as f64 * p).round() as usize]
+    };
+    let (cpu_seconds, peak_rss_kib) = process_usage();
+    Ok(Measurement {
+        requests: outcome.requests,
+        errors: outcome.errors,
+        body_bytes: outcome.body_bytes,
+        seconds: outcome.elapsed.as_secs_f64(),
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        cpu_seconds,
+        peak_rss_kib,
+    })
+}
+
+/// CPU seconds (user + system) and peak RSS of this process, from Linux's /proc
+/// (`/proc/self/stat` counts in USER_HZ, 100 per second on Linux's ABI).
+fn process_usage() -> (f64, u64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+/// How a whole benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub server: ServerKind,
+    pub repetitions: usize,
+    /// Workload size factor (1.0 = full).
+    pub scale: f64,
+    pub clients: Vec<Client>,
+    /// Only workloads whose name contains this.
+    pub only: Option<String>,
+}
+
+/// Runs every workload with every client `repetitions` times, each in a worker
+/// process (`worker` builds its command line), and keeps the median run by req/s.
+/// `progress` hears about each run as it ends.
+pub async fn run(
+    options: &Options,
+    worker: impl Fn(&Spec) -> std::process::Command,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, String> {
+    let server = server::Server::start(options.server).await?;
+    let mut rows = Vec::new();
+    for workload in workloads(options.scale) {
+        if options
+            .only
+            .as_deref()
+            .is_some_and(|only| !workload.name.contains(only))
+        {
+            continue;
+        }
+        for &client in &options.clients {
+            let spec = Spec {
+                client,
+                url: server.url(workload.path),
+                requests: workload.requests,
+                concurrency: workload.concurrency,
+            };
+            let mut runs = Vec::new();
+            for rep in 0..options.repetitions {
+                let measured = run_in_worker(&worker, &spec).await?;
+                progress(&format!(
+                    "{:<22} {:<10} run {}/{}: {:.0} req/s",
+                    workload.name,
+                    client.name(),
+                    rep + 1,
+                    options.repetitions,
+                    measured.requests_per_second()
+                ));
+                runs.push(measured);
+            }
+            runs.sort_by(|a, b| a.requests_per_second().total_cmp(&b.requests_per_second()));
+            let median = runs[runs.len() / 2].clone();
+            rows.push(Row {
+                workload: workload.name.to_owned(),
+                client,
+                runs: runs.len(),
+                median,
+            });
+        }
+    }
+    Ok(Report {
+        server: server.describe(),
+        machine: report::machine(),
+        rows,
+    })
+}
+
+async fn run_in_worker(
+    worker: &impl Fn(&Spec) -> std::process::Command,
+    spec: &Spec,
+) -> Result<Measurement, String> {
+    let mut command = tokio::process::Command::from(worker(spec));
+    command.kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .map_err(|_| format!("{} did not finish within 10 minutes", spec.client.name()))?
+        .map_err(|e| format!("cannot start a bench worker: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "bench worker for {} failed: {}",
+            spec.client.name(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "bench worker for {} printed no measurement: {e}",
+            spec.client.name()
+        )
+    })
+}

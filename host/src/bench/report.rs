@@ -1,0 +1,113 @@
+//! A benchmark's results: a table for people (with each client's ratio to this
+//! transport), JSON and CSV for machines.
+
+use serde::Serialize;
+
+use super::{Client, Measurement};
+
+/// The median run of one client on one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub client: Client,
+    /// Repetitions the median was taken from.
+    pub runs: usize,
+    pub median: Measurement,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub server: String,
+    pub machine: String,
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// This transport's req/s on `workload`.
+    fn ours(&self, workload: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.workload == workload && r.client == Client::Roundtrip)
+            .map(|r| r.median.requests_per_second())
+    }
+
+    /// Markdown: one line per workload and client, the ratio being ours ÷ theirs
+    /// (above 1: this transport is faster).
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| workload | client | req/s | p50 µs | p99 µs | MB/s | CPU s / 10k req | peak RSS MiB | errors | roundtrip ÷ client |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.rows {
+            let m = &row.median;
+            let rps = m.requests_per_second();
+            let ratio = match (row.client, self.ours(&row.workload)) {
+                (Client::Roundtrip, _) => "—".to_owned(),
+                (_, Some(ours)) if rps > 0.0 => format!("{:.2}×", ours / rps),
+                _ => "?".to_owned(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1} | {} | {} |\n",
+                row.workload,
+                row.client.name(),
+                rps,
+                m.p50_us,
+                m.p99_us,
+                m.megabytes_per_second(),
+                m.cpu_per_10k(),
+                m.peak_rss_kib as f64 / 1024.0,
+                m.errors,
+                ratio
+            ));
+        }
+        out
+    }
+
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "workload,client,runs,requests,errors,body_bytes,seconds,req_per_s,p50_us,p99_us,mb_per_s,cpu_s_per_10k,peak_rss_kib\n",
+        );
+        for row in &self.rows {
+            let m = &row.median;
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{:.6},{:.1},{},{},{:.2},{:.4},{}\n",
+                row.workload,
+                row.client.name(),
+                row.runs,
+                m.requests,
+                m.errors,
+                m.body_bytes,
+                m.seconds,
+                m.requests_per_second(),
+                m.p50_us,
+                m.p99_us,
+                m.megabytes_per_second(),
+                m.cpu_per_10k(),
+                m.peak_rss_kib
+            ));
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The machine, in one line: CPU model, cores, kernel.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}

@@ -1,0 +1,111 @@
+//! `roundtrip bench`: this transport beside hyper-util and a raw socket loop, same
+//! server, same workloads, one invocation (see `roundtrip_host::bench`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use roundtrip_host::bench::{self, Client, Options, ServerKind, Spec};
+
+use super::usage_error;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The server every client talks to.
+    #[arg(long, value_enum, default_value_t = Server::Nginx)]
+    server: Server,
+    /// Runs per workload and client; the median (by req/s) is reported.
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// A short run (a tenth of the requests), e.g. to check the harness.
+    #[arg(long)]
+    quick: bool,
+    /// Only workloads whose name contains TEXT (e.g. `concurrency 64`).
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Also write the results as JSON to PATH (CSV when PATH ends in `.csv`).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Run one measurement in this process and print it as JSON (used by the parent).
+    #[arg(long, hide = true, value_name = "SPEC")]
+    worker: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Server {
+    Nginx,
+    InProcess,
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Some(spec) = &args.worker {
+        return worker(spec);
+    }
+    if args.repetitions == 0 {
+        return usage_error("--repetitions must be at least 1");
+    }
+    let options = Options {
+        server: match args.server {
+            Server::Nginx => ServerKind::Nginx,
+            Server::InProcess => ServerKind::InProcess,
+        },
+        repetitions: args.repetitions,
+        scale: if args.quick { 0.1 } else { 1.0 },
+        clients: Client::ALL.to_vec(),
+        only: args.only.clone(),
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("roundtrip bench: cannot find its own executable");
+        return ExitCode::from(1);
+    };
+    let worker_command = |spec: &Spec| {
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("bench")
+            .arg("--worker")
+            .arg(serde_json::to_string(spec).unwrap_or_default())
+            .env_remove("ROUNDTRIP_INSPECT");
+        command
+    };
+    let report = match bench::run(&options, worker_command, |line| eprintln!("{line}")).await {
+        Ok(report) => report,
+        Err(message) => {
+            eprintln!("roundtrip bench: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("server: {}\nmachine: {}\n", report.server, report.machine);
+    println!("{}", report.table());
+    if let Some(path) = &args.out {
+        let text = if path.extension().is_some_and(|e| e == "csv") {
+            report.csv()
+        } else {
+            report.json()
+        };
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("roundtrip bench: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn worker(spec: &str) -> ExitCode {
+    let spec: Spec = match serde_json::from_str(spec) {
+        Ok(spec) => spec,
+        Err(e) => return usage_error(&format!("bad --worker spec: {e}")),
+    };
+    match bench::run_worker(&spec) {
+        Ok(measurement) => {
+            println!(
+                "{}",
+                serde_json::to_string(&measurement).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+    }
+}
