@@ -180,11 +180,21 @@ pub async fn pump_reads<R: tokio::io::AsyncRead + Unpin>(
     on_error: impl Fn(std::io::Error) -> Result<(), ErrorCode>,
 ) {
     use tokio::io::AsyncReadExt;
+    // As the component does (`core/read_size.rs`): small reads while little comes, so an
+    // idle connection's pending read holds 4 KiB, not 64; doubled after a full read.
+    let mut size = READ_MIN;
     let outcome = loop {
-        let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = bytes::BytesMut::with_capacity(size);
         match reader.read_buf(&mut buf).await {
             Ok(0) => break Ok(()),
-            Ok(_) => {
+            Ok(n) => {
+                size = if n >= size {
+                    (size * 2).min(READ_CHUNK)
+                } else if n <= size / 4 {
+                    (size / 2).max(READ_MIN)
+                } else {
+                    size
+                };
                 if chunks.send(buf.freeze()).await.is_err() {
                     break Ok(());
                 }
@@ -196,5 +206,7 @@ pub async fn pump_reads<R: tokio::io::AsyncRead + Unpin>(
     let _ = done.send(outcome);
 }
 
-/// Bytes read from a socket or a file at a time.
+/// Most bytes read from a socket or a file at a time.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// Fewest bytes asked for by a read.
+const READ_MIN: usize = 4 * 1024;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod file;
 pub mod pool;
 pub mod proxy;
+pub mod read_size;
 pub mod request;
 pub mod reuse;
 pub mod tunnel;

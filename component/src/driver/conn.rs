@@ -27,6 +27,7 @@ use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 use super::bindings::roundtrip::transport::net::Connection;
 use super::bindings::roundtrip::transport::types::ErrorCode;
 use super::bindings::wit_stream;
+use crate::core::read_size::ReadSize;
 
 /// Bytes asked for per read from the host.
 pub const READ_SIZE: usize = 64 * 1024;
@@ -242,8 +243,11 @@ async fn read_loop(
     idle: Rc<Cell<bool>>,
     watch: IdleWatch,
 ) {
+    // Small while idle (the pending read holds its buffer), large for big bodies.
+    let mut size = ReadSize::default();
     let end = loop {
-        let (result, chunk) = inbound.read(Vec::with_capacity(READ_SIZE)).await;
+        let (result, chunk) = inbound.read(Vec::with_capacity(size.next())).await;
+        size.record(chunk.len());
         if chunk.is_empty() {
             match result {
                 StreamResult::Dropped => break receive_result.await,

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Client, Spec};
+use super::{Client, IdleMemory, Spec};
 use crate::{Body, Config, Transport};
 
 /// What one run measured.
@@ -21,6 +21,7 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Per-request latency, microseconds.
     pub latencies_us: Vec<u32>,
+    pub idle: Option<super::IdleMemory>,
 }
 
 /// Runs `spec` with its client: `concurrency` tasks share `requests` between them,
@@ -244,4 +245,124 @@ async fn raw_exchange(
         remaining = remaining.saturating_sub(n as u64);
     }
     Ok(body_len)
+}
+
+/// Resident memory of this process now, in bytes (`VmRSS`).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Opens `spec.concurrency` connections at once — every request holds its response
+/// until all have one — then reads the bodies so all go idle, and measures what the
+/// idle connections hold against the same process after a single request.
+pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
+    let n = spec.concurrency;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    match spec.client {
+        Client::Roundtrip => {
+            let transport = Transport::new(Config {
+                max_idle_conns: n as u32,
+                max_idle_conns_per_host: n as u32,
+                inspect_from_env: false,
+                ..Config::default()
+            })
+            .map_err(|e| e.to_string())?;
+            roundtrip_get(&transport, &spec.url).await?;
+            let (rss_before, guest_before) = (rss_bytes(), transport.stats().await.guest_memory);
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (transport, barrier, url) =
+                        (transport.clone(), Arc::clone(&barrier), spec.url.clone());
+                    tokio::spawn(async move {
+                        let request = http::Request::get(url)
+                            .body(Body::empty())
+                            .map_err(|e| e.to_string())?;
+                        let response = transport
+                            .round_trip(request)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        barrier.wait().await;
+                        let _ = response.into_body().collect().await;
+                        Ok::<_, String>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.map_err(|e| e.to_string())??;
+            }
+            let stats = transport.stats().await;
+            let idle: u64 = stats.keys.iter().map(|k| u64::from(k.idle)).sum();
+            let per = |after: u64, before: u64| after.saturating_sub(before) / idle.max(1);
+            Ok(Outcome {
+                requests: n as u64 + 1,
+                idle: Some(IdleMemory {
+                    connections: idle,
+                    rss_bytes_per_conn: per(rss_bytes(), rss_before),
+                    guest_bytes_per_conn: per(stats.guest_memory as u64, guest_before as u64),
+                }),
+                ..Outcome::default()
+            })
+        }
+        Client::Hyper => {
+            let client: HyperClient =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(n)
+                    .build_http();
+            hyper_get(&client, &spec.url).await?;
+            let rss_before = rss_bytes();
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (client, barrier, url) =
+                        (client.clone(), Arc::clone(&barrier), spec.url.clone());
+                    tokio::spawn(async move {
+                        let uri: http::Uri = url
+                            .parse()
+                            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+                        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+                        barrier.wait().await;
+                        let _ = response.into_body().collect().await;
+                        Ok::<_, String>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.map_err(|e| e.to_string())??;
+            }
+            // hyper-util keeps no count of its idle connections: all `n` were opened
+            // at once and returned, and the pool keeps up to `n`.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(Outcome {
+                requests: n as u64 + 1,
+                idle: Some(IdleMemory {
+                    connections: n as u64,
+                    rss_bytes_per_conn: rss_bytes().saturating_sub(rss_before) / n as u64,
+                    guest_bytes_per_conn: 0,
+                }),
+                ..Outcome::default()
+            })
+        }
+        Client::Raw => Err("idle memory is measured for pooled clients only".to_owned()),
+    }
+}
+
+/// Starts a transport and waits until its instance answers.
+pub async fn cold_start() -> Result<Outcome, String> {
+    let started = Instant::now();
+    let transport = Transport::new(Config {
+        inspect_from_env: false,
+        ..Config::default()
+    })
+    .map_err(|e| e.to_string())?;
+    transport.stats().await;
+    Ok(Outcome {
+        elapsed: started.elapsed(),
+        ..Outcome::default()
+    })
 }

@@ -96,6 +96,22 @@ pub struct Spec {
     pub url: String,
     pub requests: usize,
     pub concurrency: usize,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// What a worker measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Run the workload: throughput, latency, CPU, peak RSS.
+    #[default]
+    Workload,
+    /// Open `concurrency` connections at once, let them all go idle, and measure the
+    /// memory they hold.
+    IdleMemory,
+    /// Time `Transport::new` until the instance serves (this transport only).
+    ColdStart,
 }
 
 /// What a worker process measured.
@@ -111,6 +127,22 @@ pub struct Measurement {
     pub cpu_seconds: f64,
     /// Peak resident set size of the worker process.
     pub peak_rss_kib: u64,
+    /// `idle-memory`: connections left idle, and the memory they added.
+    #[serde(default)]
+    pub idle: Option<IdleMemory>,
+}
+
+/// Memory held by idle connections, measured against the same process after one
+/// request (one connection).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdleMemory {
+    pub connections: u64,
+    /// Resident memory added, per idle connection (the whole process: host side and
+    /// the component's linear memory).
+    pub rss_bytes_per_conn: u64,
+    /// The component's linear memory added, per idle connection (wasm memory never
+    /// shrinks: this is the high-water mark of opening them all at once).
+    pub guest_bytes_per_conn: u64,
 }
 
 impl Measurement {
@@ -138,7 +170,13 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        runtime.block_on(clients::run(&spec))
+        runtime.block_on(async {
+            match spec.mode {
+                Mode::Workload => clients::run(&spec).await,
+                Mode::IdleMemory => clients::idle_memory(&spec).await,
+                Mode::ColdStart => clients::cold_start().await,
+            }
+        })
     })
     .join()
     .map_err(|_| "the bench worker panicked".to_owned())??;
@@ -160,6 +198,7 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
         p99_us: percentile(0.99),
         cpu_seconds,
         peak_rss_kib,
+        idle: outcome.idle,
     })
 }
 
@@ -197,6 +236,10 @@ pub struct Options {
     pub clients: Vec<Client>,
     /// Only workloads whose name contains this.
     pub only: Option<String>,
+    /// Idle connections for the memory measurement (0 skips it).
+    pub idle_connections: usize,
+    /// Measure start-up with and without the compiled-component cache.
+    pub cold_start: bool,
 }
 
 /// Runs every workload with every client `repetitions` times, each in a worker
@@ -223,6 +266,7 @@ pub async fn run(
                 url: server.url(workload.path),
                 requests: workload.requests,
                 concurrency: workload.concurrency,
+                mode: Mode::Workload,
             };
             let mut runs = Vec::new();
             for rep in 0..options.repetitions {
@@ -247,10 +291,66 @@ pub async fn run(
             });
         }
     }
+    let mut idle = Vec::new();
+    if options.idle_connections > 0 {
+        for client in [Client::Roundtrip, Client::Hyper] {
+            let spec = Spec {
+                client,
+                url: server.url("/small"),
+                requests: 0,
+                concurrency: options.idle_connections,
+                mode: Mode::IdleMemory,
+            };
+            let measured = run_in_worker(&worker, &spec).await?;
+            if let Some(memory) = measured.idle {
+                progress(&format!(
+                    "idle memory {:<10} {} connections: {} B each",
+                    client.name(),
+                    memory.connections,
+                    memory.rss_bytes_per_conn
+                ));
+                idle.push((client, memory));
+            }
+        }
+    }
+    let mut cold_start = Vec::new();
+    if options.cold_start {
+        for cache in [true, false] {
+            let spec = Spec {
+                client: Client::Roundtrip,
+                url: String::new(),
+                requests: 0,
+                concurrency: 1,
+                mode: Mode::ColdStart,
+            };
+            let command = |spec: &Spec| {
+                let mut command = worker(spec);
+                if !cache {
+                    command.env("ROUNDTRIP_COMPILE_CACHE", "0");
+                }
+                command
+            };
+            // The first start with the cache fills it.
+            run_in_worker(&command, &spec).await?;
+            let mut times = Vec::new();
+            for _ in 0..options.repetitions {
+                times.push(run_in_worker(&command, &spec).await?.seconds * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            progress(&format!(
+                "cold start, cache {}: {median:.1} ms",
+                if cache { "on" } else { "off" }
+            ));
+            cold_start.push((cache, median));
+        }
+    }
     Ok(Report {
         server: server.describe(),
         machine: report::machine(),
         rows,
+        idle,
+        cold_start,
     })
 }
 

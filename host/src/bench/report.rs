@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Client, Measurement};
+use super::{Client, IdleMemory, Measurement};
 
 /// The median run of one client on one workload.
 #[derive(Debug, Clone, Serialize)]
@@ -20,6 +20,10 @@ pub struct Report {
     pub server: String,
     pub machine: String,
     pub rows: Vec<Row>,
+    /// Memory per idle connection, per client.
+    pub idle: Vec<(Client, IdleMemory)>,
+    /// Milliseconds from `Transport::new` to a serving instance: (cache on?, median).
+    pub cold_start: Vec<(bool, f64)>,
 }
 
 impl Report {
@@ -59,6 +63,35 @@ impl Report {
                 m.errors,
                 ratio
             ));
+        }
+        if !self.idle.is_empty() {
+            out.push_str("\n| client | idle connections | bytes per idle connection (process RSS) | of which component memory |\n|---|---:|---:|---:|\n");
+            for (client, memory) in &self.idle {
+                let guest = match client {
+                    Client::Roundtrip => memory.guest_bytes_per_conn.to_string(),
+                    _ => "—".to_owned(),
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    client.name(),
+                    memory.connections,
+                    memory.rss_bytes_per_conn,
+                    guest
+                ));
+            }
+        }
+        if !self.cold_start.is_empty() {
+            out.push_str(
+                "\n| start-up (Transport::new to a serving instance) | median ms |\n|---|---:|\n",
+            );
+            for (cache, millis) in &self.cold_start {
+                let how = if *cache {
+                    "compiled-component cache on (warm)"
+                } else {
+                    "no cache (compiles)"
+                };
+                out.push_str(&format!("| {how} | {millis:.1} |\n"));
+            }
         }
         out
     }

@@ -102,7 +102,7 @@ fn start_nginx() -> Result<Server, String> {
         .port();
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
-         error_log {root}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
+         error_log {root}/logs/error.log;\nevents {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 10000000;\n  sendfile on;\n\
          client_body_temp_path {root}/tmp_body;\n  proxy_temp_path {root}/tmp_proxy;\n\
          fastcgi_temp_path {root}/tmp_fcgi;\n  uwsgi_temp_path {root}/tmp_uwsgi;\n\

@@ -23,6 +23,12 @@ pub struct BenchArgs {
     /// Only workloads whose name contains TEXT (e.g. `concurrency 64`).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Idle connections for the memory measurement (0 skips it).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    idle_connections: usize,
+    /// Skip the start-up measurement.
+    #[arg(long)]
+    no_cold_start: bool,
     /// Also write the results as JSON to PATH (CSV when PATH ends in `.csv`).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -53,6 +59,12 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         scale: if args.quick { 0.1 } else { 1.0 },
         clients: Client::ALL.to_vec(),
         only: args.only.clone(),
+        idle_connections: if args.quick {
+            args.idle_connections.min(100)
+        } else {
+            args.idle_connections
+        },
+        cold_start: !args.no_cold_start,
     };
     let Ok(exe) = std::env::current_exe() else {
         eprintln!("roundtrip bench: cannot find its own executable");
