@@ -54,6 +54,11 @@ pub struct LocalServer {
 /// `127.0.0.1` and `localhost`. Trust [`ServerTls::ca_cert`] in the client.
 pub struct ServerTls {
     pub ca_cert: CertificateDer<'static>,
+    /// The same CA, the server's certificate (for `127.0.0.1` and `localhost`) and its
+    /// key, as PEM: for another server (e.g. nginx) and for clients.
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -87,6 +92,9 @@ impl ServerTls {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             ca_cert: ca.der().clone(),
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             config: Arc::new(config),
         })
     }

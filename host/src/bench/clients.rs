@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,11 +31,13 @@ pub struct Outcome {
 pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     let per_task = spec.requests.div_ceil(spec.concurrency);
     let started = Instant::now();
+    let cas = trusted(&spec.ca_pem)?;
     let outcomes = match spec.client {
         Client::Roundtrip => {
             let transport = Transport::new(Config {
                 max_idle_conns_per_host: spec.concurrency as u32,
                 max_conns_per_host: spec.concurrency as u32,
+                extra_ca_certs: cas,
                 inspect_from_env: false,
                 ..Config::default()
             })
@@ -45,17 +49,14 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
             .await
         }
         Client::Hyper => {
-            let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .pool_max_idle_per_host(spec.concurrency)
-                    .build_http();
+            let client = hyper_client(spec.concurrency, tls_config(&cas)?);
             fan_out(spec, per_task, move |url| {
                 let client = client.clone();
                 async move { hyper_get(&client, &url).await }
             })
             .await
         }
-        Client::Raw => raw_fan_out(spec, per_task).await,
+        Client::Raw => raw_fan_out(spec, per_task, tls_config(&cas)?).await,
     };
     let elapsed = started.elapsed();
     let mut total = Outcome {
@@ -128,9 +129,47 @@ async fn roundtrip_get(transport: &Transport, url: &str) -> Result<u64, String> 
 }
 
 type HyperClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Empty<bytes::Bytes>,
 >;
+
+/// hyper-util's pooled client for `http` and `https` (rustls, as ours).
+fn hyper_client(max_idle: usize, mut tls: rustls::ClientConfig) -> HyperClient {
+    // hyper-rustls sets ALPN itself (`enable_http1`).
+    tls.alpn_protocols.clear();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
+}
+
+/// The CA certificates in `pem`.
+fn trusted(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad CA PEM: {e}"))
+}
+
+/// A rustls client config trusting `cas` only, offering `http/1.1`.
+fn tls_config(cas: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
 
 async fn hyper_get(client: &HyperClient, url: &str) -> Result<u64, String> {
     let uri: http::Uri = url
@@ -149,7 +188,9 @@ async fn hyper_get(client: &HyperClient, url: &str) -> Result<u64, String> {
 
 /// One keep-alive socket per task, one pre-built request written again and again;
 /// the response is framed by `Content-Length` (what the servers here send).
-async fn raw_fan_out(spec: &Spec, per_task: usize) -> Vec<Outcome> {
+async fn raw_fan_out(spec: &Spec, per_task: usize, tls: rustls::ClientConfig) -> Vec<Outcome> {
+    let tls =
+        (spec.url.starts_with("https:")).then(|| tokio_rustls::TlsConnector::from(Arc::new(tls)));
     let Ok(uri) = spec.url.parse::<http::Uri>() else {
         return vec![Outcome {
             errors: 1,
@@ -167,13 +208,28 @@ async fn raw_fan_out(spec: &Spec, per_task: usize) -> Vec<Outcome> {
         .map(|_| {
             let request = Arc::clone(&request);
             let authority = authority.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let mut outcome = Outcome::default();
-                let Ok(mut socket) = TcpStream::connect(&authority).await else {
+                let Ok(socket) = TcpStream::connect(&authority).await else {
                     outcome.errors += per_task as u64;
                     return outcome;
                 };
                 let _ = socket.set_nodelay(true);
+                let mut socket: Box<dyn Stream> = match tls {
+                    None => Box::new(socket),
+                    Some(tls) => {
+                        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                            .expect("an IP literal is a server name");
+                        match tls.connect(name, socket).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => {
+                                outcome.errors += per_task as u64;
+                                return outcome;
+                            }
+                        }
+                    }
+                };
                 let mut buf = vec![0u8; 64 * 1024];
                 for _ in 0..per_task {
                     let sent = Instant::now();
@@ -202,8 +258,11 @@ async fn raw_fan_out(spec: &Spec, per_task: usize) -> Vec<Outcome> {
 
 /// Writes the request, reads the head and `Content-Length` body bytes; returns the
 /// body length. `buf` holds at most one response head at a time (no pipelining).
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 async fn raw_exchange(
-    socket: &mut TcpStream,
+    socket: &mut Box<dyn Stream>,
     request: &[u8],
     buf: &mut [u8],
 ) -> std::io::Result<u64> {
@@ -311,10 +370,7 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
             })
         }
         Client::Hyper => {
-            let client: HyperClient =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .pool_max_idle_per_host(n)
-                    .build_http();
+            let client = hyper_client(n, tls_config(&[])?);
             hyper_get(&client, &spec.url).await?;
             let rss_before = rss_bytes();
             let tasks: Vec<_> = (0..n)

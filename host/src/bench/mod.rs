@@ -56,36 +56,33 @@ pub struct Workload {
     pub path: &'static str,
     pub requests: usize,
     pub concurrency: usize,
+    /// Over HTTPS (TLS 1.3; one handshake per connection, then reuse).
+    pub tls: bool,
 }
 
 /// The workloads, scaled by `scale` (1.0 = the full run; `--quick` uses less).
 pub fn workloads(scale: f64) -> Vec<Workload> {
     let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
+    let small = |name, requests, concurrency, tls| Workload {
+        name,
+        path: "/small",
+        requests: n(requests),
+        concurrency,
+        tls,
+    };
     vec![
-        Workload {
-            name: "sequential small GET",
-            path: "/small",
-            requests: n(10_000),
-            concurrency: 1,
-        },
-        Workload {
-            name: "concurrency 16",
-            path: "/small",
-            requests: n(20_000),
-            concurrency: 16,
-        },
-        Workload {
-            name: "concurrency 64",
-            path: "/small",
-            requests: n(20_000),
-            concurrency: 64,
-        },
+        small("sequential small GET", 10_000, 1, false),
+        small("concurrency 16", 20_000, 16, false),
+        small("concurrency 64", 20_000, 64, false),
         Workload {
             name: "256 MiB body",
             path: server::LARGE_PATH,
             requests: 1,
             concurrency: 1,
+            tls: false,
         },
+        small("HTTPS sequential small GET", 10_000, 1, true),
+        small("HTTPS concurrency 64", 20_000, 64, true),
     ]
 }
 
@@ -98,6 +95,9 @@ pub struct Spec {
     pub concurrency: usize,
     #[serde(default)]
     pub mode: Mode,
+    /// The CA to trust for `https://` URLs, as PEM.
+    #[serde(default)]
+    pub ca_pem: String,
 }
 
 /// What a worker measures.
@@ -263,10 +263,11 @@ pub async fn run(
         for &client in &options.clients {
             let spec = Spec {
                 client,
-                url: server.url(workload.path),
+                url: server.url(workload.path, workload.tls),
                 requests: workload.requests,
                 concurrency: workload.concurrency,
                 mode: Mode::Workload,
+                ca_pem: server.ca_pem(),
             };
             let mut runs = Vec::new();
             for rep in 0..options.repetitions {
@@ -296,10 +297,11 @@ pub async fn run(
         for client in [Client::Roundtrip, Client::Hyper] {
             let spec = Spec {
                 client,
-                url: server.url("/small"),
+                url: server.url("/small", false),
                 requests: 0,
                 concurrency: options.idle_connections,
                 mode: Mode::IdleMemory,
+                ca_pem: String::new(),
             };
             let measured = run_in_worker(&worker, &spec).await?;
             if let Some(memory) = measured.idle {
@@ -322,6 +324,7 @@ pub async fn run(
                 requests: 0,
                 concurrency: 1,
                 mode: Mode::ColdStart,
+                ca_pem: String::new(),
             };
             let command = |spec: &Spec| {
                 let mut command = worker(spec);

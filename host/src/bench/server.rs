@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::local_server::LocalServer;
+use crate::local_server::{LocalServer, ServerTls};
 
 /// The path of the large body; each server maps it to its own route.
 pub const LARGE_PATH: &str = "/large";
@@ -20,37 +20,68 @@ pub enum ServerKind {
 pub enum Server {
     Nginx {
         port: u16,
+        tls_port: u16,
+        tls: ServerTls,
         child: Child,
         _dir: tempfile::TempDir,
     },
-    InProcess(LocalServer),
+    InProcess {
+        plain: LocalServer,
+        secure: LocalServer,
+        tls: ServerTls,
+    },
 }
 
 impl Server {
     pub async fn start(kind: ServerKind) -> Result<Server, String> {
+        let tls = ServerTls::generate()?;
         match kind {
-            ServerKind::InProcess => LocalServer::start()
-                .await
-                .map(Server::InProcess)
-                .map_err(|e| format!("cannot start the in-process server: {e}")),
-            ServerKind::Nginx => start_nginx(),
+            ServerKind::InProcess => {
+                let failed = |e: std::io::Error| format!("cannot start the in-process server: {e}");
+                let plain = LocalServer::start().await.map_err(failed)?;
+                let secure = LocalServer::start_tls(&tls, Duration::ZERO)
+                    .await
+                    .map_err(failed)?;
+                Ok(Server::InProcess { plain, secure, tls })
+            }
+            ServerKind::Nginx => start_nginx(tls),
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    /// The URL of `path`, over TLS when `secure`.
+    pub fn url(&self, path: &str, secure: bool) -> String {
+        let scheme = if secure { "https" } else { "http" };
         match self {
-            Server::Nginx { port, .. } => format!("http://127.0.0.1:{port}{path}"),
-            Server::InProcess(server) if path == LARGE_PATH => {
-                server.url(&format!("/bytes/{LARGE_BYTES}"))
+            Server::Nginx { port, tls_port, .. } => {
+                let port = if secure { tls_port } else { port };
+                format!("{scheme}://127.0.0.1:{port}{path}")
             }
-            Server::InProcess(server) => server.url(path),
+            Server::InProcess {
+                plain,
+                secure: tls_server,
+                ..
+            } => {
+                let server = if secure { tls_server } else { plain };
+                if path == LARGE_PATH {
+                    server.url(&format!("/bytes/{LARGE_BYTES}"))
+                } else {
+                    server.url(path)
+                }
+            }
+        }
+    }
+
+    /// The CA the HTTPS side's certificate is signed by, as PEM.
+    pub fn ca_pem(&self) -> String {
+        match self {
+            Server::Nginx { tls, .. } | Server::InProcess { tls, .. } => tls.ca_pem.clone(),
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Server::Nginx { .. } => format!("nginx ({}), 1 worker, loopback", nginx_version()),
-            Server::InProcess(_) => {
+            Server::InProcess { .. } => {
                 "in-process tokio server (roundtrip_host::local_server), loopback".to_owned()
             }
         }
@@ -83,7 +114,7 @@ fn nginx_version() -> String {
         .unwrap_or_else(|| "nginx".to_owned())
 }
 
-fn start_nginx() -> Result<Server, String> {
+fn start_nginx(tls: ServerTls) -> Result<Server, String> {
     let binary = nginx_binary()
         .ok_or("nginx not found: install Debian's nginx, or use --server in-process")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -96,10 +127,15 @@ fn start_nginx() -> Result<Server, String> {
     std::fs::File::create(root.join("html/large"))
         .and_then(|f| f.set_len(LARGE_BYTES))
         .map_err(io)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(io)?
-        .port();
+    std::fs::write(root.join("cert.pem"), &tls.cert_pem).map_err(io)?;
+    std::fs::write(root.join("key.pem"), &tls.key_pem).map_err(io)?;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+    };
+    let port = free_port().map_err(io)?;
+    let tls_port = free_port().map_err(io)?;
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
          error_log {root}/logs/error.log;\nevents {{ worker_connections 4096; }}\n\
@@ -107,7 +143,9 @@ fn start_nginx() -> Result<Server, String> {
          client_body_temp_path {root}/tmp_body;\n  proxy_temp_path {root}/tmp_proxy;\n\
          fastcgi_temp_path {root}/tmp_fcgi;\n  uwsgi_temp_path {root}/tmp_uwsgi;\n\
          scgi_temp_path {root}/tmp_scgi;\n\
-         server {{\n    listen 127.0.0.1:{port};\n    root {root}/html;\n  }}\n}}\n",
+         server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls_port} ssl;\n\
+         ssl_certificate {root}/cert.pem;\n    ssl_certificate_key {root}/key.pem;\n\
+         ssl_session_cache shared:SSL:10m;\n    root {root}/html;\n  }}\n}}\n",
         root = root.display()
     );
     let conf = root.join("nginx.conf");
@@ -122,7 +160,9 @@ fn start_nginx() -> Result<Server, String> {
         .spawn()
         .map_err(|e| format!("cannot start nginx: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+    {
         if Instant::now() > deadline {
             return Err(format!("nginx did not listen on {port}"));
         }
@@ -130,6 +170,8 @@ fn start_nginx() -> Result<Server, String> {
     }
     Ok(Server::Nginx {
         port,
+        tls_port,
+        tls,
         child,
         _dir: dir,
     })
