@@ -112,21 +112,14 @@ struct HostEvents {
 
 impl Transport {
     /// Instantiates the component with `config` on a thread of its own.
-    pub fn new(mut config: Config) -> Result<Self, Error> {
-        let tls = crate::tls::client_config(&crate::tls::Settings {
-            extra_ca_files: &config.extra_ca_files,
-            extra_ca_certs: &config.extra_ca_certs,
-            client_cert: config.client_cert.as_ref(),
-            insecure: config.insecure_skip_verify,
-        })?;
-        config.allow_dirs = crate::files::canonical_grants(&config.allow_dirs)?;
-        if config.inspect_from_env {
-            config.events = config.events.with_env_inspector();
-        }
-        let pre = prepared()?.clone();
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let (pre, config, tls) = prepare(config)?;
         let events = config.events.clone();
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ready: Ready = Box::new(move |outcome| {
+            let _ = ready_tx.send(outcome);
+        });
         let thread = std::thread::Builder::new()
             .name("roundtrip-transport".into())
             .spawn(move || {
@@ -138,11 +131,11 @@ impl Transport {
                 {
                     Ok(runtime) => runtime,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(Error::engine(e)));
+                        ready(Err(Error::engine(e)));
                         return;
                     }
                 };
-                runtime.block_on(serve(pre, config, tls, inbox, ready_tx));
+                runtime.block_on(serve(pre, config, tls, inbox, ready));
             })
             .map_err(Error::engine)?;
         match ready_rx.recv() {
@@ -153,6 +146,31 @@ impl Transport {
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::engine("the transport thread exited while starting")),
+        }
+    }
+
+    /// Instantiates the component on the current thread, as a task of the
+    /// `tokio::task::LocalSet` this is called in, instead of a thread of its own. For a
+    /// program whose requests all come from that thread (a current-thread runtime):
+    /// a request, its response and each body chunk then cross no thread, which is
+    /// most of a small request's cost. The transport stops with the `LocalSet`.
+    pub async fn new_local(config: Config) -> Result<Self, Error> {
+        let (pre, config, tls) = prepare(config)?;
+        let events = config.events.clone();
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let ready: Ready = Box::new(move |outcome| {
+            let _ = ready_tx.send(outcome);
+        });
+        tokio::task::spawn_local(serve(pre, config, tls, inbox, ready));
+        match ready_rx.await {
+            Ok(Ok(started)) => Ok(Self {
+                commands,
+                host_events: Arc::new(HostEvents { events, started }),
+                _thread: Arc::new(ThreadGuard(None)),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::engine("the transport task ended while starting")),
         }
     }
 
@@ -218,6 +236,27 @@ impl Transport {
             let _ = done.await;
         }
     }
+}
+
+/// What the store side says once its first instance serves (or could not start).
+type Ready = Box<dyn FnOnce(Result<Instant, Error>) + Send>;
+
+/// What both ways of starting need: the compiled component, the configuration made
+/// ready (grants resolved, the inspector from the environment) and the TLS config.
+fn prepare(
+    mut config: Config,
+) -> Result<(TransportPre<State>, Config, Arc<rustls::ClientConfig>), Error> {
+    let tls = crate::tls::client_config(&crate::tls::Settings {
+        extra_ca_files: &config.extra_ca_files,
+        extra_ca_certs: &config.extra_ca_certs,
+        client_cert: config.client_cert.as_ref(),
+        insecure: config.insecure_skip_verify,
+    })?;
+    config.allow_dirs = crate::files::canonical_grants(&config.allow_dirs)?;
+    if config.inspect_from_env {
+        config.events = config.events.with_env_inspector();
+    }
+    Ok((prepared()?.clone(), config, tls))
 }
 
 /// Joins the store thread when the last clone of a `Transport` goes away, so its
@@ -315,7 +354,7 @@ async fn serve(
     config: Config,
     tls: Arc<rustls::ClientConfig>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
-    ready: std::sync::mpsc::Sender<Result<Instant, Error>>,
+    ready: Ready,
 ) {
     let continuity = Arc::new(Mutex::new(Continuity::default()));
     let mut ready = Some(ready);
@@ -344,7 +383,7 @@ async fn serve(
         };
         if let Some(ready) = ready.take() {
             // It never started: there is nothing to restart.
-            let _ = ready.send(Err(Error::engine(&reason)));
+            ready(Err(Error::engine(&reason)));
             return;
         }
         for (_, reply) in pending.replies.take() {
@@ -377,7 +416,7 @@ async fn run_instance(
     config: &Config,
     tls: &Arc<rustls::ClientConfig>,
     inbox: &mut mpsc::UnboundedReceiver<Command>,
-    ready: &mut Option<std::sync::mpsc::Sender<Result<Instant, Error>>>,
+    ready: &mut Option<Ready>,
     first_start: &mut Option<Instant>,
     continuity: &Arc<Mutex<Continuity>>,
     pending: &Pending,
@@ -439,7 +478,7 @@ async fn run_instance(
             }
             let handle = guest.call_constructor(acc, wit_config).await?;
             if let Some(ready) = ready.take() {
-                let _ = ready.send(Ok(started));
+                ready(Ok(started));
             }
             let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
             let stopped = loop {

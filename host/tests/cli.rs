@@ -525,7 +525,7 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let clients: Vec<&str> = rows.iter().map(|r| r["client"].as_str().unwrap()).collect();
-    assert_eq!(clients, ["roundtrip", "hyper", "raw"]);
+    assert_eq!(clients, ["roundtrip", "roundtrip-local", "hyper", "raw"]);
     for row in rows {
         let median = &row["median"];
         assert_eq!(median["requests"], 1000, "{row}");

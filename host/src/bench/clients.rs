@@ -33,14 +33,19 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     let started = Instant::now();
     let cas = trusted(&spec.ca_pem)?;
     let outcomes = match spec.client {
-        Client::Roundtrip => {
-            let transport = Transport::new(Config {
+        Client::Roundtrip | Client::RoundtripLocal => {
+            let config = Config {
                 max_idle_conns_per_host: spec.concurrency as u32,
                 max_conns_per_host: spec.concurrency as u32,
                 extra_ca_certs: cas,
                 inspect_from_env: false,
                 ..Config::default()
-            })
+            };
+            let transport = if spec.client == Client::RoundtripLocal {
+                Transport::new_local(config).await
+            } else {
+                Transport::new(config)
+            }
             .map_err(|e| e.to_string())?;
             fan_out(spec, per_task, move |url| {
                 let transport = transport.clone();
@@ -75,14 +80,14 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
 /// `concurrency` tasks, each sending `per_task` requests one after another.
 async fn fan_out<F, Fut>(spec: &Spec, per_task: usize, get: F) -> Vec<Outcome>
 where
-    F: Fn(String) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Result<u64, String>> + Send,
+    F: Fn(String) -> Fut + Clone + 'static,
+    Fut: Future<Output = Result<u64, String>>,
 {
     let tasks: Vec<_> = (0..spec.concurrency)
         .map(|_| {
             let get = get.clone();
             let url = spec.url.clone();
-            tokio::spawn(async move {
+            tokio::task::spawn_local(async move {
                 let mut outcome = Outcome::default();
                 for _ in 0..per_task {
                     let sent = Instant::now();
@@ -404,7 +409,9 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
                 ..Outcome::default()
             })
         }
-        Client::Raw => Err("idle memory is measured for pooled clients only".to_owned()),
+        Client::Raw | Client::RoundtripLocal => {
+            Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
+        }
     }
 }
 

@@ -28,8 +28,10 @@ pub use server::ServerKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Client {
-    /// This transport: the component in the host.
+    /// This transport: the component in the host, on a thread of its own.
     Roundtrip,
+    /// This transport on the caller's thread (`Transport::new_local`).
+    RoundtripLocal,
     /// hyper-util's legacy pooled client (what reqwest is built on).
     Hyper,
     /// A keep-alive socket per task writing one pre-built request.
@@ -37,11 +39,22 @@ pub enum Client {
 }
 
 impl Client {
-    pub const ALL: [Client; 3] = [Client::Roundtrip, Client::Hyper, Client::Raw];
+    pub const ALL: [Client; 4] = [
+        Client::Roundtrip,
+        Client::RoundtripLocal,
+        Client::Hyper,
+        Client::Raw,
+    ];
+
+    /// One of this transport's own ways of running.
+    pub fn is_ours(self) -> bool {
+        matches!(self, Client::Roundtrip | Client::RoundtripLocal)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Client::Roundtrip => "roundtrip",
+            Client::RoundtripLocal => "roundtrip local",
             Client::Hyper => "hyper-util",
             Client::Raw => "raw loop",
         }
@@ -160,17 +173,18 @@ impl Measurement {
     }
 }
 
-/// Runs `spec` in this process (the worker side), on a runtime of its own with two
-/// worker threads, the same for every client; call it from a plain thread.
+/// Runs `spec` in this process (the worker side), on a current-thread runtime of its
+/// own, the same for every client (`roundtrip` adds its store thread; `roundtrip
+/// local` runs it on this one); call it from a plain thread.
 pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
     let spec = spec.clone();
     let mut outcome = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
             match spec.mode {
                 Mode::Workload => clients::run(&spec).await,
                 Mode::IdleMemory => clients::idle_memory(&spec).await,
@@ -240,6 +254,27 @@ pub struct Options {
     pub idle_connections: usize,
     /// Measure start-up with and without the compiled-component cache.
     pub cold_start: bool,
+}
+
+/// How many worker runs `options` makes (for a progress bar).
+pub fn planned_runs(options: &Options) -> u64 {
+    let workloads = workloads(options.scale)
+        .iter()
+        .filter(|w| {
+            options
+                .only
+                .as_deref()
+                .is_none_or(|only| w.name.contains(only))
+        })
+        .count();
+    let measured = workloads * options.clients.len() * options.repetitions;
+    let idle = if options.idle_connections > 0 { 2 } else { 0 };
+    let cold = if options.cold_start {
+        2 * (options.repetitions + 1)
+    } else {
+        0
+    };
+    (measured + idle + cold) as u64
 }
 
 /// Runs every workload with every client `repetitions` times, each in a worker
@@ -335,9 +370,17 @@ pub async fn run(
             };
             // The first start with the cache fills it.
             run_in_worker(&command, &spec).await?;
+            progress("cold start: warm-up");
             let mut times = Vec::new();
-            for _ in 0..options.repetitions {
-                times.push(run_in_worker(&command, &spec).await?.seconds * 1000.0);
+            for rep in 0..options.repetitions {
+                let millis = run_in_worker(&command, &spec).await?.seconds * 1000.0;
+                progress(&format!(
+                    "cold start, cache {}, run {}/{}: {millis:.1} ms",
+                    if cache { "on" } else { "off" },
+                    rep + 1,
+                    options.repetitions
+                ));
+                times.push(millis);
             }
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];

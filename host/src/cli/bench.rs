@@ -79,7 +79,24 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             .env_remove("ROUNDTRIP_INSPECT");
         command
     };
-    let report = match bench::run(&options, worker_command, |line| eprintln!("{line}")).await {
+    // A bar on a terminal; elsewhere (a log, CI) one line per run.
+    let bar = indicatif::ProgressBar::new(bench::planned_runs(&options));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let on_terminal = !bar.is_hidden();
+    let progress = |line: &str| {
+        bar.inc(1);
+        if on_terminal {
+            bar.set_message(line.to_owned());
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    let report = bench::run(&options, worker_command, progress).await;
+    bar.finish_and_clear();
+    let report = match report {
         Ok(report) => report,
         Err(message) => {
             eprintln!("roundtrip bench: {message}");
