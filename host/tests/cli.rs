@@ -505,7 +505,9 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         "--repetitions",
         "1",
         "--only",
-        "sequential",
+        "concurrency 16",
+        "--idle-connections",
+        "20",
         "--server",
         "in-process",
         "--out",
@@ -517,10 +519,7 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         String::from_utf8_lossy(&out.stderr)
     );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("| sequential small GET | hyper-util |"),
-        "{table}"
-    );
+    assert!(table.contains("| concurrency 16 | hyper-util |"), "{table}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
@@ -528,12 +527,25 @@ fn bench_runs_every_client_on_a_tiny_workload() {
     assert_eq!(clients, ["roundtrip", "roundtrip-local", "hyper", "raw"]);
     for row in rows {
         let median = &row["median"];
-        assert_eq!(median["requests"], 1000, "{row}");
+        assert_eq!(median["requests"], 2000, "{row}");
         assert_eq!(median["errors"], 0, "{row}");
-        assert_eq!(median["body_bytes"], 13 * 1000, "{row}");
+        assert_eq!(median["body_bytes"], 13 * 2000, "{row}");
         // CPU time counts in 10 ms ticks: a fast client may show none.
         assert!(median["cpu_seconds"].as_f64().unwrap() >= 0.0, "{row}");
         assert!(median["seconds"].as_f64().unwrap() > 0.0, "{row}");
         assert!(median["peak_rss_kib"].as_u64().unwrap() > 1000, "{row}");
     }
+    // Idle memory for both pooled clients, start-up with and without the cache.
+    let idle = report["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), 2, "{report}");
+    assert_eq!(idle[0][1]["connections"], 20, "{report}");
+    let cold = report["cold_start"].as_array().unwrap();
+    assert_eq!(
+        (cold[0][0].as_bool(), cold[1][0].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(
+        cold.iter().all(|c| c[1].as_f64().unwrap() > 0.0),
+        "{report}"
+    );
 }
