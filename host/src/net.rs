@@ -2,31 +2,35 @@
 //! guest as streams.
 //!
 //! A connection starts as one socket (`Stage::Whole`) so `start-tls` can wrap it; the
-//! first `send` or `receive` splits it into halves, each owned by a task that moves
-//! bytes between the socket and a channel (see `pipes.rs`). `close` (or dropping the
-//! resource) shuts the socket down through a second handle, which ends both tasks.
+//! first `send` or `receive` splits it into halves. A read of the guest's stream is a
+//! socket read straight into the guest's buffer, a write a socket write from it: no
+//! task or channel between (`SocketReader`, `SocketWriter`). `close` (or dropping the
+//! resource) shuts the socket down through a second handle, which ends pending reads
+//! and writes.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
-use wasmtime::component::{Access, Accessor, FutureReader, HasData, Resource, StreamReader};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{
+    Access, Accessor, Destination, FutureReader, HasData, Resource, Source, StreamConsumer,
+    StreamProducer, StreamReader, StreamResult,
+};
 
 use crate::bindings::roundtrip::transport::net::{
     Host, HostConnection, HostConnectionWithStore, HostWithStore, TlsInfo,
 };
 use crate::bindings::roundtrip::transport::types::ErrorCode;
-use crate::pipes::{BytesConsumer, BytesProducer, READ_CHUNK, pump_reads};
+use crate::pipes::READ_CHUNK;
 use crate::state::State;
 use crate::tls;
-
-/// Chunks buffered between a socket task and the guest.
-const CHANNEL_CHUNKS: usize = 4;
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -335,10 +339,8 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
                 )))
             });
         };
-        let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(write_loop(writer, chunks_rx, done_tx));
-        data.pipe(&mut store, BytesConsumer::new(chunks_tx))?;
+        data.pipe(&mut store, SocketWriter::new(writer, done_tx))?;
         FutureReader::new(&mut store, done_rx)
     }
 
@@ -355,11 +357,9 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
             })?;
             return Ok((empty, failed));
         };
-        let (chunks_tx, chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(read_loop(reader, chunks_tx, done_tx));
         Ok((
-            StreamReader::new(&mut store, BytesProducer::from_channel(chunks_rx))?,
+            StreamReader::new(&mut store, SocketReader::new(reader, done_tx))?,
             FutureReader::new(&mut store, done_rx)?,
         ))
     }
@@ -402,38 +402,176 @@ fn handshake_too_late(what: &str) -> ErrorCode {
     ))
 }
 
-/// Socket → guest. Ends at EOF, on error, or when the guest stops reading.
-async fn read_loop(
+/// Socket → guest: each read of the guest is a read of the socket straight into the
+/// guest's buffer (no task, no channel, no copy on the host). Ends at EOF or on error,
+/// which `done` reports.
+struct SocketReader {
     reader: ReadHalf<BoxedIo>,
-    chunks: mpsc::Sender<Bytes>,
-    done: oneshot::Sender<Result<(), ErrorCode>>,
-) {
-    pump_reads(reader, chunks, done, |e| match e.kind() {
-        // A peer that closes TLS without close_notify: treat as end of stream,
-        // as curl and browsers do; body framing still catches truncation.
-        io::ErrorKind::UnexpectedEof => Ok(()),
-        _ => Err(terminated(&e, "reading")),
-    })
-    .await;
+    done: Option<oneshot::Sender<Result<(), ErrorCode>>>,
 }
 
-/// Guest → socket. Ends when the guest drops its end (then shuts down writing) or on
-/// error (then the guest's pending write fails and it reads the error from `done`).
-async fn write_loop(
-    mut writer: WriteHalf<BoxedIo>,
-    mut chunks: mpsc::Receiver<Bytes>,
-    done: oneshot::Sender<Result<(), ErrorCode>>,
-) {
-    let outcome = async {
-        while let Some(chunk) = chunks.recv().await {
-            writer.write_all(&chunk).await?;
-            writer.flush().await?;
+impl SocketReader {
+    fn new(reader: ReadHalf<BoxedIo>, done: oneshot::Sender<Result<(), ErrorCode>>) -> Self {
+        Self {
+            reader,
+            done: Some(done),
         }
-        writer.shutdown().await
     }
-    .await;
-    drop(chunks);
-    let _ = done.send(outcome.map_err(|e| terminated(&e, "writing")));
+
+    fn end(&mut self, outcome: Result<(), ErrorCode>) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(outcome);
+        }
+        Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl Drop for SocketReader {
+    fn drop(&mut self) {
+        // The guest dropped its end first: nothing went wrong.
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+impl<D> StreamProducer<D> for SocketReader {
+    type Item = u8;
+    type Buffer = Option<u8>;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        dst: Destination<'a, Self::Item, Self::Buffer>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        crate::state::note_progress();
+        let me = self.get_mut();
+        if me.done.is_none() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        // A zero-length read asks whether bytes are ready: answer when they are.
+        let mut probe = [0u8; 0];
+        let wants_bytes = dst.remaining(&mut store) != Some(0);
+        let mut direct = dst.as_direct(store, READ_CHUNK);
+        let room: &mut [u8] = if wants_bytes {
+            direct.remaining()
+        } else {
+            &mut probe
+        };
+        let mut buf = ReadBuf::new(room);
+        match Pin::new(&mut me.reader).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 && wants_bytes {
+                    return me.end(Ok(()));
+                }
+                direct.mark_written(n);
+                Poll::Ready(Ok(StreamResult::Completed))
+            }
+            // A peer that closes TLS without close_notify: treat as end of stream,
+            // as curl and browsers do; body framing still catches truncation.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => me.end(Ok(())),
+            Poll::Ready(Err(e)) => me.end(Err(terminated(&e, "reading"))),
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Guest → socket: each write of the guest is written (and flushed: TLS records) to
+/// the socket from the guest's buffer. When the guest drops its end, the socket's
+/// writing side is shut down; a failed write is reported on `done`.
+struct SocketWriter {
+    writer: Option<WriteHalf<BoxedIo>>,
+    /// Bytes were written but not yet flushed (TLS records still buffered).
+    unflushed: bool,
+    done: Option<oneshot::Sender<Result<(), ErrorCode>>>,
+}
+
+impl SocketWriter {
+    fn new(writer: WriteHalf<BoxedIo>, done: oneshot::Sender<Result<(), ErrorCode>>) -> Self {
+        Self {
+            writer: Some(writer),
+            unflushed: false,
+            done: Some(done),
+        }
+    }
+
+    fn fail(&mut self, error: &io::Error) -> Poll<wasmtime::Result<StreamResult>> {
+        self.writer = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(terminated(error, "writing")));
+        }
+        Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        // FIN (and TLS close_notify) once the guest has no more to send. Without a
+        // runtime (the store torn down with it), the socket's own close will do.
+        if let Some(mut writer) = self.writer.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let done = self.done.take();
+            runtime.spawn(async move {
+                let outcome = writer.shutdown().await;
+                if let Some(done) = done {
+                    let _ = done.send(outcome.map_err(|e| terminated(&e, "writing")));
+                }
+            });
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+impl<D> StreamConsumer<D> for SocketWriter {
+    type Item = u8;
+
+    fn poll_consume(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        store: StoreContextMut<D>,
+        source: Source<Self::Item>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        crate::state::note_progress();
+        let me = self.get_mut();
+        let Some(writer) = me.writer.as_mut() else {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        };
+        let mut source = source.as_direct(store);
+        loop {
+            if me.unflushed {
+                match Pin::new(&mut *writer).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => me.unflushed = false,
+                    Poll::Ready(Err(e)) => return me.fail(&e),
+                    Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let data = source.remaining();
+            if data.is_empty() {
+                return Poll::Ready(Ok(StreamResult::Completed));
+            }
+            match Pin::new(&mut *writer).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) => {
+                    return me.fail(&io::Error::from(io::ErrorKind::WriteZero));
+                }
+                Poll::Ready(Ok(n)) => {
+                    source.mark_read(n);
+                    me.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return me.fail(&e),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 fn terminated(error: &io::Error, doing: &str) -> ErrorCode {

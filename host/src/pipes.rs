@@ -81,27 +81,20 @@ impl<D> StreamProducer<D> for BytesProducer {
 /// channel's receiver is gone, the guest's writes fail: that is how it learns the
 /// reader went away (e.g. a response body dropped early).
 ///
-/// With `demand`, a chunk is taken only against a permit the reader adds when it
+/// A chunk is taken only against a permit (`demand`) the reader adds when it
 /// wants more: the guest's write completes when the caller reads, not when a buffer
 /// has room. That keeps Go's rule honest: a connection returns to the pool when the
 /// caller has read its body, not when the host has buffered it.
 pub struct BytesConsumer {
     chunks: PollSender<Bytes>,
-    demand: Option<PollSemaphore>,
+    demand: PollSemaphore,
 }
 
 impl BytesConsumer {
-    pub fn new(chunks: mpsc::Sender<Bytes>) -> Self {
-        Self {
-            chunks: PollSender::new(chunks),
-            demand: None,
-        }
-    }
-
     pub fn on_demand(chunks: mpsc::Sender<Bytes>, demand: Arc<Semaphore>) -> Self {
         Self {
             chunks: PollSender::new(chunks),
-            demand: Some(PollSemaphore::new(demand)),
+            demand: PollSemaphore::new(demand),
         }
     }
 }
@@ -129,14 +122,12 @@ impl<D> StreamConsumer<D> for BytesConsumer {
             Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
             Poll::Pending => return Poll::Pending,
         }
-        if let Some(demand) = &mut me.demand {
-            match demand.poll_acquire(cx) {
-                Poll::Ready(Some(permit)) => permit.forget(),
-                // The reader closed the demand: it is gone.
-                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
-                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => return Poll::Pending,
-            }
+        match me.demand.poll_acquire(cx) {
+            Poll::Ready(Some(permit)) => permit.forget(),
+            // The reader closed the demand: it is gone.
+            Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => return Poll::Pending,
         }
         let chunk = Bytes::copy_from_slice(source.remaining());
         let n = chunk.len();
