@@ -284,6 +284,10 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
             config.concurrency_support(true);
             // Deadlines every tick: a busy guest yields, a stuck one is stopped.
             config.epoch_interruption(true);
+            // `perf` can name the component's functions (`/tmp/perf-PID.map`).
+            if std::env::var_os("ROUNDTRIP_PERF_MAP").is_some_and(|v| v == "1") {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             // Compiling the component takes ~0.2 s; wasmtime's on-disk cache (the user's
             // cache directory) makes later starts fast. Without a usable cache
             // directory, or with ROUNDTRIP_COMPILE_CACHE=0, it is simply compiled.
