@@ -150,6 +150,9 @@ pub struct Lane {
     pub requests: Vec<u64>,
     /// Bytes relayed up and down (tunnels).
     pub tunnel_bytes: Option<(u64, u64)>,
+    /// Why setting it up failed (TLS, a proxy's refusal), told by the event before its
+    /// `close{error}`: the close is shown with it.
+    pub failure: Option<String>,
 }
 
 impl Lane {
@@ -163,6 +166,7 @@ impl Lane {
             closed: None,
             requests: Vec::new(),
             tunnel_bytes: None,
+            failure: None,
         }
     }
 
@@ -427,6 +431,7 @@ impl View {
             EventKind::DialDone { addr, error } | EventKind::TunnelDone { addr, error } => {
                 let Some(id) = lane else { return false };
                 if let Some(error) = error {
+                    self.fail_dialing_request(id, at);
                     return self.close(id, at, key, format!("dial failed: {error}"));
                 }
                 if let Some(lane) = self.lane_mut(id, key) {
@@ -437,17 +442,14 @@ impl View {
                 }
                 false
             }
-            EventKind::ProxyConnect {
-                proxy,
-                target,
-                error,
-            } => {
+            // The lane keeps the proxy's address; its key names the target.
+            EventKind::ProxyConnect { error, .. } => {
                 let Some(id) = lane else { return false };
                 if let Some(error) = error {
-                    return self.close(id, at, key, format!("proxy failed: {error}"));
-                }
-                if let Some(lane) = self.lane_mut(id, key) {
-                    lane.addr = Some(format!("{target} via {proxy}"));
+                    if let Some(lane) = self.lane_mut(id, key) {
+                        lane.failure = Some(format!("proxy failed: {error}"));
+                    }
+                    self.fail_dialing_request(id, at);
                 }
                 false
             }
@@ -457,10 +459,14 @@ impl View {
             },
             EventKind::TlsDone {
                 error: Some(error), ..
-            } => match lane {
-                Some(id) => self.close(id, at, key, format!("TLS failed: {error}")),
-                None => false,
-            },
+            } => {
+                let Some(id) = lane else { return false };
+                if let Some(lane) = self.lane_mut(id, key) {
+                    lane.failure = Some(format!("TLS failed: {error}"));
+                }
+                self.fail_dialing_request(id, at);
+                false
+            }
             EventKind::GotConn { reused, .. } => {
                 let Some(id) = lane else { return false };
                 if let Some(waited) = req.and_then(|r| self.waiting.remove(&r)) {
@@ -551,10 +557,12 @@ impl View {
                 }
                 false
             }
-            EventKind::Close { reason } => match lane {
-                Some(id) => self.close(id, at, key, reason.as_str().to_owned()),
-                None => false,
-            },
+            EventKind::Close { reason } => {
+                let Some(id) = lane else { return false };
+                let failure = self.lane_mut(id, key).and_then(|lane| lane.failure.take());
+                let reason = failure.unwrap_or_else(|| reason.as_str().to_owned());
+                self.close(id, at, key, reason)
+            }
             EventKind::TunnelClose {
                 bytes_up,
                 bytes_down,
@@ -627,6 +635,24 @@ impl View {
     }
 
     /// Closes a lane; returns whether the counts changed.
+    /// A dial that failed fails the request it was made for, unless that request was
+    /// served by another connection meanwhile (late binding).
+    fn fail_dialing_request(&mut self, id: LaneId, at: Micros) {
+        let req = self
+            .lane_index
+            .get(&id)
+            .and_then(|&i| self.lanes[i].segments.first())
+            .and_then(|dial| dial.req);
+        if let Some(req) = req
+            && let Some(row) = self.row_mut(req)
+            && row.outcome == Outcome::InFlight
+            && row.conn.is_none()
+        {
+            row.outcome = Outcome::Failed;
+            row.end = Some(at);
+        }
+    }
+
     fn close(&mut self, id: LaneId, at: Micros, key: &str, reason: String) -> bool {
         let Some(lane) = self.lane_mut(id, key) else {
             return false;

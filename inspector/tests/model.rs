@@ -259,6 +259,15 @@ fn tls_and_failed_dials_are_drawn() {
             error: Some("certificate signed by unknown authority".into()),
         },
     ));
+    // As the component does: the failed handshake's connection is closed.
+    events.push(event(
+        91,
+        Some(1),
+        Some(1),
+        EventKind::Close {
+            reason: CloseReason::Error,
+        },
+    ));
     events.push(get_conn(100, 2));
     events.push(event(
         101,
@@ -281,6 +290,9 @@ fn tls_and_failed_dials_are_drawn() {
     let tls = view.lane(LaneId::Conn(1)).unwrap();
     assert_eq!(tls.segments[1].phase, Phase::Tls);
     assert!(tls.closed.as_ref().unwrap().1.contains("unknown authority"));
+    assert!(view.problems.is_empty(), "{:?}", view.problems);
+    assert_eq!(view.request(1).unwrap().outcome, Outcome::Failed);
+    assert_eq!(view.request(2).unwrap().outcome, Outcome::Failed);
     let refused = view.lane(LaneId::Conn(2)).unwrap();
     assert!(refused.closed.as_ref().unwrap().1.contains("refused"));
     assert_eq!(view.totals().dialing, 0);
@@ -434,29 +446,42 @@ fn a_truncated_file_keeps_its_whole_lines_and_says_so() {
 }
 
 #[test]
-fn a_proxy_tunnel_names_the_hop_and_a_refusal_closes_the_lane() {
+fn a_proxy_refusal_fails_the_request_and_names_the_close() {
     let tunnel = |error: Option<&str>| EventKind::ProxyConnect {
         proxy: "http://127.0.0.1:3128".to_owned(),
         target: "example.test:443".to_owned(),
         error: error.map(str::to_owned),
     };
-    let dial = |conn| EventKind::DialStart {
-        addr: format!("127.0.0.1:3128#{conn}"),
+    let dial = EventKind::DialStart {
+        addr: "127.0.0.1:3128".to_owned(),
     };
     let events = vec![
-        event(0, Some(1), Some(1), dial(1)),
+        get_conn(0, 1),
+        event(1, Some(1), Some(1), dial.clone()),
         event(10, Some(1), Some(1), tunnel(None)),
-        event(20, Some(2), Some(2), dial(2)),
+        get_conn(15, 2),
+        event(20, Some(2), Some(2), dial),
         event(30, Some(2), Some(2), tunnel(Some("403 Forbidden"))),
+        event(
+            31,
+            Some(2),
+            Some(2),
+            EventKind::Close {
+                reason: CloseReason::Error,
+            },
+        ),
     ];
     let view = View::of(&events);
+    assert!(view.problems.is_empty(), "{:?}", view.problems);
     let opened = &view.lanes[0];
-    assert_eq!(
-        opened.addr.as_deref(),
-        Some("example.test:443 via http://127.0.0.1:3128")
-    );
+    assert_eq!(opened.addr.as_deref(), Some("127.0.0.1:3128"));
     assert!(opened.closed.is_none());
-    let refused = &view.lanes[1];
-    let (at, why) = refused.closed.clone().unwrap();
-    assert_eq!((at, why.as_str()), (30, "proxy failed: 403 Forbidden"));
+    let (at, why) = view.lanes[1].closed.clone().unwrap();
+    assert_eq!((at, why.as_str()), (31, "proxy failed: 403 Forbidden"));
+    let refused = view.request(2).unwrap();
+    assert_eq!(
+        (&refused.outcome, refused.end),
+        (&Outcome::Failed, Some(30))
+    );
+    assert_eq!(view.request(1).unwrap().outcome, Outcome::InFlight);
 }
