@@ -104,11 +104,31 @@ where
             })
         })
         .collect();
+    join(tasks).await
+}
+
+/// Each task's outcome (a task that panicked counts as nothing done).
+async fn join(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for task in tasks {
         outcomes.push(task.await.unwrap_or_default());
     }
     outcomes
+}
+
+/// Reads a body to its end; returns its length.
+async fn drain<B>(mut body: B) -> Result<u64, String>
+where
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+            bytes += bytes::Buf::remaining(&data) as u64;
+        }
+    }
+    Ok(bytes)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -123,14 +143,7 @@ async fn roundtrip_get(transport: &Transport, url: &str) -> Result<u64, String> 
         .round_trip(request)
         .await
         .map_err(|e| e.to_string())?;
-    let mut body = response.into_body();
-    let mut bytes = 0;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-            bytes += data.len() as u64;
-        }
-    }
-    Ok(bytes)
+    drain(response.into_body()).await
 }
 
 type HyperClient = hyper_util::client::legacy::Client<
@@ -181,14 +194,7 @@ async fn hyper_get(client: &HyperClient, url: &str) -> Result<u64, String> {
         .parse()
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let response = client.get(uri).await.map_err(|e| e.to_string())?;
-    let mut body = response.into_body();
-    let mut bytes = 0;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
-            bytes += data.len() as u64;
-        }
-    }
-    Ok(bytes)
+    drain(response.into_body()).await
 }
 
 /// One keep-alive socket per task, one pre-built request written again and again;
@@ -254,11 +260,7 @@ async fn raw_fan_out(spec: &Spec, per_task: usize, tls: rustls::ClientConfig) ->
             })
         })
         .collect();
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap_or_default());
-    }
-    outcomes
+    join(tasks).await
 }
 
 /// Writes the request, reads the head and `Content-Length` body bytes; returns the
