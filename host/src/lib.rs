@@ -20,6 +20,7 @@ pub mod bench;
 #[allow(unsafe_code)]
 mod bindings;
 mod body;
+mod compiled;
 mod config;
 pub mod demo;
 pub mod egress;

@@ -4,8 +4,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -35,7 +36,9 @@ pub struct ClientCert {
 /// roots (the webpki set when the system has none), plus `extra_ca_files` (PEM) and
 /// `extra_ca_certs` (DER); a client certificate when given; ALPN `http/1.1`.
 pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = system_roots();
+    // The files are read now, so a bad one is a configuration error at once; the
+    // system's roots join them at the first handshake (`Verifier`).
+    let mut extra = RootCertStore::empty();
     for file in settings.extra_ca_files {
         let bad = |why: String| {
             Error::new(
@@ -46,7 +49,7 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
         let mut added = 0;
         for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            extra.add(cert).map_err(|e| bad(e.to_string()))?;
             added += 1;
         }
         if added == 0 {
@@ -54,7 +57,7 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
         }
     }
     for cert in settings.extra_ca_certs {
-        roots.add(cert.clone()).map_err(|e| {
+        extra.add(cert.clone()).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
                 format!("cannot trust a CA certificate: {e}"),
@@ -62,16 +65,18 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(ErrorKind::Config, format!("TLS setup: {e}")))?;
-    let builder = if settings.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-    } else {
-        builder.with_root_certificates(roots)
+    let verifier = Verifier {
+        roots: (!settings.insecure).then(|| Roots {
+            extra,
+            verifier: OnceLock::new(),
+        }),
+        provider: Arc::clone(&provider),
     };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Config, format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match settings.client_cert {
         None => builder.with_no_client_auth(),
         Some(client) => {
@@ -95,7 +100,7 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
 /// The operating system's trusted roots; the webpki (Mozilla) set if it has none.
 /// Read from disk once per process: every transport (a demo makes several) shares it.
 fn system_roots() -> RootCertStore {
-    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
             let mut roots = RootCertStore::empty();
@@ -139,21 +144,60 @@ fn read_client_cert(
     Ok((chain, key))
 }
 
-/// `--insecure`: accepts any certificate, still checking the handshake's signatures
-/// so the session keys belong to whoever sent the certificate.
+/// Checks server certificates against the system's roots (read on the first handshake,
+/// once per process: a program that never speaks https does not pay the milliseconds it
+/// takes) and the extra CAs; with `--insecure` (`roots: None`) accepts any certificate.
+/// Either way the handshake's signatures are checked, so the session keys belong to
+/// whoever sent the certificate.
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+struct Verifier {
+    roots: Option<Roots>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for NoVerification {
+#[derive(Debug)]
+struct Roots {
+    extra: RootCertStore,
+    verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+}
+
+impl Roots {
+    fn verifier(
+        &self,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = system_roots();
+                roots.roots.extend(self.extra.roots.iter().cloned());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(format!("no usable root certificates: {e}")))
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.roots {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(roots) => roots.verifier(&self.provider)?.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+        }
     }
 
     fn verify_tls12_signature(
@@ -166,7 +210,7 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -180,12 +224,14 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

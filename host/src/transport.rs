@@ -23,7 +23,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{
-    Accessor, Component, FutureReader, Linker, ResourceAny, ResourceTable, StreamReader,
+    Accessor, FutureReader, Linker, ResourceAny, ResourceTable, StreamReader,
 };
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
@@ -288,14 +288,6 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
             if std::env::var_os("ROUNDTRIP_PERF_MAP").is_some_and(|v| v == "1") {
                 config.profiler(wasmtime::ProfilingStrategy::PerfMap);
             }
-            // Compiling the component takes ~0.2 s; wasmtime's on-disk cache (the user's
-            // cache directory) makes later starts fast. Without a usable cache
-            // directory, or with ROUNDTRIP_COMPILE_CACHE=0, it is simply compiled.
-            if std::env::var_os("ROUNDTRIP_COMPILE_CACHE").is_none_or(|v| v != "0")
-                && let Ok(cache) = wasmtime::Cache::new(wasmtime::CacheConfig::new())
-            {
-                config.cache(Some(cache));
-            }
             let engine = Engine::new(&config).map_err(Error::engine)?;
             let ticking = engine.clone();
             std::thread::Builder::new()
@@ -308,7 +300,9 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
                     }
                 })
                 .map_err(Error::engine)?;
-            let component = Component::new(&engine, COMPONENT_WASM).map_err(Error::engine)?;
+            // Compiled once, then loaded from the user's cache directory (`compiled.rs`).
+            let component =
+                crate::compiled::component(&engine, COMPONENT_WASM).map_err(Error::engine)?;
             let mut linker: Linker<State> = Linker::new(&engine);
             // Rust's std for wasm32-wasip2 imports a few WASI 0.2 interfaces.
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
