@@ -330,7 +330,6 @@ fn rss_bytes() -> u64 {
 /// idle connections hold against the same process after a single request.
 pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
     let n = spec.concurrency;
-    let barrier = Arc::new(tokio::sync::Barrier::new(n));
     match spec.client {
         Client::Roundtrip => {
             let transport = Transport::new(Config {
@@ -342,27 +341,19 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
             .map_err(|e| e.to_string())?;
             roundtrip_get(&transport, &spec.url).await?;
             let (rss_before, guest_before) = (rss_bytes(), transport.stats().await.guest_memory);
-            let tasks: Vec<_> = (0..n)
-                .map(|_| {
-                    let (transport, barrier, url) =
-                        (transport.clone(), Arc::clone(&barrier), spec.url.clone());
-                    tokio::spawn(async move {
-                        let request = http::Request::get(url)
-                            .body(Body::empty())
-                            .map_err(|e| e.to_string())?;
-                        let response = transport
-                            .round_trip(request)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        barrier.wait().await;
-                        let _ = response.into_body().collect().await;
-                        Ok::<_, String>(())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.map_err(|e| e.to_string())??;
-            }
+            open_at_once(n, || {
+                let (transport, url) = (transport.clone(), spec.url.clone());
+                async move {
+                    let request = http::Request::get(url)
+                        .body(Body::empty())
+                        .map_err(|e| e.to_string())?;
+                    transport
+                        .round_trip(request)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await?;
             let stats = transport.stats().await;
             let idle: u64 = stats.keys.iter().map(|k| u64::from(k.idle)).sum();
             let per = |after: u64, before: u64| after.saturating_sub(before) / idle.max(1);
@@ -380,24 +371,16 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
             let client = hyper_client(n, tls_config(&[])?);
             hyper_get(&client, &spec.url).await?;
             let rss_before = rss_bytes();
-            let tasks: Vec<_> = (0..n)
-                .map(|_| {
-                    let (client, barrier, url) =
-                        (client.clone(), Arc::clone(&barrier), spec.url.clone());
-                    tokio::spawn(async move {
-                        let uri: http::Uri = url
-                            .parse()
-                            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-                        let response = client.get(uri).await.map_err(|e| e.to_string())?;
-                        barrier.wait().await;
-                        let _ = response.into_body().collect().await;
-                        Ok::<_, String>(())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.map_err(|e| e.to_string())??;
-            }
+            open_at_once(n, || {
+                let (client, url) = (client.clone(), spec.url.clone());
+                async move {
+                    let uri: http::Uri = url
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+                    client.get(uri).await.map_err(|e| e.to_string())
+                }
+            })
+            .await?;
             // hyper-util keeps no count of its idle connections: all `n` were opened
             // at once and returned, and the pool keeps up to `n`.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,6 +398,32 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
             Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
         }
     }
+}
+
+/// Opens `n` connections at once — each request holds its response until all have
+/// one — then reads every body to its end, so all of them go idle.
+async fn open_at_once<F, Fut, B>(n: usize, get: F) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<http::Response<B>, String>> + Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (barrier, response) = (Arc::clone(&barrier), get());
+            tokio::spawn(async move {
+                let response = response.await?;
+                barrier.wait().await;
+                drain(response.into_body()).await.map(|_| ())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
 }
 
 /// Starts a transport and waits until its instance answers.
