@@ -1,6 +1,7 @@
-//! Builds the transport component for `wasm32-wasip2` so that building the host is
-//! the only step. The `.wasm` is embedded in the host and also left at
-//! `target/component/wasm32-wasip2/component/roundtrip_component.wasm` for other hosts.
+//! Builds the transport component (and the example wasi:http guest) for
+//! `wasm32-wasip2` so that building the host is the only step. Both `.wasm` files are
+//! embedded in the host and also left under `target/component/wasm32-wasip2/component/`
+//! (`roundtrip_component.wasm`, `roundtrip_example_fetch.wasm`) for other hosts.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,15 @@ fn main() {
         .parent()
         .expect("host/ sits inside the workspace")
         .to_path_buf();
-    for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.toml"] {
+    for watched in [
+        "component/src",
+        "component/Cargo.toml",
+        "examples/fetch/src",
+        "examples/fetch/wit",
+        "examples/fetch/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()
@@ -28,7 +37,8 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&workspace)
-        .args(["build", "--package", "roundtrip-component", "--lib"])
+        .args(["build", "--lib", "--package", "roundtrip-component"])
+        .args(["--package", "roundtrip-example-fetch"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -53,15 +63,18 @@ fn main() {
              If the target is missing, run: rustup target add wasm32-wasip2"
         );
     }
-    let wasm = target_dir
-        .join("wasm32-wasip2")
-        .join(&profile)
-        .join("roundtrip_component.wasm");
-    check_exists(&wasm);
-    println!(
-        "cargo:rustc-env=ROUNDTRIP_COMPONENT_WASM={}",
-        wasm.display()
-    );
+    let built = target_dir.join("wasm32-wasip2").join(&profile);
+    for (variable, file) in [
+        ("ROUNDTRIP_COMPONENT_WASM", "roundtrip_component.wasm"),
+        (
+            "ROUNDTRIP_EXAMPLE_FETCH_WASM",
+            "roundtrip_example_fetch.wasm",
+        ),
+    ] {
+        let wasm = built.join(file);
+        check_exists(&wasm);
+        println!("cargo:rustc-env={variable}={}", wasm.display());
+    }
 }
 
 /// On a fresh machine the wasm target is often missing: add it with rustup, as the
@@ -95,6 +108,6 @@ fn ensure_wasm_target() {
 
 fn check_exists(wasm: &Path) {
     if !wasm.exists() {
-        panic!("expected the component at {}", wasm.display());
+        panic!("expected a component at {}", wasm.display());
     }
 }

@@ -23,6 +23,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Per-request latency, microseconds.
     pub latencies_us: Vec<u32>,
+    /// p50 and p99 latency when the client measured them itself (the wasm peer).
+    pub percentiles_us: Option<(u32, u32)>,
     pub idle: Option<super::IdleMemory>,
 }
 
@@ -61,6 +63,7 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
             })
             .await
         }
+        Client::WasiHttp => return super::wasi_http::run(spec, tls_config(&cas)?).await,
         Client::Raw => raw_fan_out(spec, per_task, tls_config(&cas)?).await,
     };
     let elapsed = started.elapsed();
@@ -394,7 +397,7 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
                 ..Outcome::default()
             })
         }
-        Client::Raw | Client::RoundtripLocal => {
+        Client::Raw | Client::RoundtripLocal | Client::WasiHttp => {
             Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
         }
     }

@@ -16,6 +16,7 @@
 mod clients;
 mod report;
 mod server;
+mod wasi_http;
 
 use std::time::Duration;
 
@@ -34,15 +35,19 @@ pub enum Client {
     RoundtripLocal,
     /// hyper-util's legacy pooled client (what reqwest is built on).
     Hyper,
+    /// An ordinary wasi:http 0.3 guest in wasmtime with wasmtime-wasi-http's default
+    /// client (the wasm peer: a new connection per request).
+    WasiHttp,
     /// A keep-alive socket per task writing one pre-built request.
     Raw,
 }
 
 impl Client {
-    pub const ALL: [Client; 4] = [
+    pub const ALL: [Client; 5] = [
         Client::Roundtrip,
         Client::RoundtripLocal,
         Client::Hyper,
+        Client::WasiHttp,
         Client::Raw,
     ];
 
@@ -56,6 +61,7 @@ impl Client {
             Client::Roundtrip => "roundtrip",
             Client::RoundtripLocal => "roundtrip local",
             Client::Hyper => "hyper-util",
+            Client::WasiHttp => "wasi-http default",
             Client::Raw => "raw loop",
         }
     }
@@ -196,6 +202,9 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
     .map_err(|_| "the bench worker panicked".to_owned())??;
     outcome.latencies_us.sort_unstable();
     let percentile = |p: f64| -> u32 {
+        if let Some((p50, p99)) = outcome.percentiles_us {
+            return if p < 0.9 { p50 } else { p99 };
+        }
         let all = &outcome.latencies_us;
         if all.is_empty() {
             return 0;
