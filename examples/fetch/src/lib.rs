@@ -1,7 +1,7 @@
 //! `fetch`: a plain wasi:http 0.3 command, the kind of guest people already have.
 //!
 //! ```text
-//! fetch [--count N] [--concurrency C] [--json] URL
+//! fetch [--count N | --seconds S] [--concurrency C] [--json] URL
 //! ```
 //!
 //! With one request it writes the response body to stdout (like `curl`); with more it
@@ -55,11 +55,16 @@ impl Guest for Fetch {
         let tally = Tally::default();
         let next = Cell::new(0);
         let started = monotonic_clock::now();
+        let deadline = options.seconds.map(|s| started + (s * 1e9) as u64);
         let workers = (0..options.concurrency).map(|_| async {
-            while next.get() < options.count {
+            while match deadline {
+                Some(deadline) => monotonic_clock::now() < deadline,
+                None => next.get() < options.count,
+            } {
                 next.set(next.get() + 1);
                 let began = monotonic_clock::now();
-                let outcome = fetch_once(&options, options.count == 1 && !options.json).await;
+                let echo = options.count == 1 && options.seconds.is_none() && !options.json;
+                let outcome = fetch_once(&options, echo).await;
                 tally.record(outcome, (monotonic_clock::now() - began) / 1_000);
             }
         });
@@ -67,7 +72,7 @@ impl Guest for Fetch {
         let elapsed_us = (monotonic_clock::now() - started) / 1_000;
         if options.json {
             print(tally.json(elapsed_us).into_bytes()).await;
-        } else if options.count > 1 || tally.errors.get() > 0 {
+        } else if tally.requests.get() > 1 || tally.errors.get() > 0 {
             print(tally.summary(elapsed_us).into_bytes()).await;
         }
         if tally.errors.get() == 0 {
@@ -78,13 +83,15 @@ impl Guest for Fetch {
     }
 }
 
-const USAGE: &str = "usage: fetch [--count N] [--concurrency C] [--json] URL";
+const USAGE: &str = "usage: fetch [--count N | --seconds S] [--concurrency C] [--json] URL";
 
 struct Options {
     scheme: Scheme,
     authority: String,
     path_with_query: String,
     count: u64,
+    /// Keep fetching for this long instead of `count` times.
+    seconds: Option<f64>,
     concurrency: u64,
     json: bool,
 }
@@ -94,6 +101,7 @@ impl Options {
         let mut count = 1;
         let mut concurrency = 1;
         let mut json = false;
+        let mut seconds = None;
         let mut url = None;
         // The first argument is the program's name.
         let mut rest = arguments.into_iter().skip(1);
@@ -109,6 +117,7 @@ impl Options {
             match argument.as_str() {
                 "--count" | "-n" => count = number("--count")?,
                 "--concurrency" | "-c" => concurrency = number("--concurrency")?,
+                "--seconds" => seconds = Some(number("--seconds")? as f64),
                 "--json" => json = true,
                 flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
                 _ if url.is_some() => return Err("more than one URL".to_owned()),
@@ -136,7 +145,12 @@ impl Options {
             authority,
             path_with_query,
             count,
-            concurrency: concurrency.min(count),
+            seconds,
+            concurrency: if seconds.is_some() {
+                concurrency
+            } else {
+                concurrency.min(count)
+            },
             json,
         })
     }

@@ -31,8 +31,11 @@ pub struct Outcome {
 /// Runs `spec` with its client: `concurrency` tasks share `requests` between them,
 /// each sending its next request when the last one's body has been read (closed loop).
 pub async fn run(spec: &Spec) -> Result<Outcome, String> {
-    let per_task = spec.requests.div_ceil(spec.concurrency);
     let started = Instant::now();
+    let per_task = Budget {
+        requests: spec.requests.div_ceil(spec.concurrency),
+        until: spec.seconds.map(|s| started + Duration::from_secs_f64(s)),
+    };
     let cas = trusted(&spec.ca_pem)?;
     let outcomes = match spec.client {
         Client::Roundtrip | Client::RoundtripLocal => {
@@ -80,8 +83,24 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     Ok(total)
 }
 
-/// `concurrency` tasks, each sending `per_task` requests one after another.
-async fn fan_out<F, Fut>(spec: &Spec, per_task: usize, get: F) -> Vec<Outcome>
+/// How many requests a task sends: a number, or as many as fit before a deadline.
+#[derive(Clone, Copy)]
+struct Budget {
+    requests: usize,
+    until: Option<Instant>,
+}
+
+impl Budget {
+    fn allows_another(&self, sent: usize) -> bool {
+        match self.until {
+            Some(deadline) => Instant::now() < deadline,
+            None => sent < self.requests,
+        }
+    }
+}
+
+/// `concurrency` tasks, each sending its budget of requests one after another.
+async fn fan_out<F, Fut>(spec: &Spec, per_task: Budget, get: F) -> Vec<Outcome>
 where
     F: Fn(String) -> Fut + Clone + 'static,
     Fut: Future<Output = Result<u64, String>>,
@@ -92,7 +111,9 @@ where
             let url = spec.url.clone();
             tokio::task::spawn_local(async move {
                 let mut outcome = Outcome::default();
-                for _ in 0..per_task {
+                let mut sent_so_far = 0;
+                while per_task.allows_another(sent_so_far) {
+                    sent_so_far += 1;
                     let sent = Instant::now();
                     match get(url.clone()).await {
                         Ok(bytes) => {
@@ -202,7 +223,7 @@ async fn hyper_get(client: &HyperClient, url: &str) -> Result<u64, String> {
 
 /// One keep-alive socket per task, one pre-built request written again and again;
 /// the response is framed by `Content-Length` (what the servers here send).
-async fn raw_fan_out(spec: &Spec, per_task: usize, tls: rustls::ClientConfig) -> Vec<Outcome> {
+async fn raw_fan_out(spec: &Spec, per_task: Budget, tls: rustls::ClientConfig) -> Vec<Outcome> {
     let tls =
         (spec.url.starts_with("https:")).then(|| tokio_rustls::TlsConnector::from(Arc::new(tls)));
     let Ok(uri) = spec.url.parse::<http::Uri>() else {
@@ -226,7 +247,7 @@ async fn raw_fan_out(spec: &Spec, per_task: usize, tls: rustls::ClientConfig) ->
             tokio::spawn(async move {
                 let mut outcome = Outcome::default();
                 let Ok(socket) = TcpStream::connect(&authority).await else {
-                    outcome.errors += per_task as u64;
+                    outcome.errors += 1;
                     return outcome;
                 };
                 let _ = socket.set_nodelay(true);
@@ -238,14 +259,16 @@ async fn raw_fan_out(spec: &Spec, per_task: usize, tls: rustls::ClientConfig) ->
                         match tls.connect(name, socket).await {
                             Ok(stream) => Box::new(stream),
                             Err(_) => {
-                                outcome.errors += per_task as u64;
+                                outcome.errors += 1;
                                 return outcome;
                             }
                         }
                     }
                 };
                 let mut buf = vec![0u8; 64 * 1024];
-                for _ in 0..per_task {
+                let mut sent_so_far = 0;
+                while per_task.allows_another(sent_so_far) {
+                    sent_so_far += 1;
                     let sent = Instant::now();
                     match raw_exchange(&mut socket, &request, &mut buf).await {
                         Ok(bytes) => {

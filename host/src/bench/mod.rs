@@ -13,9 +13,12 @@
 //! A process per run keeps CPU time and peak memory apart; the server runs outside
 //! the measured process (nginx) or in the parent (the in-process server).
 
+pub mod chart;
 mod clients;
+mod link;
 mod report;
 mod server;
+mod sockets;
 mod wasi_http;
 
 use std::time::Duration;
@@ -26,7 +29,7 @@ pub use report::{Report, Row};
 pub use server::ServerKind;
 
 /// A client under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Client {
     /// This transport: the component in the host, on a thread of its own.
@@ -68,7 +71,7 @@ impl Client {
 }
 
 /// One workload: what to fetch, how often, how many at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     pub name: &'static str,
     /// Path on the server: `/small` or the large body.
@@ -77,32 +80,52 @@ pub struct Workload {
     pub concurrency: usize,
     /// Over HTTPS (TLS 1.3; one handshake per connection, then reuse).
     pub tls: bool,
+    /// Through the delayed link (`link.rs`, 2 ms RTT) instead of straight to the server.
+    pub slow_link: bool,
+    /// Run for this long instead of for `requests` (the soak), once per client.
+    pub seconds: Option<f64>,
 }
 
-/// The workloads, scaled by `scale` (1.0 = the full run; `--quick` uses less).
-pub fn workloads(scale: f64) -> Vec<Workload> {
+/// The workloads, scaled by `scale` (1.0 = the full run; `--quick` uses less); the
+/// 60 s soak only when `soak`.
+pub fn workloads(scale: f64, soak: bool) -> Vec<Workload> {
     let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
-    let small = |name, requests, concurrency, tls| Workload {
+    let small = |name, requests, concurrency, tls, slow_link| Workload {
         name,
         path: "/small",
         requests: n(requests),
         concurrency,
         tls,
+        slow_link,
+        seconds: None,
     };
-    vec![
-        small("sequential small GET", 10_000, 1, false),
-        small("concurrency 16", 20_000, 16, false),
-        small("concurrency 64", 20_000, 64, false),
+    let mut all = vec![
+        small("sequential small GET", 10_000, 1, false, false),
+        small("concurrency 16", 20_000, 16, false, false),
+        small("concurrency 64", 20_000, 64, false, false),
         Workload {
             name: "256 MiB body",
             path: server::LARGE_PATH,
             requests: 1,
             concurrency: 1,
             tls: false,
+            slow_link: false,
+            seconds: None,
         },
-        small("HTTPS sequential small GET", 10_000, 1, true),
-        small("HTTPS concurrency 64", 20_000, 64, true),
-    ]
+        small("HTTPS sequential small GET", 10_000, 1, true, false),
+        small("HTTPS concurrency 64", 20_000, 64, true, false),
+        small("2 ms RTT sequential small GET", 1_000, 1, false, true),
+        small("2 ms RTT concurrency 64", 10_000, 64, false, true),
+        small("2 ms RTT HTTPS sequential small GET", 1_000, 1, true, true),
+        small("2 ms RTT HTTPS concurrency 64", 10_000, 64, true, true),
+    ];
+    if soak {
+        all.push(Workload {
+            seconds: Some((60.0 * scale).max(1.0)),
+            ..small("60 s soak, concurrency 64", 0, 64, false, false)
+        });
+    }
+    all
 }
 
 /// What a worker process is asked to run.
@@ -117,6 +140,9 @@ pub struct Spec {
     /// The CA to trust for `https://` URLs, as PEM.
     #[serde(default)]
     pub ca_pem: String,
+    /// Run for this long rather than for `requests`.
+    #[serde(default)]
+    pub seconds: Option<f64>,
 }
 
 /// What a worker measures.
@@ -146,6 +172,12 @@ pub struct Measurement {
     pub cpu_seconds: f64,
     /// Peak resident set size of the worker process.
     pub peak_rss_kib: u64,
+    /// Most client connections to the server open at once (sampled by the parent).
+    #[serde(default)]
+    pub peak_open: u64,
+    /// Sockets to or from the server's port left in TIME_WAIT by the run.
+    #[serde(default)]
+    pub time_wait: u64,
     /// `idle-memory`: connections left idle, and the memory they added.
     #[serde(default)]
     pub idle: Option<IdleMemory>,
@@ -222,6 +254,7 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
         cpu_seconds,
         peak_rss_kib,
         idle: outcome.idle,
+        ..Measurement::default()
     })
 }
 
@@ -263,11 +296,13 @@ pub struct Options {
     pub idle_connections: usize,
     /// Measure start-up with and without the compiled-component cache.
     pub cold_start: bool,
+    /// Add the 60 s soak at concurrency 64 (each client once).
+    pub soak: bool,
 }
 
 /// How many worker runs `options` makes (for a progress bar).
 pub fn planned_runs(options: &Options) -> u64 {
-    let workloads = workloads(options.scale)
+    let measured: usize = workloads(options.scale, options.soak)
         .iter()
         .filter(|w| {
             options
@@ -275,8 +310,8 @@ pub fn planned_runs(options: &Options) -> u64 {
                 .as_deref()
                 .is_none_or(|only| w.name.contains(only))
         })
-        .count();
-    let measured = workloads * options.clients.len() * options.repetitions;
+        .map(|w| options.clients.len() * repetitions(options, w))
+        .sum();
     let idle = if options.idle_connections > 0 { 2 } else { 0 };
     let cold = if options.cold_start {
         2 * (options.repetitions + 1)
@@ -295,8 +330,10 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
     let server = server::Server::start(options.server).await?;
+    // The delayed links, one per server port, started when a workload needs one.
+    let mut links = Vec::new();
     let mut rows = Vec::new();
-    for workload in workloads(options.scale) {
+    for workload in workloads(options.scale, options.soak) {
         if options
             .only
             .as_deref()
@@ -304,24 +341,30 @@ pub async fn run(
         {
             continue;
         }
+        let mut url = server.url(workload.path, workload.tls);
+        if workload.slow_link {
+            url = through_link(&url, &mut links).await?;
+        }
         for &client in &options.clients {
             let spec = Spec {
                 client,
-                url: server.url(workload.path, workload.tls),
+                url: url.clone(),
                 requests: workload.requests,
                 concurrency: workload.concurrency,
                 mode: Mode::Workload,
                 ca_pem: server.ca_pem(),
+                seconds: workload.seconds,
             };
             let mut runs = Vec::new();
-            for rep in 0..options.repetitions {
+            let repetitions = repetitions(options, &workload);
+            for rep in 0..repetitions {
                 let measured = run_in_worker(&worker, &spec).await?;
                 progress(&format!(
                     "{:<22} {:<10} run {}/{}: {:.0} req/s",
                     workload.name,
                     client.name(),
                     rep + 1,
-                    options.repetitions,
+                    repetitions,
                     measured.requests_per_second()
                 ));
                 runs.push(measured);
@@ -346,6 +389,7 @@ pub async fn run(
                 concurrency: options.idle_connections,
                 mode: Mode::IdleMemory,
                 ca_pem: String::new(),
+                seconds: None,
             };
             let measured = run_in_worker(&worker, &spec).await?;
             if let Some(memory) = measured.idle {
@@ -369,6 +413,7 @@ pub async fn run(
                 concurrency: 1,
                 mode: Mode::ColdStart,
                 ca_pem: String::new(),
+                seconds: None,
             };
             let command = |spec: &Spec| {
                 let mut command = worker(spec);
@@ -409,16 +454,61 @@ pub async fn run(
     })
 }
 
+/// The soak is long: each client runs it once.
+fn repetitions(options: &Options, workload: &Workload) -> usize {
+    if workload.seconds.is_some() {
+        1
+    } else {
+        options.repetitions
+    }
+}
+
+/// `url` with its port swapped for a delayed link's in front of it.
+async fn through_link(url: &str, links: &mut Vec<(u16, link::Link)>) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let port = uri.port_u16().ok_or(format!("no port in {url}"))?;
+    let link = match links.iter().find(|(to, _)| *to == port) {
+        Some((_, link)) => link.port(),
+        None => {
+            let link = link::Link::start(([127, 0, 0, 1], port).into()).await?;
+            let relay = link.port();
+            links.push((port, link));
+            relay
+        }
+    };
+    Ok(url.replacen(&format!(":{port}/"), &format!(":{link}/"), 1))
+}
+
 async fn run_in_worker(
     worker: &impl Fn(&Spec) -> std::process::Command,
     spec: &Spec,
 ) -> Result<Measurement, String> {
     let mut command = tokio::process::Command::from(worker(spec));
     command.kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
-        .await
-        .map_err(|_| format!("{} did not finish within 10 minutes", spec.client.name()))?
-        .map_err(|e| format!("cannot start a bench worker: {e}"))?;
+    let port = spec
+        .url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.port_u16());
+    let before = port.map(sockets::count).unwrap_or_default();
+    let mut peak_open = 0;
+    let output = tokio::time::timeout(Duration::from_secs(600), async {
+        let mut output = std::pin::pin!(command.output());
+        let mut sampling = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                done = &mut output => break done,
+                _ = sampling.tick() => {
+                    if let Some(port) = port {
+                        peak_open = peak_open.max(sockets::count(port).open);
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("{} did not finish within 10 minutes", spec.client.name()))?
+    .map_err(|e| format!("cannot start a bench worker: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "bench worker for {} failed: {}",
@@ -426,10 +516,16 @@ async fn run_in_worker(
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| {
+    let mut measured: Measurement = serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
             "bench worker for {} printed no measurement: {e}",
             spec.client.name()
         )
-    })
+    })?;
+    if let Some(port) = port {
+        let after = sockets::count(port);
+        measured.peak_open = peak_open.max(after.open);
+        measured.time_wait = after.time_wait.saturating_sub(before.time_wait);
+    }
+    Ok(measured)
 }

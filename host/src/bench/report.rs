@@ -28,7 +28,7 @@ pub struct Report {
 
 impl Report {
     /// This transport's best req/s on `workload` (of its ways of running).
-    fn ours(&self, workload: &str) -> Option<f64> {
+    pub fn ours(&self, workload: &str) -> Option<f64> {
         self.rows
             .iter()
             .filter(|r| r.workload == workload && r.client.is_ours())
@@ -40,8 +40,8 @@ impl Report {
     /// `roundtrip` and `roundtrip local`) ÷ theirs (above 1: this transport is faster).
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| workload | client | req/s | p50 µs | p99 µs | MB/s | CPU s / 10k req | peak RSS MiB | errors | roundtrip ÷ client |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| workload | client | req/s | p50 µs | p99 µs | MB/s | CPU s / 10k req | peak RSS MiB | peak conns | TIME_WAIT left | errors | roundtrip ÷ client |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.rows {
             let m = &row.median;
@@ -52,7 +52,7 @@ impl Report {
                 _ => "?".to_owned(),
             };
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1} | {} | {} |\n",
+                "| {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1} | {} | {} | {} | {} |\n",
                 row.workload,
                 row.client.name(),
                 rps,
@@ -61,6 +61,8 @@ impl Report {
                 m.megabytes_per_second(),
                 m.cpu_per_10k(),
                 m.peak_rss_kib as f64 / 1024.0,
+                m.peak_open,
+                m.time_wait,
                 m.errors,
                 ratio
             ));
@@ -99,12 +101,12 @@ impl Report {
 
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "workload,client,runs,requests,errors,body_bytes,seconds,req_per_s,p50_us,p99_us,mb_per_s,cpu_s_per_10k,peak_rss_kib\n",
+            "workload,client,runs,requests,errors,body_bytes,seconds,req_per_s,p50_us,p99_us,mb_per_s,cpu_s_per_10k,peak_rss_kib,peak_open,time_wait\n",
         );
         for row in &self.rows {
             let m = &row.median;
             out.push_str(&format!(
-                "{},{},{},{},{},{},{:.6},{:.1},{},{},{:.2},{:.4},{}\n",
+                "{},{},{},{},{},{},{:.6},{:.1},{},{},{:.2},{:.4},{},{},{}\n",
                 row.workload,
                 row.client.name(),
                 row.runs,
@@ -117,7 +119,9 @@ impl Report {
                 m.p99_us,
                 m.megabytes_per_second(),
                 m.cpu_per_10k(),
-                m.peak_rss_kib
+                m.peak_rss_kib,
+                m.peak_open,
+                m.time_wait
             ));
         }
         out

@@ -52,16 +52,22 @@ pub async fn run(spec: &Spec, mut tls: rustls::ClientConfig) -> Result<Outcome, 
     wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
 
     let stdout = MemoryOutputPipe::new(1 << 20);
+    let mut args = vec!["fetch".to_owned()];
+    match spec.seconds {
+        Some(seconds) => args.extend([
+            "--seconds".to_owned(),
+            (seconds.ceil() as u64).max(1).to_string(),
+        ]),
+        None => args.extend(["--count".to_owned(), spec.requests.to_string()]),
+    }
+    args.extend([
+        "--concurrency".to_owned(),
+        spec.concurrency.to_string(),
+        "--json".to_owned(),
+        spec.url.clone(),
+    ]);
     let wasi = WasiCtx::builder()
-        .args(&[
-            "fetch".to_owned(),
-            "--count".to_owned(),
-            spec.requests.to_string(),
-            "--concurrency".to_owned(),
-            spec.concurrency.to_string(),
-            "--json".to_owned(),
-            spec.url.clone(),
-        ])
+        .args(&args)
         .stdout(stdout.clone())
         .inherit_stderr()
         .build();

@@ -29,6 +29,15 @@ pub struct BenchArgs {
     /// Skip the start-up measurement.
     #[arg(long)]
     no_cold_start: bool,
+    /// Also run the 60 s soak at concurrency 64 (each client once; 6 s with --quick).
+    #[arg(long)]
+    soak: bool,
+    /// Only these clients (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "CLIENT")]
+    clients: Vec<Client>,
+    /// Draw the req/s of each client per workload to this PNG (e.g. docs/bench.png).
+    #[arg(long, value_name = "PATH")]
+    chart: Option<PathBuf>,
     /// Also write the results as JSON to PATH (CSV when PATH ends in `.csv`).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -57,7 +66,11 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         },
         repetitions: args.repetitions,
         scale: if args.quick { 0.1 } else { 1.0 },
-        clients: Client::ALL.to_vec(),
+        clients: if args.clients.is_empty() {
+            Client::ALL.to_vec()
+        } else {
+            args.clients.clone()
+        },
         only: args.only.clone(),
         idle_connections: if args.quick {
             args.idle_connections.min(100)
@@ -65,6 +78,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             args.idle_connections
         },
         cold_start: !args.no_cold_start,
+        soak: args.soak,
     };
     let Ok(exe) = std::env::current_exe() else {
         eprintln!("roundtrip bench: cannot find its own executable");
@@ -113,6 +127,12 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         };
         if let Err(e) = std::fs::write(path, text) {
             eprintln!("roundtrip bench: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Some(path) = &args.chart {
+        if let Err(message) = bench::chart::draw(&report, path) {
+            eprintln!("roundtrip bench: cannot draw {}: {message}", path.display());
             return ExitCode::from(1);
         }
     }
