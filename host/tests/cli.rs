@@ -499,6 +499,7 @@ fn file_urls_read_only_granted_directories() {
 fn bench_runs_every_client_on_a_tiny_workload() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
+    let chart = dir.path().join("bench.png");
     let out = roundtrip(&[
         "bench",
         "--quick",
@@ -512,6 +513,8 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         "in-process",
         "--out",
         json.to_str().unwrap(),
+        "--chart",
+        chart.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -520,11 +523,15 @@ fn bench_runs_every_client_on_a_tiny_workload() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| concurrency 16 | hyper-util |"), "{table}");
+    assert_eq!(&std::fs::read(&chart).unwrap()[1..4], b"PNG");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let clients: Vec<&str> = rows.iter().map(|r| r["client"].as_str().unwrap()).collect();
-    assert_eq!(clients, ["roundtrip", "roundtrip-local", "hyper", "raw"]);
+    assert_eq!(
+        clients,
+        ["roundtrip", "roundtrip-local", "hyper", "wasi-http", "raw"]
+    );
     for row in rows {
         let median = &row["median"];
         assert_eq!(median["requests"], 2000, "{row}");
@@ -541,6 +548,15 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         assert!(0 < p50 && p50 <= p99, "{row}");
         assert!(median["peak_rss_kib"].as_u64().unwrap() > 1000, "{row}");
     }
+    // The pool keeps at most 16 connections and leaves no more than those in
+    // TIME_WAIT; the wasm peer's connection per request leaves one per request.
+    let time_wait = |client: &str| {
+        rows.iter().find(|r| r["client"] == client).unwrap()["median"]["time_wait"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(time_wait("roundtrip") <= 2 * 16, "{report}");
+    assert!(time_wait("wasi-http") > 1000, "{report}");
     // Idle memory for both pooled clients, start-up with and without the cache.
     let idle = report["idle"].as_array().unwrap();
     assert_eq!(idle.len(), 2, "{report}");

@@ -165,3 +165,34 @@ impl Timer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The link's delay is a lower bound: an exchange through it can never be faster
+    /// than the handshake's RTT plus the exchange's RTT.
+    #[tokio::test]
+    async fn an_exchange_through_the_link_costs_the_handshake_and_one_round_trip() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream = echo.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut socket, _) = echo.accept().await.expect("accept");
+            let mut buffer = [0u8; 4];
+            socket.read_exact(&mut buffer).await.expect("read");
+            socket.write_all(&buffer).await.expect("write");
+        });
+        let link = Link::start(upstream).await.expect("link");
+        let started = Instant::now();
+        let mut client = TcpStream::connect(("127.0.0.1", link.port()))
+            .await
+            .expect("connect");
+        client.write_all(b"ping").await.expect("write");
+        let mut answer = [0u8; 4];
+        client.read_exact(&mut answer).await.expect("read");
+        assert_eq!(&answer, b"ping");
+        assert!(started.elapsed() >= 2 * RTT, "{:?}", started.elapsed());
+        // The end of the stream is passed on too.
+        assert_eq!(client.read(&mut answer).await.expect("eof"), 0);
+    }
+}
