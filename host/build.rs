@@ -1,7 +1,12 @@
-//! Builds the transport component (and the example wasi:http guest) for
-//! `wasm32-wasip2` so that building the host is the only step. Both `.wasm` files are
-//! embedded in the host and also left under `target/component/wasm32-wasip2/component/`
-//! (`roundtrip_component.wasm`, `roundtrip_example_fetch.wasm`) for other hosts.
+//! Builds the components for `wasm32-wasip2` so that building the host is the only
+//! step: the transport, the wasi:http face (`wasi-http/`, composed here with the
+//! transport plugged in) and the example wasi:http guest. They are embedded in the host
+//! and also left under `target/component/wasm32-wasip2/component/` for other hosts:
+//! `roundtrip_component.wasm` (the transport), `roundtrip_wasi_http_client.wasm` (a
+//! drop-in `wasi:http/client`), `roundtrip_example_fetch.wasm`.
+
+#[path = "src/compose.rs"]
+mod compose;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,6 +24,8 @@ fn main() {
         "examples/fetch/src",
         "examples/fetch/wit",
         "examples/fetch/Cargo.toml",
+        "wasi-http/src",
+        "wasi-http/Cargo.toml",
         "wit",
         "Cargo.toml",
     ] {
@@ -39,6 +46,7 @@ fn main() {
         .current_dir(&workspace)
         .args(["build", "--lib", "--package", "roundtrip-component"])
         .args(["--package", "roundtrip-example-fetch"])
+        .args(["--package", "roundtrip-wasi-http"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -75,6 +83,22 @@ fn main() {
         check_exists(&wasm);
         println!("cargo:rustc-env={variable}={}", wasm.display());
     }
+    // The wasi:http face with the transport plugged into its `round-tripper` import.
+    let read = |file: &str| {
+        std::fs::read(built.join(file)).unwrap_or_else(|e| panic!("cannot read {file}: {e}"))
+    };
+    let client = compose::plug(
+        &read("roundtrip_wasi_http.wasm"),
+        &read("roundtrip_component.wasm"),
+    )
+    .unwrap_or_else(|e| panic!("cannot compose the wasi:http client: {e}"));
+    let client_path = built.join("roundtrip_wasi_http_client.wasm");
+    std::fs::write(&client_path, client)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", client_path.display()));
+    println!(
+        "cargo:rustc-env=ROUNDTRIP_WASI_HTTP_CLIENT_WASM={}",
+        client_path.display()
+    );
 }
 
 /// On a fresh machine the wasm target is often missing: add it with rustup, as the

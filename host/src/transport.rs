@@ -243,7 +243,7 @@ type Ready = Box<dyn FnOnce(Result<Instant, Error>) + Send>;
 
 /// What both ways of starting need: the compiled component, the configuration made
 /// ready (grants resolved, the inspector from the environment) and the TLS config.
-fn prepare(
+pub(crate) fn prepare(
     mut config: Config,
 ) -> Result<(TransportPre<State>, Config, Arc<rustls::ClientConfig>), Error> {
     let tls = crate::tls::client_config(&crate::tls::Settings {

@@ -79,12 +79,11 @@ impl Guest for Client {
             .await
             .map_err(convert::error)?;
         let headers = convert::response_headers(&sent.headers);
-        let (trailers_out, trailers_in) =
-            wit_future::new::<Result<Option<bindings::wasi::http::types::Trailers>, ErrorCode>>(
-                || Ok(None),
-            );
+        let (trailers_out, trailers_in) = wit_future::new::<
+            Result<Option<bindings::wasi::http::types::Trailers>, ErrorCode>,
+        >(|| Ok(None));
         let transport_trailers = sent.trailers;
-        wit_bindgen::spawn(async move {
+        wit_bindgen::spawn_local(async move {
             let trailers = match transport_trailers.await {
                 Ok(None) => Ok(None),
                 Ok(Some(fields)) => Ok(Some(convert::response_headers(&fields))),
@@ -114,7 +113,7 @@ async fn request_body(mut contents: wit_bindgen::StreamReader<u8>) -> rt::Reques
         }
     };
     let (mut writer, reader) = wit_stream::new::<u8>();
-    wit_bindgen::spawn(async move {
+    wit_bindgen::spawn_local(async move {
         let mut chunk = first;
         loop {
             if !writer.write_all(chunk).await.is_empty() {

@@ -5,6 +5,7 @@ mod demo;
 mod get;
 mod narrate;
 mod proxy;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,8 +35,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Forward proxy through the transport: point any program's HTTP_PROXY at it.
     Proxy(Box<proxy::ProxyArgs>),
-    /// This transport side by side with hyper-util and a raw socket loop.
+    /// This transport side by side with hyper-util, the wasi-http default client and a raw socket loop.
     Bench(bench::BenchArgs),
+    /// Run a wasi:http 0.3 guest (a command) with this transport as its HTTP client.
+    Run(Box<run::RunArgs>),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -44,6 +47,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Proxy(args) => proxy::run(*args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Run(args) => run::run(*args).await,
     }
 }
 

@@ -1,0 +1,76 @@
+//! `roundtrip run GUEST.wasm [ARGS]...`: an unmodified wasi:http 0.3 command with this
+//! transport plugged into its `wasi:http/client` import (see `roundtrip_host::run`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use roundtrip_host::Config;
+use roundtrip_host::egress::AllowList;
+
+use super::{EventArgs, usage_error};
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    events: EventArgs,
+    /// Also trust the CA certificates in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Do not check server certificates (a warning is printed at each handshake).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Let the guest reach only hosts matching PATTERN (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    allow_host: Vec<String>,
+    /// Let `file://` URLs read under DIR (repeatable).
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Vec<PathBuf>,
+    /// The guest: a component exporting `wasi:cli/run@0.3.0` and importing
+    /// `wasi:http/client@0.3.0`.
+    guest: PathBuf,
+    /// Arguments for the guest.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    let events = match args.events.events() {
+        Ok(events) => events,
+        Err(message) => return usage_error(&message),
+    };
+    let allow_hosts = match (!args.allow_host.is_empty())
+        .then(|| AllowList::parse(&args.allow_host))
+        .transpose()
+    {
+        Ok(allow_hosts) => allow_hosts,
+        Err(message) => return usage_error(&message),
+    };
+    let guest = match std::fs::read(&args.guest) {
+        Ok(guest) => guest,
+        Err(e) => return usage_error(&format!("cannot read {}: {e}", args.guest.display())),
+    };
+    let config = Config {
+        extra_ca_files: args.cacert.clone(),
+        insecure_skip_verify: args.insecure,
+        allow_hosts,
+        allow_dirs: args.allow_dir.clone(),
+        inspect_from_env: args.events.inspect_from_env(),
+        events,
+        ..Config::default()
+    };
+    // The guest sees its own name first, as a command does.
+    let name = args
+        .guest
+        .file_stem()
+        .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned());
+    let argv: Vec<String> = std::iter::once(name).chain(args.args).collect();
+    match roundtrip_host::run::run(&guest, &argv, config).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("roundtrip run: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
