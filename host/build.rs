@@ -3,7 +3,10 @@
 //! transport plugged in) and the example wasi:http guest. They are embedded in the host
 //! and also left under `target/component/wasm32-wasip2/component/` for other hosts:
 //! `roundtrip_component.wasm` (the transport), `roundtrip_wasi_http_client.wasm` (a
-//! drop-in `wasi:http/client`), `roundtrip_example_fetch.wasm`.
+//! drop-in `wasi:http/client` whose host supplies `net`, as `roundtrip run`'s does),
+//! `roundtrip_wasi_http_client_standalone.wasm` (the same with `wasi-sockets/` plugged
+//! in: it needs nothing but WASI 0.3, e.g. the stock `wasmtime` CLI) and
+//! `roundtrip_example_fetch.wasm`.
 
 #[path = "src/compose.rs"]
 mod compose;
@@ -26,6 +29,8 @@ fn main() {
         "examples/fetch/Cargo.toml",
         "wasi-http/src",
         "wasi-http/Cargo.toml",
+        "wasi-sockets/src",
+        "wasi-sockets/Cargo.toml",
         "wit",
         "Cargo.toml",
     ] {
@@ -47,6 +52,7 @@ fn main() {
         .args(["build", "--lib", "--package", "roundtrip-component"])
         .args(["--package", "roundtrip-example-fetch"])
         .args(["--package", "roundtrip-wasi-http"])
+        .args(["--package", "roundtrip-wasi-sockets"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -92,13 +98,26 @@ fn main() {
         &read("roundtrip_component.wasm"),
     )
     .unwrap_or_else(|e| panic!("cannot compose the wasi:http client: {e}"));
-    let client_path = built.join("roundtrip_wasi_http_client.wasm");
-    std::fs::write(&client_path, client)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", client_path.display()));
-    println!(
-        "cargo:rustc-env=ROUNDTRIP_WASI_HTTP_CLIENT_WASM={}",
-        client_path.display()
-    );
+    // And with `net`, `files`, `observe` (and `types`) from WASI 0.3 plugged in too.
+    let standalone = compose::plug(&client, &read("roundtrip_wasi_sockets.wasm"))
+        .unwrap_or_else(|e| panic!("cannot compose the standalone client: {e}"));
+    for (variable, file, bytes) in [
+        (
+            "ROUNDTRIP_WASI_HTTP_CLIENT_WASM",
+            "roundtrip_wasi_http_client.wasm",
+            client,
+        ),
+        (
+            "ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM",
+            "roundtrip_wasi_http_client_standalone.wasm",
+            standalone,
+        ),
+    ] {
+        let path = built.join(file);
+        std::fs::write(&path, bytes)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        println!("cargo:rustc-env={variable}={}", path.display());
+    }
 }
 
 /// On a fresh machine the wasm target is often missing: add it with rustup, as the

@@ -26,8 +26,26 @@ use crate::Config;
 use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::state::{GuestLimits, State};
 
-/// The wasi:http face with the transport plugged in, built by `build.rs`.
+/// The wasi:http face with the transport plugged in, built by `build.rs`: it imports
+/// `net`, `files` and `observe` from its host.
 pub const WASI_HTTP_CLIENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_WASM"));
+
+/// The same with `wasi-sockets/` plugged in as well: it imports WASI 0.3 only
+/// (sockets, TLS, clocks), so any P3 host, the stock `wasmtime` CLI among them, runs it.
+pub const WASI_HTTP_CLIENT_STANDALONE_WASM: &[u8] =
+    include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM"));
+
+/// `guest` with the transport plugged into its `wasi:http/client` import: the
+/// standalone client, or (`host_net`) the one whose host supplies `net`.
+pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
+    let client = if host_net {
+        WASI_HTTP_CLIENT_WASM
+    } else {
+        WASI_HTTP_CLIENT_STANDALONE_WASM
+    };
+    crate::compose::plug(guest, client)
+        .map_err(|e| format!("cannot plug the transport into the guest: {e}"))
+}
 
 /// Runs `guest` (a component exporting `wasi:cli/run@0.3.0` and importing
 /// `wasi:http/client@0.3.0`) with `args` (the first is the program's name) and this
@@ -35,8 +53,7 @@ pub const WASI_HTTP_CLIENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTT
 pub async fn run(guest: &[u8], args: &[String], config: Config) -> Result<bool, String> {
     let (pre, config, tls) = crate::transport::prepare(config).map_err(|e| e.to_string())?;
     let engine = pre.engine().clone();
-    let composed = crate::compose::plug(guest, WASI_HTTP_CLIENT_WASM)
-        .map_err(|e| format!("cannot plug the transport into the guest: {e}"))?;
+    let composed = compose(guest, true)?;
     let component = crate::compiled::component(&engine, &composed)
         .map_err(|e| format!("cannot compile the guest: {e:#}"))?;
     let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;

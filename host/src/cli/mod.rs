@@ -1,6 +1,7 @@
 //! Command-line parsing and the subcommands.
 
 mod bench;
+mod compose;
 mod demo;
 mod get;
 mod narrate;
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a wasi:http 0.3 guest (a command) with this transport as its HTTP client.
     Run(Box<run::RunArgs>),
+    /// Plug this transport into a wasi:http guest's `wasi:http/client` import, as one component.
+    Compose(compose::ComposeArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -48,6 +51,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Proxy(args) => proxy::run(*args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Run(args) => run::run(*args).await,
+        Command::Compose(args) => compose::run(args),
     }
 }
 

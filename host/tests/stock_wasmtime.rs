@@ -1,0 +1,121 @@
+//! The stock `wasmtime` CLI (48.x) runs an unmodified wasi:http guest composed with
+//! the standalone client (`roundtrip compose`), and its requests reuse connections.
+//!
+//! Ignored by plain `cargo test`: it needs the `wasmtime` binary, which
+//! `scripts/stock-wasmtime` installs (`cargo install wasmtime-cli`) and then runs
+//! these with `--ignored`. `WASMTIME` may name another binary.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+use roundtrip_host::local_server::{LocalServer, ServerTls};
+
+const FETCH_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/component/wasm32-wasip2/component/roundtrip_example_fetch.wasm"
+);
+
+/// The example guest with the transport plugged in, as `roundtrip compose` makes it.
+fn composed(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("fetch-composed.wasm");
+    let status = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["compose", FETCH_WASM, "-o", out.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+fn wasmtime() -> String {
+    let binary = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".to_owned());
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{binary} cannot run ({e}): run scripts/stock-wasmtime"));
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.starts_with("wasmtime 48."), "{version}");
+    binary
+}
+
+/// `wasmtime run` with WASI 0.3, the component-model async ABI, the host's network
+/// and wasi:http types and wasi:tls, events on stderr.
+fn run(app: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(wasmtime())
+        .args(["run", "-S", "p3", "-W", "component-model-async=y"])
+        .args(["-S", "inherit-network", "-S", "http", "-S", "tls"])
+        .args(["--env", "ROUNDTRIP_EVENTS=1"])
+        .arg(app)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasmtime CLI: scripts/stock-wasmtime"]
+async fn stock_wasmtime_runs_the_composed_guest_on_one_connection() {
+    let server = LocalServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = composed(dir.path());
+    let output = run(&app, &["--count", "3", &server.url("/small")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("3 requests, 0 errors, 39 body bytes"),
+        "{stdout}"
+    );
+    assert_eq!(count(&stderr, "EventKind::DialStart"), 1, "{stderr}");
+    assert_eq!(count(&stderr, "reused: true"), 2, "{stderr}");
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasmtime CLI: scripts/stock-wasmtime"]
+async fn tls_goes_through_wasi_tls_and_its_verdict_is_named() {
+    // wasmtime's wasi:tls trusts the public web roots only: a loopback server's
+    // certificate is refused, after a real handshake over the socket.
+    let tls = ServerTls::generate().unwrap();
+    let server = LocalServer::start_tls(&tls, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = composed(dir.path());
+    let output = run(&app, &[&server.url("/small")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("TlsCertificateError"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "TlsDone(Err(\"tls handshake with 127.0.0.1: invalid peer certificate: UnknownIssuer"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(server.connections(), 1);
+    assert_eq!(server.requests(), 0);
+}
+
+#[test]
+#[ignore = "needs the wasmtime CLI: scripts/stock-wasmtime"]
+fn a_refused_connection_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = composed(dir.path());
+    let output = run(&app, &["http://127.0.0.1:1/"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("ConnectionRefused"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("connection refused"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
