@@ -5,8 +5,9 @@
 //! `roundtrip_component.wasm` (the transport), `roundtrip_wasi_http_client.wasm` (a
 //! drop-in `wasi:http/client` whose host supplies `net`, as `roundtrip run`'s does),
 //! `roundtrip_wasi_http_client_standalone.wasm` (the same with `wasi-sockets/` plugged
-//! in: it needs nothing but WASI 0.3, e.g. the stock `wasmtime` CLI) and
-//! `roundtrip_example_fetch.wasm`.
+//! in: it needs nothing but WASI 0.3, e.g. the stock `wasmtime` CLI),
+//! `roundtrip_transport_standalone.wasm` (the transport with the same plugged in, for
+//! hosts that call it themselves) and `roundtrip_example_fetch.wasm`.
 
 #[path = "src/compose.rs"]
 mod compose;
@@ -96,11 +97,21 @@ fn main() {
     let client = compose::plug(
         &read("roundtrip_wasi_http.wasm"),
         &read("roundtrip_component.wasm"),
+        &[],
     )
     .unwrap_or_else(|e| panic!("cannot compose the wasi:http client: {e}"));
-    // And with `net`, `files`, `observe` (and `types`) from WASI 0.3 plugged in too.
-    let standalone = compose::plug(&client, &read("roundtrip_wasi_sockets.wasm"))
+    // And with `net`, `files`, `observe` (and `types`) from WASI 0.3 plugged in too;
+    // the same for the transport alone (for hosts that call it, docs/embedding.md).
+    let sockets = read("roundtrip_wasi_sockets.wasm");
+    let standalone = compose::plug(&client, &sockets, &[])
         .unwrap_or_else(|e| panic!("cannot compose the standalone client: {e}"));
+    // `round-tripper` uses `types`, now the plug's: it is exported beside it.
+    let transport_standalone = compose::plug(
+        &read("roundtrip_component.wasm"),
+        &sockets,
+        &["roundtrip:transport/types@0.1.0"],
+    )
+    .unwrap_or_else(|e| panic!("cannot compose the standalone transport: {e}"));
     for (variable, file, bytes) in [
         (
             "ROUNDTRIP_WASI_HTTP_CLIENT_WASM",
@@ -111,6 +122,11 @@ fn main() {
             "ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM",
             "roundtrip_wasi_http_client_standalone.wasm",
             standalone,
+        ),
+        (
+            "ROUNDTRIP_TRANSPORT_STANDALONE_WASM",
+            "roundtrip_transport_standalone.wasm",
+            transport_standalone,
         ),
     ] {
         let path = built.join(file);

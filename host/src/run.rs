@@ -43,7 +43,7 @@ pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
     } else {
         WASI_HTTP_CLIENT_STANDALONE_WASM
     };
-    crate::compose::plug(guest, client)
+    crate::compose::plug(guest, client, &[])
         .map_err(|e| format!("cannot plug the transport into the guest: {e}"))
 }
 
