@@ -347,7 +347,13 @@ async fn read_chunked<S: Stream>(socket: &mut S, buf: &mut Vec<u8>) -> Option<Ve
 
 /// Writes the response; says what becomes of the connection.
 async fn respond<S: Stream>(socket: &mut S, head: &RequestHead, request_body: Vec<u8>) -> After {
-    let path = head.path.split('?').next().unwrap_or("/");
+    // The absolute form (`GET http://host/path`, what a client sends a proxy) is
+    // accepted as servers must (RFC 9112 §3.2.2): this server can stand in for a proxy.
+    let target = match head.path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => head.path.as_str(),
+    };
+    let path = target.split('?').next().unwrap_or("/");
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let route = parts.next().unwrap_or("");
     let number = parts

@@ -48,9 +48,15 @@ pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
 }
 
 /// Runs `guest` (a component exporting `wasi:cli/run@0.3.0` and importing
-/// `wasi:http/client@0.3.0`) with `args` (the first is the program's name) and this
+/// `wasi:http/client@0.3.0`) with `args` (the first is the program's name), the
+/// environment `env` (the guest sees nothing else of this process's) and this
 /// process's stdio. Returns whether the guest's `run` returned `ok`.
-pub async fn run(guest: &[u8], args: &[String], config: Config) -> Result<bool, String> {
+pub async fn run(
+    guest: &[u8],
+    args: &[String],
+    env: &[(String, String)],
+    config: Config,
+) -> Result<bool, String> {
     let (pre, config, tls) = crate::transport::prepare(config).map_err(|e| e.to_string())?;
     let engine = pre.engine().clone();
     let composed = compose(guest, true)?;
@@ -61,7 +67,11 @@ pub async fn run(guest: &[u8], args: &[String], config: Config) -> Result<bool, 
     let state = Run {
         transport: State {
             table: ResourceTable::new(),
-            wasi: WasiCtx::builder().args(args).inherit_stdio().build(),
+            wasi: WasiCtx::builder()
+                .args(args)
+                .envs(env)
+                .inherit_stdio()
+                .build(),
             tls,
             events: config.events.clone(),
             insecure: config.insecure_skip_verify,

@@ -144,3 +144,41 @@ fn a_file_that_is_not_a_component_is_named() {
     let missing = roundtrip(&["run", "/nonexistent/guest.wasm"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guests_environment_names_its_proxy() {
+    // A hyper server answers absolute-form requests too: it stands in for a forward
+    // proxy. `example.invalid` never resolves, so an answer proves the proxy was used.
+    let proxy = LocalServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let proxy_url = format!("http://{}", proxy.addr());
+    let output = roundtrip(&[
+        "run",
+        "--events",
+        events.to_str().unwrap(),
+        "--env",
+        &format!("HTTP_PROXY={proxy_url}"),
+        FETCH_WASM,
+        "http://example.invalid/small",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello, world\n");
+    let dials = events_named(&events, "dial_start");
+    assert_eq!(dials.len(), 1);
+    assert_eq!(dials[0]["addr"], proxy.addr().to_string());
+    assert_eq!(proxy.requests(), 1);
+    // Without it, the name is looked up, and fails.
+    let output = roundtrip(&["run", FETCH_WASM, "http://example.invalid/small"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("DnsError"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -115,8 +115,25 @@ pub fn error(error: rt::ErrorCode) -> ErrorCode {
 
 const SECOND: u64 = 1_000_000_000;
 
-/// Go's `DefaultTransport`, with 100 idle connections per host instead of 2.
+/// Go's `DefaultTransport`, with 100 idle connections per host instead of 2, and its
+/// proxies from the guest's environment as Go's `ProxyFromEnvironment` reads them:
+/// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (upper case first, then lower case; the first
+/// non-empty wins), curl's `ALL_PROXY` for a scheme with none of its own, `HTTP_PROXY`
+/// ignored under CGI (`REQUEST_METHOD` set), loopback always direct.
 pub fn default_config() -> rt::Config {
+    let variable = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|value| !value.trim().is_empty())
+    };
+    let all = variable(&["ALL_PROXY", "all_proxy"]);
+    let cgi = variable(&["REQUEST_METHOD"]).is_some();
+    let http_proxy = if cgi {
+        None
+    } else {
+        variable(&["HTTP_PROXY", "http_proxy"])
+    };
     rt::Config {
         max_idle_conns: 100,
         max_idle_conns_per_host: 100,
@@ -131,9 +148,9 @@ pub fn default_config() -> rt::Config {
         max_response_header_bytes: 10 << 20,
         user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
         proxy: rt::ProxyConfig {
-            http_proxy: None,
-            https_proxy: None,
-            no_proxy: String::new(),
+            http_proxy: http_proxy.or_else(|| all.clone()),
+            https_proxy: variable(&["HTTPS_PROXY", "https_proxy"]).or(all),
+            no_proxy: variable(&["NO_PROXY", "no_proxy"]).unwrap_or_default(),
             loopback_direct: true,
             connect_headers: Vec::new(),
         },

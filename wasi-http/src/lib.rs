@@ -11,7 +11,8 @@
 //! One transport (one pool) serves every request of the instance, created at the
 //! first `send` with Go's `DefaultTransport` knobs, except that up to 100 idle
 //! connections are kept per host (Go keeps 2, which makes a concurrent guest dial
-//! again and again). The host's `wasi:http/types` resources carry the requests in and
+//! again and again), and with the proxies the guest's environment names
+//! (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, `ALL_PROXY`). The host's `wasi:http/types` resources carry the requests in and
 //! the responses out; the body bytes never pass through this component.
 
 #![cfg(target_arch = "wasm32")]

@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Let `file://` URLs read under DIR (repeatable).
     #[arg(long, value_name = "DIR")]
     allow_dir: Vec<PathBuf>,
+    /// Give the guest the environment variable NAME, set to VALUE, or to this
+    /// process's value when `=VALUE` is left out (repeatable; e.g. `--env HTTP_PROXY`).
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
     /// The guest: a component exporting `wasi:cli/run@0.3.0` and importing
     /// `wasi:http/client@0.3.0`.
     guest: PathBuf,
@@ -65,7 +69,17 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .file_stem()
         .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned());
     let argv: Vec<String> = std::iter::once(name).chain(args.args).collect();
-    match roundtrip_host::run::run(&guest, &argv, config).await {
+    let env: Vec<(String, String)> = args
+        .env
+        .iter()
+        .filter_map(|entry| match entry.split_once('=') {
+            Some((name, value)) => Some((name.to_owned(), value.to_owned())),
+            None => std::env::var(entry)
+                .ok()
+                .map(|value| (entry.clone(), value)),
+        })
+        .collect();
+    match roundtrip_host::run::run(&guest, &argv, &env, config).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(message) => {
