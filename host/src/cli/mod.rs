@@ -131,25 +131,8 @@ pub struct PoolArgs {
     /// Largest response head accepted, in bytes (Go MaxResponseHeaderBytes).
     #[arg(long, value_name = "N", default_value_t = 10 << 20)]
     max_response_header_bytes: u64,
-    /// Trust the CA certificates in this PEM file too.
-    #[arg(long, value_name = "FILE")]
-    cacert: Vec<PathBuf>,
-    /// Client certificate chain (PEM) for servers that ask for one; with --key.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
-    /// Private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
-    /// Do not check server certificates (dangerous: warns on every connection).
-    #[arg(short = 'k', long)]
-    insecure: bool,
-    /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
-    /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
-    #[arg(long, value_name = "PATTERN")]
-    allow_host: Vec<String>,
-    /// Let `file://` URLs read files under DIR (repeatable); without it they are refused.
-    #[arg(long, value_name = "DIR")]
-    allow_dir: Vec<PathBuf>,
+    #[command(flatten)]
+    reach: ReachArgs,
     /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
     /// `socks5://…` (names resolved here) or `socks5h://…` (by the proxy). `https`
     /// requests go through a `CONNECT` tunnel. Overrides the proxy environment variables.
@@ -220,6 +203,40 @@ impl PoolArgs {
                 .map(|s| seconds("response-header-timeout", s))
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
+            proxy: self.proxy_config(proxy)?,
+            ..self.reach.config(events, inspect_from_env)?
+        })
+    }
+}
+
+/// TLS trust and where the transport may reach: shared by `get`, `proxy` and `run`.
+#[derive(Args, Clone)]
+pub struct ReachArgs {
+    /// Trust the CA certificates in this PEM file too.
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Client certificate chain (PEM) for servers that ask for one; with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Do not check server certificates (dangerous: warns on every connection).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
+    /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
+    #[arg(long, value_name = "PATTERN")]
+    allow_host: Vec<String>,
+    /// Let `file://` URLs read files under DIR (repeatable); without it they are refused.
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Vec<PathBuf>,
+}
+
+impl ReachArgs {
+    /// Go's defaults with these settings, `events` and `inspect_from_env`.
+    fn config(&self, events: Events, inspect_from_env: bool) -> Result<Config, String> {
+        Ok(Config {
             extra_ca_files: self.cacert.clone(),
             client_cert: match (&self.cert, &self.key) {
                 (Some(cert), Some(key)) => Some(ClientCert {
@@ -233,7 +250,6 @@ impl PoolArgs {
                 .then(|| AllowList::parse(&self.allow_host))
                 .transpose()?,
             allow_dirs: self.allow_dir.clone(),
-            proxy: self.proxy_config(proxy)?,
             inspect_from_env,
             events,
             ..Config::default()

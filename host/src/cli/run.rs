@@ -5,27 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use roundtrip_host::Config;
-use roundtrip_host::egress::AllowList;
 
-use super::{EventArgs, usage_error};
+use super::{EventArgs, ReachArgs, usage_error};
 
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
     events: EventArgs,
-    /// Also trust the CA certificates in FILE (PEM).
-    #[arg(long, value_name = "FILE")]
-    cacert: Vec<PathBuf>,
-    /// Do not check server certificates (a warning is printed at each handshake).
-    #[arg(short = 'k', long)]
-    insecure: bool,
-    /// Let the guest reach only hosts matching PATTERN (repeatable).
-    #[arg(long, value_name = "PATTERN")]
-    allow_host: Vec<String>,
-    /// Let `file://` URLs read under DIR (repeatable).
-    #[arg(long, value_name = "DIR")]
-    allow_dir: Vec<PathBuf>,
+    #[command(flatten)]
+    reach: ReachArgs,
     /// Give the guest the environment variable NAME, set to VALUE, or to this
     /// process's value when `=VALUE` is left out (repeatable; e.g. `--env HTTP_PROXY`).
     #[arg(long, value_name = "NAME[=VALUE]")]
@@ -43,25 +31,13 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Ok(events) => events,
         Err(message) => return usage_error(&message),
     };
-    let allow_hosts = match (!args.allow_host.is_empty())
-        .then(|| AllowList::parse(&args.allow_host))
-        .transpose()
-    {
-        Ok(allow_hosts) => allow_hosts,
-        Err(message) => return usage_error(&message),
-    };
     let guest = match std::fs::read(&args.guest) {
         Ok(guest) => guest,
         Err(e) => return usage_error(&format!("cannot read {}: {e}", args.guest.display())),
     };
-    let config = Config {
-        extra_ca_files: args.cacert.clone(),
-        insecure_skip_verify: args.insecure,
-        allow_hosts,
-        allow_dirs: args.allow_dir.clone(),
-        inspect_from_env: args.events.inspect_from_env(),
-        events,
-        ..Config::default()
+    let config = match args.reach.config(events, args.events.inspect_from_env()) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
     };
     // The guest sees its own name first, as a command does.
     let name = args
