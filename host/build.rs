@@ -7,8 +7,11 @@
 //! `roundtrip_wasi_http_client_standalone.wasm` (the same with `wasi-sockets/` plugged
 //! in: it needs nothing but WASI 0.3, e.g. the stock `wasmtime` CLI),
 //! `roundtrip_transport_standalone.wasm` (the transport with the same plugged in, for
-//! hosts that call it themselves) and `roundtrip_example_fetch.wasm`.
+//! hosts that call it themselves) and the example guests `roundtrip_example_fetch.wasm`,
+//! `roundtrip_example_checks.wasm` and `roundtrip_example_hello.wasm`.
 
+// `imports` is the host's, not the build's.
+#[allow(dead_code)]
 #[path = "src/compose.rs"]
 mod compose;
 
@@ -28,6 +31,12 @@ fn main() {
         "examples/fetch/src",
         "examples/fetch/wit",
         "examples/fetch/Cargo.toml",
+        "examples/checks/src",
+        "examples/checks/wit",
+        "examples/checks/Cargo.toml",
+        "examples/hello/src",
+        "examples/hello/wit",
+        "examples/hello/Cargo.toml",
         "wasi-http/src",
         "wasi-http/Cargo.toml",
         "wasi-sockets/src",
@@ -52,6 +61,9 @@ fn main() {
         .current_dir(&workspace)
         .args(["build", "--lib", "--package", "roundtrip-component"])
         .args(["--package", "roundtrip-example-fetch"])
+        // Guests for the tests of `roundtrip run` and stock wasmtime.
+        .args(["--package", "roundtrip-example-checks"])
+        .args(["--package", "roundtrip-example-hello"])
         .args(["--package", "roundtrip-wasi-http"])
         .args(["--package", "roundtrip-wasi-sockets"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])

@@ -18,12 +18,19 @@ use crate::state::Continuity;
 
 /// A request body: empty, bytes in memory (sent with `Content-Length` and replayable
 /// on a retry), or a stream (sent chunked unless the request has a `Content-Length`).
+///
+/// A stream keeps going out after the response head has arrived, until it ends: a
+/// server may answer at once and read on (an echo). If it fails, the request fails —
+/// or, when the head has come, the response body does — and the connection is closed.
 pub struct Body(pub(crate) Inner);
+
+/// An error a caller's body stream may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) enum Inner {
     Empty,
     Bytes(Bytes),
-    Stream(BoxStream<'static, Bytes>),
+    Stream(BoxStream<'static, Result<Frame<Bytes>, BoxError>>),
 }
 
 impl std::fmt::Debug for Body {
@@ -43,8 +50,64 @@ impl Body {
 
     /// A body produced as it is sent. It cannot be replayed.
     pub fn from_stream(chunks: impl Stream<Item = Bytes> + Send + 'static) -> Self {
-        Body(Inner::Stream(chunks.boxed()))
+        Body(Inner::Stream(
+            chunks.map(|chunk| Ok(Frame::data(chunk))).boxed(),
+        ))
     }
+
+    /// A body produced as it is sent that may fail half-way: the error fails the
+    /// exchange (a chunked body is never ended as if it were complete).
+    pub fn from_try_stream<E: Into<BoxError>>(
+        chunks: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Self {
+        Body(Inner::Stream(
+            chunks
+                .map(|chunk| chunk.map(Frame::data).map_err(Into::into))
+                .boxed(),
+        ))
+    }
+
+    /// Any `http_body::Body` (hyper's `Incoming`, `http_body_util`'s `StreamBody`…),
+    /// streamed: its data, then its trailers (sent in the chunked trailer section), or
+    /// its error.
+    pub fn wrap<B>(body: B) -> Self
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        use bytes::Buf as _;
+        let frames = http_body_util::BodyStream::new(body).map(|frame| {
+            frame
+                .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                .map_err(Into::into)
+        });
+        Body(Inner::Stream(frames.boxed()))
+    }
+}
+
+/// Limits for one request in place of the transport's own, set as an extension of
+/// the `http::Request` (wasi:http's `request-options`):
+///
+/// ```
+/// # use std::time::Duration;
+/// let mut request = http::Request::get("http://127.0.0.1:1/").body(roundtrip_host::Body::empty()).unwrap();
+/// request.extensions_mut().insert(roundtrip_host::RequestOptions {
+///     first_byte_timeout: Some(Duration::from_secs(5)),
+///     ..Default::default()
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Limit for the dial this request makes (else `Config::dial_timeout`):
+    /// [`ErrorKind::ConnectionTimeout`](crate::ErrorKind::ConnectionTimeout).
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Limit from the start of the exchange to the response head:
+    /// [`ErrorKind::ReadTimeout`](crate::ErrorKind::ReadTimeout).
+    pub first_byte_timeout: Option<std::time::Duration>,
+    /// Longest pause between two reads of the response body; the body then ends in
+    /// [`ErrorKind::ReadTimeout`](crate::ErrorKind::ReadTimeout).
+    pub between_bytes_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Body {

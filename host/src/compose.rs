@@ -77,3 +77,15 @@ pub fn plug(socket: &[u8], plug: &[u8], reexport: &[&str]) -> Result<Vec<u8>, St
         message
     })
 }
+
+/// The names a component imports (e.g. `wasi:http/client@0.3.0`).
+pub fn imports(component: &[u8]) -> Result<Vec<String>, String> {
+    let mut graph = CompositionGraph::new();
+    let package = Package::from_bytes("component", None, component, graph.types_mut())
+        .map_err(|e| format!("not a component: {e:#}"))?;
+    Ok(graph.types()[package.ty()]
+        .imports
+        .keys()
+        .cloned()
+        .collect())
+}

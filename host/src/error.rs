@@ -23,12 +23,17 @@ pub enum ErrorKind {
     UriInvalid,
     HeaderInvalid,
     RequestBodyError,
+    /// The request body did not match its `Content-Length`.
+    RequestBodySize,
     ResponseIncomplete,
     ResponseHeaderSectionSize,
     ResponseTransferCoding,
     ResponseContentCoding,
     ProtocolError,
     ResponseTimeout,
+    /// No response byte within the request's first-byte timeout, or a pause in the
+    /// body longer than its between-bytes timeout.
+    ReadTimeout,
     /// A proxy refused to open the tunnel (its status text is in the message).
     ProxyRefused,
     /// A proxy's handshake answer cannot be understood, or a proxy URL is unusable.
@@ -111,12 +116,14 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpRequestUriInvalid(m) => (K::UriInvalid, m),
             ErrorCode::HttpRequestHeaderInvalid(m) => (K::HeaderInvalid, m),
             ErrorCode::HttpRequestBodyError(m) => (K::RequestBodyError, m),
+            ErrorCode::HttpRequestBodySize(size) => (K::RequestBodySize, size.message),
             ErrorCode::HttpResponseIncomplete(m) => (K::ResponseIncomplete, m),
             ErrorCode::HttpResponseHeaderSectionSize(m) => (K::ResponseHeaderSectionSize, m),
             ErrorCode::HttpResponseTransferCoding(m) => (K::ResponseTransferCoding, m),
             ErrorCode::HttpResponseContentCoding(m) => (K::ResponseContentCoding, m),
             ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
             ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
+            ErrorCode::ConnectionReadTimeout(m) => (K::ReadTimeout, m),
             ErrorCode::RequestCanceled(m) => (K::Canceled, m),
             ErrorCode::ProxyRefused(m) => (K::ProxyRefused, m),
             ErrorCode::ProxyProtocolError(m) => (K::ProxyProtocolError, m),

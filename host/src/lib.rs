@@ -24,6 +24,7 @@ mod compiled;
 pub mod compose;
 mod config;
 pub mod demo;
+pub mod echo_server;
 pub mod egress;
 mod error;
 pub mod events;
@@ -38,7 +39,7 @@ mod state;
 mod tls;
 mod transport;
 
-pub use body::{Body, ResponseBody};
+pub use body::{Body, BoxError, RequestOptions, ResponseBody};
 pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use proxies::ProxyConfig;

@@ -77,6 +77,90 @@ impl<D> StreamProducer<D> for BytesProducer {
     }
 }
 
+/// How a caller's streamed request body ended (its `body-stream.end`).
+pub type BodyEnd = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
+
+/// Feeds a guest's read end of a request body's `stream<u8>` from a caller's frames:
+/// data goes to the guest; trailers, an error or the end go to `end`, and the stream
+/// ends there.
+pub struct FramesProducer {
+    frames: BoxStream<'static, Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
+    pending: Bytes,
+    end: Option<oneshot::Sender<BodyEnd>>,
+}
+
+impl FramesProducer {
+    pub fn new(
+        frames: BoxStream<'static, Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
+        end: oneshot::Sender<BodyEnd>,
+    ) -> Self {
+        Self {
+            frames,
+            pending: Bytes::new(),
+            end: Some(end),
+        }
+    }
+
+    fn finish(&mut self, end: BodyEnd) -> Poll<wasmtime::Result<StreamResult>> {
+        if let Some(sender) = self.end.take() {
+            let _ = sender.send(end);
+        }
+        Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl<D> StreamProducer<D> for FramesProducer {
+    type Item = u8;
+    type Buffer = Bytes;
+
+    fn poll_produce<'a>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        dst: Destination<'a, Self::Item, Self::Buffer>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<StreamResult>> {
+        crate::state::note_progress();
+        let me = self.get_mut();
+        while me.pending.is_empty() {
+            if me.end.is_none() {
+                return Poll::Ready(Ok(StreamResult::Dropped));
+            }
+            match me.frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => me.pending = data,
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok().map(|map| {
+                            map.iter()
+                                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                                .collect()
+                        });
+                        return me.finish(Ok(trailers));
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    return me.finish(Err(ErrorCode::HttpRequestBodyError(format!(
+                        "the request body failed: {e}"
+                    ))));
+                }
+                Poll::Ready(None) => return me.finish(Ok(None)),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if dst.remaining(&mut store) == Some(0) {
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        let mut direct = dst.as_direct(store, me.pending.len());
+        let room = direct.remaining();
+        let n = room.len().min(me.pending.len());
+        room[..n].copy_from_slice(&me.pending[..n]);
+        direct.mark_written(n);
+        me.pending.advance(n);
+        Poll::Ready(Ok(StreamResult::Completed))
+    }
+}
+
 /// Drains a guest's write end of a `stream<u8>` into a channel of chunks. When the
 /// channel's receiver is gone, the guest's writes fail: that is how it learns the
 /// reader went away (e.g. a response body dropped early).

@@ -21,10 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, BodyStream, Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -251,9 +250,9 @@ async fn request_body(incoming: Incoming) -> Result<Body, hyper::Error> {
     match incoming.size_hint().exact() {
         Some(0) if incoming.is_end_stream() => Ok(Body::empty()),
         Some(len) if len <= BUFFERED_BODY => Ok(incoming.collect().await?.to_bytes().into()),
-        _ => Ok(Body::from_stream(BodyStream::new(incoming).filter_map(
-            |frame| async move { frame.ok().and_then(|frame| frame.into_data().ok()) },
-        ))),
+        // A client's body that fails half-way fails the upstream request too, so a
+        // chunked one is never ended as if it were complete.
+        _ => Ok(Body::wrap(incoming)),
     }
 }
 
@@ -278,9 +277,11 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn upstream_failure(error: &Error) -> Response<ProxyBody> {
     use ErrorKind as K;
     let (status, proxy_error) = match error.kind {
-        K::MethodInvalid | K::UriInvalid | K::HeaderInvalid | K::RequestBodyError => {
-            (StatusCode::BAD_REQUEST, "http_request_error")
-        }
+        K::MethodInvalid
+        | K::UriInvalid
+        | K::HeaderInvalid
+        | K::RequestBodyError
+        | K::RequestBodySize => (StatusCode::BAD_REQUEST, "http_request_error"),
         K::DnsError => (StatusCode::BAD_GATEWAY, "dns_error"),
         K::ConnectionRefused => (StatusCode::BAD_GATEWAY, "connection_refused"),
         K::ConnectionTimeout => (StatusCode::GATEWAY_TIMEOUT, "connection_timeout"),
@@ -298,7 +299,9 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
         }
         K::ResponseTransferCoding => (StatusCode::BAD_GATEWAY, "http_response_transfer_coding"),
         K::ResponseContentCoding => (StatusCode::BAD_GATEWAY, "http_response_content_coding"),
-        K::ResponseTimeout => (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout"),
+        K::ResponseTimeout | K::ReadTimeout => {
+            (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout")
+        }
         K::ProtocolError => (StatusCode::BAD_GATEWAY, "http_protocol_error"),
         K::ProxyRefused | K::ProxyProtocolError => {
             (StatusCode::BAD_GATEWAY, "proxy_internal_error")

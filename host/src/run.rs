@@ -12,7 +12,11 @@
 //!
 //! The guest's requests then share one pool and report every connection's life, like
 //! `roundtrip get`'s. The pool's knobs are the face's (Go's defaults, 100 idle
-//! connections per host); TLS, the allow-lists and the event sinks come from `config`.
+//! connections per host, and what the guest's `ROUNDTRIP_*` variables set); TLS, the
+//! allow-lists and the event sinks come from `config`. When the guest's `run` returns,
+//! the pool's idle connections are closed (their `close` events end the story).
+//!
+//! A command that does not import `wasi:http/client` runs as it is.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +38,12 @@ pub const WASI_HTTP_CLIENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTT
 /// (sockets, TLS, clocks), so any P3 host, the stock `wasmtime` CLI among them, runs it.
 pub const WASI_HTTP_CLIENT_STANDALONE_WASM: &[u8] =
     include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM"));
+
+/// The client interface a guest imports to send requests.
+const WASI_HTTP_CLIENT: &str = "wasi:http/client@0.3.0";
+
+/// The face's pool control, exported next to the guest's exports by `roundtrip run`.
+const POOL: &str = "roundtrip:transport/pool@0.1.0";
 
 /// `guest` with the transport plugged into its `wasi:http/client` import: the
 /// standalone client, or (`host_net`) the one whose host supplies `net`.
@@ -59,7 +69,14 @@ pub async fn run(
 ) -> Result<bool, String> {
     let (pre, config, tls) = crate::transport::prepare(config).map_err(|e| e.to_string())?;
     let engine = pre.engine().clone();
-    let composed = compose(guest, true)?;
+    let imports = crate::compose::imports(guest)?;
+    let plugged = imports.iter().any(|name| name == WASI_HTTP_CLIENT);
+    let composed = if plugged {
+        crate::compose::plug(guest, WASI_HTTP_CLIENT_WASM, &[POOL])
+            .map_err(|e| format!("cannot plug the transport into the guest: {e}"))?
+    } else {
+        guest.to_vec()
+    };
     let component = crate::compiled::component(&engine, &composed)
         .map_err(|e| format!("cannot compile the guest: {e:#}"))?;
     let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
@@ -92,11 +109,36 @@ pub async fn run(
     // likes, so each deadline only yields to the host's event loop.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
-    let command = Command::instantiate_async(&mut store, &component, &linker)
+    let instance = linker
+        .instantiate_async(&mut store, &component)
         .await
         .map_err(|e| format!("cannot instantiate the guest: {e:#}"))?;
+    let command = Command::new(&mut store, &instance)
+        .map_err(|e| format!("the guest is not a wasi:cli command: {e:#}"))?;
+    let close_idle = if plugged {
+        let pool = instance.get_export_index(&mut store, None, POOL);
+        let close = pool.and_then(|pool| {
+            instance.get_export_index(&mut store, Some(&pool), "close-idle-connections")
+        });
+        match close {
+            Some(close) => Some(
+                instance
+                    .get_typed_func::<(), ()>(&mut store, &close)
+                    .map_err(|e| format!("{POOL}: {e:#}"))?,
+            ),
+            None => None,
+        }
+    } else {
+        None
+    };
     let outcome = store
-        .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+        .run_concurrent(async move |store| {
+            let outcome = command.wasi_cli_run().call_run(store).await;
+            if let Some(close) = close_idle {
+                close.call_concurrent(store, ()).await?;
+            }
+            outcome
+        })
         .await
         .and_then(|result| result)
         .map_err(|e| format!("the guest trapped: {e:#}"))?;

@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -31,13 +31,13 @@ use wasmtime_wasi::WasiCtx;
 use crate::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::bindings::{Transport as World, TransportPre};
-use crate::body::{Body, Inner, ResponseBody, header_map};
+use crate::body::{Body, Inner, RequestOptions, ResponseBody, header_map};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::files::Files;
 use crate::net::Net;
-use crate::pipes::{BytesConsumer, BytesProducer, OneshotConsumer};
+use crate::pipes::{BytesConsumer, FramesProducer, OneshotConsumer};
 use crate::state::{Continuity, GuestLimits, State};
 
 /// The transport component, built by `host/build.rs`.
@@ -608,18 +608,40 @@ async fn round_trip(
     let body = match body.0 {
         Inner::Empty => types::RequestBody::Empty,
         Inner::Bytes(bytes) => types::RequestBody::Bytes(bytes.to_vec()),
-        Inner::Stream(chunks) => {
-            let reader = acc
-                .with(|mut access| StreamReader::new(&mut access, BytesProducer::new(chunks)))
+        Inner::Stream(frames) => {
+            let (end_tx, end_rx) = oneshot::channel();
+            let stream = acc
+                .with(|mut access| {
+                    let contents =
+                        StreamReader::new(&mut access, FramesProducer::new(frames, end_tx))?;
+                    // A producer dropped before its end (the guest stopped reading)
+                    // leaves nothing to say.
+                    let end = FutureReader::new(&mut access, async move {
+                        Ok::<_, wasmtime::Error>(end_rx.await.unwrap_or(Ok(None)))
+                    })?;
+                    Ok::<_, wasmtime::Error>(types::BodyStream { contents, end })
+                })
                 .map_err(Error::engine)?;
-            types::RequestBody::Stream(reader)
+            types::RequestBody::Stream(stream)
         }
+    };
+    let options = parts
+        .extensions
+        .get::<RequestOptions>()
+        .copied()
+        .unwrap_or_default();
+    let nanos = |limit: Option<Duration>| limit.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
+    let options = types::RequestOptions {
+        connect_timeout: nanos(options.connect_timeout),
+        first_byte_timeout: nanos(options.first_byte_timeout),
+        between_bytes_timeout: nanos(options.between_bytes_timeout),
     };
     let request = types::Request {
         method: parts.method.as_str().to_owned(),
         url: parts.uri.to_string(),
         headers,
         body,
+        options,
         cancel: Some(cancel),
     };
     let response = guest
@@ -629,7 +651,11 @@ async fn round_trip(
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
     let demand = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut response = response;
     acc.with(|mut access| {
+        // The body's own end says whether a request body failed after the head;
+        // nobody here waits for `request-sent`.
+        response.request_sent.close(&mut access)?;
         let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
         response.body.pipe(&mut access, consumer)?;
         response

@@ -140,15 +140,24 @@ async fn get(
         url: url.to_owned(),
         headers: vec![],
         body: types::RequestBody::Empty,
+        options: types::RequestOptions {
+            connect_timeout: None,
+            first_byte_timeout: None,
+            between_bytes_timeout: None,
+        },
         cancel: None,
     };
-    let response = transport
+    let mut response = transport
         .call_round_trip(acc, pool, request)
         .await
         .unwrap()?;
     let (chunks, mut received) = mpsc::unbounded_channel();
-    acc.with(|mut store| response.body.pipe(&mut store, Collect(chunks)))
-        .unwrap();
+    acc.with(|mut store| {
+        // Nothing here waits for the request's outcome: a GET is written at once.
+        response.request_sent.close(&mut store)?;
+        response.body.pipe(&mut store, Collect(chunks))
+    })
+    .unwrap();
     let mut body = Vec::new();
     while let Some(chunk) = received.recv().await {
         body.extend_from_slice(&chunk);

@@ -182,3 +182,256 @@ async fn the_guests_environment_names_its_proxy() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// Guests of this repository's own (`examples/checks`, `examples/hello`).
+const CHECKS_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/component/wasm32-wasip2/component/roundtrip_example_checks.wasm"
+);
+const HELLO_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/component/wasm32-wasip2/component/roundtrip_example_hello.wasm"
+);
+
+/// What `checks ARGS` printed under `roundtrip run` (with `extra` flags before it).
+fn checks(extra: &[&str], args: &[&str]) -> String {
+    let mut all = vec!["run"];
+    all.extend_from_slice(extra);
+    all.push(CHECKS_WASM);
+    all.extend_from_slice(args);
+    let output = roundtrip(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A server that reads what comes and never answers: a failure is the request's own.
+async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// A server that sends a head and 4 of 10 body bytes, then stalls.
+async fn stalling_server() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+                .await;
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// A listener whose accept queue is full: a dial to it hangs (its SYN is dropped).
+async fn unanswered_dial() -> (String, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(stream);
+        }
+    }
+    (format!("http://{addr}/"), fillers, listener)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_streams_a_duplex_echo_written_after_send_returns() {
+    use roundtrip_host::echo_server::EchoServer;
+    let server = EchoServer::start().await.unwrap();
+    let eight_mb = (8 * 1024 * 1024).to_string();
+    for scenario in ["echo", "echo-length"] {
+        let report = checks(&[], &[scenario, &eight_mb, &server.url("/echo")]);
+        assert_eq!(
+            report,
+            "send: ok 200\nbody: 8388608 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n"
+        );
+    }
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.bytes == 8_388_608 && r.complete));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_guest_body_fails_the_response_and_the_transmit_with_its_own_code() {
+    use roundtrip_host::echo_server::EchoServer;
+    let server = EchoServer::start().await.unwrap();
+    let report = checks(&[], &["fail", "1048576", &server.url("/echo")]);
+    let lines: Vec<&str> = report.lines().collect();
+    let gave_up = "InternalError(Some(\"the guest gave up\"))";
+    assert_eq!(lines[0], "send: ok 200", "{report}");
+    assert!(lines[1].starts_with("body: "), "{report}");
+    assert_eq!(lines[2], format!("trailers: err {gave_up}"), "{report}");
+    assert_eq!(lines[3], format!("transmit: err {gave_up}"), "{report}");
+    // The server never saw the body end.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!server.received()[0].complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_its_content_length_is_named_with_its_size() {
+    let (url, _server) = silent_server().await;
+    // Longer: the offending write counts whole, as wasmtime-wasi-http counts it.
+    assert_eq!(
+        checks(&[], &["length", "5", "10", &url]),
+        "send: err HttpRequestBodySize(Some(10))\ntransmit: err HttpRequestBodySize(Some(10))\n"
+    );
+    // Shorter: the bytes that came.
+    assert_eq!(
+        checks(&[], &["length", "10", "4", &url]),
+        "send: err HttpRequestBodySize(Some(4))\ntransmit: err HttpRequestBodySize(Some(4))\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_request_trailers_are_sent() {
+    use roundtrip_host::echo_server::EchoServer;
+    let server = EchoServer::start().await.unwrap();
+    let report = checks(&[], &["trailers", &server.url("/echo")]);
+    assert!(
+        report.starts_with("send: ok 200\nbody: 3 bytes\n"),
+        "{report}"
+    );
+    assert!(report.ends_with("transmit: ok\n"), "{report}");
+    let received = server.received();
+    assert_eq!(received[0].trailers, vec!["x-checksum".to_owned()]);
+    assert!(received[0].complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_options_bound_the_connect_the_first_byte_and_the_gaps() {
+    let (hanging, _fillers, _listener) = unanswered_dial().await;
+    assert_eq!(
+        checks(&[], &["connect-timeout", "300", &hanging]),
+        "options: set\nsend: err ConnectionTimeout\ntransmit: err ConnectionTimeout\n"
+    );
+    let (silent, _server) = silent_server().await;
+    assert_eq!(
+        checks(&[], &["first-byte-timeout", "300", &silent]),
+        "options: set\nsend: err ConnectionReadTimeout\ntransmit: err ConnectionReadTimeout\n"
+    );
+    let (stalling, _server) = stalling_server().await;
+    assert_eq!(
+        checks(&[], &["between-bytes-timeout", "300", &stalling]),
+        "options: set\nsend: ok 200\nbody: 4 bytes\ntrailers: err ConnectionReadTimeout\ntransmit: ok\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uris_are_checked_before_any_io_as_wasmtime_checks_them() {
+    let server = LocalServer::start().await.unwrap();
+    let url = server.url("/small");
+    assert_eq!(
+        checks(&[], &["no-path", &url]),
+        "send: err HttpRequestUriInvalid\ntransmit: err HttpRequestUriInvalid\n"
+    );
+    assert_eq!(
+        checks(&[], &["no-authority", &url]),
+        "send: err HttpRequestUriInvalid\ntransmit: err HttpRequestUriInvalid\n"
+    );
+    assert_eq!(
+        checks(&[], &["other-scheme", &url]),
+        "send: err HttpProtocolError\ntransmit: err HttpProtocolError\n"
+    );
+    assert_eq!(server.connections(), 0, "nothing was dialled");
+    // The host's setter refuses a bad port; the good one then works.
+    assert_eq!(
+        checks(&[], &["bad-port", &url]),
+        "set-authority: refused\nsend: ok 200\nbody: 13 bytes\ntrailers: ok []\ntransmit: ok\n"
+    );
+}
+
+#[test]
+fn a_command_without_wasi_http_runs_as_it_is() {
+    let output = roundtrip(&["run", HELLO_WASM, "class"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello, class\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_at_exit_and_the_guests_environment_sets_the_knobs() {
+    let server = LocalServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let output = roundtrip(&[
+        "run",
+        "--events",
+        events.to_str().unwrap(),
+        FETCH_WASM,
+        "--count",
+        "3",
+        "--concurrency",
+        "2",
+        &server.url("/small"),
+    ]);
+    assert!(output.status.success());
+    // Two connections, both idle at the end: both closed when the guest returned.
+    assert_eq!(events_named(&events, "dial_start").len(), 2);
+    let closes = events_named(&events, "close");
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert!(
+        closes
+            .iter()
+            .all(|c| c["reason"] == "close_idle_connections")
+    );
+
+    // No idle connection kept: every request dials.
+    let events = dir.path().join("no-idle.jsonl");
+    let output = roundtrip(&[
+        "run",
+        "--events",
+        events.to_str().unwrap(),
+        "--env",
+        "ROUNDTRIP_MAX_IDLE_CONNS_PER_HOST=0",
+        FETCH_WASM,
+        "--count",
+        "3",
+        &server.url("/small"),
+    ]);
+    assert!(output.status.success());
+    assert_eq!(events_named(&events, "dial_start").len(), 3);
+    // A value that does not parse is named.
+    let output = roundtrip(&[
+        "run",
+        "--env",
+        "ROUNDTRIP_DIAL_TIMEOUT=soon",
+        FETCH_WASM,
+        &server.url("/small"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ROUNDTRIP_DIAL_TIMEOUT=soon: not a duration"),
+        "{stdout}"
+    );
+}

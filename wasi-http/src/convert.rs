@@ -2,25 +2,47 @@
 
 use crate::bindings::roundtrip::transport::types as rt;
 use crate::bindings::wasi::http::types::{
-    DnsErrorPayload, ErrorCode, Fields, Method, Request, Scheme, TlsAlertReceivedPayload,
+    DnsErrorPayload, ErrorCode, Fields, Method, Request, RequestOptions, Scheme,
+    TlsAlertReceivedPayload,
 };
 
-/// The request's absolute URL. A request without a scheme is sent over `https`, as
-/// wasmtime-wasi-http does; one without an authority cannot be sent.
+/// The request's absolute URL, checked as wasmtime-wasi-http checks it before any
+/// I/O: no scheme means `https`; a scheme other than `http` or `https` is
+/// `HTTP-protocol-error`; no authority, or no path-with-query, is
+/// `HTTP-request-URI-invalid` (the host's setters already refused a malformed
+/// authority or path).
 pub fn url(request: &Request) -> Result<String, ErrorCode> {
     let scheme = match request.get_scheme() {
-        None | Some(Scheme::Https) => "https".to_owned(),
-        Some(Scheme::Http) => "http".to_owned(),
-        Some(Scheme::Other(other)) => other,
+        None | Some(Scheme::Https) => "https",
+        Some(Scheme::Http) => "http",
+        Some(Scheme::Other(_)) => return Err(ErrorCode::HttpProtocolError),
     };
     let authority = request
         .get_authority()
         .ok_or(ErrorCode::HttpRequestUriInvalid)?;
     let path = request
         .get_path_with_query()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/".to_owned());
+        .ok_or(ErrorCode::HttpRequestUriInvalid)?;
+    // An empty path-with-query (the setter allows it) is the origin's root.
+    let path = if path.is_empty() { "/" } else { &path };
     Ok(format!("{scheme}://{authority}{path}"))
+}
+
+/// The request's `request-options` as the transport's (`none`: the pool's own).
+pub fn options(options: Option<RequestOptions>) -> rt::RequestOptions {
+    let Some(options) = options else {
+        return rt::RequestOptions {
+            connect_timeout: None,
+            first_byte_timeout: None,
+            between_bytes_timeout: None,
+        };
+    };
+    rt::RequestOptions {
+        connect_timeout: options.get_connect_timeout(),
+        first_byte_timeout: options.get_first_byte_timeout(),
+        // wasmtime-wasi-http waits at least a nanosecond.
+        between_bytes_timeout: options.get_between_bytes_timeout().map(|t| t.max(1)),
+    }
 }
 
 pub fn method(method: Method) -> String {
@@ -103,6 +125,8 @@ pub fn error(error: rt::ErrorCode) -> ErrorCode {
         }
         E::HttpProtocolError(_) => ErrorCode::HttpProtocolError,
         E::HttpResponseTimeout(_) => ErrorCode::HttpResponseTimeout,
+        E::ConnectionReadTimeout(_) => ErrorCode::ConnectionReadTimeout,
+        E::HttpRequestBodySize(size) => ErrorCode::HttpRequestBodySize(Some(size.actual)),
         E::ConnectionFailed(message)
         | E::HttpRequestHeaderInvalid(message)
         | E::HttpRequestBodyError(message)
@@ -115,12 +139,24 @@ pub fn error(error: rt::ErrorCode) -> ErrorCode {
 
 const SECOND: u64 = 1_000_000_000;
 
-/// Go's `DefaultTransport`, with 100 idle connections per host instead of 2, and its
-/// proxies from the guest's environment as Go's `ProxyFromEnvironment` reads them:
-/// `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (upper case first, then lower case; the first
-/// non-empty wins), curl's `ALL_PROXY` for a scheme with none of its own, `HTTP_PROXY`
-/// ignored under CGI (`REQUEST_METHOD` set), loopback always direct.
-pub fn default_config() -> rt::Config {
+/// The pool's knobs: Go's `DefaultTransport`, with 100 idle connections per host
+/// instead of 2, then what the guest's environment sets.
+///
+/// Proxies as Go's `ProxyFromEnvironment` reads them: `HTTP_PROXY`, `HTTPS_PROXY`,
+/// `NO_PROXY` (upper case first, then lower case; the first non-empty wins), curl's
+/// `ALL_PROXY` for a scheme with none of its own, `HTTP_PROXY` ignored under CGI
+/// (`REQUEST_METHOD` set), loopback always direct.
+///
+/// The knobs, named after Go's fields (docs/embedding.md): `ROUNDTRIP_MAX_IDLE_CONNS`,
+/// `ROUNDTRIP_MAX_IDLE_CONNS_PER_HOST`, `ROUNDTRIP_MAX_CONNS_PER_HOST` (numbers);
+/// `ROUNDTRIP_IDLE_CONN_TIMEOUT`, `ROUNDTRIP_DIAL_TIMEOUT`,
+/// `ROUNDTRIP_TLS_HANDSHAKE_TIMEOUT`, `ROUNDTRIP_RESPONSE_HEADER_TIMEOUT`,
+/// `ROUNDTRIP_EXPECT_CONTINUE_TIMEOUT` (durations such as `90s`, `500ms`, `1m 30s`;
+/// `0` or `none` for no limit); `ROUNDTRIP_DISABLE_KEEP_ALIVES`,
+/// `ROUNDTRIP_DISABLE_COMPRESSION` (`1`/`true`, `0`/`false`);
+/// `ROUNDTRIP_MAX_RESPONSE_HEADER_BYTES`; `ROUNDTRIP_USER_AGENT`. A value that does
+/// not parse fails every request, naming the variable.
+pub fn config() -> Result<rt::Config, String> {
     let variable = |names: &[&str]| {
         names
             .iter()
@@ -134,7 +170,7 @@ pub fn default_config() -> rt::Config {
     } else {
         variable(&["HTTP_PROXY", "http_proxy"])
     };
-    rt::Config {
+    let mut config = rt::Config {
         max_idle_conns: 100,
         max_idle_conns_per_host: 100,
         max_conns_per_host: 0,
@@ -155,5 +191,73 @@ pub fn default_config() -> rt::Config {
             connect_headers: Vec::new(),
         },
         proxy_connect_timeout: Some(60 * SECOND),
+    };
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|value| (name.to_owned(), value))
+    };
+    if let Some(v) = knob("ROUNDTRIP_MAX_IDLE_CONNS") {
+        config.max_idle_conns = number(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_MAX_IDLE_CONNS_PER_HOST") {
+        config.max_idle_conns_per_host = number(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_MAX_CONNS_PER_HOST") {
+        config.max_conns_per_host = number(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_MAX_RESPONSE_HEADER_BYTES") {
+        config.max_response_header_bytes = number(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_IDLE_CONN_TIMEOUT") {
+        config.idle_conn_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_DIAL_TIMEOUT") {
+        config.dial_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_TLS_HANDSHAKE_TIMEOUT") {
+        config.tls_handshake_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_RESPONSE_HEADER_TIMEOUT") {
+        config.response_header_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_EXPECT_CONTINUE_TIMEOUT") {
+        config.expect_continue_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_DISABLE_KEEP_ALIVES") {
+        config.disable_keep_alives = flag(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_DISABLE_COMPRESSION") {
+        config.disable_compression = flag(&v)?;
+    }
+    if let Some((_, agent)) = knob("ROUNDTRIP_USER_AGENT") {
+        config.user_agent = agent;
+    }
+    Ok(config)
+}
+
+fn number<T: std::str::FromStr>((name, value): &(String, String)) -> Result<T, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name}={value}: not a whole number"))
+}
+
+/// Nanoseconds, or `None` for `0`/`none`.
+fn duration((name, value): &(String, String)) -> Result<Option<u64>, String> {
+    let value = value.trim();
+    if value == "0" || value.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    humantime::parse_duration(value)
+        .map(|d| Some(d.as_nanos().min(u64::MAX as u128) as u64))
+        .map_err(|e| format!("{name}={value}: not a duration like 90s or 500ms ({e})"))
+}
+
+fn flag((name, value): &(String, String)) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("{name}={value}: not 1/true or 0/false")),
     }
 }

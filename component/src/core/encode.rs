@@ -112,6 +112,16 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// The last chunk with an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// Appends the last chunk and a trailer section holding `trailers` (already checked
+/// like headers; framing fields are not allowed there and are left out, RFC 9110 §6.5.1).
+pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: &[(String, Vec<u8>)]) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.iter().filter(|(n, _)| !is_framing_header(n)) {
+        put_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -202,6 +212,20 @@ mod tests {
         expected.extend_from_slice(&[b'x'; 26]);
         expected.extend_from_slice(b"\r\n0\r\n\r\n");
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn trailers_follow_the_last_chunk() {
+        let mut out = Vec::new();
+        encode_last_chunk(&mut out, &[]);
+        assert_eq!(out, LAST_CHUNK);
+        out.clear();
+        let trailers = vec![
+            ("Checksum".to_string(), b"abc".to_vec()),
+            ("Content-Length".to_string(), b"3".to_vec()),
+        ];
+        encode_last_chunk(&mut out, &trailers);
+        assert_eq!(out, b"0\r\nChecksum: abc\r\n\r\n");
     }
 
     #[test]

@@ -1,12 +1,33 @@
 //! The task that pumps a response body to the caller and then decides the
 //! connection's fate: back to the pool, or closed with a reason.
+//!
+//! When the response head came before the request was written to its end, the
+//! write goes on here, beside the copy (Go's writeLoop and readLoop):
+//!
+//! ```text
+//!  unfinished write ──┐ select  write ends first: failed body → the response body
+//!  copy_body ─────────┘         fails too; otherwise the copy goes on
+//!                               copy ends first: the write gets 50 ms more (Go's
+//!                               maxWriteWaitBeforeConnReuse), else it is dropped
+//! ```
+//!
+//! The connection is pooled only if the request was written to its end and the
+//! response read to its end. `request-sent` reports the write's outcome as soon as it
+//! is known, on its own branch of the task, so a caller that never reads it holds up
+//! nothing.
 
+use std::pin::pin;
+
+use futures::channel::oneshot;
+use futures::future::{Either, join, select};
 use wit_bindgen::{FutureWriter, StreamWriter};
 
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use super::bindings::roundtrip::transport::types::ErrorCode;
-use super::errors::to_code;
+use super::clock;
+use super::errors::{message, to_code};
+use super::send::{PendingWrite, WriteError};
 use crate::core::compression::Gunzip;
 use crate::core::decode::{BodyDecoder, Fields, Framing, ResponseHead};
 use crate::core::reuse::{self, NoReuse};
@@ -18,12 +39,22 @@ pub type Trailers = Result<Option<Fields>, ErrorCode>;
 pub struct BodyEnd {
     pub disable_keep_alives: bool,
     pub request_headers: Fields,
-    pub request_complete: bool,
+    /// The request's write, when the head came before it finished.
+    pub unfinished_write: Option<PendingWrite>,
     pub head: ResponseHead,
     pub framing: Framing,
     /// Set when the body is gzip the transport asked for: the caller gets it plain.
     pub gunzip: Option<Gunzip>,
+    /// Longest wait for each read of the body (the request's `between-bytes-timeout`).
+    pub between_bytes_timeout: Option<u64>,
 }
+
+/// How long a write still going when the response has ended may take to finish and
+/// keep the connection reusable (Go's `maxWriteWaitBeforeConnReuse`), in nanoseconds.
+const WRITE_GRACE: u64 = 50_000_000;
+
+/// What `request-sent` carries.
+type Sent = Result<(), ErrorCode>;
 
 /// How copying the body ended, if not at its end.
 enum Cut {
@@ -34,20 +65,100 @@ enum Cut {
 }
 
 pub async fn pump_body(
-    mut active: Active,
+    active: Active,
     end: BodyEnd,
+    body: StreamWriter<u8>,
+    trailers: FutureWriter<Trailers>,
+    request_sent: FutureWriter<Sent>,
+) {
+    let (sent, outcome) = oneshot::channel();
+    let report = async move {
+        let outcome = outcome.await.unwrap_or_else(|_| {
+            Err(ErrorCode::InternalError(
+                "the body task ended without the request's outcome".to_owned(),
+            ))
+        });
+        // The caller may have dropped `request-sent`; nothing is lost then.
+        let _ = request_sent.write(outcome).await;
+    };
+    join(finish(active, end, body, trailers, sent), report).await;
+}
+
+/// Copies the body (finishing the request's write beside it), then pools or closes
+/// the connection, and ends the trailers future.
+async fn finish(
+    mut active: Active,
+    mut end: BodyEnd,
     mut body: StreamWriter<u8>,
     trailers: FutureWriter<Trailers>,
+    sent: oneshot::Sender<Sent>,
 ) {
     let mut decoder = BodyDecoder::new(end.framing);
-    let outcome = copy_body(&mut active, &mut decoder, &mut body, end.gunzip).await;
+    let gunzip = end.gunzip.take();
+    let timeout = end.between_bytes_timeout;
+    // The write dropped unfinished: its outcome is said after the copy lets go.
+    let mut abandoned = None;
+    let (outcome, request_complete) = match end.unfinished_write.take() {
+        None => {
+            let _ = sent.send(Ok(()));
+            let copied = copy_body(&mut active, &mut decoder, &mut body, gunzip, timeout).await;
+            (copied, true)
+        }
+        Some(write) => {
+            let copy = pin!(copy_body(
+                &mut active,
+                &mut decoder,
+                &mut body,
+                gunzip,
+                timeout
+            ));
+            match select(write, copy).await {
+                Either::Left((written, copy)) => {
+                    let _ = sent.send(written.as_ref().map_err(WriteError::code).copied());
+                    match written {
+                        // The caller's body failed: so does the response's.
+                        Err(WriteError::Body(code)) => (Err(Cut::Failed(code)), false),
+                        // The server stopped reading (or held the body back): it has
+                        // answered; its answer is read to the end, not reused.
+                        Err(_) => (copy.await, false),
+                        Ok(()) => (copy.await, true),
+                    }
+                }
+                Either::Right((copied, write)) => {
+                    let written = match copied {
+                        Ok(_) => clock::within(Some(WRITE_GRACE), write).await,
+                        Err(_) => None,
+                    };
+                    match written {
+                        Some(written) => {
+                            let _ = sent.send(written.as_ref().map_err(WriteError::code).copied());
+                            (copied, written.is_ok())
+                        }
+                        None => {
+                            abandoned = Some(sent);
+                            (copied, false)
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some(sent) = abandoned {
+        let code = ErrorCode::HttpRequestBodyError(
+            "the request was not written to its end: the exchange ended first and its \
+             connection is closed"
+                .to_owned(),
+        );
+        active.emit(EventKind::WroteRequest(Some(message(&code).to_owned())));
+        let _ = sent.send(Err(code));
+    }
     let trailer_value = match outcome {
         Ok(total) => {
             active.emit(EventKind::BodyEof(total));
             let verdict = reuse::after_response(&reuse::Finished {
                 disable_keep_alives: end.disable_keep_alives,
                 request_headers: &end.request_headers,
-                request_complete: end.request_complete,
+                request_complete,
                 response: &end.head,
                 framing: end.framing,
                 trailing_bytes: active.conn().buffered().len(),
@@ -82,6 +193,7 @@ async fn copy_body(
     decoder: &mut BodyDecoder,
     body: &mut StreamWriter<u8>,
     mut gunzip: Option<Gunzip>,
+    between_bytes_timeout: Option<u64>,
 ) -> Result<u64, Cut> {
     let mut total: u64 = 0;
     loop {
@@ -93,7 +205,16 @@ async fn copy_body(
             return Ok(total);
         }
         if active.conn().buffered().is_empty() {
-            let read = active.conn_mut().fill().await.map_err(Cut::Failed)?;
+            let read = clock::within(between_bytes_timeout, active.conn_mut().fill())
+                .await
+                .ok_or_else(|| {
+                    Cut::Failed(ErrorCode::ConnectionReadTimeout(format!(
+                        "the response body paused longer than the request's between-bytes \
+                         timeout of {}",
+                        clock::display(between_bytes_timeout.unwrap_or_default())
+                    )))
+                })?
+                .map_err(Cut::Failed)?;
             if read == 0 {
                 decoder
                     .finish_at_eof()

@@ -28,8 +28,14 @@ use crate::core::request::{Scheme, Target};
 /// ALPN protocols offered in the TLS handshake.
 const ALPN: &[&str] = &["http/1.1"];
 
-/// Gets a connection for request `req` to `target`.
-pub async fn acquire(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Active, ErrorCode> {
+/// Gets a connection for request `req` to `target`; a dial made for it gives up after
+/// `connect_timeout` (the transport's `dial-timeout` when `None`).
+pub async fn acquire(
+    shared: &Rc<Shared>,
+    req: u64,
+    target: &Target,
+    connect_timeout: Option<u64>,
+) -> Result<Active, ErrorCode> {
     let key = &target.key;
     let now = shared.now();
     let checkout = shared.state.borrow_mut().pool.checkout(key, now);
@@ -63,6 +69,7 @@ pub async fn acquire(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<A
         Waiter {
             req,
             target: target.clone(),
+            connect_timeout,
             reply,
         },
     );
@@ -138,8 +145,8 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
         .borrow()
         .waiters
         .get(&ticket)
-        .map(|w| (w.req, w.target.clone()));
-    let Some((req, target)) = waiter else {
+        .map(|w| (w.req, w.target.clone(), w.connect_timeout));
+    let Some((req, target, connect_timeout)) = waiter else {
         // The waiter left before its dial could start: nothing to dial for.
         shared.state.borrow_mut().pool.abandoned_dial(&key);
         shared.run_actions();
@@ -147,7 +154,8 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
     };
     let shared = Rc::clone(shared);
     wit_bindgen::spawn_local(async move {
-        match dial(&shared, req, &target).await {
+        let limit = connect_timeout.or(shared.settings.dial_timeout);
+        match dial(&shared, req, &target, limit).await {
             Ok(conn) => shared.offer(conn, req, &key, Source::Dial),
             Err(code) => {
                 let waited = shared.state.borrow_mut().pool.dial_failed(&key, ticket);
@@ -167,7 +175,12 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
 
 /// Opens a connection: to the target, or to its proxy and through the tunnel; then
 /// TLS to the target for `https`.
-async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, ErrorCode> {
+async fn dial(
+    shared: &Rc<Shared>,
+    req: u64,
+    target: &Target,
+    dial_timeout: Option<u64>,
+) -> Result<Conn, ErrorCode> {
     let key = &target.key;
     let id = shared.next_conn_id();
     let emit = |kind| shared.emit(Some(id), Some(req), Some(key), kind);
@@ -176,7 +189,7 @@ async fn dial(shared: &Rc<Shared>, req: u64, target: &Target) -> Result<Conn, Er
         None => (&target.host, target.port),
     };
     emit(EventKind::DialStart(host_port(host, port)));
-    let socket = match net::connect(host.clone(), port, shared.settings.dial_timeout).await {
+    let socket = match net::connect(host.clone(), port, dial_timeout).await {
         Ok(socket) => socket,
         Err(code) => {
             let code = match target.route.proxy() {

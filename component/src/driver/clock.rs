@@ -30,3 +30,15 @@ pub async fn within<T>(limit: Option<u64>, work: impl Future<Output = T>) -> Opt
 pub async fn sleep_until(deadline_ns: u64) {
     monotonic_clock::wait_until(deadline_ns).await;
 }
+
+/// A duration in nanoseconds as a person writes it: `250ms`, `1.5s`.
+pub fn display(ns: u64) -> String {
+    let ms = ns / 1_000_000;
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{:.1}s", ms as f64 / 1_000.0)
+    }
+}

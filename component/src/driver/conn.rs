@@ -68,6 +68,7 @@ pub struct Conn {
 /// write dropped half-way (an early response, a cancelled request) never cancels a
 /// component-model stream operation: wasmtime 48 makes a guest's synchronous cancel
 /// wait for the host side's next event.
+#[derive(Clone)]
 pub struct Writer {
     chunks: mpsc::Sender<Vec<u8>>,
     /// Set by the writer task when the host could not write.

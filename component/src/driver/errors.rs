@@ -44,9 +44,11 @@ pub fn message(code: &ErrorCode) -> &str {
         | ErrorCode::HttpResponseContentCoding(m)
         | ErrorCode::HttpProtocolError(m)
         | ErrorCode::HttpResponseTimeout(m)
+        | ErrorCode::ConnectionReadTimeout(m)
         | ErrorCode::RequestCanceled(m)
         | ErrorCode::ProxyRefused(m)
         | ErrorCode::ProxyProtocolError(m)
         | ErrorCode::InternalError(m) => m,
+        ErrorCode::HttpRequestBodySize(size) => &size.message,
     }
 }

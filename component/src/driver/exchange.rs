@@ -9,6 +9,7 @@
 //!       │                       └─ read_head (skips 1xx; an early final answer wins)
 //!       └── retry (core::reuse::can_retry) ◄── failure on a reused connection
 //!  head ─► respond: spawn body::pump_body ─► response returned to the caller
+//!          (with the write, if it has not finished: the body keeps going out)
 //! ```
 //!
 //! Every decision (framing, reuse, retry) is the core's; this file only moves bytes and
@@ -23,14 +24,16 @@ use futures::future::{Either, select};
 
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, RequestSummary};
-use super::bindings::roundtrip::transport::types::{ErrorCode, Request, RequestBody, Response};
+use super::bindings::roundtrip::transport::types::{
+    ErrorCode, Request, RequestBody, RequestOptions, Response,
+};
 use super::bindings::{wit_future, wit_stream};
 use super::body::{BodyEnd, Trailers, pump_body};
 use super::checkout;
 use super::clock;
 use super::conn::Reader;
 use super::errors::{message, to_code};
-use super::send::{Body, Continue, write_request};
+use super::send::{Body, Continue, PendingWrite, WriteError, write_request};
 use super::transport::Shared;
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{self, Fields, Framing, ResponseHead};
@@ -40,6 +43,7 @@ use crate::core::request::{self, Target};
 use crate::core::reuse::{self, Progress};
 
 /// A failed attempt, and how far it got (which decides whether it may be retried).
+#[derive(Clone)]
 pub struct Failed {
     pub code: ErrorCode,
     pub progress: Progress,
@@ -73,13 +77,14 @@ struct Checked {
     method: String,
     target: Target,
     headers: Fields,
+    options: RequestOptions,
 }
 
-/// A response head, whether the whole request had been written when it came, and
-/// whether the transport asked for gzip.
+/// A response head, the request's write if it had not finished when the head came,
+/// and whether the transport asked for gzip.
 struct Answered {
     head: ResponseHead,
-    request_complete: bool,
+    unfinished_write: Option<PendingWrite>,
     accept_gzip: bool,
 }
 
@@ -92,9 +97,10 @@ pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, Er
         url,
         headers,
         body,
+        options,
         cancel,
     } = req;
-    let work = pin!(exchange(shared, method, url, headers, body));
+    let work = pin!(exchange(shared, method, url, headers, body, options));
     let Some(cancel) = cancel else {
         return work.await;
     };
@@ -113,6 +119,7 @@ async fn exchange(
     url: String,
     headers: Fields,
     body: RequestBody,
+    options: RequestOptions,
 ) -> Result<Response, ErrorCode> {
     // Another scheme's handler (Go's `RegisterProtocol`).
     if super::file::is_file_url(&url) {
@@ -140,6 +147,7 @@ async fn exchange(
         method,
         target,
         headers,
+        options,
     };
     let mut body = match body {
         RequestBody::Empty => Body::Empty,
@@ -163,7 +171,8 @@ async fn exchange(
             Some(&key),
             EventKind::GetConn(summary.clone()),
         );
-        let mut active = checkout::acquire(&shared, req.id, &req.target).await?;
+        let mut active =
+            checkout::acquire(&shared, req.id, &req.target, req.options.connect_timeout).await?;
         let reused = active.conn().served > 0;
         active.conn_mut().served += 1;
         match attempt(&shared, &mut active, &req, &mut body).await {
@@ -210,9 +219,29 @@ fn expects_continue(headers: &Fields) -> bool {
 }
 
 /// Writes the request and reads up to the final response head, at the same time: a
-/// server may answer before the body is sent (and is heard), and a `100 Continue`
-/// releases a body held back by `Expect: 100-continue`.
+/// server may answer before the body is sent (and is heard; the body keeps going out),
+/// and a `100 Continue` releases a body held back by `Expect: 100-continue`. The
+/// request's `first-byte-timeout` bounds all of it.
 async fn attempt(
+    shared: &Rc<Shared>,
+    active: &mut Active,
+    req: &Checked,
+    body: &mut Body,
+) -> Result<Answered, Failed> {
+    let limit = req.options.first_byte_timeout;
+    match clock::within(limit, exchange_head(shared, active, req, body)).await {
+        Some(answered) => answered,
+        None => Err(Failed {
+            code: ErrorCode::ConnectionReadTimeout(format!(
+                "no response within the request's first-byte timeout of {}",
+                clock::display(limit.unwrap_or_default())
+            )),
+            progress: Progress::ResponseStarted,
+        }),
+    }
+}
+
+async fn exchange_head(
     shared: &Rc<Shared>,
     active: &mut Active,
     req: &Checked,
@@ -246,11 +275,11 @@ async fn attempt(
     };
     let emitter = active.emitter();
     let conn = active.conn_mut();
-    let write = pin!(write_request(
-        &mut conn.writer,
-        &emitter,
+    let write: PendingWrite = Box::pin(write_request(
+        conn.writer.clone(),
+        emitter.clone(),
         wire,
-        body,
+        body.outgoing(),
         framing,
         wait_for_continue,
     ));
@@ -263,14 +292,15 @@ async fn attempt(
     ));
     match select(write, read).await {
         Either::Left((written, read)) => {
-            let error = written.as_ref().err().map(|f| message(&f.code).to_owned());
-            emitter.emit(EventKind::WroteRequest(error));
-            written?;
+            written.map_err(|e| match e {
+                WriteError::Connection(failed) => failed,
+                other => Failed::at(Progress::NoResponse)(other.code()),
+            })?;
             // Go's ResponseHeaderTimeout runs from the end of writing the request.
             match clock::within(settings.response_header_timeout, read).await {
                 Some(head) => head.map(|head| Answered {
                     head,
-                    request_complete: true,
+                    unfinished_write: None,
                     accept_gzip,
                 }),
                 None => Err(Failed {
@@ -282,10 +312,10 @@ async fn attempt(
             }
         }
         // The server answered before the request was fully written: it is heard, and
-        // the connection (out of step now) will not be reused.
-        Either::Right((head, _unfinished_write)) => head.map(|head| Answered {
+        // the write goes on beside the response body (an echo reads it all).
+        Either::Right((head, unfinished_write)) => head.map(|head| Answered {
             head,
-            request_complete: false,
+            unfinished_write: Some(unfinished_write),
             accept_gzip,
         }),
     }
@@ -364,7 +394,7 @@ fn respond(
 ) -> Response {
     let Answered {
         head,
-        request_complete,
+        unfinished_write,
         accept_gzip,
     } = answered;
     // Go's rule: only a gzip the transport asked for is undone, and transparently.
@@ -383,6 +413,11 @@ fn respond(
             "the transport dropped the response body".to_owned(),
         ))
     });
+    let (sent_tx, sent_rx) = wit_future::new::<Result<(), ErrorCode>>(|| {
+        Err(ErrorCode::InternalError(
+            "the transport dropped the request".to_owned(),
+        ))
+    });
     let response = Response {
         status: head.status,
         reason: head.reason.clone(),
@@ -392,15 +427,17 @@ fn respond(
         trailers: trailers_rx,
         conn: active.conn().id,
         reused,
+        request_sent: sent_rx,
     };
     let end = BodyEnd {
         disable_keep_alives: shared.settings.disable_keep_alives,
         request_headers: req.headers.clone(),
-        request_complete,
+        unfinished_write,
         head,
         framing,
         gunzip,
+        between_bytes_timeout: req.options.between_bytes_timeout,
     };
-    wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx));
+    wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx, sent_tx));
     response
 }

@@ -121,6 +121,8 @@ fn response(
         trailers,
         conn: 0,
         reused: false,
+        // A file request sends nothing: its "request" is written at once.
+        request_sent: wit_future::new::<Result<(), ErrorCode>>(|| Ok(())).1,
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Settings {
 pub struct Waiter {
     pub req: u64,
     pub target: Target,
+    /// The request's own dial limit (`options.connect-timeout`), if it has one.
+    pub connect_timeout: Option<u64>,
     pub reply: oneshot::Sender<Result<Conn, ErrorCode>>,
 }
 

@@ -33,12 +33,18 @@ pub struct GetArgs {
     /// Extra header, `Name: value`; repeatable.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<String>,
-    /// Request body (sent as application/x-www-form-urlencoded, as curl does).
-    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    /// Request body (sent as application/x-www-form-urlencoded, as curl does):
+    /// `@FILE` reads a file, `@-` streams stdin; newlines are stripped from both.
+    #[arg(short = 'd', long = "data", value_name = "DATA|@FILE|@-")]
     data: Option<String>,
-    /// Request body, as is: `@FILE` reads a file.
-    #[arg(long = "data-binary", value_name = "DATA|@FILE")]
+    /// Request body, as is: `@FILE` reads a file, `@-` streams stdin (chunked, unless
+    /// `-H 'Content-Length: N'` says how long it is).
+    #[arg(long = "data-binary", value_name = "DATA|@FILE|@-")]
     data_binary: Option<String>,
+    /// Upload FILE with PUT (unless -X says otherwise), streamed with its length;
+    /// `-T -` streams stdin, chunked. A URL ending in `/` gets FILE's name appended.
+    #[arg(short = 'T', long = "upload-file", value_name = "FILE|-")]
+    upload_file: Option<PathBuf>,
     /// Write every body, in order, to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -59,7 +65,18 @@ pub struct GetArgs {
 struct Template {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
-    body: Option<Bytes>,
+    body: Option<Payload>,
+}
+
+/// Where a request body comes from.
+#[derive(Clone)]
+enum Payload {
+    /// In memory: sent with its length, replayable.
+    Bytes(Bytes),
+    /// Streamed from stdin, once; `strip_newlines` for `-d @-`.
+    Stdin { strip_newlines: bool },
+    /// Streamed from a file opened per request, with its length.
+    File(PathBuf),
 }
 
 pub async fn run(args: GetArgs) -> ExitCode {
@@ -107,7 +124,14 @@ pub async fn run(args: GetArgs) -> ExitCode {
         .urls
         .iter()
         .flat_map(|url| std::iter::repeat_n(url.clone(), args.repeat))
+        .map(|url| match &args.upload_file {
+            Some(file) => upload_url(&url, file),
+            None => url,
+        })
         .collect();
+    if jobs.len() > 1 && matches!(template.body, Some(Payload::Stdin { .. })) {
+        return usage_error("a body read from stdin is sent once: give one URL and no --repeat");
+    }
     let output = Arc::new(Mutex::new(Output {
         out,
         next: 0,
@@ -170,29 +194,53 @@ fn template(args: &GetArgs) -> Result<Template, String> {
             .map_err(|_| format!("bad header value in {header:?}"))?;
         headers.push((name, value));
     }
-    let body = match (&args.data, &args.data_binary) {
-        (Some(_), Some(_)) => return Err("use one of -d and --data-binary".into()),
-        (Some(data), None) => {
+    let body = match (&args.data, &args.data_binary, &args.upload_file) {
+        (Some(data), None, None) => {
             if !headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE) {
                 headers.push((
                     http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
                 ));
             }
-            Some(Bytes::from(data.clone()))
+            Some(match data.strip_prefix('@') {
+                Some("-") => Payload::Stdin {
+                    strip_newlines: true,
+                },
+                Some(path) => {
+                    let mut bytes =
+                        std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+                    bytes.retain(|b| *b != b'\r' && *b != b'\n');
+                    Payload::Bytes(bytes.into())
+                }
+                None => Payload::Bytes(Bytes::from(data.clone())),
+            })
         }
-        (None, Some(data)) => Some(match data.strip_prefix('@') {
-            Some(path) => std::fs::read(path)
-                .map_err(|e| format!("cannot read {path}: {e}"))?
-                .into(),
-            None => Bytes::from(data.clone()),
+        (None, Some(data), None) => Some(match data.strip_prefix('@') {
+            Some("-") => Payload::Stdin {
+                strip_newlines: false,
+            },
+            Some(path) => Payload::Bytes(
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))?
+                    .into(),
+            ),
+            None => Payload::Bytes(Bytes::from(data.clone())),
         }),
-        (None, None) => None,
+        (None, None, Some(file)) if file.as_os_str() == "-" => Some(Payload::Stdin {
+            strip_newlines: false,
+        }),
+        (None, None, Some(file)) => {
+            std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            Some(Payload::File(file.clone()))
+        }
+        (None, None, None) => None,
+        _ => return Err("use one of -d, --data-binary and -T".into()),
     };
     let method = match &args.method {
         Some(method) => {
             Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method:?}"))?
         }
+        None if args.upload_file.is_some() => Method::PUT,
         None if body.is_some() => Method::POST,
         None => Method::GET,
     };
@@ -200,6 +248,55 @@ fn template(args: &GetArgs) -> Result<Template, String> {
         method,
         headers,
         body,
+    })
+}
+
+/// curl's rule for `-T FILE`: a URL with no file part gets the file's name.
+fn upload_url(url: &str, file: &std::path::Path) -> String {
+    match file.file_name() {
+        Some(name) if url.ends_with('/') && file.as_os_str() != "-" => {
+            format!("{url}{}", name.to_string_lossy())
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The request body for one request, and the `Content-Length` it needs, if any.
+async fn body(payload: &Option<Payload>) -> Result<(Body, Option<u64>), String> {
+    use futures::StreamExt;
+    use tokio_util::io::ReaderStream;
+    Ok(match payload {
+        None => (Body::empty(), None),
+        Some(Payload::Bytes(bytes)) => (Body::from(bytes.clone()), None),
+        Some(Payload::Stdin { strip_newlines }) => {
+            let strip = *strip_newlines;
+            let chunks = ReaderStream::new(tokio::io::stdin()).map(move |chunk| {
+                chunk.map(|bytes| {
+                    if strip {
+                        bytes
+                            .iter()
+                            .copied()
+                            .filter(|b| *b != b'\r' && *b != b'\n')
+                            .collect::<Vec<u8>>()
+                            .into()
+                    } else {
+                        bytes
+                    }
+                })
+            });
+            (Body::from_try_stream(chunks), None)
+        }
+        Some(Payload::File(path)) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let length = file
+                .metadata()
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .len();
+            (Body::from_try_stream(ReaderStream::new(file)), Some(length))
+        }
     })
 }
 
@@ -244,7 +341,23 @@ async fn fetch(
     for (name, value) in &template.headers {
         builder = builder.header(name, value);
     }
-    let body = template.body.clone().map_or_else(Body::empty, Body::from);
+    let body = match body(&template.body).await {
+        Ok((body, length)) => {
+            let declared = template
+                .headers
+                .iter()
+                .any(|(name, _)| name == http::header::CONTENT_LENGTH);
+            if let (Some(length), false) = (length, declared) {
+                builder = builder.header(http::header::CONTENT_LENGTH, length);
+            }
+            body
+        }
+        Err(message) => {
+            eprintln!("roundtrip: {url}: {message}");
+            output.lock().await.finish(index, Vec::new());
+            return false;
+        }
+    };
     let request = match builder.body(body) {
         Ok(request) => request,
         Err(e) => {
