@@ -571,3 +571,138 @@ fn bench_runs_every_client_on_a_tiny_workload() {
         "{report}"
     );
 }
+
+/// `roundtrip ARGS` with `input` on its stdin.
+fn roundtrip_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(args)
+        .env_remove("ROUNDTRIP_INSPECT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
+    use roundtrip_host::echo_server::EchoServer;
+    let server = EchoServer::start().await.unwrap();
+    let url = server.url("/echo");
+    let eight_mb = body_bytes(8 * 1024 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+
+    // --data-binary @-: stdin, streamed chunked while the echo answers.
+    let output = roundtrip_with_stdin(
+        &[
+            "get",
+            "--events",
+            events.to_str().unwrap(),
+            "--data-binary",
+            "@-",
+            &url,
+        ],
+        eight_mb.clone(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout == eight_mb,
+        "{} bytes came back",
+        output.stdout.len()
+    );
+    let get_conn: Vec<_> = event_lines(&events)
+        .into_iter()
+        .filter(|e| e["event"] == "get_conn")
+        .collect();
+    assert_eq!(get_conn[0]["method"], "POST");
+
+    // -T FILE: PUT, streamed with the file's length; a URL ending in `/` gets its name.
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &eight_mb).unwrap();
+    let events = dir.path().join("upload.jsonl");
+    let output = roundtrip(&[
+        "get",
+        "--events",
+        events.to_str().unwrap(),
+        "-T",
+        file.to_str().unwrap(),
+        &server.url("/files/"),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout == eight_mb);
+    let get_conn: Vec<_> = event_lines(&events)
+        .into_iter()
+        .filter(|e| e["event"] == "get_conn")
+        .collect();
+    assert_eq!(get_conn[0]["method"], "PUT");
+    assert!(
+        get_conn[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/files/upload.bin")
+    );
+
+    // -T -: stdin, and a declared length is kept.
+    let output = roundtrip_with_stdin(
+        &["get", "-T", "-", "-H", "Content-Length: 5", &url],
+        b"hello".to_vec(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"hello");
+
+    // -d @-: curl strips newlines.
+    let output = roundtrip_with_stdin(&["get", "-d", "@-", &url], b"a=1\n&b=2\r\n".to_vec());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "a=1&b=2");
+
+    // The server saw every body whole.
+    let received = server.received();
+    assert_eq!(
+        received
+            .iter()
+            .map(|r| (r.bytes, r.complete))
+            .collect::<Vec<_>>(),
+        [(8_388_608, true), (8_388_608, true), (5, true), (7, true)]
+    );
+    // Stdin is read once: one URL only.
+    let twice = roundtrip_with_stdin(&["get", "--data-binary", "@-", &url, &url], Vec::new());
+    assert_eq!(twice.status.code(), Some(2));
+    // A stdin shorter than its declared length is named, not sent as if whole.
+    let short = roundtrip_with_stdin(
+        &[
+            "get",
+            "--data-binary",
+            "@-",
+            "-H",
+            "Content-Length: 10",
+            &url,
+        ],
+        b"abc".to_vec(),
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("ended after 3 of its 10 declared bytes"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+}

@@ -16,15 +16,23 @@ const FETCH_WASM: &str = concat!(
     "/../target/component/wasm32-wasip2/component/roundtrip_example_fetch.wasm"
 );
 
+const CHECKS_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/component/wasm32-wasip2/component/roundtrip_example_checks.wasm"
+);
+
 /// The example guest with the transport plugged in, as `roundtrip compose` makes it.
 fn composed(dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join("fetch-composed.wasm");
+    compose(FETCH_WASM, &dir.join("fetch-composed.wasm"))
+}
+
+fn compose(guest: &str, out: &std::path::Path) -> std::path::PathBuf {
     let status = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-        .args(["compose", FETCH_WASM, "-o", out.to_str().unwrap()])
+        .args(["compose", guest, "-o", out.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(status.success());
-    out
+    out.to_owned()
 }
 
 fn wasmtime() -> String {
@@ -121,5 +129,62 @@ fn a_refused_connection_is_named() {
         String::from_utf8_lossy(&output.stderr).contains("connection refused"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `checks ARGS` (examples/checks) composed and run under stock wasmtime: the same
+/// wasi:http behaviour as under `roundtrip run` (host/tests/run.rs).
+fn checks(app: &std::path::Path, args: &[&str]) -> String {
+    let output = run(app, args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasmtime CLI: scripts/stock-wasmtime"]
+async fn stock_wasmtime_gives_the_face_wasmtimes_own_semantics() {
+    use roundtrip_host::echo_server::EchoServer;
+    let dir = tempfile::tempdir().unwrap();
+    let app = compose(CHECKS_WASM, &dir.path().join("checks-composed.wasm"));
+    // Duplex: 8 MB written after `send` returned come back whole.
+    let echo = EchoServer::start().await.unwrap();
+    assert_eq!(
+        checks(&app, &["echo", "8388608", &echo.url("/echo")]),
+        "send: ok 200\nbody: 8388608 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n"
+    );
+    // Trailers reach the server.
+    let report = checks(&app, &["trailers", &echo.url("/echo")]);
+    assert!(report.ends_with("transmit: ok\n"), "{report}");
+    assert_eq!(echo.received()[1].trailers, vec!["x-checksum".to_owned()]);
+    // Length mismatches, before any answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = format!("http://{}/", listener.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    assert_eq!(
+        checks(&app, &["length", "5", "10", &silent]),
+        "send: err HttpRequestBodySize(Some(10))\ntransmit: err HttpRequestBodySize(Some(10))\n"
+    );
+    assert_eq!(
+        checks(&app, &["first-byte-timeout", "300", &silent]),
+        "options: set\nsend: err ConnectionReadTimeout\ntransmit: err ConnectionReadTimeout\n"
+    );
+    // URIs, checked before any I/O.
+    assert_eq!(
+        checks(&app, &["no-path", &silent]),
+        "send: err HttpRequestUriInvalid\ntransmit: err HttpRequestUriInvalid\n"
+    );
+    assert_eq!(
+        checks(&app, &["other-scheme", &silent]),
+        "send: err HttpProtocolError\ntransmit: err HttpProtocolError\n"
     );
 }

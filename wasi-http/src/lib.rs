@@ -78,22 +78,24 @@ type GuestError = Rc<RefCell<Option<ErrorCode>>>;
 
 impl Guest for Client {
     async fn send(request: Request) -> Result<Response, ErrorCode> {
-        let transport = transport()?;
         // Checked before any I/O, as wasmtime-wasi-http does.
-        let url = convert::url(&request)?;
+        let url = convert::url(&request);
         let method = convert::method(request.get_method());
         let headers = request.get_headers().copy_all();
         let options = convert::options(request.get_options());
         let (transmitted, transmit) = wit_future::new::<Result<(), ErrorCode>>(|| Ok(()));
         let (contents, trailers) = Request::consume_body(request, transmit);
-        let guest_error = GuestError::default();
-        let body = match request_body(&method, &headers, contents, trailers, &guest_error).await {
-            Ok(body) => body,
+        let ready = transport().and_then(|transport| url.map(|url| (transport, url)));
+        let (transport, url) = match ready {
+            Ok(ready) => ready,
             Err(code) => {
+                // Nothing was sent: the transmit future says why.
                 report(transmitted, Err(code.clone()));
                 return Err(code);
             }
         };
+        let guest_error = GuestError::default();
+        let body = request_body(&method, &headers, contents, trailers, &guest_error).await;
         let sent = transport
             .round_trip(rt::Request {
                 method,
@@ -180,7 +182,8 @@ const BODYLESS: [&str; 5] = ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"];
 /// that normally carries a body, the stream is passed on at once, so the head goes out
 /// before the guest writes a byte (a guest may write only after `send` returns, as
 /// with an echo). For a GET-like method without a length, the first read decides:
-/// `empty` when the stream ends before a byte (no empty chunked body is sent), else a
+/// `empty` when the stream ends before a byte (no empty chunked body is sent, and the
+/// trailers future is not waited for: a guest may write it only after `send`), else a
 /// stream that starts with the bytes already read.
 async fn request_body(
     method: &str,
@@ -188,7 +191,7 @@ async fn request_body(
     mut contents: StreamReader<u8>,
     trailers: FutureReader<Result<Option<Trailers>, ErrorCode>>,
     guest_error: &GuestError,
-) -> Result<rt::RequestBody, ErrorCode> {
+) -> rt::RequestBody {
     let declared = headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
@@ -200,37 +203,19 @@ async fn request_body(
                 break chunk;
             }
             if !matches!(result, StreamResult::Complete(_)) {
-                // No byte: only trailers could still make this a body.
-                return match trailers.await {
-                    Ok(None) => Ok(rt::RequestBody::Empty),
-                    Ok(Some(fields)) => Ok(stream_body(
-                        Vec::new(),
-                        None,
-                        Some(Ok(Some(fields))),
-                        None,
-                        guest_error,
-                    )),
-                    Err(code) => Err(code),
-                };
+                return rt::RequestBody::Empty;
             }
         };
     }
-    Ok(stream_body(
-        first,
-        Some(contents),
-        None,
-        Some(trailers),
-        guest_error,
-    ))
+    stream_body(first, contents, trailers, guest_error)
 }
 
 /// A transport body stream fed from the guest's: `first`, then the rest of
-/// `contents`, then the guest's trailers (already known, or still to come).
+/// `contents`, then the guest's trailers.
 fn stream_body(
     first: Vec<u8>,
-    contents: Option<StreamReader<u8>>,
-    known_end: Option<Result<Option<Trailers>, ErrorCode>>,
-    trailers: Option<FutureReader<Result<Option<Trailers>, ErrorCode>>>,
+    contents: StreamReader<u8>,
+    trailers: FutureReader<Result<Option<Trailers>, ErrorCode>>,
     guest_error: &GuestError,
 ) -> rt::RequestBody {
     let (mut writer, reader) = wit_stream::new::<u8>();
@@ -249,24 +234,14 @@ fn stream_body(
                 // the rest (past its `Content-Length`); the guest's writes fail now.
                 return;
             }
-            let Some(stream) = contents.as_mut() else {
-                break;
-            };
-            let (result, next) = stream.read(Vec::with_capacity(64 * 1024)).await;
+            let (result, next) = contents.read(Vec::with_capacity(64 * 1024)).await;
             match result {
                 StreamResult::Complete(_) => chunk = next,
                 StreamResult::Dropped | StreamResult::Cancelled => break,
             }
         }
         drop(writer);
-        let end = match known_end {
-            Some(end) => end,
-            None => match trailers {
-                Some(trailers) => trailers.await,
-                None => Ok(None),
-            },
-        };
-        let end = match end {
+        let end = match trailers.await {
             Ok(None) => Ok(None),
             Ok(Some(fields)) => Ok(Some(fields.copy_all())),
             Err(code) => {

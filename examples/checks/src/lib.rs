@@ -17,8 +17,8 @@
 //! Output: `send: ok STATUS` or `send: err CODE`, then for a response `body: N bytes`
 //! (and `echo: intact` or `echo: differs at OFFSET`), `trailers: ok [NAMES]` or
 //! `trailers: err CODE`, and last `transmit: ok` or `transmit: err CODE` (the future
-//! `request.new` returned). CODE is the `error-code` as Rust debug-prints it, e.g.
-//! `HttpRequestBodySize(Some(10))`.
+//! `request.new` returned). CODE is the `error-code` as Rust debug-prints it, without
+//! the type's name, e.g. `HttpRequestBodySize(Some(10))`.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -227,7 +227,7 @@ async fn check(arguments: &[String]) -> Result<String, String> {
     }
     drop(trailers_tx);
     match sent {
-        Err(code) => report.push_str(&format!("send: err {code:?}\n")),
+        Err(code) => report.push_str(&format!("send: err {}\n", name(&code))),
         Ok(response) => {
             report.push_str(&format!("send: ok {}\n", response.get_status_code()));
             read_response(response, scenario.starts_with("echo"), &mut report).await;
@@ -235,9 +235,15 @@ async fn check(arguments: &[String]) -> Result<String, String> {
     }
     match transmit.await {
         Ok(()) => report.push_str("transmit: ok\n"),
-        Err(code) => report.push_str(&format!("transmit: err {code:?}\n")),
+        Err(code) => report.push_str(&format!("transmit: err {}\n", name(&code))),
     }
     Ok(report)
+}
+
+/// An error code as Rust debug-prints it, without the type's name.
+fn name(code: &ErrorCode) -> String {
+    let text = format!("{code:?}");
+    text.strip_prefix("ErrorCode::").unwrap_or(&text).to_owned()
 }
 
 fn set(result: Result<(), ()>) -> Result<(), String> {
@@ -281,7 +287,7 @@ async fn read_response(response: Response, echo: bool, report: &mut String) {
             let names: Vec<String> = fields.copy_all().into_iter().map(|(n, _)| n).collect();
             report.push_str(&format!("trailers: ok {names:?}\n"));
         }
-        Err(code) => report.push_str(&format!("trailers: err {code:?}\n")),
+        Err(code) => report.push_str(&format!("trailers: err {}\n", name(&code))),
     }
 }
 
