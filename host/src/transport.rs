@@ -630,12 +630,21 @@ async fn round_trip(
         .get::<RequestOptions>()
         .copied()
         .unwrap_or_default();
-    let nanos = |limit: Option<Duration>| limit.map(|d| d.as_nanos().min(u64::MAX as u128) as u64);
-    let options = types::RequestOptions {
-        connect_timeout: nanos(options.connect_timeout),
-        first_byte_timeout: nanos(options.first_byte_timeout),
-        between_bytes_timeout: nanos(options.between_bytes_timeout),
-    };
+    let nanos = |limit: Duration| limit.as_nanos().min(u64::MAX as u128) as u64;
+    let options = [
+        options
+            .connect_timeout
+            .map(|t| types::RequestOption::ConnectTimeout(nanos(t))),
+        options
+            .first_byte_timeout
+            .map(|t| types::RequestOption::FirstByteTimeout(nanos(t))),
+        options
+            .between_bytes_timeout
+            .map(|t| types::RequestOption::BetweenBytesTimeout(nanos(t))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let request = types::Request {
         method: parts.method.as_str().to_owned(),
         url: parts.uri.to_string(),
@@ -651,11 +660,14 @@ async fn round_trip(
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
     let demand = Arc::new(tokio::sync::Semaphore::new(0));
-    let mut response = response;
     acc.with(|mut access| {
         // The body's own end says whether a request body failed after the head;
-        // nobody here waits for `request-sent`.
-        response.request_sent.close(&mut access)?;
+        // `request-sent` is taken and let go (a closed reader would leave the
+        // guest's write waiting in wasmtime 48).
+        response.request_sent.pipe(
+            &mut access,
+            OneshotConsumer::<Result<(), types::ErrorCode>>(None),
+        )?;
         let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
         response.body.pipe(&mut access, consumer)?;
         response

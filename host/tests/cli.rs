@@ -637,6 +637,8 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
         "get",
         "--events",
         events.to_str().unwrap(),
+        "--repeat",
+        "2",
         "-T",
         file.to_str().unwrap(),
         &server.url("/files/"),
@@ -646,11 +648,9 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.stdout == eight_mb);
-    let get_conn: Vec<_> = event_lines(&events)
-        .into_iter()
-        .filter(|e| e["event"] == "get_conn")
-        .collect();
+    assert!(output.stdout == [eight_mb.clone(), eight_mb.clone()].concat());
+    let lines = event_lines(&events);
+    let get_conn: Vec<_> = lines.iter().filter(|e| e["event"] == "get_conn").collect();
     assert_eq!(get_conn[0]["method"], "PUT");
     assert!(
         get_conn[0]["url"]
@@ -658,6 +658,13 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
             .unwrap()
             .ends_with("/files/upload.bin")
     );
+    // The second upload reuses the connection the first one finished.
+    let reused: Vec<bool> = lines
+        .iter()
+        .filter(|e| e["event"] == "got_conn")
+        .map(|e| e["reused"].as_bool().unwrap())
+        .collect();
+    assert_eq!(reused, [false, true]);
 
     // -T -: stdin, and a declared length is kept.
     let output = roundtrip_with_stdin(
@@ -682,7 +689,13 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
             .iter()
             .map(|r| (r.bytes, r.complete))
             .collect::<Vec<_>>(),
-        [(8_388_608, true), (8_388_608, true), (5, true), (7, true)]
+        [
+            (8_388_608, true),
+            (8_388_608, true),
+            (8_388_608, true),
+            (5, true),
+            (7, true)
+        ]
     );
     // Stdin is read once: one URL only.
     let twice = roundtrip_with_stdin(&["get", "--data-binary", "@-", &url, &url], Vec::new());

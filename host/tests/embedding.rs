@@ -140,14 +140,10 @@ async fn get(
         url: url.to_owned(),
         headers: vec![],
         body: types::RequestBody::Empty,
-        options: types::RequestOptions {
-            connect_timeout: None,
-            first_byte_timeout: None,
-            between_bytes_timeout: None,
-        },
+        options: Vec::new(),
         cancel: None,
     };
-    let mut response = transport
+    let response = transport
         .call_round_trip(acc, pool, request)
         .await
         .unwrap()?;

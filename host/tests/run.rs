@@ -266,15 +266,25 @@ async fn a_guest_streams_a_duplex_echo_written_after_send_returns() {
     use roundtrip_host::echo_server::EchoServer;
     let server = EchoServer::start().await.unwrap();
     let eight_mb = (8 * 1024 * 1024).to_string();
-    for scenario in ["echo", "echo-length"] {
-        let report = checks(&[], &[scenario, &eight_mb, &server.url("/echo")]);
-        assert_eq!(
-            report,
-            "send: ok 200\nbody: 8388608 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n"
-        );
-    }
+    let once = "send: ok 200\nbody: 8388608 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n";
+    let report = checks(&[], &["echo-length", &eight_mb, &server.url("/echo")]);
+    assert_eq!(report, once);
+    // Twice in a row: the second one reuses the connection the first one finished.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let report = checks(
+        &["--events", events.to_str().unwrap()],
+        &["echo-twice", &eight_mb, &server.url("/echo")],
+    );
+    assert_eq!(report, once.repeat(2));
+    let reused: Vec<bool> = events_named(&events, "got_conn")
+        .iter()
+        .map(|e| e["reused"].as_bool().unwrap())
+        .collect();
+    assert_eq!(reused, [false, true]);
+    assert_eq!(server.connections(), 2, "one for each guest run");
     let received = server.received();
-    assert_eq!(received.len(), 2);
+    assert_eq!(received.len(), 3);
     assert!(received.iter().all(|r| r.bytes == 8_388_608 && r.complete));
 }
 

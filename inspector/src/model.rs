@@ -14,6 +14,9 @@
 //!                                        └─got_conn (reuse)─► Writing …
 //! ```
 //!
+//! A `wrote_request` after `response` (a body still streaming while an echo answers)
+//! leaves the lane reading.
+//!
 //! Points in time that are not phases (a reuse, a body's end, an early close, a retry,
 //! the close with its reason) are [`Marker`]s. Counters are updated as phases change,
 //! so reading them is free. Events the model cannot place (out of order, for a closed
@@ -498,9 +501,13 @@ impl View {
                 }
                 self.enter(id, at, key, Phase::Writing, req)
             }
+            // A streamed body may finish after the response head (an echo): the lane
+            // is reading by then and stays so.
             EventKind::WroteRequest { .. } => match lane {
-                Some(id) => self.enter(id, at, key, Phase::Awaiting, req),
-                None => false,
+                Some(id) if self.lane(id).and_then(Lane::phase) == Some(Phase::Writing) => {
+                    self.enter(id, at, key, Phase::Awaiting, req)
+                }
+                _ => false,
             },
             EventKind::FirstByte => {
                 if let Some(row) = req.and_then(|r| self.row_mut(r)) {

@@ -125,6 +125,42 @@ fn a_reused_connection_is_one_lane_with_its_phases_in_order() {
 }
 
 #[test]
+fn a_body_that_ends_after_the_response_head_leaves_the_lane_reading() {
+    let on = |ts, kind| event(ts, Some(1), Some(1), kind);
+    let mut events = vec![get_conn(0, 1)];
+    events.extend(dial(5, 1, 1));
+    events.extend([
+        on(
+            60,
+            EventKind::GotConn {
+                reused: false,
+                was_idle: false,
+                idle_us: 0,
+            },
+        ),
+        on(70, EventKind::WroteHeaders),
+        on(100, EventKind::FirstByte),
+        on(110, EventKind::Response { status: 200 }),
+        // The echo answered at the head; the body went on until here.
+        on(900, EventKind::WroteRequest { error: None }),
+        on(950, EventKind::BodyEof { bytes: 8 << 20 }),
+        on(
+            960,
+            EventKind::PutIdle {
+                ok: true,
+                reason: None,
+            },
+        ),
+    ]);
+    let view = View::of(&events);
+    let lane = view.lane(LaneId::Conn(1)).unwrap();
+    let phases: Vec<Phase> = lane.segments.iter().map(|s| s.phase).collect();
+    use Phase::*;
+    assert_eq!(phases, [Dialing, Writing, Reading, Idle]);
+    assert!(view.problems.is_empty(), "{:?}", view.problems);
+}
+
+#[test]
 fn counters_follow_the_pool() {
     let events = reuse_script();
     let view = View::of(&events);

@@ -103,11 +103,17 @@ async fn a_stream_with_a_length_keeps_going_after_the_echo_answers() {
 async fn a_body_failing_half_way_fails_the_response_body_and_closes_the_connection() {
     let server = EchoServer::start().await.unwrap();
     let (transport, recorder) = transport(|_| {});
-    let first = pattern(1024 * 1024);
-    let body = futures::stream::iter(vec![
-        Ok(Bytes::from(first.clone())),
-        Err(std::io::Error::other("the disk went away")),
-    ]);
+    // A megabyte, then (once the echo has answered) the failure.
+    let body = futures::stream::unfold(0, |step| async move {
+        match step {
+            0 => Some((Ok(Bytes::from(pattern(1024 * 1024))), 1)),
+            1 => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((Err(std::io::Error::other("the disk went away")), 2))
+            }
+            _ => None,
+        }
+    });
     let request = http::Request::post(server.url("/echo"))
         .body(Body::from_try_stream(body))
         .unwrap();
@@ -286,4 +292,19 @@ async fn wait_until(done: impl Fn() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// curl's rule, not Go's: a final 2xx to `Expect: 100-continue` lets the body go (the
+/// server took the request; an echo reads on), where Go holds it back and hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_2xx_to_expect_continue_lets_the_body_go() {
+    let server = EchoServer::start().await.unwrap();
+    let (transport, _) = transport(|c| c.expect_continue_timeout = Some(Duration::from_secs(30)));
+    let sent = pattern(1024 * 1024);
+    let request = http::Request::post(server.url("/echo"))
+        .header("expect", "100-continue")
+        .body(Body::from_stream(chunks(&sent)))
+        .unwrap();
+    let answered = bounded(fetch(&transport, request)).await.unwrap();
+    assert!(answered.body == sent, "the body went and came back");
 }

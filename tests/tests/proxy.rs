@@ -251,3 +251,37 @@ async fn an_upstream_timeout_is_a_504() {
     assert!(ok, "{err}");
     assert_eq!(body, "hello, world\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_uploads_through_the_proxy_to_an_echo_that_answers_first() {
+    use roundtrip_host::echo_server::EchoServer;
+    let origin = EchoServer::start().await.unwrap();
+    let (transport, _) = transport(|_| {});
+    let proxy = proxy_for(transport).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    let sent = roundtrip_host::local_server::body_bytes(4 * 1024 * 1024);
+    std::fs::write(&file, &sent).unwrap();
+    let out = dir.path().join("echoed.bin");
+    // Chunked, so the proxy streams it upstream instead of buffering it.
+    let (ok, _, err) = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-T",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        std::fs::read(&out).unwrap() == sent,
+        "the echo came back whole"
+    );
+    let received = origin.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!((received[0].bytes, received[0].complete), (4 << 20, true));
+}

@@ -28,21 +28,26 @@ pub fn url(request: &Request) -> Result<String, ErrorCode> {
     Ok(format!("{scheme}://{authority}{path}"))
 }
 
-/// The request's `request-options` as the transport's (`none`: the pool's own).
-pub fn options(options: Option<RequestOptions>) -> rt::RequestOptions {
+/// The request's `request-options` as the transport's (unset: the pool's own).
+pub fn options(options: Option<RequestOptions>) -> Vec<rt::RequestOption> {
     let Some(options) = options else {
-        return rt::RequestOptions {
-            connect_timeout: None,
-            first_byte_timeout: None,
-            between_bytes_timeout: None,
-        };
+        return Vec::new();
     };
-    rt::RequestOptions {
-        connect_timeout: options.get_connect_timeout(),
-        first_byte_timeout: options.get_first_byte_timeout(),
+    [
+        options
+            .get_connect_timeout()
+            .map(rt::RequestOption::ConnectTimeout),
+        options
+            .get_first_byte_timeout()
+            .map(rt::RequestOption::FirstByteTimeout),
         // wasmtime-wasi-http waits at least a nanosecond.
-        between_bytes_timeout: options.get_between_bytes_timeout().map(|t| t.max(1)),
-    }
+        options
+            .get_between_bytes_timeout()
+            .map(|t| rt::RequestOption::BetweenBytesTimeout(t.max(1))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 pub fn method(method: Method) -> String {

@@ -25,7 +25,7 @@ use futures::future::{Either, select};
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, RequestSummary};
 use super::bindings::roundtrip::transport::types::{
-    ErrorCode, Request, RequestBody, RequestOptions, Response,
+    ErrorCode, Request, RequestBody, RequestOption, Response,
 };
 use super::bindings::{wit_future, wit_stream};
 use super::body::{BodyEnd, Trailers, pump_body};
@@ -77,7 +77,29 @@ struct Checked {
     method: String,
     target: Target,
     headers: Fields,
-    options: RequestOptions,
+    options: Limits,
+}
+
+/// A request's own limits (`request.options`), nanoseconds; `None`: the transport's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    connect_timeout: Option<u64>,
+    first_byte_timeout: Option<u64>,
+    between_bytes_timeout: Option<u64>,
+}
+
+impl Limits {
+    fn of(options: &[RequestOption]) -> Self {
+        let mut limits = Limits::default();
+        for option in options {
+            match *option {
+                RequestOption::ConnectTimeout(t) => limits.connect_timeout = Some(t),
+                RequestOption::FirstByteTimeout(t) => limits.first_byte_timeout = Some(t),
+                RequestOption::BetweenBytesTimeout(t) => limits.between_bytes_timeout = Some(t),
+            }
+        }
+        limits
+    }
 }
 
 /// A response head, the request's write if it had not finished when the head came,
@@ -119,7 +141,7 @@ async fn exchange(
     url: String,
     headers: Fields,
     body: RequestBody,
-    options: RequestOptions,
+    options: Vec<RequestOption>,
 ) -> Result<Response, ErrorCode> {
     // Another scheme's handler (Go's `RegisterProtocol`).
     if super::file::is_file_url(&url) {
@@ -147,7 +169,7 @@ async fn exchange(
         method,
         target,
         headers,
-        options,
+        options: Limits::of(&options),
     };
     let mut body = match body {
         RequestBody::Empty => Body::Empty,
@@ -322,7 +344,9 @@ async fn exchange_head(
 }
 
 /// Reads up to the final (non-1xx) response head. A `100 Continue` is passed on to
-/// `on_continue` (the body waiting for it).
+/// `on_continue` (the body waiting for it), and so is a final 2xx: the server took the
+/// request and may be reading on (an echo), so the body goes (curl's rule; Go holds it
+/// back and such an exchange hangs). A final 3xx–5xx drops it: the body stays home.
 async fn read_head(
     reader: &mut Reader,
     emitter: &Emitter,
@@ -346,6 +370,11 @@ async fn read_head(
                     // Validate framing now so a bad head fails the round trip itself.
                     decode::framing(method, &head)
                         .map_err(|e| Failed::at(Progress::ResponseStarted)(to_code(e)))?;
+                    if (200..300).contains(&head.status)
+                        && let Some(go) = on_continue.take()
+                    {
+                        let _ = go.send(());
+                    }
                     return Ok(head);
                 }
                 interim += 1;

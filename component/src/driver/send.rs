@@ -111,8 +111,8 @@ pub enum WriteError {
     Connection(Failed),
     /// The caller's body failed, or did not match its `Content-Length`.
     Body(ErrorCode),
-    /// The server gave its final answer to `Expect: 100-continue`: the body was
-    /// held back (Go's rule), so the connection is out of step.
+    /// The server refused `Expect: 100-continue` with a final 3xx–5xx: the body was
+    /// held back, so the connection is out of step.
     Withheld,
 }
 
@@ -123,7 +123,7 @@ impl WriteError {
             WriteError::Connection(failed) => failed.code.clone(),
             WriteError::Body(code) => code.clone(),
             WriteError::Withheld => ErrorCode::HttpRequestBodyError(
-                "the body was not sent: the server answered `Expect: 100-continue` with a \
+                "the body was not sent: the server refused `Expect: 100-continue` with a \
                  final status"
                     .to_owned(),
             ),
@@ -137,9 +137,9 @@ pub type PendingWrite = LocalBoxFuture<'static, Result<(), WriteError>>;
 /// Small bodies go out in the same write as the head.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
-/// `Expect: 100-continue`: wait this long (nanoseconds) for the server's go-ahead,
-/// signalled on `go`, before sending the body anyway. `go` dropped unsignalled means a
-/// final answer came first.
+/// `Expect: 100-continue`: wait this long (nanoseconds) for the server's go-ahead
+/// (`100 Continue` or a final 2xx), signalled on `go`, before sending the body anyway.
+/// `go` dropped unsignalled means a final refusal (3xx–5xx) came first.
 pub struct Continue {
     pub timeout: u64,
     pub go: oneshot::Receiver<()>,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! checks echo BYTES URL              POST BYTES, written only after `send` returns
+//! checks echo-twice BYTES URL        the same, twice in a row
 //! checks echo-length BYTES URL       the same with a Content-Length
 //! checks fail BYTES URL              BYTES, then the body's trailers future fails
 //! checks length DECLARED ACTUAL URL  Content-Length DECLARED, ACTUAL bytes in one write
@@ -54,8 +55,25 @@ const USAGE: &str = "usage: checks SCENARIO [ARGS] URL (see the crate's document
 
 impl Guest for Checks {
     async fn run() -> Result<(), ()> {
-        let arguments: Vec<String> = environment::get_arguments().into_iter().skip(1).collect();
-        match check(&arguments).await {
+        let mut arguments: Vec<String> = environment::get_arguments().into_iter().skip(1).collect();
+        // `echo-twice`: the same echo twice, one after the other, on one client.
+        let times = if arguments.first().is_some_and(|s| s == "echo-twice") {
+            arguments[0] = "echo".to_owned();
+            2
+        } else {
+            1
+        };
+        let mut outcome = Ok(String::new());
+        for _ in 0..times {
+            outcome = match (outcome, check(&arguments).await) {
+                (Ok(mut all), Ok(report)) => {
+                    all.push_str(&report);
+                    Ok(all)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        match outcome {
             Ok(report) => {
                 print(report).await;
                 Ok(())
