@@ -49,7 +49,7 @@ impl<D> StreamProducer<D> for BytesProducer {
     fn poll_produce<'a>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut store: StoreContextMut<'a, D>,
+        store: StoreContextMut<'a, D>,
         dst: Destination<'a, Self::Item, Self::Buffer>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
@@ -63,18 +63,27 @@ impl<D> StreamProducer<D> for BytesProducer {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        // A zero-length read asks whether bytes are ready; they are.
-        if dst.remaining(&mut store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        let mut direct = dst.as_direct(store, me.pending.len());
-        let room = direct.remaining();
-        let n = room.len().min(me.pending.len());
-        room[..n].copy_from_slice(&me.pending[..n]);
-        direct.mark_written(n);
-        me.pending.advance(n);
-        Poll::Ready(Ok(StreamResult::Completed))
+        hand_over(&mut me.pending, store, dst)
     }
+}
+
+/// Copies what of `pending` fits straight into the guest's buffer.
+fn hand_over<D>(
+    pending: &mut Bytes,
+    mut store: StoreContextMut<'_, D>,
+    dst: Destination<'_, u8, Bytes>,
+) -> Poll<wasmtime::Result<StreamResult>> {
+    // A zero-length read asks whether bytes are ready; they are.
+    if dst.remaining(&mut store) == Some(0) {
+        return Poll::Ready(Ok(StreamResult::Completed));
+    }
+    let mut direct = dst.as_direct(store, pending.len());
+    let room = direct.remaining();
+    let n = room.len().min(pending.len());
+    room[..n].copy_from_slice(&pending[..n]);
+    direct.mark_written(n);
+    pending.advance(n);
+    Poll::Ready(Ok(StreamResult::Completed))
 }
 
 /// How a caller's streamed request body ended (its `body-stream.end`).
@@ -116,7 +125,7 @@ impl<D> StreamProducer<D> for FramesProducer {
     fn poll_produce<'a>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut store: StoreContextMut<'a, D>,
+        store: StoreContextMut<'a, D>,
         dst: Destination<'a, Self::Item, Self::Buffer>,
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
@@ -148,16 +157,7 @@ impl<D> StreamProducer<D> for FramesProducer {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if dst.remaining(&mut store) == Some(0) {
-            return Poll::Ready(Ok(StreamResult::Completed));
-        }
-        let mut direct = dst.as_direct(store, me.pending.len());
-        let room = direct.remaining();
-        let n = room.len().min(me.pending.len());
-        room[..n].copy_from_slice(&me.pending[..n]);
-        direct.mark_written(n);
-        me.pending.advance(n);
-        Poll::Ready(Ok(StreamResult::Completed))
+        hand_over(&mut me.pending, store, dst)
     }
 }
 

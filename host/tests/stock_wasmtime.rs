@@ -9,6 +9,9 @@
 
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{silent_server, stalling_server};
 use roundtrip_host::local_server::{LocalServer, ServerTls};
 
 const FETCH_WASM: &str = concat!(
@@ -162,14 +165,7 @@ async fn stock_wasmtime_gives_the_face_wasmtimes_own_semantics() {
     assert!(report.ends_with("transmit: ok\n"), "{report}");
     assert_eq!(echo.received()[1].trailers, vec!["x-checksum".to_owned()]);
     // Length mismatches, before any answer.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent = format!("http://{}/", listener.local_addr().unwrap());
-    let _held = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (silent, _silent) = silent_server().await;
     assert_eq!(
         checks(&app, &["length", "5", "10", &silent]),
         "send: err HttpRequestBodySize(Some(10))\ntransmit: err HttpRequestBodySize(Some(10))\n"
@@ -177,6 +173,22 @@ async fn stock_wasmtime_gives_the_face_wasmtimes_own_semantics() {
     assert_eq!(
         checks(&app, &["first-byte-timeout", "300", &silent]),
         "options: set\nsend: err ConnectionReadTimeout\ntransmit: err ConnectionReadTimeout\n"
+    );
+    // A body that fails half-way: both ends hear the guest's own code.
+    let report = checks(&app, &["fail", "1048576", &echo.url("/echo")]);
+    let gave_up = "InternalError(Some(\"the guest gave up\"))";
+    assert!(report.starts_with("send: ok 200\nbody: "), "{report}");
+    assert!(
+        report.ends_with(&format!(
+            "trailers: err {gave_up}\ntransmit: err {gave_up}\n"
+        )),
+        "{report}"
+    );
+    // A body that pauses too long.
+    let (stalling_url, _stalling) = stalling_server().await;
+    assert_eq!(
+        checks(&app, &["between-bytes-timeout", "300", &stalling_url]),
+        "options: set\nsend: ok 200\nbody: 4 bytes\ntrailers: err ConnectionReadTimeout\ntransmit: ok\n"
     );
     // URIs, checked before any I/O.
     assert_eq!(
