@@ -143,7 +143,7 @@ async fn get(
         options: Vec::new(),
         cancel: None,
     };
-    let response = transport
+    let mut response = transport
         .call_round_trip(acc, pool, request)
         .await
         .unwrap()?;
