@@ -13,7 +13,7 @@ use wasmtime::component::{Accessor, FutureReader, HasData, StreamReader};
 use crate::bindings::roundtrip::transport::files::{Entry, File, Host, HostWithStore};
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::{Error, ErrorKind};
-use crate::pipes::{BytesProducer, pump_reads};
+use crate::pipes::{FramesProducer, pump_reads};
 use crate::state::State;
 
 /// `HasData` marker for the `files` interface.
@@ -154,7 +154,7 @@ impl<T: Send> HostWithStore<T> for Files {
             Ok(Ok(Entry::File(File {
                 size: meta.len(),
                 modified,
-                contents: StreamReader::new(&mut access, BytesProducer::from_channel(chunks_rx))?,
+                contents: StreamReader::new(&mut access, FramesProducer::from_channel(chunks_rx))?,
                 end: FutureReader::new(&mut access, done_rx)?,
             })))
         })

@@ -22,51 +22,6 @@ use wasmtime::component::{
     Destination, FutureConsumer, Lift, Source, StreamConsumer, StreamProducer, StreamResult,
 };
 
-/// Feeds a guest's read end of a `stream<u8>` from a stream of byte chunks.
-pub struct BytesProducer {
-    chunks: BoxStream<'static, Bytes>,
-    /// Part of a chunk the guest had no room for yet.
-    pending: Bytes,
-}
-
-impl BytesProducer {
-    pub fn new(chunks: BoxStream<'static, Bytes>) -> Self {
-        Self {
-            chunks,
-            pending: Bytes::new(),
-        }
-    }
-
-    pub fn from_channel(mut chunks: mpsc::Receiver<Bytes>) -> Self {
-        Self::new(futures::stream::poll_fn(move |cx| chunks.poll_recv(cx)).boxed())
-    }
-}
-
-impl<D> StreamProducer<D> for BytesProducer {
-    type Item = u8;
-    type Buffer = Bytes;
-
-    fn poll_produce<'a>(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        store: StoreContextMut<'a, D>,
-        dst: Destination<'a, Self::Item, Self::Buffer>,
-        finish: bool,
-    ) -> Poll<wasmtime::Result<StreamResult>> {
-        crate::state::note_progress();
-        let me = self.get_mut();
-        while me.pending.is_empty() {
-            match me.chunks.poll_next_unpin(cx) {
-                Poll::Ready(Some(chunk)) => me.pending = chunk,
-                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
-                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        hand_over(&mut me.pending, store, dst)
-    }
-}
-
 /// Copies what of `pending` fits straight into the guest's buffer.
 fn hand_over<D>(
     pending: &mut Bytes,
@@ -89,13 +44,15 @@ fn hand_over<D>(
 /// How a caller's streamed request body ended (its `body-stream.end`).
 pub type BodyEnd = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
 
-/// Feeds a guest's read end of a request body's `stream<u8>` from a caller's frames:
-/// data goes to the guest; trailers, an error or the end go to `end`, and the stream
-/// ends there.
+/// Feeds a guest's read end of a `stream<u8>` from a stream of frames (a caller's
+/// request body, a file's chunks): data goes to the guest; trailers, an error or the
+/// end go to `end`, when someone waits for it, and the stream ends there.
 pub struct FramesProducer {
     frames: BoxStream<'static, Result<http_body::Frame<Bytes>, crate::body::BoxError>>,
+    /// Part of a chunk the guest had no room for yet.
     pending: Bytes,
     end: Option<oneshot::Sender<BodyEnd>>,
+    ended: bool,
 }
 
 impl FramesProducer {
@@ -107,10 +64,24 @@ impl FramesProducer {
             frames,
             pending: Bytes::new(),
             end: Some(end),
+            ended: false,
+        }
+    }
+
+    /// Plain chunks from a channel, whose end nobody needs to hear of.
+    pub fn from_channel(mut chunks: mpsc::Receiver<Bytes>) -> Self {
+        let frames = futures::stream::poll_fn(move |cx| chunks.poll_recv(cx))
+            .map(|chunk| Ok(http_body::Frame::data(chunk)));
+        Self {
+            frames: frames.boxed(),
+            pending: Bytes::new(),
+            end: None,
+            ended: false,
         }
     }
 
     fn finish(&mut self, end: BodyEnd) -> Poll<wasmtime::Result<StreamResult>> {
+        self.ended = true;
         if let Some(sender) = self.end.take() {
             let _ = sender.send(end);
         }
@@ -132,7 +103,7 @@ impl<D> StreamProducer<D> for FramesProducer {
         crate::state::note_progress();
         let me = self.get_mut();
         while me.pending.is_empty() {
-            if me.end.is_none() {
+            if me.ended {
                 return Poll::Ready(Ok(StreamResult::Dropped));
             }
             match me.frames.poll_next_unpin(cx) {
