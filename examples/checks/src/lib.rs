@@ -6,7 +6,7 @@
 //! checks echo BYTES URL              POST BYTES, written only after `send` returns
 //! checks echo-twice BYTES URL        the same, twice in a row
 //! checks echo-length BYTES URL       the same with a Content-Length
-//! checks fail BYTES URL              BYTES, then the body's trailers future fails
+//! checks fail BYTES URL              BYTES after `send` returns, then its trailers fail
 //! checks length DECLARED ACTUAL URL  Content-Length DECLARED, ACTUAL bytes in one write
 //! checks trailers URL                a chunked body with an `x-checksum` trailer
 //! checks connect-timeout MS URL      GET with that request option (also first-byte-
@@ -132,11 +132,12 @@ async fn check(arguments: &[String]) -> Result<String, String> {
                 after_send: true,
             }
         }
+        // Written, and failed, after `send` returns: the failure comes after the head.
         "fail" => Produce::Bytes {
             len: number(0)?,
             write: 64 * 1024,
             end: End::Fail,
-            after_send: false,
+            after_send: true,
         },
         "length" => {
             headers.push(("content-length".into(), number(0)?.to_string().into_bytes()));
