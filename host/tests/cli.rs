@@ -666,7 +666,7 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
         .collect();
     assert_eq!(reused, [false, true]);
 
-    // -T -: stdin, with a declared length (framed by it, not chunked).
+    // -T -: stdin, with a declared length.
     let output = roundtrip_with_stdin(
         &["get", "-T", "-", "-H", "Content-Length: 5", &url],
         b"hello".to_vec(),
