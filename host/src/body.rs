@@ -86,6 +86,39 @@ impl Body {
     }
 }
 
+/// A `Body` is an `http_body::Body` too, so it goes wherever one is asked for (tower
+/// middleware around [`Transport`](crate::Transport), another client).
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.0 {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Bytes(_) => match std::mem::replace(&mut self.0, Inner::Empty) {
+                Inner::Bytes(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                _ => Poll::Ready(None),
+            },
+            Inner::Stream(frames) => frames.poll_next_unpin(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Inner::Empty)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.0 {
+            Inner::Empty => http_body::SizeHint::with_exact(0),
+            Inner::Bytes(bytes) => http_body::SizeHint::with_exact(bytes.len() as u64),
+            Inner::Stream(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
 /// Limits for one request in place of the transport's own, set as an extension of
 /// the `http::Request` (wasi:http's `request-options`):
 ///

@@ -1,5 +1,6 @@
 //! Lifecycle events: the JSON Lines schema of `docs/events.md` and the sinks that
-//! receive it (a file or stdout, a TCP stream to an inspector, a callback, memory).
+//! receive it (a file or stdout, a TCP stream to an inspector, a callback, memory,
+//! `tracing`).
 
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
@@ -324,6 +325,179 @@ impl Events {
     pub fn emit(&self, event: &Event) {
         for sink in &self.sinks {
             sink.emit(event);
+        }
+    }
+}
+
+/// Events as `tracing` events, so an app's subscriber (installed globally, as apps
+/// do: the sink runs on the transport's thread) sees dials, reuses and closes beside
+/// its own logs. `Events::new().with(events::Tracing)`.
+///
+/// Targets, for filters such as `RUST_LOG=roundtrip::conn=debug`:
+/// - `roundtrip::conn`: a connection's life — `dial_start`, `dial_done`,
+///   `proxy_connect`, `tls_start`, `tls_done`, `got_conn`, `put_idle`, `close`;
+/// - `roundtrip::request`: a request's steps — `get_conn`, `wait_for_conn`,
+///   `wrote_headers`, `wrote_request`, `first_byte`, `got_1xx`, `response`,
+///   `body_eof`, `body_closed_early`, `retry`;
+/// - `roundtrip::tunnel`: `roundtrip proxy`'s `CONNECT` relays;
+/// - `roundtrip::transport`: `transport_restarted`.
+///
+/// The message is the event's name; every event carries `ts_us` and, when set,
+/// `conn`, `req`, `key` and `tunnel`, then the fields `docs/events.md` lists for it
+/// (`reused`, `idle_us`, `status`, `bytes`, `reason`, `error`…). Levels: `warn` for a
+/// failure (a dial, a TLS handshake, a tunnel, a write that did not end, a close for
+/// an error, a restart), `trace` for the fine steps of a request (`wrote_headers`,
+/// `wrote_request`, `first_byte`, `got_1xx`), `debug` for the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tracing;
+
+/// One `tracing::event!` with the fields every event shares.
+macro_rules! traced {
+    ($target:literal, $level:ident, $event:expr $(, $($field:tt)+)?) => {
+        tracing::event!(
+            target: $target,
+            tracing::Level::$level,
+            ts_us = $event.ts_us,
+            conn = $event.conn,
+            req = $event.req,
+            key = $event.key.as_deref(),
+            tunnel = $event.tunnel,
+            $($($field)+,)?
+            "{}",
+            $event.name()
+        )
+    };
+}
+
+impl Sink for Tracing {
+    fn emit(&self, event: &Event) {
+        match &event.kind {
+            EventKind::GetConn { method, url } => {
+                traced!("roundtrip::request", DEBUG, event, method = %method, url = %url)
+            }
+            EventKind::WaitForConn { reason } => {
+                traced!("roundtrip::request", DEBUG, event, reason = %reason)
+            }
+            EventKind::DialStart { addr } => traced!("roundtrip::conn", DEBUG, event, addr = %addr),
+            EventKind::DialDone { addr, error: None } => {
+                traced!("roundtrip::conn", DEBUG, event, addr = addr.as_deref())
+            }
+            EventKind::DialDone {
+                addr,
+                error: Some(error),
+            } => {
+                traced!("roundtrip::conn", WARN, event, addr = addr.as_deref(), error = %error)
+            }
+            EventKind::ProxyConnect {
+                proxy,
+                target,
+                error: None,
+            } => {
+                traced!("roundtrip::conn", DEBUG, event, proxy = %proxy, target = %target)
+            }
+            EventKind::ProxyConnect {
+                proxy,
+                target,
+                error: Some(error),
+            } => traced!(
+                "roundtrip::conn", WARN, event, proxy = %proxy, target = %target, error = %error
+            ),
+            EventKind::TlsStart => traced!("roundtrip::conn", DEBUG, event),
+            EventKind::TlsDone {
+                version,
+                cipher_suite,
+                alpn,
+                resumed,
+                error: None,
+            } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                version = version.as_deref(),
+                cipher_suite = cipher_suite.as_deref(),
+                alpn = alpn.as_deref(),
+                resumed = *resumed
+            ),
+            EventKind::TlsDone {
+                error: Some(error), ..
+            } => {
+                traced!("roundtrip::conn", WARN, event, error = %error)
+            }
+            EventKind::GotConn {
+                reused,
+                was_idle,
+                idle_us,
+            } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                reused = *reused,
+                was_idle = *was_idle,
+                idle_us = *idle_us
+            ),
+            EventKind::WroteHeaders => traced!("roundtrip::request", TRACE, event),
+            EventKind::WroteRequest { error: None } => traced!("roundtrip::request", TRACE, event),
+            EventKind::WroteRequest { error: Some(error) } => {
+                traced!("roundtrip::request", WARN, event, error = %error)
+            }
+            EventKind::FirstByte => traced!("roundtrip::request", TRACE, event),
+            EventKind::Got1xx { status } => {
+                traced!("roundtrip::request", TRACE, event, status = *status)
+            }
+            EventKind::Response { status } => {
+                traced!("roundtrip::request", DEBUG, event, status = *status)
+            }
+            EventKind::BodyEof { bytes } | EventKind::BodyClosedEarly { bytes } => {
+                traced!("roundtrip::request", DEBUG, event, bytes = *bytes)
+            }
+            EventKind::PutIdle { ok, reason } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                ok = *ok,
+                reason = reason.map(CloseReason::as_str)
+            ),
+            EventKind::Retry { reason } => {
+                traced!("roundtrip::request", DEBUG, event, reason = %reason)
+            }
+            EventKind::Close {
+                reason: CloseReason::Error,
+            } => {
+                traced!(
+                    "roundtrip::conn",
+                    WARN,
+                    event,
+                    reason = CloseReason::Error.as_str()
+                )
+            }
+            EventKind::Close { reason } => {
+                traced!("roundtrip::conn", DEBUG, event, reason = reason.as_str())
+            }
+            EventKind::TunnelStart { addr } => {
+                traced!("roundtrip::tunnel", DEBUG, event, addr = %addr)
+            }
+            EventKind::TunnelDone { addr, error: None } => {
+                traced!("roundtrip::tunnel", DEBUG, event, addr = addr.as_deref())
+            }
+            EventKind::TunnelDone {
+                addr,
+                error: Some(error),
+            } => {
+                traced!("roundtrip::tunnel", WARN, event, addr = addr.as_deref(), error = %error)
+            }
+            EventKind::TunnelClose {
+                bytes_up,
+                bytes_down,
+            } => traced!(
+                "roundtrip::tunnel",
+                DEBUG,
+                event,
+                bytes_up = *bytes_up,
+                bytes_down = *bytes_down
+            ),
+            EventKind::TransportRestarted { reason } => {
+                traced!("roundtrip::transport", WARN, event, reason = %reason)
+            }
         }
     }
 }

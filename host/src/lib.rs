@@ -1,9 +1,15 @@
 //! The native host of the Roundtrip transport component.
 //!
-//! [`Transport`] loads the component (built by `build.rs` and embedded here) into
-//! wasmtime, gives it TCP and TLS through the `net` import, routes its lifecycle
-//! events to [`events`] sinks, and exposes it as an `http::Request` →
-//! `http::Response` client.
+//! [`Transport`] loads the component (built by `wasm/build.rs`, embedded by the crate
+//! `roundtrip-wasm`) into wasmtime, gives it TCP and TLS through the `net` import,
+//! routes its lifecycle events to [`events`] sinks (JSON Lines, an inspector, a
+//! callback, `tracing`), and exposes it as an `http::Request` → `http::Response`
+//! client — also as a `tower_service::Service`, so tower middleware stacks on it.
+//!
+//! This crate is the library alone: the `roundtrip` CLI (`roundtrip-cli`), the
+//! benchmark (`roundtrip-bench`), the proxy, demos and test servers (`tools/`) and the
+//! inspector live in crates of their own. The feature `run` adds [`run`]: any
+//! `wasi:cli` command with the transport plugged into its `wasi:http/client` import.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), roundtrip_host::Error> {
@@ -16,25 +22,21 @@
 //! ```
 
 // Generated glue: the component ABI needs `unsafe`.
-pub mod bench;
 #[allow(unsafe_code)]
 mod bindings;
 mod body;
 mod compiled;
-pub mod compose;
 mod config;
-pub mod demo;
-pub mod echo_server;
 pub mod egress;
 mod error;
 pub mod events;
 mod files;
-pub mod local_server;
 mod net;
 mod pipes;
 mod proxies;
-pub mod proxy;
+#[cfg(feature = "run")]
 pub mod run;
+mod service;
 mod state;
 mod tls;
 mod transport;

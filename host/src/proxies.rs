@@ -1,7 +1,7 @@
 //! Which proxy the transport uses: none, one given explicitly (curl's `-x`, Go's
 //! `http.ProxyURL`), or those named by the environment (Go's `ProxyFromEnvironment`,
 //! plus curl's `ALL_PROXY`). The component chooses per request from these settings
-//! (see `component/src/core/proxy.rs` for the `NO_PROXY` rules).
+//! (see `wasm/component/src/core/proxy.rs` for the `NO_PROXY` rules).
 
 use crate::bindings::roundtrip::transport::types as wit;
 

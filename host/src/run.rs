@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  GUEST.wasm ──plug──► roundtrip_wasi_http_client.wasm (the wasi:http face with the
-//!      │                transport inside; built by build.rs)
+//!      │                transport inside; built by wasm/build.rs)
 //!      ▼
 //!  one component, run in a store whose host supplies WASI 0.3 (cli, clocks, random,
 //!  wasi:http types) and, as for `Transport`, `net` (tokio + rustls), `files` and
@@ -30,14 +30,10 @@ use crate::Config;
 use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::state::{GuestLimits, State};
 
-/// The wasi:http face with the transport plugged in, built by `build.rs`: it imports
-/// `net`, `files` and `observe` from its host.
-pub const WASI_HTTP_CLIENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_WASM"));
-
-/// The same with `wasi-sockets/` plugged in as well: it imports WASI 0.3 only
-/// (sockets, TLS, clocks), so any P3 host, the stock `wasmtime` CLI among them, runs it.
-pub const WASI_HTTP_CLIENT_STANDALONE_WASM: &[u8] =
-    include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM"));
+pub use roundtrip_wasm::{
+    WASI_HTTP_CLIENT as WASI_HTTP_CLIENT_WASM,
+    WASI_HTTP_CLIENT_STANDALONE as WASI_HTTP_CLIENT_STANDALONE_WASM,
+};
 
 /// The client interface a guest imports to send requests.
 const WASI_HTTP_CLIENT: &str = "wasi:http/client@0.3.0";
@@ -53,7 +49,7 @@ pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
     } else {
         WASI_HTTP_CLIENT_STANDALONE_WASM
     };
-    crate::compose::plug(guest, client, &[])
+    roundtrip_wasm::compose::plug(guest, client, &[])
         .map_err(|e| format!("cannot plug the transport into the guest: {e}"))
 }
 
@@ -69,10 +65,10 @@ pub async fn run(
 ) -> Result<bool, String> {
     let (pre, config, tls) = crate::transport::prepare(config).map_err(|e| e.to_string())?;
     let engine = pre.engine().clone();
-    let imports = crate::compose::imports(guest)?;
+    let imports = roundtrip_wasm::compose::imports(guest)?;
     let plugged = imports.iter().any(|name| name == WASI_HTTP_CLIENT);
     let composed = if plugged {
-        crate::compose::plug(guest, WASI_HTTP_CLIENT_WASM, &[POOL])
+        roundtrip_wasm::compose::plug(guest, WASI_HTTP_CLIENT_WASM, &[POOL])
             .map_err(|e| format!("cannot plug the transport into the guest: {e}"))?
     } else {
         guest.to_vec()

@@ -40,8 +40,8 @@ use crate::net::Net;
 use crate::pipes::{BytesConsumer, FramesProducer, OneshotConsumer};
 use crate::state::{Continuity, GuestLimits, State};
 
-/// The transport component, built by `host/build.rs`.
-pub const COMPONENT_WASM: &[u8] = include_bytes!(env!("ROUNDTRIP_COMPONENT_WASM"));
+/// The transport component, built by `wasm/build.rs`.
+pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 
 /// Response body chunks buffered between the component and the caller.
 const BODY_CHUNKS: usize = 8;
@@ -172,6 +172,12 @@ impl Transport {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::engine("the transport task ended while starting")),
         }
+    }
+
+    /// Whether the transport has shut down (its thread or task ended): requests
+    /// then fail at once with [`ErrorKind::Shutdown`](crate::ErrorKind).
+    pub fn is_shut_down(&self) -> bool {
+        self.commands.is_closed()
     }
 
     /// Sends one request; returns once the response head has arrived. The URL must be
@@ -372,6 +378,8 @@ async fn serve(
         .await;
         let reason = match ended {
             Ended::Stopped(reply) => {
+                // Closed before the reply: `is_shut_down` is true once `shutdown` returns.
+                inbox.close();
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }

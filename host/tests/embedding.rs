@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use roundtrip_host::local_server::{LocalServer, ServerTls};
+use roundtrip_servers::{LocalServer, ServerTls};
 use tokio::sync::mpsc;
 use wasmtime::component::{
     Accessor, Component, Linker, ResourceAny, ResourceTable, Source, StreamConsumer, StreamResult,

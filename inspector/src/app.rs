@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 
-use roundtrip_host::demo::Line;
+use roundtrip_demo::Line;
 use roundtrip_host::events::Event;
 
 use crate::export;

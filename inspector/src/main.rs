@@ -95,7 +95,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(name) = &cli.demo {
-        if roundtrip_host::demo::find(name).is_none() {
+        if roundtrip_demo::find(name).is_none() {
             eprintln!(
                 "roundtrip-inspector: unknown scenario {name:?}; `roundtrip demo --list` shows them"
             );

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use roundtrip_host::demo::{self, DemoOptions, Line};
+use roundtrip_demo::{self as demo, DemoOptions, Line};
 use roundtrip_host::events::{Callback, Event, Events, Hello, Sink};
-use roundtrip_host::proxy::{ForwardProxy, ProxyOptions};
 use roundtrip_host::{Config, Transport};
+use roundtrip_proxy::{ForwardProxy, ProxyOptions};
 use tokio::io::AsyncBufReadExt;
 
 /// A source's id, unique in one inspector.

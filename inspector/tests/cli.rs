@@ -12,9 +12,9 @@ fn export_writes_a_chrome_trace_from_a_demo_recording() {
     // A real recording: the `reuse` demo, through the library's sinks.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
-        .block_on(roundtrip_host::demo::run(
+        .block_on(roundtrip_demo::run(
             "reuse",
-            roundtrip_host::demo::DemoOptions {
+            roundtrip_demo::DemoOptions {
                 events: roundtrip_host::events::Events::new()
                     .with(roundtrip_host::events::JsonLines::create(&events).unwrap()),
                 inspect_from_env: false,

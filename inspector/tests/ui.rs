@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use roundtrip_host::events::{Event, EventKind, Events, TcpSink};
-use roundtrip_host::local_server::LocalServer;
 use roundtrip_host::{Body, Config, Transport};
 use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::LaneId;
 use roundtrip_inspector::sources::{Hub, SourceKind};
+use roundtrip_servers::LocalServer;
 
 mod common;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use roundtrip_host::echo_server::EchoServer;
 use roundtrip_host::events::{CloseReason, Event, EventKind};
 use roundtrip_host::{Body, ErrorKind, RequestOptions};
+use roundtrip_servers::EchoServer;
 use roundtrip_tests::*;
 use tokio::io::AsyncWriteExt;
 
@@ -19,7 +19,7 @@ const EIGHT_MB: usize = 8 * 1024 * 1024;
 
 /// Deterministic body bytes.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 ^ (i >> 11)) as u8).collect()
+    (0..len).map(|i| ((i * 31) ^ (i >> 11)) as u8).collect()
 }
 
 /// `bytes` as a stream of 64 KiB chunks.

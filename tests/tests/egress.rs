@@ -5,8 +5,8 @@
 use roundtrip_host::ErrorKind;
 use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::EventKind;
-use roundtrip_host::local_server::LocalServer;
-use roundtrip_host::proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_servers::LocalServer;
 use roundtrip_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

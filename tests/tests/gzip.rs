@@ -2,8 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use roundtrip_host::local_server::{LocalServer, body_bytes};
 use roundtrip_host::{Body, ErrorKind};
+use roundtrip_servers::{LocalServer, body_bytes};
 use roundtrip_tests::*;
 use tokio::io::AsyncWriteExt;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use roundtrip_host::Body;
 use roundtrip_host::events::EventKind;
-use roundtrip_host::local_server::LocalServer;
+use roundtrip_servers::LocalServer;
 use roundtrip_tests::*;
 
 /// Go: TestTransportMaxConnsPerHost.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use roundtrip_host::events::{CloseReason, EventKind};
-use roundtrip_host::local_server::{LocalServer, body_bytes};
 use roundtrip_host::{Body, ErrorKind};
+use roundtrip_servers::{LocalServer, body_bytes};
 use roundtrip_tests::*;
 use tokio::io::AsyncWriteExt;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::{Event, EventKind};
-use roundtrip_host::local_server::LocalServer;
 use roundtrip_host::{ErrorKind, ProxyConfig};
+use roundtrip_servers::LocalServer;
 use roundtrip_tests::*;
 
 fn dial_addresses(events: &[Event]) -> Vec<String> {

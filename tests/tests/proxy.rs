@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use roundtrip_host::events::EventKind;
-use roundtrip_host::local_server::LocalServer;
-use roundtrip_host::proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_servers::LocalServer;
 use roundtrip_tests::{count, dials, pki, tls_server, transport, wait_for_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -254,13 +254,13 @@ async fn an_upstream_timeout_is_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_uploads_through_the_proxy_to_an_echo_that_answers_first() {
-    use roundtrip_host::echo_server::EchoServer;
+    use roundtrip_servers::EchoServer;
     let origin = EchoServer::start().await.unwrap();
     let (transport, _) = transport(|_| {});
     let proxy = proxy_for(transport).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("upload.bin");
-    let sent = roundtrip_host::local_server::body_bytes(4 * 1024 * 1024);
+    let sent = roundtrip_servers::body_bytes(4 * 1024 * 1024);
     std::fs::write(&file, &sent).unwrap();
     let out = dir.path().join("echoed.bin");
     // Chunked, so the proxy streams it upstream instead of buffering it.

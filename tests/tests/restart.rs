@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use roundtrip_host::ErrorKind;
 use roundtrip_host::events::EventKind;
-use roundtrip_host::local_server::LocalServer;
+use roundtrip_servers::LocalServer;
 use roundtrip_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

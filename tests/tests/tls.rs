@@ -116,9 +116,7 @@ async fn name_mismatch_is_named() {
 
 #[tokio::test]
 async fn tls_to_a_plain_http_server_fails_cleanly() {
-    let server = roundtrip_host::local_server::LocalServer::start()
-        .await
-        .unwrap();
+    let server = roundtrip_servers::LocalServer::start().await.unwrap();
     let (transport, _) = transport(|_| {});
     let error = get(&transport, &format!("https://{}/small", server.addr()))
         .await

@@ -1,6 +1,6 @@
 //! The top bar (sources, Demos and File menus, replay controls) and the status line.
 
-use roundtrip_host::demo::SCENARIOS;
+use roundtrip_demo::SCENARIOS;
 
 use super::duration;
 use crate::app::{Command, InspectorApp};

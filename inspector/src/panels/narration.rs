@@ -1,7 +1,7 @@
 //! The story of a demo (or a proxy's log), in step with the timeline: lines after the
 //! time on screen are dimmed.
 
-use roundtrip_host::demo::Line;
+use roundtrip_demo::Line;
 
 use crate::app::Source;
 

@@ -1,0 +1,283 @@
+//! `roundtrip`: the transport component from the command line.
+//!
+//! Exit codes: 0 success, 1 a request failed (one line naming the cause), 2 usage error.
+
+mod bench;
+mod compose;
+mod demo;
+mod get;
+mod narrate;
+mod proxy;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use roundtrip_host::egress::AllowList;
+use roundtrip_host::events::{Events, JsonLines, TcpSink};
+use roundtrip_host::{ClientCert, Config, ProxyConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "roundtrip",
+    version,
+    about = "Go's HTTP transport as a WebAssembly component: requests, pooling and every connection's life"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send requests on ONE transport, in order, and write the bodies to stdout.
+    Get(Box<get::GetArgs>),
+    /// Run a classroom scenario against built-in local servers, with narration.
+    Demo(demo::DemoArgs),
+    /// Forward proxy through the transport: point any program's HTTP_PROXY at it.
+    Proxy(Box<proxy::ProxyArgs>),
+    /// This transport side by side with hyper-util, the wasi-http default client and a raw socket loop.
+    Bench(bench::BenchArgs),
+    /// Run a wasi:http 0.3 guest (a command) with this transport as its HTTP client.
+    Run(Box<run::RunArgs>),
+    /// Plug this transport into a wasi:http guest's `wasi:http/client` import, as one component.
+    Compose(compose::ComposeArgs),
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Get(args) => get::run(*args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Proxy(args) => proxy::run(*args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Run(args) => run::run(*args).await,
+        Command::Compose(args) => compose::run(args),
+    }
+}
+
+/// Where events go: shared by every subcommand.
+#[derive(Args, Clone, Default)]
+pub struct EventArgs {
+    /// Write lifecycle events as JSON Lines to PATH, or to stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    events: Option<String>,
+    /// Stream lifecycle events to a running inspector (also: env ROUNDTRIP_INSPECT).
+    #[arg(long, value_name = "HOST:PORT")]
+    inspect: Option<String>,
+}
+
+impl EventArgs {
+    /// Whether `ROUNDTRIP_INSPECT` applies (not when `--inspect` names an inspector).
+    fn inspect_from_env(&self) -> bool {
+        self.inspect.is_none()
+    }
+
+    /// The sinks asked for (`ROUNDTRIP_INSPECT` is added by the transport unless
+    /// `--inspect` names an inspector).
+    fn events(&self) -> Result<Events, String> {
+        let mut events = Events::new();
+        match self.events.as_deref() {
+            None => {}
+            Some("-") => events = events.with(JsonLines::stdout()),
+            Some(path) => {
+                let sink = JsonLines::create(std::path::Path::new(path))
+                    .map_err(|e| format!("cannot write events to {path}: {e}"))?;
+                events = events.with(sink);
+            }
+        }
+        Ok(match &self.inspect {
+            Some(addr) => events.with(TcpSink::connect(addr)),
+            None => events,
+        })
+    }
+}
+
+/// Pool and timeout knobs (Go's Transport fields, Go's defaults).
+#[derive(Args, Clone)]
+pub struct PoolArgs {
+    /// Idle connections kept per host (Go MaxIdleConnsPerHost).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_idle_per_host: u32,
+    /// Idle connections kept in all (Go MaxIdleConns; 0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_idle: u32,
+    /// Connections per host, dialing + active + idle; more requests wait (Go MaxConnsPerHost; 0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_conns_per_host: u32,
+    /// Seconds an idle connection is kept (Go IdleConnTimeout; 0 = forever).
+    #[arg(long, value_name = "SECS", default_value_t = 90.0)]
+    idle_timeout: f64,
+    /// Send `Connection: close` and never reuse (Go DisableKeepAlives).
+    #[arg(long)]
+    no_keepalive: bool,
+    /// Seconds to wait for response headers after the request is sent (Go ResponseHeaderTimeout).
+    #[arg(long, value_name = "SECS")]
+    response_header_timeout: Option<f64>,
+    /// Seconds allowed to open a TCP connection (Go's dialer Timeout).
+    #[arg(
+        long,
+        alias = "connect-timeout",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    dial_timeout: f64,
+    /// Seconds to wait for `100 Continue` before sending a body anyway, when the request
+    /// has `Expect: 100-continue` (Go ExpectContinueTimeout; 0 = do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    expect_continue_timeout: f64,
+    /// Do not ask for gzip nor decompress (Go DisableCompression).
+    #[arg(long)]
+    no_compression: bool,
+    /// Largest response head accepted, in bytes (Go MaxResponseHeaderBytes).
+    #[arg(long, value_name = "N", default_value_t = 10 << 20)]
+    max_response_header_bytes: u64,
+    #[command(flatten)]
+    reach: ReachArgs,
+    /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
+    /// `socks5://…` (names resolved here) or `socks5h://…` (by the proxy). `https`
+    /// requests go through a `CONNECT` tunnel. Overrides the proxy environment variables.
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts to reach without the proxy, comma-separated (`NO_PROXY` syntax: names,
+    /// `.suffix`, IPs, CIDRs, `:port`, `*`). Overrides `NO_PROXY`.
+    #[arg(long, value_name = "LIST")]
+    noproxy: Option<String>,
+    /// Extra header for the proxy's `CONNECT`, `Name: value`; repeatable.
+    #[arg(long, value_name = "HEADER")]
+    proxy_header: Vec<String>,
+}
+
+/// Where proxy settings come from when `--proxy` is not given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProxyDefault {
+    /// `HTTP_PROXY` and friends, as curl and Go read them.
+    Environment,
+    /// No proxy (a proxy server must not send its own traffic to itself).
+    Direct,
+}
+
+impl PoolArgs {
+    fn proxy_config(&self, default: ProxyDefault) -> Result<ProxyConfig, String> {
+        let mut config = match (&self.proxy, default) {
+            (Some(url), _) => ProxyConfig::all(url, ""),
+            (None, ProxyDefault::Environment) => ProxyConfig::from_env(),
+            (None, ProxyDefault::Direct) => ProxyConfig::default(),
+        };
+        if let Some(list) = &self.noproxy {
+            config.no_proxy = list.clone();
+        }
+        for header in &self.proxy_header {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("bad --proxy-header {header:?}: expected `Name: value`"))?;
+            config
+                .connect_headers
+                .push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(config)
+    }
+
+    fn config(
+        &self,
+        events: Events,
+        inspect_from_env: bool,
+        proxy: ProxyDefault,
+    ) -> Result<Config, String> {
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| format!("--{name}: {value} is not a number of seconds"))
+        };
+        let idle = seconds("idle-timeout", self.idle_timeout)?;
+        let expect = seconds("expect-continue-timeout", self.expect_continue_timeout)?;
+        Ok(Config {
+            max_idle_conns: self.max_idle,
+            max_idle_conns_per_host: self.max_idle_per_host,
+            max_conns_per_host: self.max_conns_per_host,
+            idle_conn_timeout: (!idle.is_zero()).then_some(idle),
+            dial_timeout: Some(seconds("dial-timeout", self.dial_timeout)?),
+            expect_continue_timeout: (!expect.is_zero()).then_some(expect),
+            disable_compression: self.no_compression,
+            max_response_header_bytes: self.max_response_header_bytes,
+            response_header_timeout: self
+                .response_header_timeout
+                .map(|s| seconds("response-header-timeout", s))
+                .transpose()?,
+            disable_keep_alives: self.no_keepalive,
+            proxy: self.proxy_config(proxy)?,
+            ..self.reach.config(events, inspect_from_env)?
+        })
+    }
+}
+
+/// TLS trust and where the transport may reach: shared by `get`, `proxy` and `run`.
+#[derive(Args, Clone)]
+pub struct ReachArgs {
+    /// Trust the CA certificates in this PEM file too.
+    #[arg(long, value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Client certificate chain (PEM) for servers that ask for one; with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Do not check server certificates (dangerous: warns on every connection).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
+    /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
+    #[arg(long, value_name = "PATTERN")]
+    allow_host: Vec<String>,
+    /// Let `file://` URLs read files under DIR (repeatable); without it they are refused.
+    #[arg(long, value_name = "DIR")]
+    allow_dir: Vec<PathBuf>,
+}
+
+impl ReachArgs {
+    /// Go's defaults with these settings, `events` and `inspect_from_env`.
+    fn config(&self, events: Events, inspect_from_env: bool) -> Result<Config, String> {
+        Ok(Config {
+            extra_ca_files: self.cacert.clone(),
+            client_cert: match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => Some(ClientCert {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            insecure_skip_verify: self.insecure,
+            allow_hosts: (!self.allow_host.is_empty())
+                .then(|| AllowList::parse(&self.allow_host))
+                .transpose()?,
+            allow_dirs: self.allow_dir.clone(),
+            inspect_from_env,
+            events,
+            ..Config::default()
+        })
+    }
+}
+
+/// Prints a usage-style error and returns exit code 2.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("roundtrip: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    // One thread is enough: the transport runs on a thread of its own, and workers of
+    // `--concurrency` only wait on it.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("roundtrip: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(args))
+}

@@ -1,0 +1,44 @@
+//! The async driver: binds the sans-I/O core to the WIT imports.
+//!
+//! It holds no protocol logic of its own: framing, reuse rules and pool bookkeeping
+//! come from [`crate::core`]; this layer moves bytes between `net` connections and the
+//! caller's streams, reads the clock, and reports every step through `observe`.
+//! Each round trip runs as a guest task; each response body is pumped by a task
+//! spawned with `spawn_local`, so one instance serves many requests at once.
+
+// Generated glue: the ABI needs `unsafe` and exported symbols.
+#[allow(unsafe_code)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "transport",
+        generate_all,
+    });
+}
+
+mod active;
+mod body;
+mod checkout;
+mod clock;
+mod conn;
+mod errors;
+mod exchange;
+mod file;
+mod send;
+mod transport;
+mod tunnel;
+
+use bindings::exports::roundtrip::transport::round_tripper::Guest;
+
+struct Component;
+
+impl Guest for Component {
+    type Transport = transport::Transport;
+}
+
+// The export glue is generated `unsafe` ABI code.
+#[allow(unsafe_code)]
+mod export {
+    use super::{Component, bindings};
+    bindings::export!(Component with_types_in bindings);
+}

@@ -1,0 +1,32 @@
+//! The components this workspace compiles to `wasm32-wasip2`, as bytes for the native
+//! crates. `build.rs` is the one place they are built (profile `component`) and
+//! composed; it also leaves them under `target/component/wasm32-wasip2/component/` for
+//! other hosts (docs/embedding.md).
+//!
+//! ```text
+//!  wasm/component/     roundtrip-component    the transport (exports round-tripper)
+//!  wasm/wasi-http/     roundtrip-wasi-http    the wasi:http/client face over round-tripper
+//!  wasm/wasi-sockets/  roundtrip-wasi-sockets `net` on wasi:sockets + wasi:tls
+//!  wasm/examples/      fetch, checks, hello   wasi:http 0.3 commands (bench peer, tests)
+//! ```
+
+#[cfg(feature = "compose")]
+pub mod compose;
+
+/// The transport: exports `round-tripper`, imports `net`, `files`, `observe`.
+pub const TRANSPORT: &[u8] = include_bytes!(env!("ROUNDTRIP_COMPONENT_WASM"));
+
+/// The wasi:http face with the transport plugged in: exports `wasi:http/client@0.3.0`
+/// (and `roundtrip:transport/pool`), imports `net`, `files` and `observe` from its host.
+pub const WASI_HTTP_CLIENT: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_WASM"));
+
+/// The same with `wasi-sockets/` plugged in as well: it imports WASI 0.3 only
+/// (sockets, TLS, clocks), so any P3 host, the stock `wasmtime` CLI among them, runs it.
+pub const WASI_HTTP_CLIENT_STANDALONE: &[u8] =
+    include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM"));
+
+/// `wasm/examples/fetch`: an ordinary wasi:http 0.3 command (the wasm peer of `roundtrip bench`).
+pub const EXAMPLE_FETCH: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_FETCH_WASM"));
+
+/// Where `build.rs` left every component, the example guests among them.
+pub const DIR: &str = env!("ROUNDTRIP_COMPONENT_DIR");
