@@ -3,13 +3,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower::{ServiceBuilder, ServiceExt};
 //! let transport = roundtrip_host::Transport::new(roundtrip_host::Config::default())?;
-//! let mut client = ServiceBuilder::new()
+//! let client = ServiceBuilder::new()
 //!     .timeout(std::time::Duration::from_secs(10))
 //!     .service(transport);
 //! let request = http::Request::get("http://127.0.0.1:8080/").body(String::new())?;
-//! let response = client.ready().await?.call(request).await?;
+//! let response = client.oneshot(request).await?;
 //! # Ok(()) }
 //! ```
 
