@@ -132,6 +132,7 @@ pub async fn run(args: GetArgs) -> ExitCode {
     if jobs.len() > 1 && matches!(template.body, Some(Payload::Stdin { .. })) {
         return usage_error("a body read from stdin is sent once: give one URL and no --repeat");
     }
+    let requests = jobs.len() as u64;
     let output = Arc::new(Mutex::new(Output {
         out,
         next: 0,
@@ -175,6 +176,13 @@ pub async fn run(args: GetArgs) -> ExitCode {
     };
     let _ = output.lock().await.out.flush();
     transport.shutdown().await;
+    // `ROUNDTRIP_CROSSINGS=1`: what the requests cost at the boundary (docs/performance.md).
+    if roundtrip_host::crossings::is_enabled() {
+        eprint!(
+            "{}",
+            roundtrip_host::crossings::snapshot().per_request(requests)
+        );
+    }
     if failed {
         ExitCode::from(1)
     } else {

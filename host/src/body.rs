@@ -241,6 +241,7 @@ impl HttpBody for ResponseBody {
         if !self.asked {
             self.asked = true;
             self.demand.add_permits(1);
+            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
         }
         match self.data.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {

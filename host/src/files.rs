@@ -111,6 +111,7 @@ impl<T: Send> HostWithStore<T> for Files {
         accessor: &Accessor<T, Self>,
         path: String,
     ) -> wasmtime::Result<Result<Entry, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
         let grants = accessor.with(|mut access| access.get().allow_dirs.clone());
         let lookup_path = path.clone();

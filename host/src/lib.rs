@@ -27,6 +27,7 @@ mod bindings;
 mod body;
 mod compiled;
 mod config;
+pub mod crossings;
 pub mod egress;
 mod error;
 pub mod events;

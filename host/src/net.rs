@@ -121,19 +121,23 @@ impl Host for State {}
 
 impl HostConnection for State {
     fn peer_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         Ok(self.table.get(&conn)?.peer.to_string())
     }
 
     fn local_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         Ok(self.table.get(&conn)?.local.to_string())
     }
 
     fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         let _ = self.table.get(&conn)?.shutdown.shutdown(Shutdown::Both);
         Ok(())
     }
 
     fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         self.table.delete(conn)?;
         Ok(())
     }
@@ -146,6 +150,7 @@ impl<T: Send> HostWithStore<T> for Net {
         port: u16,
         timeout: Option<u64>,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
         let allow = accessor.with(|mut access| access.get().allow_hosts.clone());
         if let Some(allow) = allow
@@ -178,6 +183,7 @@ impl<T: Send> HostWithStore<T> for Net {
         _accessor: &Accessor<T, Self>,
         host: String,
     ) -> wasmtime::Result<Result<Vec<String>, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
         Ok(lookup(&host, 0)
             .await
@@ -226,6 +232,7 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         server_name: String,
         alpn: Vec<String>,
     ) -> wasmtime::Result<Result<TlsInfo, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         let (stage, config, insecure) = accessor.with(|mut access| {
             let state = access.get();
             let stage = std::mem::replace(&mut state.table.get_mut(&conn)?.stage, Stage::Gone);
@@ -292,6 +299,7 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         conn: Resource<Connection>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
         let Some(mut io) = take_whole(accessor, &conn)? else {
             return Ok(Err(handshake_too_late("write")));
@@ -310,6 +318,7 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         conn: Resource<Connection>,
         max: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
         let Some(mut io) = take_whole(accessor, &conn)? else {
             return Ok(Err(handshake_too_late("read")));
@@ -331,6 +340,7 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         conn: Resource<Connection>,
         mut data: StreamReader<u8>,
     ) -> wasmtime::Result<FutureReader<Result<(), ErrorCode>>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         let Some(writer) = store.get().table.get_mut(&conn)?.take_writer() else {
             data.close(&mut store)?;
             return FutureReader::new(&mut store, async {
@@ -348,6 +358,7 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         mut store: Access<T, Self>,
         conn: Resource<Connection>,
     ) -> wasmtime::Result<(StreamReader<u8>, FutureReader<Result<(), ErrorCode>>)> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         let Some(reader) = store.get().table.get_mut(&conn)?.take_reader() else {
             let empty = StreamReader::new(&mut store, std::iter::empty())?;
             let failed = FutureReader::new(&mut store, async {
@@ -447,36 +458,38 @@ impl<D> StreamProducer<D> for SocketReader {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        let me = self.get_mut();
-        if me.done.is_none() {
-            return Poll::Ready(Ok(StreamResult::Dropped));
-        }
-        // A zero-length read asks whether bytes are ready: answer when they are.
-        let mut probe = [0u8; 0];
-        let wants_bytes = dst.remaining(&mut store) != Some(0);
-        let mut direct = dst.as_direct(store, READ_CHUNK);
-        let room: &mut [u8] = if wants_bytes {
-            direct.remaining()
-        } else {
-            &mut probe
-        };
-        let mut buf = ReadBuf::new(room);
-        match Pin::new(&mut me.reader).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
-                if n == 0 && wants_bytes {
-                    return me.end(Ok(()));
-                }
-                direct.mark_written(n);
-                Poll::Ready(Ok(StreamResult::Completed))
+        crate::crossings::polled((move || {
+            let me = self.get_mut();
+            if me.done.is_none() {
+                return Poll::Ready(Ok(StreamResult::Dropped));
             }
-            // A peer that closes TLS without close_notify: treat as end of stream,
-            // as curl and browsers do; body framing still catches truncation.
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => me.end(Ok(())),
-            Poll::Ready(Err(e)) => me.end(Err(terminated(&e, "reading"))),
-            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => Poll::Pending,
-        }
+            // A zero-length read asks whether bytes are ready: answer when they are.
+            let mut probe = [0u8; 0];
+            let wants_bytes = dst.remaining(&mut store) != Some(0);
+            let mut direct = dst.as_direct(store, READ_CHUNK);
+            let room: &mut [u8] = if wants_bytes {
+                direct.remaining()
+            } else {
+                &mut probe
+            };
+            let mut buf = ReadBuf::new(room);
+            match Pin::new(&mut me.reader).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    if n == 0 && wants_bytes {
+                        return me.end(Ok(()));
+                    }
+                    direct.mark_written(n);
+                    Poll::Ready(Ok(StreamResult::Completed))
+                }
+                // A peer that closes TLS without close_notify: treat as end of stream,
+                // as curl and browsers do; body framing still catches truncation.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => me.end(Ok(())),
+                Poll::Ready(Err(e)) => me.end(Err(terminated(&e, "reading"))),
+                Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => Poll::Pending,
+            }
+        })())
     }
 }
 
@@ -540,37 +553,39 @@ impl<D> StreamConsumer<D> for SocketWriter {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        let me = self.get_mut();
-        let Some(writer) = me.writer.as_mut() else {
-            return Poll::Ready(Ok(StreamResult::Dropped));
-        };
-        let mut source = source.as_direct(store);
-        loop {
-            if me.unflushed {
-                match Pin::new(&mut *writer).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => me.unflushed = false,
+        crate::crossings::polled((move || {
+            let me = self.get_mut();
+            let Some(writer) = me.writer.as_mut() else {
+                return Poll::Ready(Ok(StreamResult::Dropped));
+            };
+            let mut source = source.as_direct(store);
+            loop {
+                if me.unflushed {
+                    match Pin::new(&mut *writer).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => me.unflushed = false,
+                        Poll::Ready(Err(e)) => return me.fail(&e),
+                        Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                let data = source.remaining();
+                if data.is_empty() {
+                    return Poll::Ready(Ok(StreamResult::Completed));
+                }
+                match Pin::new(&mut *writer).poll_write(cx, data) {
+                    Poll::Ready(Ok(0)) => {
+                        return me.fail(&io::Error::from(io::ErrorKind::WriteZero));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        source.mark_read(n);
+                        me.unflushed = true;
+                    }
                     Poll::Ready(Err(e)) => return me.fail(&e),
                     Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            let data = source.remaining();
-            if data.is_empty() {
-                return Poll::Ready(Ok(StreamResult::Completed));
-            }
-            match Pin::new(&mut *writer).poll_write(cx, data) {
-                Poll::Ready(Ok(0)) => {
-                    return me.fail(&io::Error::from(io::ErrorKind::WriteZero));
-                }
-                Poll::Ready(Ok(n)) => {
-                    source.mark_read(n);
-                    me.unflushed = true;
-                }
-                Poll::Ready(Err(e)) => return me.fail(&e),
-                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        })())
     }
 }
 

@@ -165,6 +165,8 @@ impl types::Host for State {}
 impl observe::Host for State {
     fn emit(&mut self, event: observe::Event) -> wasmtime::Result<()> {
         note_progress();
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
+        crate::crossings::count(crate::crossings::Crossing::Event);
         let Ok(mut continuity) = self.continuity.lock() else {
             return Ok(());
         };

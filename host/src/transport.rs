@@ -33,6 +33,7 @@ use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::bindings::{Transport as World, TransportPre};
 use crate::body::{Body, Inner, RequestOptions, ResponseBody, header_map};
 use crate::config::Config;
+use crate::crossings::Crossing;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::files::Files;
@@ -197,6 +198,7 @@ impl Transport {
         self.commands
             .send(Command::RoundTrip(Box::new(outgoing)))
             .map_err(|_| Error::shutdown())?;
+        crate::crossings::count(Crossing::CallerToStore);
         response.await.map_err(|_| Error::shutdown())?
     }
 
@@ -555,16 +557,19 @@ fn handle_command<'a>(
                 pending.replies.borrow_mut().insert(id, reply);
                 let result = round_trip(acc, guest, handle, request, cancel, continuity).await;
                 if let Some(reply) = pending.replies.borrow_mut().remove(&id) {
+                    crate::crossings::count(Crossing::StoreToCaller);
                     let _ = reply.send(result);
                 }
             }
             Command::CloseIdle(reply) => {
+                crate::crossings::count(Crossing::ExportCall);
                 if let Err(e) = guest.call_close_idle_connections(acc, handle).await {
                     eprintln!("roundtrip: close-idle-connections failed: {e}");
                 }
                 let _ = reply.send(());
             }
             Command::Stats(reply) => {
+                crate::crossings::count(Crossing::ExportCall);
                 if let Ok(stats) = guest.call_stats(acc, handle).await {
                     let _ = reply.send(PoolStats {
                         keys: stats
@@ -661,6 +666,7 @@ async fn round_trip(
         options,
         cancel: Some(cancel),
     };
+    crate::crossings::count(Crossing::ExportCall);
     let response = guest
         .call_round_trip(acc, handle, request)
         .await

@@ -64,7 +64,14 @@ fn the_run_feature_adds_only_what_running_wasi_http_guests_needs() {
     let tree = library_tree(&["run"]);
     assert!(tree.iter().any(|name| name == "wasmtime-wasi-http"));
     assert!(tree.iter().any(|name| name == "wac-graph"));
-    for name in ["clap", "indicatif", "plotters", "procfs", "hyper-rustls", "eframe"] {
+    for name in [
+        "clap",
+        "indicatif",
+        "plotters",
+        "procfs",
+        "hyper-rustls",
+        "eframe",
+    ] {
         assert!(!tree.iter().any(|crate_name| crate_name == name), "{name}");
     }
 }
