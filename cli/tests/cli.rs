@@ -734,7 +734,10 @@ async fn the_crossing_budget_is_printed_per_request_when_asked_for() {
     let counted = roundtrip_with_env(&args, &[("ROUNDTRIP_CROSSINGS", "1")]);
     assert!(counted.status.success());
     let stderr = String::from_utf8_lossy(&counted.stderr);
-    assert!(stderr.contains("crossings per request (20 requests):"), "{stderr}");
+    assert!(
+        stderr.contains("crossings per request (20 requests):"),
+        "{stderr}"
+    );
     let per_request = |name: &str| -> f64 {
         let line = stderr
             .lines()
