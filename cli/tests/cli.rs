@@ -721,38 +721,52 @@ async fn stdin_and_upload_bodies_stream_through_an_echo_like_curl() {
 }
 
 /// `ROUNDTRIP_CROSSINGS=1 roundtrip get …` ends with the crossing budget per request
-/// (docs/performance.md); without the variable, nothing of it is printed.
+/// (docs/performance.md); without the variable, nothing of it is printed. With no
+/// sink the guest sends no events at all; with one, each event is one host call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crossing_budget_is_printed_per_request_when_asked_for() {
     let server = LocalServer::start().await.unwrap();
     let url = server.url("/small");
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
     let args = ["get", "--repeat", "20", "-o", "/dev/null", url.as_str()];
     let plain = roundtrip(&args);
     assert!(plain.status.success());
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("crossings"));
 
-    let counted = roundtrip_with_env(&args, &[("ROUNDTRIP_CROSSINGS", "1")]);
-    assert!(counted.status.success());
-    let stderr = String::from_utf8_lossy(&counted.stderr);
-    assert!(
-        stderr.contains("crossings per request (20 requests):"),
-        "{stderr}"
-    );
-    let per_request = |name: &str| -> f64 {
-        let line = stderr
+    let budget = |extra: &[&str]| -> std::collections::BTreeMap<String, f64> {
+        let mut all = args.to_vec();
+        all.extend_from_slice(extra);
+        let counted = roundtrip_with_env(&all, &[("ROUNDTRIP_CROSSINGS", "1")]);
+        assert!(counted.status.success());
+        let stderr = String::from_utf8_lossy(&counted.stderr).into_owned();
+        let table = stderr
+            .split_once("crossings per request (20 requests):\n")
+            .unwrap_or_else(|| panic!("no table in {stderr}"))
+            .1;
+        table
             .lines()
-            .find(|line| line.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("no `{name}` in {stderr}"));
-        line.split_whitespace().last().unwrap().parse().unwrap()
+            .filter_map(|line| {
+                let (name, per) = line.trim().rsplit_once(' ')?;
+                Some((name.trim().to_owned(), per.parse().ok()?))
+            })
+            .collect()
     };
+    let quiet = budget(&[]);
     // One `round-trip` per request, one command in, the head and one chunk out.
-    assert_eq!(per_request("export calls"), 1.0);
-    assert_eq!(per_request("store → caller hand-offs"), 2.0);
-    assert!(per_request("caller → store hand-offs") >= 2.0);
+    assert_eq!(quiet["export calls"], 1.0);
+    assert_eq!(quiet["store → caller hand-offs"], 2.0);
+    assert!(quiet["caller → store hand-offs"] >= 2.0);
+    // Nowhere to send events: none is built or sent.
+    assert_eq!(quiet["events emitted"], 0.0);
+
+    let heard = budget(&["--events", events.to_str().unwrap()]);
+    assert_eq!(heard["export calls"], 1.0);
     // Eight events a reused request (get_conn … put_idle), each one host call;
     // the first request's dial adds two, shutdown's close one: (20 × 8 + 3) / 20.
-    assert_eq!(per_request("events emitted"), 8.15);
-    assert!(per_request("host calls, sync") >= per_request("events emitted"));
-    // One connection per run: the plain one and the counted one.
-    assert_eq!(server.connections(), 2);
+    assert_eq!(heard["events emitted"], 8.15);
+    assert_eq!(event_lines(&events).len(), 163);
+    assert!(heard["host calls, sync"] >= quiet["host calls, sync"] + 8.15);
+    // One connection per run.
+    assert_eq!(server.connections(), 3);
 }

@@ -128,6 +128,8 @@ impl Config {
             user_agent: self.user_agent.clone(),
             proxy: self.proxy.to_wit(),
             proxy_connect_timeout: nanos(self.proxy_connect_timeout),
+            // No sink, no events: the guest skips the calls (docs/performance.md).
+            emit_events: !self.events.is_empty(),
         }
     }
 }

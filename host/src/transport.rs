@@ -696,7 +696,7 @@ async fn round_trip(
             _ => http::Version::HTTP_11,
         })
         .extension(ConnectionInfo {
-            id: response.conn + continuity.lock().map_or(0, |c| c.conn_offset),
+            id: response.conn + note_conn(continuity, response.conn),
             reused: response.reused,
         })
         .extension(ReasonPhrase(response.reason));
@@ -711,4 +711,13 @@ async fn round_trip(
             Arc::clone(continuity),
         ))
         .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
+}
+
+/// Notes a connection id the caller sees (with no sink, no event tells the store's
+/// continuity about it) and returns the offset that keeps ids unique across restarts.
+fn note_conn(continuity: &Mutex<Continuity>, conn: u64) -> u64 {
+    continuity.lock().map_or(0, |mut c| {
+        c.note(Some(conn), None);
+        c.conn_offset
+    })
 }

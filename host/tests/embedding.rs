@@ -124,6 +124,7 @@ fn go_defaults() -> types::Config {
             connect_headers: Vec::new(),
         },
         proxy_connect_timeout: Some(60 * SECOND),
+        emit_events: true,
     }
 }
 

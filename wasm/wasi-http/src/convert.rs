@@ -196,6 +196,8 @@ pub fn config() -> Result<rt::Config, String> {
             connect_headers: Vec::new(),
         },
         proxy_connect_timeout: Some(60 * SECOND),
+        // The face's host decides where they go (stderr, sinks, nowhere).
+        emit_events: true,
     };
     let knob = |name: &str| {
         std::env::var(name)

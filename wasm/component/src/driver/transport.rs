@@ -34,6 +34,8 @@ pub struct Settings {
     pub proxies: Proxies,
     pub proxy_connect_timeout: Option<u64>,
     pub proxy_connect_headers: Fields,
+    /// Whether the host wants events (`config.emit-events`).
+    pub emit_events: bool,
 }
 
 /// A request waiting for a connection: where to dial for it, and where to send the
@@ -93,6 +95,9 @@ impl Shared {
     }
 
     pub fn emit(&self, conn: Option<u64>, req: Option<u64>, key: Option<&str>, kind: EventKind) {
+        if !self.settings.emit_events {
+            return;
+        }
         observe::emit(&Event {
             ts_us: self.now(),
             conn,
@@ -303,6 +308,7 @@ impl GuestTransport for Transport {
                 config.proxy.loopback_direct,
             ),
             proxy_connect_timeout: config.proxy_connect_timeout,
+            emit_events: config.emit_events,
             proxy_connect_headers: config.proxy.connect_headers,
         };
         Self {
