@@ -91,10 +91,6 @@ fn main() {
         );
     }
     let built = target_dir.join("wasm32-wasip2").join(&profile);
-    println!(
-        "cargo:rustc-env=ROUNDTRIP_COMPONENT_DIR={}",
-        built.display()
-    );
     for (variable, file) in [
         ("ROUNDTRIP_COMPONENT_WASM", "roundtrip_component.wasm"),
         (

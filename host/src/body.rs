@@ -76,12 +76,23 @@ impl Body {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        Self::wrap_after(None, body)
+    }
+
+    /// `body` streamed after `first`, a frame already read from it.
+    pub(crate) fn wrap_after<B>(first: Option<Frame<Bytes>>, body: B) -> Self
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         use bytes::Buf as _;
-        let frames = http_body_util::BodyStream::new(body).map(|frame| {
+        let rest = http_body_util::BodyStream::new(body).map(|frame| {
             frame
                 .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
                 .map_err(Into::into)
         });
+        let frames = futures::stream::iter(first.map(Ok)).chain(rest);
         Body(Inner::Stream(frames.boxed()))
     }
 }

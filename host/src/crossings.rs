@@ -3,7 +3,7 @@
 //! expensive here, far more than the bytes moved.
 //!
 //! Counted process-wide only when `ROUNDTRIP_CROSSINGS=1` is set at the first count
-//! (read once); otherwise each count is one relaxed load of a flag. `roundtrip get`
+//! (read once); otherwise each count is one atomic load of a flag. `roundtrip get`
 //! prints them per request at its end; [`snapshot`] gives them to any program.
 //!
 //! ```text
@@ -41,7 +41,19 @@ pub(crate) enum Crossing {
     Event,
 }
 
-const KINDS: usize = 8;
+/// The names `roundtrip get` prints, in the enum's order (`docs/performance.md`).
+const NAMES: [&str; KINDS] = [
+    "caller → store hand-offs",
+    "store → caller hand-offs",
+    "export calls",
+    "host calls, async",
+    "host calls, sync",
+    "stream polls",
+    "  of which suspended",
+    "events emitted",
+];
+
+const KINDS: usize = Crossing::Event as usize + 1;
 
 static COUNTS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
 
@@ -57,53 +69,27 @@ pub(crate) fn count(crossing: Crossing) {
     }
 }
 
-/// The counts so far, process-wide.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Crossings {
-    pub caller_to_store: u64,
-    pub store_to_caller: u64,
-    pub export_calls: u64,
-    pub host_calls_async: u64,
-    pub host_calls_sync: u64,
-    pub stream_polls: u64,
-    pub stream_suspends: u64,
-    pub events: u64,
-}
+/// The counts so far, process-wide, each with its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crossings([(&'static str, u64); KINDS]);
 
 /// The counts so far (all zero unless counting is on).
 pub fn snapshot() -> Crossings {
-    let load = |crossing: Crossing| COUNTS[crossing as usize].load(Ordering::Relaxed);
-    Crossings {
-        caller_to_store: load(Crossing::CallerToStore),
-        store_to_caller: load(Crossing::StoreToCaller),
-        export_calls: load(Crossing::ExportCall),
-        host_calls_async: load(Crossing::HostCallAsync),
-        host_calls_sync: load(Crossing::HostCallSync),
-        stream_polls: load(Crossing::StreamPoll),
-        stream_suspends: load(Crossing::StreamSuspend),
-        events: load(Crossing::Event),
-    }
+    Crossings(std::array::from_fn(|kind| {
+        (NAMES[kind], COUNTS[kind].load(Ordering::Relaxed))
+    }))
 }
 
 impl Crossings {
     /// Each count with its name, in the order of `docs/performance.md`'s table.
     pub fn named(&self) -> [(&'static str, u64); KINDS] {
-        [
-            ("caller → store hand-offs", self.caller_to_store),
-            ("store → caller hand-offs", self.store_to_caller),
-            ("export calls", self.export_calls),
-            ("host calls, async", self.host_calls_async),
-            ("host calls, sync", self.host_calls_sync),
-            ("stream polls", self.stream_polls),
-            ("  of which suspended", self.stream_suspends),
-            ("events emitted", self.events),
-        ]
+        self.0
     }
 
     /// The table `roundtrip get` prints: each count per request.
     pub fn per_request(&self, requests: u64) -> String {
         let mut table = format!("crossings per request ({requests} requests):\n");
-        for (name, count) in self.named() {
+        for (name, count) in self.0 {
             let per = count as f64 / requests.max(1) as f64;
             table.push_str(&format!("  {name:<26} {per:>9.2}\n"));
         }
@@ -111,11 +97,9 @@ impl Crossings {
     }
 }
 
-/// Counts a poll of a host producer or consumer, and whether it suspended.
-pub(crate) fn polled<T>(poll: std::task::Poll<T>) -> std::task::Poll<T> {
-    count(Crossing::StreamPoll);
-    if poll.is_pending() {
-        count(Crossing::StreamSuspend);
-    }
-    poll
+/// `Poll::Pending` from a host producer or consumer, counted: the guest's stream
+/// operation now waits for an event-loop turn.
+pub(crate) fn suspended<T>() -> std::task::Poll<T> {
+    count(Crossing::StreamSuspend);
+    std::task::Poll::Pending
 }

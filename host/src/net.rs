@@ -458,38 +458,37 @@ impl<D> StreamProducer<D> for SocketReader {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        crate::crossings::polled((move || {
-            let me = self.get_mut();
-            if me.done.is_none() {
-                return Poll::Ready(Ok(StreamResult::Dropped));
-            }
-            // A zero-length read asks whether bytes are ready: answer when they are.
-            let mut probe = [0u8; 0];
-            let wants_bytes = dst.remaining(&mut store) != Some(0);
-            let mut direct = dst.as_direct(store, READ_CHUNK);
-            let room: &mut [u8] = if wants_bytes {
-                direct.remaining()
-            } else {
-                &mut probe
-            };
-            let mut buf = ReadBuf::new(room);
-            match Pin::new(&mut me.reader).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
-                    if n == 0 && wants_bytes {
-                        return me.end(Ok(()));
-                    }
-                    direct.mark_written(n);
-                    Poll::Ready(Ok(StreamResult::Completed))
+        crate::crossings::count(crate::crossings::Crossing::StreamPoll);
+        let me = self.get_mut();
+        if me.done.is_none() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        // A zero-length read asks whether bytes are ready: answer when they are.
+        let mut probe = [0u8; 0];
+        let wants_bytes = dst.remaining(&mut store) != Some(0);
+        let mut direct = dst.as_direct(store, READ_CHUNK);
+        let room: &mut [u8] = if wants_bytes {
+            direct.remaining()
+        } else {
+            &mut probe
+        };
+        let mut buf = ReadBuf::new(room);
+        match Pin::new(&mut me.reader).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                if n == 0 && wants_bytes {
+                    return me.end(Ok(()));
                 }
-                // A peer that closes TLS without close_notify: treat as end of stream,
-                // as curl and browsers do; body framing still catches truncation.
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => me.end(Ok(())),
-                Poll::Ready(Err(e)) => me.end(Err(terminated(&e, "reading"))),
-                Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => Poll::Pending,
+                direct.mark_written(n);
+                Poll::Ready(Ok(StreamResult::Completed))
             }
-        })())
+            // A peer that closes TLS without close_notify: treat as end of stream,
+            // as curl and browsers do; body framing still catches truncation.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => me.end(Ok(())),
+            Poll::Ready(Err(e)) => me.end(Err(terminated(&e, "reading"))),
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => crate::crossings::suspended(),
+        }
     }
 }
 
@@ -553,39 +552,38 @@ impl<D> StreamConsumer<D> for SocketWriter {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        crate::crossings::polled((move || {
-            let me = self.get_mut();
-            let Some(writer) = me.writer.as_mut() else {
-                return Poll::Ready(Ok(StreamResult::Dropped));
-            };
-            let mut source = source.as_direct(store);
-            loop {
-                if me.unflushed {
-                    match Pin::new(&mut *writer).poll_flush(cx) {
-                        Poll::Ready(Ok(())) => me.unflushed = false,
-                        Poll::Ready(Err(e)) => return me.fail(&e),
-                        Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                let data = source.remaining();
-                if data.is_empty() {
-                    return Poll::Ready(Ok(StreamResult::Completed));
-                }
-                match Pin::new(&mut *writer).poll_write(cx, data) {
-                    Poll::Ready(Ok(0)) => {
-                        return me.fail(&io::Error::from(io::ErrorKind::WriteZero));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        source.mark_read(n);
-                        me.unflushed = true;
-                    }
+        crate::crossings::count(crate::crossings::Crossing::StreamPoll);
+        let me = self.get_mut();
+        let Some(writer) = me.writer.as_mut() else {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        };
+        let mut source = source.as_direct(store);
+        loop {
+            if me.unflushed {
+                match Pin::new(&mut *writer).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => me.unflushed = false,
                     Poll::Ready(Err(e)) => return me.fail(&e),
                     Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => return crate::crossings::suspended(),
                 }
             }
-        })())
+            let data = source.remaining();
+            if data.is_empty() {
+                return Poll::Ready(Ok(StreamResult::Completed));
+            }
+            match Pin::new(&mut *writer).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) => {
+                    return me.fail(&io::Error::from(io::ErrorKind::WriteZero));
+                }
+                Poll::Ready(Ok(n)) => {
+                    source.mark_read(n);
+                    me.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return me.fail(&e),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return crate::crossings::suspended(),
+            }
+        }
     }
 }
 

@@ -101,36 +101,35 @@ impl<D> StreamProducer<D> for FramesProducer {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        crate::crossings::polled((move || {
-            let me = self.get_mut();
-            while me.pending.is_empty() {
-                if me.ended {
-                    return Poll::Ready(Ok(StreamResult::Dropped));
-                }
-                match me.frames.poll_next_unpin(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => me.pending = data,
-                        Err(frame) => {
-                            let trailers = frame.into_trailers().ok().map(|map| {
-                                map.iter()
-                                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                                    .collect()
-                            });
-                            return me.finish(Ok(trailers));
-                        }
-                    },
-                    Poll::Ready(Some(Err(e))) => {
-                        return me.finish(Err(ErrorCode::HttpRequestBodyError(format!(
-                            "the request body failed: {e}"
-                        ))));
-                    }
-                    Poll::Ready(None) => return me.finish(Ok(None)),
-                    Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                    Poll::Pending => return Poll::Pending,
-                }
+        crate::crossings::count(crate::crossings::Crossing::StreamPoll);
+        let me = self.get_mut();
+        while me.pending.is_empty() {
+            if me.ended {
+                return Poll::Ready(Ok(StreamResult::Dropped));
             }
-            hand_over(&mut me.pending, store, dst)
-        })())
+            match me.frames.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => me.pending = data,
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok().map(|map| {
+                            map.iter()
+                                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                                .collect()
+                        });
+                        return me.finish(Ok(trailers));
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    return me.finish(Err(ErrorCode::HttpRequestBodyError(format!(
+                        "the request body failed: {e}"
+                    ))));
+                }
+                Poll::Ready(None) => return me.finish(Ok(None)),
+                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+                Poll::Pending => return crate::crossings::suspended(),
+            }
+        }
+        hand_over(&mut me.pending, store, dst)
     }
 }
 
@@ -167,35 +166,34 @@ impl<D> StreamConsumer<D> for BytesConsumer {
         finish: bool,
     ) -> Poll<wasmtime::Result<StreamResult>> {
         crate::state::note_progress();
-        crate::crossings::polled((move || {
-            let me = self.get_mut();
-            let mut source = source.as_direct(store);
-            if source.remaining().is_empty() {
-                // A zero-length write asks whether there is room; say yes.
-                return Poll::Ready(Ok(StreamResult::Completed));
-            }
-            match me.chunks.poll_reserve(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(Ok(StreamResult::Dropped)),
-                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match me.demand.poll_acquire(cx) {
-                Poll::Ready(Some(permit)) => permit.forget(),
-                // The reader closed the demand: it is gone.
-                Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
-                Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-                Poll::Pending => return Poll::Pending,
-            }
-            let chunk = Bytes::copy_from_slice(source.remaining());
-            let n = chunk.len();
-            crate::crossings::count(crate::crossings::Crossing::StoreToCaller);
-            if me.chunks.send_item(chunk).is_err() {
-                return Poll::Ready(Ok(StreamResult::Dropped));
-            }
-            source.mark_read(n);
-            Poll::Ready(Ok(StreamResult::Completed))
-        })())
+        crate::crossings::count(crate::crossings::Crossing::StreamPoll);
+        let me = self.get_mut();
+        let mut source = source.as_direct(store);
+        if source.remaining().is_empty() {
+            // A zero-length write asks whether there is room; say yes.
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        match me.chunks.poll_reserve(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => return crate::crossings::suspended(),
+        }
+        match me.demand.poll_acquire(cx) {
+            Poll::Ready(Some(permit)) => permit.forget(),
+            // The reader closed the demand: it is gone.
+            Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
+            Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => return crate::crossings::suspended(),
+        }
+        let chunk = Bytes::copy_from_slice(source.remaining());
+        let n = chunk.len();
+        if me.chunks.send_item(chunk).is_err() {
+            return Poll::Ready(Ok(StreamResult::Dropped));
+        }
+        crate::crossings::count(crate::crossings::Crossing::StoreToCaller);
+        source.mark_read(n);
+        Poll::Ready(Ok(StreamResult::Completed))
     }
 }
 

@@ -90,37 +90,5 @@ where
         Ok(bytes) => Frame::data(bytes),
         Err(trailers) => trailers,
     };
-    Body::wrap(Prefixed {
-        first: Some(first),
-        rest: body,
-    })
-}
-
-/// A body with its first frame already read.
-struct Prefixed<B> {
-    first: Option<Frame<Bytes>>,
-    rest: B,
-}
-
-impl<B> HttpBody for Prefixed<B>
-where
-    B: HttpBody + Unpin,
-    B::Data: Send,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx).map(|frame| {
-            frame.map(|frame| {
-                frame.map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-            })
-        })
-    }
+    Body::wrap_after(Some(first), body)
 }

@@ -185,9 +185,8 @@ fn app_subscriber() -> Arc<Mutex<Vec<Seen>>> {
     static SEEN: OnceLock<Arc<Mutex<Vec<Seen>>>> = OnceLock::new();
     SEEN.get_or_init(|| {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        // The app wants connections, not every request step.
-        let filter = tracing_subscriber::filter::Targets::new()
-            .with_target("roundtrip::conn", tracing::Level::DEBUG);
+        // The app wants connections, not every request step (README's `RUST_LOG`).
+        let filter = tracing_subscriber::EnvFilter::new("roundtrip::conn=debug");
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::Layer::with_filter(Capture(Arc::clone(&seen)), filter),
         );

@@ -27,6 +27,3 @@ pub const WASI_HTTP_CLIENT_STANDALONE: &[u8] =
 
 /// `wasm/examples/fetch`: an ordinary wasi:http 0.3 command (the wasm peer of `roundtrip bench`).
 pub const EXAMPLE_FETCH: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_FETCH_WASM"));
-
-/// Where `build.rs` left every component, the example guests among them.
-pub const DIR: &str = env!("ROUNDTRIP_COMPONENT_DIR");
