@@ -43,6 +43,7 @@ fn colour(client: Client) -> RGBColor {
     match client {
         Client::Roundtrip => RGBColor(0x1f, 0x77, 0xb4),
         Client::RoundtripLocal => RGBColor(0x6b, 0xae, 0xd6),
+        Client::RoundtripShards2 => RGBColor(0x08, 0x45, 0x94),
         Client::Hyper => RGBColor(0xff, 0x7f, 0x0e),
         Client::WasiHttp => RGBColor(0xd6, 0x27, 0x28),
         Client::Raw => RGBColor(0x7f, 0x7f, 0x7f),

@@ -38,12 +38,17 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     };
     let cas = trusted(&spec.ca_pem)?;
     let outcomes = match spec.client {
-        Client::Roundtrip | Client::RoundtripLocal => {
+        Client::Roundtrip | Client::RoundtripLocal | Client::RoundtripShards2 => {
             let config = Config {
                 max_idle_conns_per_host: spec.concurrency as u32,
                 max_conns_per_host: spec.concurrency as u32,
                 extra_ca_certs: cas,
                 inspect_from_env: false,
+                shards: if spec.client == Client::RoundtripShards2 {
+                    2
+                } else {
+                    1
+                },
                 ..Config::default()
             };
             let transport = if spec.client == Client::RoundtripLocal {
@@ -420,7 +425,7 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
                 ..Outcome::default()
             })
         }
-        Client::Raw | Client::RoundtripLocal | Client::WasiHttp => {
+        Client::Raw | Client::RoundtripLocal | Client::RoundtripShards2 | Client::WasiHttp => {
             Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
         }
     }

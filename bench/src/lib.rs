@@ -36,6 +36,8 @@ pub enum Client {
     Roundtrip,
     /// This transport on the caller's thread (`Transport::new_local`).
     RoundtripLocal,
+    /// This transport with two shards (`Config::shards`): two store threads, two pools.
+    RoundtripShards2,
     /// hyper-util's legacy pooled client (what reqwest is built on).
     Hyper,
     /// An ordinary wasi:http 0.3 guest in wasmtime with wasmtime-wasi-http's default
@@ -46,9 +48,10 @@ pub enum Client {
 }
 
 impl Client {
-    pub const ALL: [Client; 5] = [
+    pub const ALL: [Client; 6] = [
         Client::Roundtrip,
         Client::RoundtripLocal,
+        Client::RoundtripShards2,
         Client::Hyper,
         Client::WasiHttp,
         Client::Raw,
@@ -56,13 +59,17 @@ impl Client {
 
     /// One of this transport's own ways of running.
     pub fn is_ours(self) -> bool {
-        matches!(self, Client::Roundtrip | Client::RoundtripLocal)
+        matches!(
+            self,
+            Client::Roundtrip | Client::RoundtripLocal | Client::RoundtripShards2
+        )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Client::Roundtrip => "roundtrip",
             Client::RoundtripLocal => "roundtrip local",
+            Client::RoundtripShards2 => "roundtrip 2 shards",
             Client::Hyper => "hyper-util",
             Client::WasiHttp => "wasi-http default",
             Client::Raw => "raw loop",

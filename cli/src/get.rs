@@ -80,6 +80,13 @@ enum Payload {
 }
 
 pub async fn run(args: GetArgs) -> ExitCode {
+    // One shard runs on this thread, beside the requests: nothing crosses a thread.
+    tokio::task::LocalSet::new()
+        .run_until(fetch_all(args))
+        .await
+}
+
+async fn fetch_all(args: GetArgs) -> ExitCode {
     let template = match template(&args) {
         Ok(template) => template,
         Err(message) => return usage_error(&message),
@@ -106,7 +113,12 @@ pub async fn run(args: GetArgs) -> ExitCode {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
-    let transport = match Transport::new(config) {
+    let transport = if config.effective_shards() == 1 {
+        Transport::new_local(config).await
+    } else {
+        Transport::new(config)
+    };
+    let transport = match transport {
         Ok(transport) => transport,
         Err(e) => {
             eprintln!("roundtrip: {e}");
@@ -157,7 +169,7 @@ pub async fn run(args: GetArgs) -> ExitCode {
                     Arc::clone(&jobs),
                     Arc::clone(&output),
                 );
-                tokio::spawn(async move {
+                tokio::task::spawn_local(async move {
                     let mut failed = false;
                     loop {
                         let job = jobs.lock().ok().and_then(|mut jobs| jobs.next());

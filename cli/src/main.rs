@@ -133,6 +133,11 @@ pub struct PoolArgs {
     /// Largest response head accepted, in bytes (Go MaxResponseHeaderBytes).
     #[arg(long, value_name = "N", default_value_t = 10 << 20)]
     max_response_header_bytes: u64,
+    /// Instances of the transport, each with its own thread and pool; the caps above
+    /// are divided among them. 1: one pool, exactly Go's, which `get` runs on the
+    /// thread its requests come from (fastest on few cores).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    shards: u16,
     #[command(flatten)]
     reach: ReachArgs,
     /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
@@ -205,6 +210,7 @@ impl PoolArgs {
                 .map(|s| seconds("response-header-timeout", s))
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
+            shards: usize::from(self.shards),
             proxy: self.proxy_config(proxy)?,
             ..self.reach.config(events, inspect_from_env)?
         })

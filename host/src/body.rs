@@ -186,10 +186,62 @@ impl From<&'static str> for Body {
 
 type Trailers = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
 
-/// A response body streamed from the component. Read it to its end and the
-/// connection goes back to the pool; drop it early and the connection is closed.
-/// Chunked trailers arrive as the last frame; a body cut short ends in an error.
-pub struct ResponseBody {
+/// A response body from the component: whole when it came with the head (up to
+/// 64 KiB), otherwise streamed. Read a streamed
+/// one to its end and the connection goes back to the pool; drop it early and the
+/// connection is closed. Chunked trailers arrive as the last frame; a body cut short
+/// ends in an error.
+pub struct ResponseBody(Source);
+
+enum Source {
+    Whole(Whole),
+    Streamed(Streamed),
+}
+
+/// A body that came with its head. Its connection is held (Go's rule: until the body
+/// is read) until `release` says whether the bytes were taken or dropped unread.
+struct Whole {
+    /// `None` once taken.
+    bytes: Option<Bytes>,
+    /// How to let go of the connection (none for an empty body: nothing was held).
+    release: Option<Release>,
+    /// The component's word that the connection is back in the pool: the bytes are
+    /// handed over after it, as Go pools a connection before its body's `Read`
+    /// returns EOF.
+    released: Option<oneshot::Receiver<()>>,
+}
+
+/// Tells the component, once, whether a whole body was taken (`true`); the receiver
+/// resolves when it has settled the connection.
+pub(crate) type Release = Box<dyn FnOnce(bool) -> oneshot::Receiver<()> + Send + Sync>;
+
+impl Drop for Whole {
+    fn drop(&mut self) {
+        // Dropped unread: the connection closes, as a streamed body's would.
+        if let Some(release) = self.release.take() {
+            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
+            drop(release(false));
+        }
+    }
+}
+
+impl Whole {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let Some(release) = self.release.take() {
+            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
+            self.released = Some(release(true));
+        }
+        if let Some(released) = self.released.as_mut() {
+            // An error only means the transport is gone: the bytes are still here.
+            let _ = std::task::ready!(Pin::new(released).poll(cx));
+            self.released = None;
+        }
+        let bytes = self.bytes.take().filter(|b| !b.is_empty());
+        Poll::Ready(bytes.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+struct Streamed {
     data: mpsc::Receiver<Bytes>,
     trailers: Option<oneshot::Receiver<Trailers>>,
     /// One permit per chunk asked for (see `pipes::BytesConsumer::on_demand`).
@@ -201,7 +253,7 @@ pub struct ResponseBody {
     restarts_at_start: u64,
 }
 
-impl Drop for ResponseBody {
+impl Drop for Streamed {
     fn drop(&mut self) {
         // Wakes a guest write waiting for demand: the reader is gone.
         self.demand.close();
@@ -215,23 +267,34 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn new(
+    /// A body that came whole; `release` lets go of the connection it holds, if any.
+    pub(crate) fn whole(bytes: Bytes, release: Option<Release>) -> Self {
+        ResponseBody(Source::Whole(Whole {
+            bytes: Some(bytes),
+            release,
+            released: None,
+        }))
+    }
+
+    pub(crate) fn streamed(
         data: mpsc::Receiver<Bytes>,
         trailers: oneshot::Receiver<Trailers>,
         demand: Arc<Semaphore>,
         continuity: Arc<Mutex<Continuity>>,
     ) -> Self {
         let restarts_at_start = continuity.lock().map_or(0, |c| c.restarts);
-        Self {
+        ResponseBody(Source::Streamed(Streamed {
             data,
             trailers: Some(trailers),
             demand,
             asked: false,
             continuity,
             restarts_at_start,
-        }
+        }))
     }
+}
 
+impl Streamed {
     /// Why the body ended without its end: a restart, or a shutdown.
     fn cut_off(&self) -> Error {
         match self.continuity.lock() {
@@ -239,16 +302,8 @@ impl ResponseBody {
             _ => Error::shutdown(),
         }
     }
-}
 
-impl HttpBody for ResponseBody {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if !self.asked {
             self.asked = true;
             self.demand.add_permits(1);
@@ -277,9 +332,38 @@ impl HttpBody for ResponseBody {
             Err(_) => Some(Err(self.cut_off())),
         })
     }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match &mut self.0 {
+            // Taken: the connection goes back before the caller sees the bytes, so
+            // a request sent right after reuses it.
+            Source::Whole(whole) => whole.poll_frame(cx),
+            Source::Streamed(streamed) => streamed.poll_frame(cx),
+        }
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.trailers.is_none()
+        match &self.0 {
+            Source::Whole(whole) => whole.bytes.as_ref().is_none_or(Bytes::is_empty),
+            Source::Streamed(streamed) => streamed.trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.0 {
+            Source::Whole(whole) => {
+                http_body::SizeHint::with_exact(whole.bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Source::Streamed(_) => http_body::SizeHint::default(),
+        }
     }
 }
 

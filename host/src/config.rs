@@ -76,6 +76,13 @@ pub struct Config {
     /// `ROUNDTRIP_INSPECT=HOST:PORT`, when it is set (so any program built on this
     /// library can be watched without changing it).
     pub inspect_from_env: bool,
+    /// Instances of the component, each on a thread of its own with a pool of its own
+    /// (Envoy's pool per worker), requests going to the one with the fewest in flight
+    /// (the first on a tie, so one caller's sequential requests stay on one pool).
+    /// Default 1: one pool, exactly Go's. With more, Go's caps are divided (see
+    /// [`Config::shard`]). [`Transport::new_local`](crate::Transport::new_local)
+    /// always runs one.
+    pub shards: usize,
 }
 
 impl Default for Config {
@@ -105,11 +112,44 @@ impl Default for Config {
             allow_hosts: None,
             events: Events::new(),
             inspect_from_env: true,
+            shards: 1,
         }
     }
 }
 
 impl Config {
+    /// The shards this config runs: `shards` (at least 1), lowered to the smallest
+    /// positive cap among `max_conns_per_host`, `max_idle_conns_per_host` and
+    /// `max_idle_conns`, so that no shard gets none of a cap.
+    pub fn effective_shards(&self) -> usize {
+        [
+            self.max_conns_per_host,
+            self.max_idle_conns_per_host,
+            self.max_idle_conns,
+        ]
+        .into_iter()
+        .filter(|cap| *cap > 0)
+        .fold(self.shards.max(1), |n, cap| n.min(cap as usize))
+    }
+
+    /// The config of shard `index` of `count`: each cap divided, shard `i` taking
+    /// `⌊cap / count⌋` plus one while `i < cap mod count`, so the shards' caps add up
+    /// to the cap exactly (0, "no limit", stays 0). Go's `MaxConnsPerHost` then holds
+    /// across shards; each shard keeps at most its share idle.
+    pub fn shard(&self, index: usize, count: usize) -> Config {
+        let share = |cap: u32| {
+            let (count, index) = (count.max(1) as u32, index as u32);
+            cap / count + u32::from(index < cap % count)
+        };
+        Config {
+            max_conns_per_host: share(self.max_conns_per_host),
+            max_idle_conns_per_host: share(self.max_idle_conns_per_host),
+            max_idle_conns: share(self.max_idle_conns),
+            shards: 1,
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn to_wit(&self) -> wit::Config {
         let nanos =
             |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -131,5 +171,45 @@ impl Config {
             // No sink, no events: the guest skips the calls (docs/performance.md).
             emit_events: !self.events.is_empty(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_add_up_to_each_cap_and_none_gets_nothing() {
+        for cap in [1u32, 2, 3, 7, 64, 100] {
+            for count in 1..=5usize {
+                let config = Config {
+                    max_conns_per_host: cap,
+                    max_idle_conns_per_host: cap,
+                    max_idle_conns: cap,
+                    shards: count,
+                    ..Config::default()
+                };
+                let n = config.effective_shards();
+                assert_eq!(n, count.min(cap as usize));
+                let shares: Vec<Config> = (0..n).map(|i| config.shard(i, n)).collect();
+                let sum = |f: fn(&Config) -> u32| shares.iter().map(f).sum::<u32>();
+                assert_eq!(sum(|c| c.max_conns_per_host), cap, "{cap} over {n}");
+                assert_eq!(sum(|c| c.max_idle_conns_per_host), cap);
+                assert_eq!(sum(|c| c.max_idle_conns), cap);
+                assert!(
+                    shares
+                        .iter()
+                        .all(|c| c.max_conns_per_host > 0 && c.shards == 1)
+                );
+            }
+        }
+        // "No limit" stays no limit in every shard; Go's defaults allow two shards.
+        let defaults = Config {
+            shards: 4,
+            ..Config::default()
+        };
+        assert_eq!(defaults.effective_shards(), 2);
+        assert_eq!(defaults.shard(1, 2).max_conns_per_host, 0);
+        assert_eq!(defaults.shard(1, 2).max_idle_conns, 50);
     }
 }

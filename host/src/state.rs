@@ -119,6 +119,31 @@ pub struct Continuity {
     /// restart says so).
     pub restarts: u64,
     pub last_failure: String,
+    /// Which shard of its transport this store is, so that shards never show the same id.
+    pub spread: Spread,
+}
+
+/// Shard `index` of `count`: its `n`th connection (and request) is shown as
+/// `(n - 1) · count + index + 1`, so shards interleave ids and never share one.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Spread { index: 0, count: 1 }
+    }
+}
+
+impl Spread {
+    pub fn id(self, n: u64) -> u64 {
+        match n {
+            0 => 0,
+            n => (n - 1) * self.count.max(1) + self.index + 1,
+        }
+    }
 }
 
 impl Continuity {
@@ -136,14 +161,23 @@ impl Continuity {
     pub fn shift(&self, event: &mut crate::events::Event) {
         event.ts_us += self.ts_offset_us;
         if let Some(conn) = &mut event.conn {
-            *conn += self.conn_offset;
+            *conn = self.conn_id(*conn);
         }
         if let Some(req) = &mut event.req {
-            *req += self.req_offset;
+            *req = self.spread.id(*req + self.req_offset);
         }
     }
 
-    /// A new instance starts `elapsed_us` after the first one did.
+    /// The id a connection of the current instance is shown with (0 stays 0: no
+    /// connection).
+    pub fn conn_id(&self, conn: u64) -> u64 {
+        match conn {
+            0 => 0,
+            conn => self.spread.id(conn + self.conn_offset),
+        }
+    }
+
+    /// A new instance starts `elapsed_us` after the transport did.
     pub fn restart(&mut self, elapsed_us: u64) {
         self.conn_offset = self.max_conn;
         self.req_offset = self.max_req;

@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use crate::events::{Event, EventKind, Events};
 use crate::files::Files;
 use crate::net::Net;
 use crate::pipes::{BytesConsumer, FramesProducer, OneshotConsumer};
-use crate::state::{Continuity, GuestLimits, State};
+use crate::state::{Continuity, GuestLimits, Spread, State};
 
 /// The transport component, built by `wasm/build.rs`.
 pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
@@ -90,19 +90,35 @@ struct Outgoing {
 
 enum Command {
     RoundTrip(Box<Outgoing>),
+    /// A whole body was taken (`read`) or dropped: let go of its connection, if it is
+    /// still the `instance` (restarts so far) that holds it, then say so on `done`.
+    Release {
+        conn: u64,
+        read: bool,
+        instance: u64,
+        done: oneshot::Sender<()>,
+    },
     CloseIdle(oneshot::Sender<()>),
     Stats(oneshot::Sender<PoolStats>),
     Shutdown(oneshot::Sender<()>),
 }
 
 /// An HTTP/1.1 transport with Go's pooling rules, running inside the component.
-/// Clones share the pool.
+/// Clones share the pool (the pools, with [`Config::shards`]).
 #[derive(Clone)]
 pub struct Transport {
-    commands: mpsc::UnboundedSender<Command>,
+    shards: Arc<[Shard]>,
     /// Events the host side adds (proxy tunnels), on the component's time base.
     host_events: Arc<HostEvents>,
-    _thread: Arc<ThreadGuard>,
+}
+
+/// One instance of the component with its pool, on a thread of its own (or the
+/// caller's, with `new_local`).
+struct Shard {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Round trips sent here whose response head has not come back yet.
+    in_flight: AtomicUsize,
+    _thread: ThreadGuard,
 }
 
 /// Where host-side events go, and the instant the component's clock counts from.
@@ -112,73 +128,104 @@ struct HostEvents {
 }
 
 impl Transport {
-    /// Instantiates the component with `config` on a thread of its own.
+    /// Instantiates the component with `config`, on a thread of its own — one per
+    /// shard ([`Config::shards`]).
     pub fn new(config: Config) -> Result<Self, Error> {
         let (pre, config, tls) = prepare(config)?;
         let events = config.events.clone();
-        let (commands, inbox) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let ready: Ready = Box::new(move |outcome| {
-            let _ = ready_tx.send(outcome);
-        });
-        let thread = std::thread::Builder::new()
-            .name("roundtrip-transport".into())
-            .spawn(move || {
-                // Sockets and timers; no signal driver (it would hold a socket pair).
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .enable_time()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        ready(Err(Error::engine(e)));
-                        return;
-                    }
+        let origin = Instant::now();
+        let count = config.effective_shards();
+        let starting: Vec<_> = (0..count)
+            .map(|index| {
+                let spread = Spread {
+                    index: index as u64,
+                    count: count as u64,
                 };
-                runtime.block_on(serve(pre, config, tls, inbox, ready));
+                start_thread(
+                    pre.clone(),
+                    config.shard(index, count),
+                    Arc::clone(&tls),
+                    spread,
+                    origin,
+                )
             })
-            .map_err(Error::engine)?;
-        match ready_rx.recv() {
-            Ok(Ok(started)) => Ok(Self {
-                commands,
-                host_events: Arc::new(HostEvents { events, started }),
-                _thread: Arc::new(ThreadGuard(Some(thread))),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::engine("the transport thread exited while starting")),
+            .collect::<Result<_, Error>>()?;
+        let mut shards = Vec::with_capacity(count);
+        for (commands, ready, thread) in starting {
+            match ready.recv() {
+                Ok(Ok(())) => shards.push(Shard {
+                    commands,
+                    in_flight: AtomicUsize::new(0),
+                    _thread: ThreadGuard(Some(thread)),
+                }),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::engine("the transport thread exited while starting")),
+            }
         }
+        Ok(Self {
+            shards: shards.into(),
+            host_events: Arc::new(HostEvents {
+                events,
+                started: origin,
+            }),
+        })
     }
 
     /// Instantiates the component on the current thread, as a task of the
     /// `tokio::task::LocalSet` this is called in, instead of a thread of its own. For a
     /// program whose requests all come from that thread (a current-thread runtime):
     /// a request, its response and each body chunk then cross no thread, which is
-    /// most of a small request's cost. The transport stops with the `LocalSet`.
+    /// most of a small request's cost. One shard, whatever `config.shards` says. The
+    /// transport stops with the `LocalSet`.
     pub async fn new_local(config: Config) -> Result<Self, Error> {
         let (pre, config, tls) = prepare(config)?;
         let events = config.events.clone();
+        let origin = Instant::now();
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let ready: Ready = Box::new(move |outcome| {
             let _ = ready_tx.send(outcome);
         });
-        tokio::task::spawn_local(serve(pre, config, tls, inbox, ready));
+        let shard = ShardStart {
+            spread: Spread::default(),
+            origin,
+            inbox: commands.downgrade(),
+        };
+        tokio::task::spawn_local(serve(pre, config, tls, inbox, ready, shard));
         match ready_rx.await {
-            Ok(Ok(started)) => Ok(Self {
-                commands,
-                host_events: Arc::new(HostEvents { events, started }),
-                _thread: Arc::new(ThreadGuard(None)),
+            Ok(Ok(())) => Ok(Self {
+                shards: vec![Shard {
+                    commands,
+                    in_flight: AtomicUsize::new(0),
+                    _thread: ThreadGuard(None),
+                }]
+                .into(),
+                host_events: Arc::new(HostEvents {
+                    events,
+                    started: origin,
+                }),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::engine("the transport task ended while starting")),
         }
     }
 
+    /// The shard with the fewest round trips in flight; the first of those on a tie.
+    fn pick(&self) -> &Shard {
+        let first = &self.shards[0];
+        if self.shards.len() == 1 {
+            return first;
+        }
+        self.shards
+            .iter()
+            .min_by_key(|shard| shard.in_flight.load(Ordering::Relaxed))
+            .unwrap_or(first)
+    }
+
     /// Whether the transport has shut down (its thread or task ended): requests
     /// then fail at once with [`ErrorKind::Shutdown`](crate::ErrorKind).
     pub fn is_shut_down(&self) -> bool {
-        self.commands.is_closed()
+        self.shards.iter().any(|shard| shard.commands.is_closed())
     }
 
     /// Sends one request; returns once the response head has arrived. The URL must be
@@ -195,7 +242,10 @@ impl Transport {
             cancel,
             reply,
         };
-        self.commands
+        let shard = self.pick();
+        let _in_flight = InFlight::enter(&shard.in_flight);
+        shard
+            .commands
             .send(Command::RoundTrip(Box::new(outgoing)))
             .map_err(|_| Error::shutdown())?;
         crate::crossings::count(Crossing::CallerToStore);
@@ -221,33 +271,125 @@ impl Transport {
 
     /// Closes every idle connection now (Go's `CloseIdleConnections`).
     pub async fn close_idle_connections(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::CloseIdle(reply)).is_ok() {
-            let _ = done.await;
+        for shard in self.shards.iter() {
+            let (reply, done) = oneshot::channel();
+            if shard.commands.send(Command::CloseIdle(reply)).is_ok() {
+                let _ = done.await;
+            }
         }
     }
 
-    /// The pool's occupancy now.
+    /// The pool's occupancy now (the shards' added up, key by key).
     pub async fn stats(&self) -> PoolStats {
-        let (reply, stats) = oneshot::channel();
-        if self.commands.send(Command::Stats(reply)).is_err() {
-            return PoolStats::default();
+        let mut total = PoolStats::default();
+        for shard in self.shards.iter() {
+            let (reply, stats) = oneshot::channel();
+            if shard.commands.send(Command::Stats(reply)).is_err() {
+                continue;
+            }
+            let Ok(stats) = stats.await else { continue };
+            total.dials += stats.dials;
+            total.reuses += stats.reuses;
+            total.guest_memory += stats.guest_memory;
+            for key in stats.keys {
+                match total.keys.iter_mut().find(|k| k.key == key.key) {
+                    Some(sum) => {
+                        sum.idle += key.idle;
+                        sum.active += key.active;
+                        sum.dialing += key.dialing;
+                        sum.waiting += key.waiting;
+                    }
+                    None => total.keys.push(key),
+                }
+            }
         }
-        stats.await.unwrap_or_default()
+        total
     }
 
     /// Closes every connection (`close{transport_shutdown}` for idle ones) and stops
     /// the component. Requests still in flight fail with a `Shutdown` error.
     pub async fn shutdown(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Shutdown(reply)).is_ok() {
-            let _ = done.await;
+        for shard in self.shards.iter() {
+            let (reply, done) = oneshot::channel();
+            if shard.commands.send(Command::Shutdown(reply)).is_ok() {
+                let _ = done.await;
+            }
         }
     }
 }
 
+/// Counts a round trip in flight on its shard until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which shard a store thread runs, the instant the transport's clock counts from,
+/// and its own inbox (weakly: it ends when every `Transport` is gone), where whole
+/// bodies send their releases.
+struct ShardStart {
+    spread: Spread,
+    origin: Instant,
+    inbox: mpsc::WeakUnboundedSender<Command>,
+}
+
+type Started = (
+    mpsc::UnboundedSender<Command>,
+    std::sync::mpsc::Receiver<Result<(), Error>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Starts one shard's store thread; its receiver says when it serves.
+fn start_thread(
+    pre: TransportPre<State>,
+    config: Config,
+    tls: Arc<rustls::ClientConfig>,
+    spread: Spread,
+    origin: Instant,
+) -> Result<Started, Error> {
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let ready: Ready = Box::new(move |outcome| {
+        let _ = ready_tx.send(outcome);
+    });
+    let shard = ShardStart {
+        spread,
+        origin,
+        inbox: commands.downgrade(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("roundtrip-transport".into())
+        .spawn(move || {
+            // Sockets and timers; no signal driver (it would hold a socket pair).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    ready(Err(Error::engine(e)));
+                    return;
+                }
+            };
+            runtime.block_on(serve(pre, config, tls, inbox, ready, shard));
+        })
+        .map_err(Error::engine)?;
+    Ok((commands, ready_rx, thread))
+}
+
 /// What the store side says once its first instance serves (or could not start).
-type Ready = Box<dyn FnOnce(Result<Instant, Error>) + Send>;
+type Ready = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
 /// What both ways of starting need: the compiled component, the configuration made
 /// ready (grants resolved, the inspector from the environment) and the TLS config.
@@ -361,10 +503,13 @@ async fn serve(
     tls: Arc<rustls::ClientConfig>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
     ready: Ready,
+    shard: ShardStart,
 ) {
-    let continuity = Arc::new(Mutex::new(Continuity::default()));
+    let continuity = Arc::new(Mutex::new(Continuity {
+        spread: shard.spread,
+        ..Continuity::default()
+    }));
     let mut ready = Some(ready);
-    let mut first_start: Option<Instant> = None;
     loop {
         let pending = Pending::default();
         let ended = run_instance(
@@ -373,7 +518,7 @@ async fn serve(
             &tls,
             &mut inbox,
             &mut ready,
-            &mut first_start,
+            &shard,
             &continuity,
             &pending,
         )
@@ -400,7 +545,7 @@ async fn serve(
 
         eprintln!("roundtrip: the transport component stopped ({reason}); starting a new instance");
         if !config.events.is_empty() {
-            let ts_us = first_start.map_or(0, |t| micros(t.elapsed()));
+            let ts_us = micros(shard.origin.elapsed());
             config.events.emit(&Event {
                 ts_us,
                 kind: EventKind::TransportRestarted { reason },
@@ -425,7 +570,7 @@ async fn run_instance(
     tls: &Arc<rustls::ClientConfig>,
     inbox: &mut mpsc::UnboundedReceiver<Command>,
     ready: &mut Option<Ready>,
-    first_start: &mut Option<Instant>,
+    shard: &ShardStart,
     continuity: &Arc<Mutex<Continuity>>,
     pending: &Pending,
 ) -> Ended {
@@ -473,34 +618,45 @@ async fn run_instance(
     let served = store
         .run_concurrent(async |acc| -> wasmtime::Result<_> {
             let guest = world.roundtrip_transport_round_tripper().transport();
-            // The guest's clock counts from its constructor: host events count from
-            // the first instance's, and a later instance's events are shifted to match.
-            let started = Instant::now();
-            match first_start {
-                None => *first_start = Some(started),
-                Some(first) => {
-                    if let Ok(mut continuity) = continuity.lock() {
-                        continuity.restart(micros(first.elapsed()));
-                    }
-                }
+            // The guest's clock counts from its constructor, host events from the
+            // transport's start: each instance's events (every shard's, a restarted
+            // one's) are shifted to match, its ids past the ones before it.
+            if let Ok(mut continuity) = continuity.lock() {
+                continuity.restart(micros(shard.origin.elapsed()));
             }
             let handle = guest.call_constructor(acc, wit_config).await?;
             if let Some(ready) = ready.take() {
-                ready(Ok(started));
+                ready(Ok(()));
             }
             let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            // Releases of whole bodies' connections: started before any later command
+            // (the next request finds the connection idle) and finished before a
+            // shutdown (the connection is pooled, then closed as idle).
+            let mut releases: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
             let stopped = loop {
                 tokio::select! {
+                    biased;
+                    Some(()) = releases.next(), if !releases.is_empty() => {}
                     command = inbox.recv() => match command {
                         None => break None,
                         Some(Command::Shutdown(reply)) => break Some(reply),
+                        Some(command @ Command::Release { .. }) => {
+                            let mut release = handle_command(
+                                acc, &guest, handle, command, pending, continuity, &shard.inbox,
+                            );
+                            // Started now, in the order it came.
+                            if futures::poll!(&mut release).is_pending() {
+                                releases.push(release);
+                            }
+                        }
                         Some(command) => calls.push(handle_command(
-                            acc, &guest, handle, command, pending, continuity,
+                            acc, &guest, handle, command, pending, continuity, &shard.inbox,
                         )),
                     },
                     Some(()) = calls.next(), if !calls.is_empty() => {}
                 }
             };
+            while releases.next().await.is_some() {}
             Ok((handle, stopped))
         })
         .await
@@ -543,6 +699,7 @@ fn handle_command<'a>(
     command: Command,
     pending: &'a Pending,
     continuity: &'a Arc<Mutex<Continuity>>,
+    inbox: &'a mpsc::WeakUnboundedSender<Command>,
 ) -> LocalBoxFuture<'a, ()> {
     async move {
         match command {
@@ -555,11 +712,29 @@ fn handle_command<'a>(
                 let id = pending.next.get() + 1;
                 pending.next.set(id);
                 pending.replies.borrow_mut().insert(id, reply);
-                let result = round_trip(acc, guest, handle, request, cancel, continuity).await;
+                let result =
+                    round_trip(acc, guest, handle, request, cancel, continuity, inbox).await;
                 if let Some(reply) = pending.replies.borrow_mut().remove(&id) {
                     crate::crossings::count(Crossing::StoreToCaller);
                     let _ = reply.send(result);
                 }
+            }
+            Command::Release {
+                conn,
+                read,
+                instance,
+                done,
+            } => {
+                let current = continuity.lock().map_or(u64::MAX, |c| c.restarts);
+                // After a restart the id may be another connection's.
+                if instance == current {
+                    crate::crossings::count(Crossing::ExportCall);
+                    if let Err(e) = guest.call_release(acc, handle, conn, read).await {
+                        eprintln!("roundtrip: release failed: {e}");
+                    }
+                }
+                crate::crossings::count(Crossing::StoreToCaller);
+                let _ = done.send(());
             }
             Command::CloseIdle(reply) => {
                 crate::crossings::count(Crossing::ExportCall);
@@ -602,6 +777,7 @@ async fn round_trip(
     request: http::Request<Body>,
     cancel: oneshot::Receiver<()>,
     continuity: &Arc<Mutex<Continuity>>,
+    inbox: &mpsc::WeakUnboundedSender<Command>,
 ) -> Result<http::Response<ResponseBody>, Error> {
     let (parts, body) = request.into_parts();
     // Resolves, with no value, when the caller is gone (the sender dropped).
@@ -671,24 +847,14 @@ async fn round_trip(
         .call_round_trip(acc, handle, request)
         .await
         .map_err(Error::engine)??;
-    let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
-    let (trailers_tx, trailers_rx) = oneshot::channel();
-    let demand = Arc::new(tokio::sync::Semaphore::new(0));
-    acc.with(|mut access| {
-        // The body's own end says whether a request body failed after the head;
-        // `request-sent` is taken and let go (a closed reader would leave the
-        // guest's write waiting in wasmtime 48).
-        response.request_sent.pipe(
-            &mut access,
-            OneshotConsumer::<Result<(), types::ErrorCode>>(None),
-        )?;
-        let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
-        response.body.pipe(&mut access, consumer)?;
-        response
-            .trailers
-            .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
-    })
-    .map_err(Error::engine)?;
+    let body = match response.body {
+        types::ResponseBody::Whole(bytes) => {
+            // An empty body held nothing: the component let its connection go.
+            let release = (!bytes.is_empty()).then(|| release(inbox, continuity, response.conn));
+            ResponseBody::whole(bytes.into(), release)
+        }
+        types::ResponseBody::Streamed(streamed) => stream_body(acc, streamed, continuity)?,
+    };
     let mut builder = http::Response::builder()
         .status(response.status)
         .version(match response.version_minor {
@@ -696,7 +862,7 @@ async fn round_trip(
             _ => http::Version::HTTP_11,
         })
         .extension(ConnectionInfo {
-            id: response.conn + note_conn(continuity, response.conn),
+            id: note_conn(continuity, response.conn),
             reused: response.reused,
         })
         .extension(ReasonPhrase(response.reason));
@@ -704,20 +870,72 @@ async fn round_trip(
         *headers = header_map(response.headers);
     }
     builder
-        .body(ResponseBody::new(
-            data_rx,
-            trailers_rx,
-            demand,
-            Arc::clone(continuity),
-        ))
+        .body(body)
         .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
 }
 
+/// Lets go of connection `conn` of this instance, held for a whole body: through the
+/// store's inbox, so that it comes before any later command of the caller's.
+fn release(
+    inbox: &mpsc::WeakUnboundedSender<Command>,
+    continuity: &Mutex<Continuity>,
+    conn: u64,
+) -> crate::body::Release {
+    let inbox = inbox.clone();
+    let instance = continuity.lock().map_or(0, |c| c.restarts);
+    Box::new(move |read| {
+        let (done, released) = oneshot::channel();
+        if let Some(inbox) = inbox.upgrade() {
+            let _ = inbox.send(Command::Release {
+                conn,
+                read,
+                instance,
+                done,
+            });
+        }
+        released
+    })
+}
+
+/// Pipes a streamed body from the component to the caller, a chunk each time the
+/// caller asks for one.
+fn stream_body(
+    acc: &Accessor<State>,
+    streamed: types::StreamedBody,
+    continuity: &Arc<Mutex<Continuity>>,
+) -> Result<ResponseBody, Error> {
+    let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
+    let (trailers_tx, trailers_rx) = oneshot::channel();
+    let demand = Arc::new(tokio::sync::Semaphore::new(0));
+    acc.with(|mut access| {
+        // The body's own end says whether a request body failed after the head;
+        // `request-sent` is taken and let go (a closed reader would leave the
+        // guest's write waiting in wasmtime 48).
+        streamed.request_sent.pipe(
+            &mut access,
+            OneshotConsumer::<Result<(), types::ErrorCode>>(None),
+        )?;
+        let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
+        streamed.contents.pipe(&mut access, consumer)?;
+        streamed
+            .trailers
+            .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
+    })
+    .map_err(Error::engine)?;
+    Ok(ResponseBody::streamed(
+        data_rx,
+        trailers_rx,
+        demand,
+        Arc::clone(continuity),
+    ))
+}
+
 /// Notes a connection id the caller sees (with no sink, no event tells the store's
-/// continuity about it) and returns the offset that keeps ids unique across restarts.
+/// continuity about it) and returns it as events show it: unique across restarts
+/// and shards.
 fn note_conn(continuity: &Mutex<Continuity>, conn: u64) -> u64 {
-    continuity.lock().map_or(0, |mut c| {
+    continuity.lock().map_or(conn, |mut c| {
         c.note(Some(conn), None);
-        c.conn_offset
+        c.conn_id(conn)
     })
 }

@@ -144,15 +144,28 @@ async fn get(
         options: Vec::new(),
         cancel: None,
     };
-    let mut response = transport
+    let response = transport
         .call_round_trip(acc, pool, request)
         .await
         .unwrap()?;
+    let mut streamed = match response.body {
+        // It came with the head: taken, so its connection goes back to the pool.
+        types::ResponseBody::Whole(bytes) => {
+            if !bytes.is_empty() {
+                transport
+                    .call_release(acc, pool, response.conn, true)
+                    .await
+                    .unwrap();
+            }
+            return Ok((response.status, response.reused, bytes));
+        }
+        types::ResponseBody::Streamed(streamed) => streamed,
+    };
     let (chunks, mut received) = mpsc::unbounded_channel();
     acc.with(|mut store| {
         // Nothing here waits for the request's outcome: a GET is written at once.
-        response.request_sent.close(&mut store)?;
-        response.body.pipe(&mut store, Collect(chunks))
+        streamed.request_sent.close(&mut store)?;
+        streamed.contents.pipe(&mut store, Collect(chunks))
     })
     .unwrap();
     let mut body = Vec::new();

@@ -565,3 +565,57 @@ async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
     assert_closed(&recorder, CloseReason::ServerClosed).await;
     assert!(transport.stats().await.keys.is_empty());
 }
+
+#[tokio::test]
+async fn shards_divide_go_s_caps_and_never_share_an_id() {
+    let server = LocalServer::start().await.unwrap();
+    // Two shards: MaxConnsPerHost 3 → 2 + 1, MaxIdleConnsPerHost 2 → 1 + 1.
+    let (transport, recorder) = transport(|c| {
+        c.shards = 2;
+        c.max_conns_per_host = 3;
+        c.max_idle_conns_per_host = 2;
+    });
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let transport = transport.clone();
+            let url = server.url("/delay/200");
+            tokio::spawn(async move { get(&transport, &url).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let fetched = task.await.unwrap().unwrap();
+        assert_eq!(fetched.body, "hello, world\n");
+        ids.insert(fetched.conn.id);
+    }
+    // Never more than the cap open at once: 3 dials served all 8, as the server saw.
+    assert_eq!(
+        server.connections(),
+        3,
+        "the server saw the cap's connections"
+    );
+    let events = recorder.events();
+    assert_eq!(dials(&events), 3);
+    let dialled: std::collections::BTreeSet<u64> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::DialStart { .. }))
+        .filter_map(|e| e.conn)
+        .collect();
+    assert_eq!(
+        dialled.len(),
+        3,
+        "each shard's connections have ids of their own"
+    );
+    assert_eq!(ids, dialled);
+    let stats = transport.stats().await;
+    assert_eq!(stats.dials, 3);
+    // Each shard keeps its share idle: one each, the third refused.
+    assert_eq!(stats.keys[0].idle, 2, "{stats:?}");
+    assert_eq!(closes(&events), [CloseReason::MaxIdlePerHost]);
+    // A caller's sequential requests stay on one shard, and so on one connection.
+    let first = get(&transport, &server.url("/small")).await.unwrap();
+    let second = get(&transport, &server.url("/small")).await.unwrap();
+    assert!(first.conn.reused && second.conn.reused);
+    assert_eq!(first.conn.id, second.conn.id);
+    assert_eq!(server.connections(), 3);
+}

@@ -117,27 +117,47 @@ impl Guest for Client {
         let headers = convert::response_headers(&sent.headers);
         let (trailers_out, trailers_in) =
             wit_future::new::<Result<Option<Trailers>, ErrorCode>>(|| Ok(None));
-        let transport_trailers = sent.trailers;
-        let request_sent = sent.request_sent;
-        let errors = Rc::clone(&guest_error);
-        // One task reports both ends: the request's (the transmit future) and the
-        // response body's (its trailers), each when it comes.
-        wit_bindgen::spawn_local(async move {
-            let transmit = async {
-                let outcome = request_sent.await.map_err(|e| restore(&errors, e));
-                let _ = transmitted.write(outcome).await;
-            };
-            let trailers = async {
-                let trailers = match transport_trailers.await {
-                    Ok(None) => Ok(None),
-                    Ok(Some(fields)) => Ok(Some(convert::response_headers(&fields))),
-                    Err(e) => Err(restore(&guest_error, e)),
-                };
-                let _ = trailers_out.write(trailers).await;
-            };
-            futures::join!(transmit, trailers);
-        });
-        let (response, _) = Response::new(headers, Some(sent.body), trailers_in);
+        let contents = match sent.body {
+            rt::ResponseBody::Whole(bytes) => {
+                // It came whole: the request went out, and there are no trailers. Its
+                // connection is let go once the guest has taken the bytes (or dropped
+                // the body).
+                let (mut writer, contents) = wit_stream::new::<u8>();
+                let conn = sent.conn;
+                wit_bindgen::spawn_local(async move {
+                    let _ = transmitted.write(Ok(())).await;
+                    if !bytes.is_empty() {
+                        let read = writer.write_all(bytes).await.is_empty();
+                        transport.release(conn, read).await;
+                    }
+                    drop(writer);
+                    let _ = trailers_out.write(Ok(None)).await;
+                });
+                contents
+            }
+            rt::ResponseBody::Streamed(body) => {
+                let errors = Rc::clone(&guest_error);
+                // One task reports both ends: the request's (the transmit future) and
+                // the response body's (its trailers), each when it comes.
+                wit_bindgen::spawn_local(async move {
+                    let transmit = async {
+                        let outcome = body.request_sent.await.map_err(|e| restore(&errors, e));
+                        let _ = transmitted.write(outcome).await;
+                    };
+                    let trailers = async {
+                        let trailers = match body.trailers.await {
+                            Ok(None) => Ok(None),
+                            Ok(Some(fields)) => Ok(Some(convert::response_headers(&fields))),
+                            Err(e) => Err(restore(&guest_error, e)),
+                        };
+                        let _ = trailers_out.write(trailers).await;
+                    };
+                    futures::join!(transmit, trailers);
+                });
+                body.contents
+            }
+        };
+        let (response, _) = Response::new(headers, Some(contents), trailers_in);
         response
             .set_status_code(sent.status)
             .map_err(|()| ErrorCode::HttpProtocolError)?;

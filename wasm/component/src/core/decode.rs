@@ -363,6 +363,38 @@ impl BodyDecoder {
         }
     }
 
+    /// The whole body, when `input` already holds all of it and it is at most `max`
+    /// bytes with no trailers: its data and the input bytes it took. `None` leaves the
+    /// body to be streamed (a body still coming, one ended by EOF, a bigger one, one
+    /// with trailers, or a framing error, which the stream then reports).
+    pub fn whole(framing: Framing, input: &[u8], max: usize) -> Option<(Vec<u8>, usize)> {
+        match framing {
+            Framing::UntilClose => return None,
+            Framing::Length(n) if n > input.len().min(max) as u64 => return None,
+            _ => {}
+        }
+        let mut decoder = BodyDecoder::new(framing);
+        let mut data = Vec::new();
+        let mut used = 0;
+        while !decoder.is_done() {
+            let step = decoder.decode(&input[used..]).ok()?;
+            if step.consumed == 0 && !decoder.is_done() {
+                return None;
+            }
+            if let Some(range) = step.data {
+                if data.len() + range.len() > max {
+                    return None;
+                }
+                data.extend_from_slice(&input[used..][range]);
+            }
+            used += step.consumed;
+        }
+        match decoder {
+            BodyDecoder::Done { trailers: None } => Some((data, used)),
+            _ => None,
+        }
+    }
+
     /// The connection reached EOF. Ends an until-close body; anything else is cut short.
     pub fn finish_at_eof(&mut self) -> Result<(), Error> {
         match self {
@@ -790,5 +822,54 @@ mod tests {
         assert!(head("HTTP/1.1 103 Early Hints\r\n\r\n").is_interim());
         assert!(!head("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_interim());
         assert!(!head("HTTP/1.1 200 OK\r\n\r\n").is_interim());
+    }
+
+    #[test]
+    fn a_body_that_came_whole_with_its_head_is_taken_whole() {
+        let rest = b"HTTP/1.1 200 OK\r\n";
+        let mut wire = b"hello".to_vec();
+        wire.extend_from_slice(rest);
+        assert_eq!(
+            BodyDecoder::whole(Framing::Length(5), &wire, 64),
+            Some((b"hello".to_vec(), 5))
+        );
+        assert_eq!(
+            BodyDecoder::whole(Framing::Length(0), b"", 64),
+            Some((vec![], 0))
+        );
+        assert_eq!(
+            BodyDecoder::whole(Framing::Empty, b"x", 64),
+            Some((vec![], 0))
+        );
+        let chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nnext";
+        assert_eq!(
+            BodyDecoder::whole(Framing::Chunked, chunked, 64),
+            Some((b"hello world".to_vec(), chunked.len() - 4))
+        );
+    }
+
+    #[test]
+    fn a_body_still_coming_too_big_with_trailers_or_broken_is_left_to_the_stream() {
+        assert_eq!(BodyDecoder::whole(Framing::Length(6), b"hello", 64), None);
+        assert_eq!(BodyDecoder::whole(Framing::Length(5), b"hello", 4), None);
+        assert_eq!(BodyDecoder::whole(Framing::UntilClose, b"hello", 64), None);
+        assert_eq!(
+            BodyDecoder::whole(Framing::Chunked, b"5\r\nhello\r\n", 64),
+            None
+        );
+        assert_eq!(
+            BodyDecoder::whole(
+                Framing::Chunked,
+                b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n",
+                8
+            ),
+            None
+        );
+        let with_trailers = b"5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n";
+        assert_eq!(
+            BodyDecoder::whole(Framing::Chunked, with_trailers, 64),
+            None
+        );
+        assert_eq!(BodyDecoder::whole(Framing::Chunked, b"zz\r\n", 64), None);
     }
 }

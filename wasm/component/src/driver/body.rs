@@ -154,21 +154,7 @@ async fn finish(
     }
     let trailer_value = match outcome {
         Ok(total) => {
-            active.emit(EventKind::BodyEof(total));
-            let verdict = reuse::after_response(&reuse::Finished {
-                disable_keep_alives: end.disable_keep_alives,
-                request_headers: &end.request_headers,
-                request_complete,
-                response: &end.head,
-                framing: end.framing,
-                trailing_bytes: active.conn().buffered().len(),
-            });
-            // The connection is back in the pool before the caller sees the end of
-            // the body, so a request sent right after reuses it.
-            match verdict {
-                Ok(()) => active.put_idle(),
-                Err(why) => active.close(close_reason(why)),
-            }
+            settle(active, &end, total, request_complete);
             Ok(decoder.take_trailers())
         }
         Err(Cut::ReaderGone(bytes)) => {
@@ -186,6 +172,25 @@ async fn finish(
     drop(body);
     // The caller may have dropped the trailers future; nothing is lost then.
     let _ = trailers.write(trailer_value).await;
+}
+
+/// A body read to its end (`total` bytes): says so, then pools the connection or
+/// closes it, by the core's verdict. The connection is back in the pool before the
+/// caller sees the end of the body, so a request sent right after reuses it.
+pub fn settle(active: Active, end: &BodyEnd, total: u64, request_complete: bool) {
+    active.emit(EventKind::BodyEof(total));
+    let verdict = reuse::after_response(&reuse::Finished {
+        disable_keep_alives: end.disable_keep_alives,
+        request_headers: &end.request_headers,
+        request_complete,
+        response: &end.head,
+        framing: end.framing,
+        trailing_bytes: active.conn().buffered().len(),
+    });
+    match verdict {
+        Ok(()) => active.put_idle(),
+        Err(why) => active.close(close_reason(why)),
+    }
 }
 
 async fn copy_body(

@@ -8,7 +8,8 @@
 //!       │               attempt ┤          concurrently, like Go's writeLoop/readLoop
 //!       │                       └─ read_head (skips 1xx; an early final answer wins)
 //!       └── retry (core::reuse::can_retry) ◄── failure on a reused connection
-//!  head ─► respond: spawn body::pump_body ─► response returned to the caller
+//!  head ─► respond: the whole body came with it? ─► returned inline, connection settled
+//!          otherwise spawn body::pump_body ─► response returned to the caller
 //!          (with the write, if it has not finished: the body keeps going out)
 //! ```
 //!
@@ -25,16 +26,16 @@ use futures::future::{Either, select};
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, RequestSummary};
 use super::bindings::roundtrip::transport::types::{
-    ErrorCode, Request, RequestBody, RequestOption, Response,
+    ErrorCode, Request, RequestBody, RequestOption, Response, ResponseBody, StreamedBody,
 };
 use super::bindings::{wit_future, wit_stream};
-use super::body::{BodyEnd, Trailers, pump_body};
+use super::body::{self, BodyEnd, Trailers, pump_body};
 use super::checkout;
 use super::clock;
 use super::conn::Reader;
 use super::errors::{message, to_code};
 use super::send::{Body, Continue, PendingWrite, WriteError, write_request};
-use super::transport::Shared;
+use super::transport::{Held, Shared};
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{self, Fields, Framing, ResponseHead};
 use crate::core::encode::{self, RequestHead};
@@ -413,7 +414,8 @@ async fn read_head(
     }
 }
 
-/// Builds the response and starts the task that pumps its body.
+/// Builds the response: its body whole when it came with the head, else streamed by
+/// a task of its own.
 fn respond(
     active: Active,
     shared: &Rc<Shared>,
@@ -436,6 +438,71 @@ fn respond(
     active.emit(EventKind::Response(head.status));
     // `read_head` checked the framing already.
     let framing = decode::framing(&req.method, &head).unwrap_or(Framing::UntilClose);
+    let status = head.status;
+    let reason = head.reason.clone();
+    let version_minor = head.version_minor;
+    let conn = active.conn().id;
+    let end = BodyEnd {
+        disable_keep_alives: shared.settings.disable_keep_alives,
+        request_headers: req.headers.clone(),
+        unfinished_write,
+        head,
+        framing,
+        gunzip,
+        between_bytes_timeout: req.options.between_bytes_timeout,
+    };
+    let body = match whole_body(shared, active, end) {
+        Ok(bytes) => ResponseBody::Whole(bytes),
+        Err((active, end)) => ResponseBody::Streamed(stream_body(active, end)),
+    };
+    Response {
+        status,
+        reason,
+        version_minor,
+        headers,
+        body,
+        conn,
+        reused,
+    }
+}
+
+/// The largest body returned whole with its head.
+const WHOLE_BODY_MAX: usize = 64 * 1024;
+
+/// The body, when it came whole with the head (and the request is written, and no
+/// gzip is to be undone): no stream and no task. An empty one settles the connection
+/// at once (Go: no body, nothing to wait for); otherwise the connection is held until
+/// the host's `release` says whether the body was taken. Otherwise the connection and
+/// the body's end come back for streaming.
+fn whole_body(
+    shared: &Shared,
+    mut active: Active,
+    end: BodyEnd,
+) -> Result<Vec<u8>, (Active, BodyEnd)> {
+    if end.unfinished_write.is_some() || end.gunzip.is_some() {
+        return Err((active, end));
+    }
+    let Some((bytes, used)) =
+        decode::BodyDecoder::whole(end.framing, active.conn().buffered(), WHOLE_BODY_MAX)
+    else {
+        return Err((active, end));
+    };
+    active.conn_mut().consume(used);
+    let len = bytes.len() as u64;
+    if len == 0 {
+        body::settle(active, &end, 0, true);
+    } else {
+        let conn = active.conn().id;
+        shared
+            .held
+            .borrow_mut()
+            .insert(conn, Held { active, end, len });
+    }
+    Ok(bytes)
+}
+
+/// Starts the task that pumps the body to the caller.
+fn stream_body(active: Active, end: BodyEnd) -> StreamedBody {
     let (body_tx, body_rx) = wit_stream::new::<u8>();
     let (trailers_tx, trailers_rx) = wit_future::new::<Trailers>(|| {
         Err(ErrorCode::InternalError(
@@ -447,26 +514,10 @@ fn respond(
             "the transport dropped the request".to_owned(),
         ))
     });
-    let response = Response {
-        status: head.status,
-        reason: head.reason.clone(),
-        version_minor: head.version_minor,
-        headers,
-        body: body_rx,
-        trailers: trailers_rx,
-        conn: active.conn().id,
-        reused,
-        request_sent: sent_rx,
-    };
-    let end = BodyEnd {
-        disable_keep_alives: shared.settings.disable_keep_alives,
-        request_headers: req.headers.clone(),
-        unfinished_write,
-        head,
-        framing,
-        gunzip,
-        between_bytes_timeout: req.options.between_bytes_timeout,
-    };
     wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx, sent_tx));
-    response
+    StreamedBody {
+        contents: body_rx,
+        trailers: trailers_rx,
+        request_sent: sent_rx,
+    }
 }

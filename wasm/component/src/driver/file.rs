@@ -7,7 +7,9 @@ use wit_bindgen::{FutureReader, StreamReader};
 
 use super::bindings::roundtrip::transport::files::{self, Entry, File};
 use super::bindings::roundtrip::transport::observe::{EventKind, RequestSummary};
-use super::bindings::roundtrip::transport::types::{ErrorCode, Response};
+use super::bindings::roundtrip::transport::types::{
+    ErrorCode, Response, ResponseBody, StreamedBody,
+};
 use super::bindings::{wit_future, wit_stream};
 use super::body::Trailers;
 use super::errors::to_code;
@@ -56,7 +58,13 @@ pub async fn serve(shared: Rc<Shared>, method: String, url: String) -> Result<Re
             } else {
                 f.contents
             };
-            response(200, "OK", headers, body, trailers)
+            let body = ResponseBody::Streamed(StreamedBody {
+                contents: body,
+                trailers,
+                // A file request sends nothing: its "request" is written at once.
+                request_sent: wit_future::new::<Result<(), ErrorCode>>(|| Ok(())).1,
+            });
+            response(200, "OK", headers, body)
         }
         Answer::Generated(generated) => {
             emit(EventKind::Response(generated.status));
@@ -65,15 +73,12 @@ pub async fn serve(shared: Rc<Shared>, method: String, url: String) -> Result<Re
             } else {
                 generated.body
             };
-            let length = bytes.len() as u64;
-            let (body, trailers) = whole_body(bytes);
-            emit(EventKind::BodyEof(length));
+            emit(EventKind::BodyEof(bytes.len() as u64));
             response(
                 generated.status,
                 generated.reason,
                 generated.headers,
-                body,
-                trailers,
+                ResponseBody::Whole(bytes),
             )
         }
     };
@@ -105,24 +110,15 @@ async fn look_up(path: &str) -> Result<Answer, ErrorCode> {
     })
 }
 
-fn response(
-    status: u16,
-    reason: &str,
-    headers: Fields,
-    body: StreamReader<u8>,
-    trailers: FutureReader<Trailers>,
-) -> Response {
+fn response(status: u16, reason: &str, headers: Fields, body: ResponseBody) -> Response {
     Response {
         status,
         reason: reason.to_owned(),
         version_minor: 1,
         headers,
         body,
-        trailers,
         conn: 0,
         reused: false,
-        // A file request sends nothing: its "request" is written at once.
-        request_sent: wit_future::new::<Result<(), ErrorCode>>(|| Ok(())).1,
     }
 }
 
@@ -142,20 +138,6 @@ fn when_ended(
         let _ = writer.write(ended.map(|()| None)).await;
     });
     reader
-}
-
-/// A body held in memory, and its trailers future.
-fn whole_body(bytes: Vec<u8>) -> (StreamReader<u8>, FutureReader<Trailers>) {
-    let (mut writer, reader) = wit_stream::new::<u8>();
-    let (trailers_tx, trailers_rx) = wit_future::new::<Trailers>(|| Ok(None));
-    wit_bindgen::spawn_local(async move {
-        if !bytes.is_empty() {
-            writer.write_all(bytes).await;
-        }
-        drop(writer);
-        let _ = trailers_tx.write(Ok(None)).await;
-    });
-    (reader, trailers_rx)
 }
 
 fn empty_body() -> StreamReader<u8> {

@@ -61,7 +61,18 @@ pub struct State {
 pub struct Shared {
     pub settings: Settings,
     pub state: RefCell<State>,
+    /// Connections whose response body went out whole with its head, held (as Go
+    /// holds one until its body is read) until the host says the body was taken or
+    /// dropped (`release`), by connection id.
+    pub held: RefCell<HashMap<u64, Held>>,
     start_ns: u64,
+}
+
+/// A connection held for a whole body, with what settling it needs.
+pub struct Held {
+    pub active: super::active::Active,
+    pub end: super::body::BodyEnd,
+    pub len: u64,
 }
 
 /// The connection an `offer` concerns, so its actions carry the request's id.
@@ -322,6 +333,7 @@ impl GuestTransport for Transport {
                     idle_timer_running: false,
                     shut_down: false,
                 }),
+                held: RefCell::new(HashMap::new()),
                 start_ns: clock::now_ns(),
             }),
         }
@@ -334,6 +346,18 @@ impl GuestTransport for Transport {
     fn close_idle_connections(&self) {
         self.shared.state.borrow_mut().pool.drain_idle();
         self.shared.run_actions();
+    }
+
+    async fn release(&self, conn: u64, read: bool) {
+        let held = self.shared.held.borrow_mut().remove(&conn);
+        if let Some(Held { active, end, len }) = held {
+            if read {
+                super::body::settle(active, &end, len, true);
+            } else {
+                active.emit(EventKind::BodyClosedEarly(0));
+                active.close(CloseReason::EarlyBodyClose);
+            }
+        }
     }
 
     fn stats(&self) -> PoolStats {
@@ -360,6 +384,15 @@ impl GuestTransport for Transport {
 
 impl Drop for Transport {
     fn drop(&mut self) {
+        // Held connections close (and let go of `shared`, which they point to).
+        let held: Vec<Held> = self
+            .shared
+            .held
+            .borrow_mut()
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        drop(held);
         self.shared.state.borrow_mut().shut_down = true;
         self.shared.state.borrow_mut().pool.drain_idle();
         self.shared.run_actions();
