@@ -141,7 +141,7 @@ impl Spread {
     pub fn id(self, n: u64) -> u64 {
         match n {
             0 => 0,
-            n => (n - 1) * self.count.max(1) + self.index + 1,
+            n => (n - 1) * self.count + self.index + 1,
         }
     }
 }

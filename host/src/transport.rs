@@ -121,6 +121,19 @@ struct Shard {
     _thread: ThreadGuard,
 }
 
+impl Shard {
+    fn new(
+        commands: mpsc::UnboundedSender<Command>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    ) -> Self {
+        Shard {
+            commands,
+            in_flight: AtomicUsize::new(0),
+            _thread: ThreadGuard(thread),
+        }
+    }
+}
+
 /// Where host-side events go, and the instant the component's clock counts from.
 struct HostEvents {
     events: Events,
@@ -153,22 +166,19 @@ impl Transport {
         let mut shards = Vec::with_capacity(count);
         for (commands, ready, thread) in starting {
             match ready.recv() {
-                Ok(Ok(())) => shards.push(Shard {
-                    commands,
-                    in_flight: AtomicUsize::new(0),
-                    _thread: ThreadGuard(Some(thread)),
-                }),
+                Ok(Ok(())) => shards.push(Shard::new(commands, Some(thread))),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(Error::engine("the transport thread exited while starting")),
             }
         }
-        Ok(Self {
+        Ok(Self::serving(shards, events, origin))
+    }
+
+    fn serving(shards: Vec<Shard>, events: Events, started: Instant) -> Self {
+        Self {
             shards: shards.into(),
-            host_events: Arc::new(HostEvents {
-                events,
-                started: origin,
-            }),
-        })
+            host_events: Arc::new(HostEvents { events, started }),
+        }
     }
 
     /// Instantiates the component on the current thread, as a task of the
@@ -193,18 +203,11 @@ impl Transport {
         };
         tokio::task::spawn_local(serve(pre, config, tls, inbox, ready, shard));
         match ready_rx.await {
-            Ok(Ok(())) => Ok(Self {
-                shards: vec![Shard {
-                    commands,
-                    in_flight: AtomicUsize::new(0),
-                    _thread: ThreadGuard(None),
-                }]
-                .into(),
-                host_events: Arc::new(HostEvents {
-                    events,
-                    started: origin,
-                }),
-            }),
+            Ok(Ok(())) => Ok(Self::serving(
+                vec![Shard::new(commands, None)],
+                events,
+                origin,
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::engine("the transport task ended while starting")),
         }

@@ -619,3 +619,35 @@ async fn shards_divide_go_s_caps_and_never_share_an_id() {
     assert_eq!(first.conn.id, second.conn.id);
     assert_eq!(server.connections(), 3);
 }
+
+#[tokio::test]
+async fn a_whole_body_holds_its_connection_until_taken_and_dropped_unread_closes_it() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let request = http::Request::get(server.url("/small"))
+        .body(Body::empty())
+        .unwrap();
+    let response = transport.round_trip(request).await.unwrap();
+    // It came with its head, but the connection stays busy until the body is read.
+    let stats = transport.stats().await;
+    assert_eq!((stats.keys[0].active, stats.keys[0].idle), (1, 0));
+    drop(response);
+    assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
+    let events = recorder.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
+        0
+    );
+    // Taken: back in the pool before the caller has the bytes.
+    let taken = get(&transport, &server.url("/small")).await.unwrap();
+    assert!(!taken.conn.reused);
+    assert_eq!(transport.stats().await.keys[0].idle, 1);
+    assert_eq!(
+        count(&recorder.events(), |k| *k
+            == EventKind::PutIdle {
+                ok: true,
+                reason: None
+            }),
+        1
+    );
+}

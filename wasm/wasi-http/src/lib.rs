@@ -124,14 +124,21 @@ impl Guest for Client {
                 // the body).
                 let (mut writer, contents) = wit_stream::new::<u8>();
                 let conn = sent.conn;
+                // Each end when it is read: a guest may read the body before (or
+                // without ever) reading its transmit future.
                 wit_bindgen::spawn_local(async move {
-                    let _ = transmitted.write(Ok(())).await;
-                    if !bytes.is_empty() {
-                        let read = writer.write_all(bytes).await.is_empty();
-                        transport.release(conn, read).await;
-                    }
-                    drop(writer);
-                    let _ = trailers_out.write(Ok(None)).await;
+                    let transmit = async {
+                        let _ = transmitted.write(Ok(())).await;
+                    };
+                    let body = async {
+                        if !bytes.is_empty() {
+                            let read = writer.write_all(bytes).await.is_empty();
+                            transport.release(conn, read).await;
+                        }
+                        drop(writer);
+                        let _ = trailers_out.write(Ok(None)).await;
+                    };
+                    futures::join!(transmit, body);
                 });
                 contents
             }
