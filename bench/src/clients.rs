@@ -26,6 +26,8 @@ pub struct Outcome {
     /// p50 and p99 latency when the client measured them itself (the wasm peer).
     pub percentiles_us: Option<(u32, u32)>,
     pub idle: Option<super::IdleMemory>,
+    /// This transport's component memory after the run, in bytes.
+    pub guest_memory: Option<usize>,
 }
 
 /// Runs `spec` with its client: `concurrency` tasks share `requests` between them,
@@ -37,6 +39,7 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
         until: spec.seconds.map(|s| started + Duration::from_secs_f64(s)),
     };
     let cas = trusted(&spec.ca_pem)?;
+    let mut guest_memory = None;
     let outcomes = match spec.client {
         Client::Roundtrip | Client::RoundtripLocal | Client::RoundtripShards2 => {
             let config = Config {
@@ -57,11 +60,14 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
                 Transport::new(config)
             }
             .map_err(|e| e.to_string())?;
-            fan_out(spec, per_task, move |url| {
-                let transport = transport.clone();
+            let getter = transport.clone();
+            let outcomes = fan_out(spec, per_task, move |url| {
+                let transport = getter.clone();
                 async move { roundtrip_get(&transport, &url).await }
             })
-            .await
+            .await;
+            guest_memory = Some(transport.stats().await.guest_memory);
+            outcomes
         }
         Client::Hyper => {
             let client = hyper_client(spec.concurrency, tls_config(&cas)?);
@@ -77,6 +83,7 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     let elapsed = started.elapsed();
     let mut total = Outcome {
         elapsed,
+        guest_memory,
         ..Outcome::default()
     };
     for outcome in outcomes {

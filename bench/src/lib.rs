@@ -188,6 +188,10 @@ pub struct Measurement {
     /// `idle-memory`: connections left idle, and the memory they added.
     #[serde(default)]
     pub idle: Option<IdleMemory>,
+    /// This transport's component memory (all shards) at the end of the run: wasm
+    /// memory never shrinks, so its high-water mark.
+    #[serde(default)]
+    pub guest_memory_kib: Option<u64>,
 }
 
 /// Memory held by idle connections, measured against the same process after one
@@ -261,6 +265,7 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
         cpu_seconds,
         peak_rss_kib,
         idle: outcome.idle,
+        guest_memory_kib: outcome.guest_memory.map(|bytes| bytes as u64 / 1024),
         ..Measurement::default()
     })
 }

@@ -67,6 +67,35 @@ impl Report {
                 ratio
             ));
         }
+        let guest: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.median.guest_memory_kib.is_some())
+            .collect();
+        if !guest.is_empty() {
+            out.push_str("\n| workload | client | component memory after the run, KiB | per connection beyond the first, KiB |\n|---|---|---:|---:|\n");
+            for row in &guest {
+                let kib = row.median.guest_memory_kib.unwrap_or_default();
+                // The client's smallest figure (one connection) is the instance's own.
+                let base = guest
+                    .iter()
+                    .filter(|r| r.client == row.client)
+                    .filter_map(|r| r.median.guest_memory_kib)
+                    .min()
+                    .unwrap_or(kib);
+                let per = match row.median.peak_open {
+                    0 | 1 => "—".to_owned(),
+                    peak => format!("{:.1}", (kib - base) as f64 / (peak - 1) as f64),
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    row.workload,
+                    row.client.name(),
+                    kib,
+                    per
+                ));
+            }
+        }
         if !self.idle.is_empty() {
             out.push_str("\n| client | idle connections | bytes per idle connection (process RSS) | of which component memory |\n|---|---:|---:|---:|\n");
             for (client, memory) in &self.idle {

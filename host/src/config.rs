@@ -170,6 +170,7 @@ impl Config {
             proxy_connect_timeout: nanos(self.proxy_connect_timeout),
             // No sink, no events: the guest skips the calls (docs/performance.md).
             emit_events: !self.events.is_empty(),
+            count_crossings: crate::crossings::is_enabled(),
         }
     }
 }

@@ -13,8 +13,9 @@
 //!        └──head, body chunks──────────┘ stream polls (socket, bodies)┘
 //! ```
 //!
-//! Not counted here (they happen inside the guest or wasmtime): guest task spawns,
-//! inter-task wake-ups, `wasi:clocks` calls.
+//! Guest task spawns and inter-task wake-ups happen inside the component: the guest
+//! counts them when `config.count-crossings` is set (the host sets it when counting
+//! is on) and reports each through `observe.count`. Not counted: `wasi:clocks` calls.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,10 @@ pub(crate) enum Crossing {
     StreamSuspend,
     /// A lifecycle event the guest emitted.
     Event,
+    /// A guest task spawned (reported by the guest through `observe.count`).
+    TaskSpawn,
+    /// A guest task woke one of another, sleeping, component-model task (ditto).
+    InterTaskWakeup,
 }
 
 /// The names `roundtrip get` prints, in the enum's order (`docs/performance.md`).
@@ -51,9 +56,11 @@ const NAMES: [&str; KINDS] = [
     "stream polls",
     "  of which suspended",
     "events emitted",
+    "guest task spawns",
+    "inter-task wake-ups",
 ];
 
-const KINDS: usize = Crossing::Event as usize + 1;
+const KINDS: usize = Crossing::InterTaskWakeup as usize + 1;
 
 static COUNTS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
 

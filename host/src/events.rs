@@ -29,6 +29,10 @@ pub struct Event {
     /// apart from `conn`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<u64>,
+    /// The app's connection to `roundtrip proxy` (`app_*` events, and the `tunnel_*`
+    /// events of a `CONNECT` it sent), counting from 1 per proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_conn: Option<u64>,
 }
 
 /// The event name (`event` field) and the fields that belong to it.
@@ -124,11 +128,69 @@ pub enum EventKind {
         bytes_up: u64,
         bytes_down: u64,
     },
+    /// Bytes relayed through a tunnel since its last `tunnel_activity` (one event per
+    /// quarter second with traffic).
+    TunnelActivity {
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     /// The component trapped (`reason`): its connections are closed, its requests
     /// failed, and a fresh instance took over.
     TransportRestarted {
         reason: String,
     },
+    /// An app connected to `roundtrip proxy`: its address, and the local process that
+    /// owns the socket when it is on this machine (from `/proc`).
+    AppConnOpen {
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        process: Option<String>,
+    },
+    /// One request the app sent on its connection, when its answer ended (or failed):
+    /// `elapsed_us` since the proxy read its head; `bytes_out` of request body from
+    /// the app, `bytes_in` of response body to it. `conn` and `req` name the upstream
+    /// connection and request it became, when it got that far.
+    AppRequest {
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        bytes_in: u64,
+        bytes_out: u64,
+        elapsed_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The app's connection ended: closed by the app, by the proxy, or by an error.
+    AppConnClose {
+        reason: AppCloseReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+/// Who ended an app's connection to the proxy (`app_conn_close.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppCloseReason {
+    /// The app closed it (or asked to, with `Connection: close`).
+    App,
+    /// The proxy did: the app sent something that does not parse (answered `400`).
+    Proxy,
+    /// Reading from or writing to the app failed (e.g. a reset).
+    Error,
+}
+
+impl AppCloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppCloseReason::App => "app",
+            AppCloseReason::Proxy => "proxy",
+            AppCloseReason::Error => "error",
+        }
+    }
 }
 
 /// Why a connection was closed (`close.reason`, `put_idle.reason`).
@@ -190,7 +252,11 @@ impl Event {
             EventKind::TunnelStart { .. } => "tunnel_start",
             EventKind::TunnelDone { .. } => "tunnel_done",
             EventKind::TunnelClose { .. } => "tunnel_close",
+            EventKind::TunnelActivity { .. } => "tunnel_activity",
             EventKind::TransportRestarted { .. } => "transport_restarted",
+            EventKind::AppConnOpen { .. } => "app_conn_open",
+            EventKind::AppRequest { .. } => "app_request",
+            EventKind::AppConnClose { .. } => "app_conn_close",
         }
     }
 
@@ -284,6 +350,7 @@ impl From<wit::Event> for Event {
             req: event.req,
             key: event.key,
             tunnel: None,
+            app_conn: None,
         }
     }
 }
@@ -362,6 +429,7 @@ macro_rules! traced {
             req = $event.req,
             key = $event.key.as_deref(),
             tunnel = $event.tunnel,
+            app_conn = $event.app_conn,
             $($($field)+,)?
             "{}",
             $event.name()
@@ -495,9 +563,54 @@ impl Sink for Tracing {
                 bytes_up = *bytes_up,
                 bytes_down = *bytes_down
             ),
+            EventKind::TunnelActivity {
+                bytes_up,
+                bytes_down,
+            } => traced!(
+                "roundtrip::tunnel",
+                TRACE,
+                event,
+                bytes_up = *bytes_up,
+                bytes_down = *bytes_down
+            ),
             EventKind::TransportRestarted { reason } => {
                 traced!("roundtrip::transport", WARN, event, reason = %reason)
             }
+            EventKind::AppConnOpen { peer, pid, process } => traced!(
+                "roundtrip::app",
+                DEBUG,
+                event,
+                peer = %peer,
+                pid = *pid,
+                process = process.as_deref()
+            ),
+            EventKind::AppRequest {
+                method,
+                url,
+                status,
+                bytes_in,
+                bytes_out,
+                elapsed_us,
+                error,
+            } => traced!(
+                "roundtrip::app",
+                DEBUG,
+                event,
+                method = %method,
+                url = %url,
+                status = *status,
+                bytes_in = *bytes_in,
+                bytes_out = *bytes_out,
+                elapsed_us = *elapsed_us,
+                error = error.as_deref()
+            ),
+            EventKind::AppConnClose { reason, error } => traced!(
+                "roundtrip::app",
+                DEBUG,
+                event,
+                reason = reason.as_str(),
+                error = error.as_deref()
+            ),
         }
     }
 }

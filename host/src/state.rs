@@ -164,8 +164,13 @@ impl Continuity {
             *conn = self.conn_id(*conn);
         }
         if let Some(req) = &mut event.req {
-            *req = self.spread.id(*req + self.req_offset);
+            *req = self.req_id(*req);
         }
+    }
+
+    /// The id a request of the current instance is shown with.
+    pub fn req_id(&self, req: u64) -> u64 {
+        self.spread.id(req + self.req_offset)
     }
 
     /// The id a connection of the current instance is shown with (0 stays 0: no
@@ -197,6 +202,15 @@ impl WasiView for State {
 impl types::Host for State {}
 
 impl observe::Host for State {
+    fn count(&mut self, what: observe::GuestCrossing) -> wasmtime::Result<()> {
+        use crate::crossings::{Crossing, count};
+        count(match what {
+            observe::GuestCrossing::TaskSpawn => Crossing::TaskSpawn,
+            observe::GuestCrossing::InterTaskWakeup => Crossing::InterTaskWakeup,
+        });
+        Ok(())
+    }
+
     fn emit(&mut self, event: observe::Event) -> wasmtime::Result<()> {
         note_progress();
         crate::crossings::count(crate::crossings::Crossing::HostCallSync);

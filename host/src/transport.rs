@@ -54,6 +54,8 @@ pub struct ConnectionInfo {
     pub id: u64,
     /// Whether it had served an earlier request (Go's `GotConnInfo.Reused`).
     pub reused: bool,
+    /// The request's id, as in events.
+    pub req: u64,
 }
 
 /// The reason phrase the server sent (in `http::Response::extensions`).
@@ -258,18 +260,31 @@ impl Transport {
     /// Sends an event the host side made (e.g. a proxy tunnel) to this transport's
     /// sinks, stamped on the same clock as the component's events.
     pub fn emit(&self, kind: EventKind, key: Option<String>, tunnel: Option<u64>) {
-        let host = &self.host_events;
-        if host.events.is_empty() {
-            return;
-        }
-        host.events.emit(&Event {
-            ts_us: u64::try_from(host.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        self.emit_event(Event {
+            ts_us: 0,
             kind,
             conn: None,
             req: None,
             key,
             tunnel,
+            app_conn: None,
         });
+    }
+
+    /// Sends `event` (its ids as the caller set them) to this transport's sinks,
+    /// stamped now on the component's clock.
+    pub fn emit_event(&self, mut event: Event) {
+        let host = &self.host_events;
+        if host.events.is_empty() {
+            return;
+        }
+        event.ts_us = micros(host.started.elapsed());
+        host.events.emit(&event);
+    }
+
+    /// Whether any sink listens (so a caller can skip building events).
+    pub fn has_event_sinks(&self) -> bool {
+        !self.host_events.events.is_empty()
     }
 
     /// Closes every idle connection now (Go's `CloseIdleConnections`).
@@ -556,6 +571,7 @@ async fn serve(
                 req: None,
                 key: None,
                 tunnel: None,
+                app_conn: None,
             });
         }
     }
@@ -867,6 +883,7 @@ async fn round_trip(
         .extension(ConnectionInfo {
             id: note_conn(continuity, response.conn),
             reused: response.reused,
+            req: request_id(continuity, response.req),
         })
         .extension(ReasonPhrase(response.reason));
     if let Some(headers) = builder.headers_mut() {
@@ -936,6 +953,11 @@ fn stream_body(
 /// Notes a connection id the caller sees (with no sink, no event tells the store's
 /// continuity about it) and returns it as events show it: unique across restarts
 /// and shards.
+/// The id a request of the current instance is shown with.
+fn request_id(continuity: &Mutex<Continuity>, req: u64) -> u64 {
+    continuity.lock().map_or(req, |c| c.req_id(req))
+}
+
 fn note_conn(continuity: &Mutex<Continuity>, conn: u64) -> u64 {
     continuity.lock().map_or(conn, |mut c| {
         c.note(Some(conn), None);

@@ -125,6 +125,7 @@ fn go_defaults() -> types::Config {
         },
         proxy_connect_timeout: Some(60 * SECOND),
         emit_events: true,
+        count_crossings: false,
     }
 }
 

@@ -33,6 +33,7 @@ fn synthetic() -> Vec<Event> {
                 req,
                 key: Some(key.clone()),
                 tunnel: None,
+                app_conn: None,
             });
         };
         push(

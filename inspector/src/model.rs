@@ -598,7 +598,12 @@ impl View {
             EventKind::TlsDone { .. }
             | EventKind::WroteHeaders
             | EventKind::Got1xx { .. }
-            | EventKind::PutIdle { ok: false, .. } => false,
+            | EventKind::PutIdle { ok: false, .. }
+            // The app's side of `roundtrip proxy` is not drawn yet.
+            | EventKind::TunnelActivity { .. }
+            | EventKind::AppConnOpen { .. }
+            | EventKind::AppRequest { .. }
+            | EventKind::AppConnClose { .. } => false,
         }
     }
 

@@ -344,6 +344,7 @@ fn tunnels_are_lanes_of_their_own_with_their_bytes() {
         req: None,
         key: Some("connect://example.com:443".into()),
         tunnel: Some(1),
+        app_conn: None,
     };
     let view = View::of(&[
         tunnel(

@@ -156,8 +156,16 @@ async fn connect_tunnels_tls_end_to_end_with_tunnel_events() {
     .await;
     assert!(ok, "{err}");
     assert_eq!(body, "hello");
-    assert!(wait_for_event(&recorder, |k| matches!(k, EventKind::TunnelClose { .. })).await);
-    let events = recorder.events();
+    assert!(wait_for_event(&recorder, |k| matches!(k, EventKind::AppConnClose { .. })).await);
+    let all = recorder.events();
+    // The app's connection around it, then the tunnel's own events.
+    assert_eq!(all.first().map(|e| e.name()), Some("app_conn_open"));
+    assert_eq!(all.last().map(|e| e.name()), Some("app_conn_close"));
+    assert!(all.iter().all(|e| e.app_conn == Some(1)));
+    let events: Vec<_> = all
+        .into_iter()
+        .filter(|e| e.tunnel.is_some() && e.name() != "tunnel_activity")
+        .collect();
     let names: Vec<_> = events.iter().map(|e| e.name()).collect();
     assert_eq!(names, ["tunnel_start", "tunnel_done", "tunnel_close"]);
     assert!(events.iter().all(|e| e.tunnel == Some(1)));
@@ -200,10 +208,22 @@ async fn connect_to_a_closed_port_is_a_502_and_a_tunnel_error_event() {
     let events = recorder.events();
     assert!(
         matches!(
-            &events[1].kind,
+            &events[2].kind,
             EventKind::TunnelDone { error: Some(e), .. } if e.contains("refused")
         ),
         "{events:?}"
+    );
+    // No tunnel: the app's connection ends as any other (`Connection: close`).
+    assert!(wait_for_event(&recorder, |k| matches!(k, EventKind::AppConnClose { .. })).await);
+    let names: Vec<_> = recorder.events().iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "app_conn_open",
+            "tunnel_start",
+            "tunnel_done",
+            "app_conn_close"
+        ]
     );
 }
 

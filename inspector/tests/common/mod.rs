@@ -14,5 +14,6 @@ pub fn event(ts_us: u64, conn: Option<u64>, req: Option<u64>, kind: EventKind) -
         req,
         key: Some(KEY.to_owned()),
         tunnel: None,
+        app_conn: None,
     }
 }

@@ -13,18 +13,29 @@
 //! `Via` is added. A `CONNECT` is relayed without looking inside (TLS stays end to
 //! end); it has `tunnel_*` events of its own. Upstream failures answer `502`/`504`
 //! with the transport's error text and an RFC 9209 `Proxy-Status` field.
+//!
+//! The app's side is reported too, so that what the app does with its connections
+//! is seen apart from what the pool does upstream: `app_conn_open` when a client
+//! connects (with the local process that owns the socket, [`owner`]), `app_request`
+//! for each request when its answer has been relayed to its end, `app_conn_close`
+//! when the connection ends; a tunnel carries the `app_conn` of the connection it
+//! took over and reports `tunnel_activity` as bytes flow.
+
+pub mod owner;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -32,11 +43,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use roundtrip_host::egress::AllowList;
-use roundtrip_host::events::EventKind;
+use roundtrip_host::events::{AppCloseReason, Event, EventKind};
 use roundtrip_host::{Body, ConnectionInfo, Error, ErrorKind, ResponseBody, Transport};
 
-/// What the proxy answers with: a relayed upstream body, or its own short text.
-pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+/// What the proxy answers with: a relayed upstream body, or its own short text,
+/// reported as an `app_request` when it has been sent to its end.
+pub type ProxyBody = Reported<Answer>;
+
+/// A relayed upstream body, or the proxy's own short text.
+pub type Answer = Either<ResponseBody, Full<Bytes>>;
 
 /// Receives one line per request or tunnel, like a proxy's access log.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
@@ -99,6 +114,8 @@ impl ForwardProxy {
             transport,
             options,
             next_tunnel: AtomicU64::new(0),
+            next_app_conn: AtomicU64::new(0),
+            last_owner: Mutex::new(None),
         });
         let task = tokio::spawn(accept_loop(listener, shared));
         Ok(Self { addr, task })
@@ -124,6 +141,9 @@ struct Shared {
     transport: Transport,
     options: ProxyOptions,
     next_tunnel: AtomicU64,
+    next_app_conn: AtomicU64,
+    /// The process that owned the last app connection: looked at first for the next.
+    last_owner: Mutex<Option<u32>>,
 }
 
 impl Shared {
@@ -132,6 +152,53 @@ impl Shared {
             log(line);
         }
     }
+
+    /// Sends an event of app connection `app_conn` (with the other ids given).
+    fn emit(&self, app_conn: u64, kind: EventKind, ids: Ids) {
+        self.transport.emit_event(Event {
+            ts_us: 0,
+            kind,
+            conn: ids.conn,
+            req: ids.req,
+            key: ids.key,
+            tunnel: ids.tunnel,
+            app_conn: Some(app_conn),
+        });
+    }
+
+    /// The local process that owns the app's end of `socket`, if it is on this machine.
+    async fn owner_of(&self, socket: &TcpStream, app: SocketAddr) -> Option<owner::Owner> {
+        let proxy = socket.local_addr().ok()?;
+        if !app.ip().is_loopback() && app.ip() != proxy.ip() {
+            return None;
+        }
+        let first = self.last_owner.lock().ok().and_then(|last| *last);
+        let found = tokio::task::spawn_blocking(move || owner::find(app, proxy, first))
+            .await
+            .ok()
+            .flatten();
+        if let (Some(found), Ok(mut last)) = (&found, self.last_owner.lock()) {
+            *last = Some(found.pid);
+        }
+        found
+    }
+}
+
+/// An app's connection to the proxy.
+#[derive(Clone)]
+struct App {
+    id: u64,
+    /// Set once a `CONNECT` turned it into a tunnel: it then ends with the tunnel.
+    tunneled: Arc<AtomicBool>,
+}
+
+/// The ids an event carries besides `app_conn`.
+#[derive(Default)]
+struct Ids {
+    conn: Option<u64>,
+    req: Option<u64>,
+    key: Option<String>,
+    tunnel: Option<u64>,
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -153,55 +220,288 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// not parse) and calls `handle` for each.
 async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<Shared>) {
     let _ = socket.set_nodelay(true);
+    let app_conn = shared.next_app_conn.fetch_add(1, Ordering::Relaxed) + 1;
+    let reporting = shared.transport.has_event_sinks();
+    if reporting {
+        let owner = shared.owner_of(&socket, client).await;
+        shared.emit(
+            app_conn,
+            EventKind::AppConnOpen {
+                peer: client.to_string(),
+                pid: owner.as_ref().map(|o| o.pid),
+                process: owner.map(|o| o.process),
+            },
+            Ids::default(),
+        );
+    }
+    let app = App {
+        id: app_conn,
+        tunneled: Arc::new(AtomicBool::new(false)),
+    };
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |request| handle(Arc::clone(&shared), client, request))
+        let app = app.clone();
+        service_fn(move |request| handle(Arc::clone(&shared), client, app.clone(), request))
     };
     let served = http1::Builder::new()
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades()
         .await;
-    if let Err(e) = served {
-        if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+    let (reason, error) = match served {
+        Ok(()) => (AppCloseReason::App, None),
+        Err(e) if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() => {
             shared.log(&format!(
                 "{client} sent a request that does not parse ({e}): answered 400 and closed"
             ));
-        } else if !e.is_incomplete_message() && !e.is_closed() {
-            shared.log(&format!("{client}: connection ended: {e}"));
+            (
+                AppCloseReason::Proxy,
+                Some(format!("a request that does not parse: {e}")),
+            )
         }
+        // The app closed between requests, or mid-request.
+        Err(e) if e.is_incomplete_message() || e.is_closed() => {
+            (AppCloseReason::App, Some(e.to_string()))
+        }
+        Err(e) => {
+            shared.log(&format!("{client}: connection ended: {e}"));
+            (AppCloseReason::Error, Some(e.to_string()))
+        }
+    };
+    // A connection that became a tunnel ends with the tunnel (`tunnel_close`).
+    if reporting && !app.tunneled.load(Ordering::Relaxed) {
+        shared.emit(
+            app_conn,
+            EventKind::AppConnClose { reason, error },
+            Ids::default(),
+        );
     }
 }
 
 async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
+    app: App,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let app_conn = app.id;
     // The access line is only made when someone reads it.
     let line = shared
         .options
         .log
         .is_some()
         .then(|| format!("{client} \"{} {}\"", request.method(), request.uri()));
-    let response = if request.method() == Method::CONNECT {
-        tunnel(&shared, request).await
-    } else {
-        forward(&shared, request).await
-    };
+    if request.method() == Method::CONNECT {
+        let response = tunnel(&shared, &app, request).await;
+        if let Some(line) = line {
+            shared.log(&format!("{line} {}", response.status().as_u16()));
+        }
+        return Ok(response.map(Reported::unreported));
+    }
+    let asked = shared.transport.has_event_sinks().then(|| {
+        (
+            request.method().to_string(),
+            request.uri().to_string(),
+            Arc::new(AtomicU64::new(0)),
+        )
+    });
+    let sent = asked.as_ref().map(|(_, _, sent)| Arc::clone(sent));
+    let response = forward(&shared, request.map(|body| Tally::new(body, sent))).await;
+    let info = response.extensions().get::<ConnectionInfo>().copied();
     if let Some(line) = line {
-        let via = match response.extensions().get::<ConnectionInfo>() {
+        let via = match info {
             Some(info) if info.reused => format!(" on connection #{} (reused)", info.id),
             Some(info) => format!(" on connection #{} (new)", info.id),
             None => String::new(),
         };
         shared.log(&format!("{line} {}{via}", response.status().as_u16()));
     }
-    Ok(response)
+    let Some((method, url, bytes_out)) = asked else {
+        return Ok(response.map(Reported::unreported));
+    };
+    let report = Report {
+        shared: Arc::clone(&shared),
+        app_conn,
+        method,
+        url,
+        status: response.status().as_u16(),
+        info,
+        failure: response
+            .extensions()
+            .get::<UpstreamFailure>()
+            .map(|f| f.0.clone()),
+        started,
+        bytes_in: 0,
+        bytes_out,
+    };
+    Ok(response.map(|body| Reported::new(body, report)))
+}
+
+/// The transport's error, on an answer the proxy made because the round trip failed.
+#[derive(Clone)]
+struct UpstreamFailure(String);
+
+/// A request body that counts the bytes read from the app.
+pub struct Tally<B> {
+    inner: B,
+    bytes: Option<Arc<AtomicU64>>,
+}
+
+impl<B> Tally<B> {
+    fn new(inner: B, bytes: Option<Arc<AtomicU64>>) -> Self {
+        Self { inner, bytes }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tally<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &self.bytes)
+            && let Some(data) = frame.data_ref()
+        {
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What an `app_request` says, gathered while its answer goes to the app.
+struct Report {
+    shared: Arc<Shared>,
+    app_conn: u64,
+    method: String,
+    url: String,
+    status: u16,
+    info: Option<ConnectionInfo>,
+    failure: Option<String>,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: Arc<AtomicU64>,
+}
+
+impl Report {
+    fn send(self, error: Option<String>) {
+        let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.emit(
+            self.app_conn,
+            EventKind::AppRequest {
+                method: self.method,
+                url: self.url,
+                status: Some(self.status),
+                bytes_in: self.bytes_in,
+                bytes_out: self.bytes_out.load(Ordering::Relaxed),
+                elapsed_us,
+                error: self.failure.or(error),
+            },
+            Ids {
+                conn: self.info.map(|i| i.id),
+                req: self.info.map(|i| i.req),
+                ..Ids::default()
+            },
+        );
+    }
+}
+
+/// A response body that reports its request (`app_request`) once it has gone to the
+/// app to its end, failed, or been dropped before its end.
+pub struct Reported<B: HttpBody> {
+    inner: B,
+    report: Option<Report>,
+}
+
+impl<B: HttpBody> Reported<B> {
+    fn new(inner: B, report: Report) -> Self {
+        Self {
+            inner,
+            report: Some(report),
+        }
+    }
+
+    fn unreported(inner: B) -> Self {
+        Self {
+            inner,
+            report: None,
+        }
+    }
+}
+
+impl<B> HttpBody for Reported<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(report)) = (frame.data_ref(), &mut self.report) {
+                    report.bytes_in += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(report) = self.report.take() {
+                    report.send(Some(format!("the response body failed: {e}")));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(report) = self.report.take() {
+                    report.send(None);
+                }
+            }
+            Poll::Pending => {}
+        }
+        // hyper asks no more once the end is known: report then.
+        if self.inner.is_end_stream()
+            && let Some(report) = self.report.take()
+        {
+            report.send(None);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: HttpBody> Drop for Reported<B> {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            // An answer with no body (`HEAD`, 204, 304) is dropped unpolled, and whole.
+            let error = (!self.inner.is_end_stream())
+                .then(|| "the app was not sent the whole answer".to_owned());
+            report.send(error);
+        }
+    }
 }
 
 /// Sends a request in absolute form through the transport and relays the response.
-async fn forward(shared: &Shared, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(shared: &Shared, request: Request<Tally<Incoming>>) -> Response<Answer> {
     let (mut head, incoming) = request.into_parts();
     let scheme_ok = matches!(head.uri.scheme_str(), Some("http" | "https"));
     if !scheme_ok || head.uri.authority().is_none() {
@@ -244,7 +544,7 @@ async fn forward(shared: &Shared, request: Request<Incoming>) -> Response<ProxyB
 }
 
 /// Small bodies whole (replayable); large or unknown-length ones as a stream.
-async fn request_body(incoming: Incoming) -> Result<Body, hyper::Error> {
+async fn request_body(incoming: Tally<Incoming>) -> Result<Body, hyper::Error> {
     match incoming.size_hint().exact() {
         Some(0) if incoming.is_end_stream() => Ok(Body::empty()),
         Some(len) if len <= BUFFERED_BODY => Ok(incoming.collect().await?.to_bytes().into()),
@@ -272,7 +572,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The status and `Proxy-Status` (RFC 9209) for a failed round trip.
-fn upstream_failure(error: &Error) -> Response<ProxyBody> {
+fn upstream_failure(error: &Error) -> Response<Answer> {
     use ErrorKind as K;
     let (status, proxy_error) = match error.kind {
         K::MethodInvalid
@@ -313,6 +613,9 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
         K::Shutdown => (StatusCode::SERVICE_UNAVAILABLE, "proxy_internal_error"),
     };
     let mut response = text(status, &format!("roundtrip proxy: {error}"));
+    response
+        .extensions_mut()
+        .insert(UpstreamFailure(error.to_string()));
     let details: String = error
         .message
         .chars()
@@ -331,7 +634,7 @@ fn upstream_failure(error: &Error) -> Response<ProxyBody> {
 }
 
 /// A short `text/plain` answer from the proxy itself.
-fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
+fn text(status: StatusCode, message: &str) -> Response<Answer> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!(
         "{message}\n"
     )))));
@@ -345,7 +648,8 @@ fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
 
 /// `CONNECT host:port`: dial the target, answer `200`, then relay bytes both ways
 /// once hyper hands over the client's socket.
-async fn tunnel(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn tunnel(shared: &Arc<Shared>, app: &App, request: Request<Incoming>) -> Response<Answer> {
+    let app_conn = app.id;
     let Some(authority) = request.uri().authority().cloned() else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -360,7 +664,12 @@ async fn tunnel(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Pr
     }
     let id = shared.next_tunnel.fetch_add(1, Ordering::Relaxed) + 1;
     let key = Some(format!("connect://{authority}"));
-    let emit = |kind| shared.transport.emit(kind, key.clone(), Some(id));
+    let ids = move || Ids {
+        key: key.clone(),
+        tunnel: Some(id),
+        ..Ids::default()
+    };
+    let emit = |kind| shared.emit(app_conn, kind, ids());
     emit(EventKind::TunnelStart {
         addr: authority.to_string(),
     });
@@ -420,45 +729,103 @@ async fn tunnel(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Pr
         addr: upstream.peer_addr().ok().map(|a| a.to_string()),
         error: None,
     });
+    app.tunneled.store(true, Ordering::Relaxed);
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let (bytes_up, bytes_down) = match hyper::upgrade::on(request).await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), upstream).await,
-            Err(_) => (0, 0),
+        let relayed = Relayed::default();
+        let relay = async {
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => relay(TokioIo::new(upgraded), upstream, &relayed).await,
+                Err(_) => {}
+            }
         };
-        shared.transport.emit(
+        let mut seen = (0, 0);
+        let report = |seen: &mut (u64, u64)| {
+            let now = relayed.totals();
+            if now != *seen {
+                shared.emit(
+                    app_conn,
+                    EventKind::TunnelActivity {
+                        bytes_up: now.0 - seen.0,
+                        bytes_down: now.1 - seen.1,
+                    },
+                    ids(),
+                );
+                *seen = now;
+            }
+        };
+        tokio::pin!(relay);
+        let mut tick = tokio::time::interval(ACTIVITY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut relay => break,
+                _ = tick.tick() => report(&mut seen),
+            }
+        }
+        report(&mut seen);
+        let (bytes_up, bytes_down) = relayed.totals();
+        shared.emit(
+            app_conn,
             EventKind::TunnelClose {
                 bytes_up,
                 bytes_down,
             },
-            key,
-            Some(id),
+            ids(),
+        );
+        shared.emit(
+            app_conn,
+            EventKind::AppConnClose {
+                reason: AppCloseReason::App,
+                error: None,
+            },
+            Ids::default(),
         );
     });
     Response::new(Either::Right(Full::new(Bytes::new())))
 }
 
-/// Copies both ways until both directions have ended; returns the bytes relayed
-/// client→target and target→client (counted even when a side fails).
+/// How often a busy tunnel reports `tunnel_activity`.
+const ACTIVITY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Bytes a tunnel relayed so far: client→target, target→client.
+#[derive(Default)]
+struct Relayed {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Relayed {
+    fn totals(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Copies both ways until both directions have ended, counting the bytes relayed
+/// into `relayed` (counted even when a side fails).
 async fn relay(
     client: impl tokio::io::AsyncRead + tokio::io::AsyncWrite,
     target: TcpStream,
-) -> (u64, u64) {
+    relayed: &Relayed,
+) {
     let (client_read, client_write) = tokio::io::split(client);
     let (target_read, target_write) = target.into_split();
     tokio::join!(
-        pump(client_read, target_write),
-        pump(target_read, client_write)
-    )
+        pump(client_read, target_write, &relayed.up),
+        pump(target_read, client_write, &relayed.down)
+    );
 }
 
 /// One direction of a relay; half-closes the writer at the reader's end.
 async fn pump(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
-) -> u64 {
+    total: &AtomicU64,
+) {
     let mut buf = vec![0u8; 32 * 1024];
-    let mut total = 0;
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -466,12 +833,11 @@ async fn pump(
                 if to.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
-                total += n as u64;
+                total.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
     let _ = to.shutdown().await;
-    total
 }
 
 #[cfg(test)]

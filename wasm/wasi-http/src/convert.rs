@@ -198,6 +198,7 @@ pub fn config() -> Result<rt::Config, String> {
         proxy_connect_timeout: Some(60 * SECOND),
         // The face's host decides where they go (stderr, sinks, nowhere).
         emit_events: true,
+        count_crossings: false,
     };
     let knob = |name: &str| {
         std::env::var(name)

@@ -20,6 +20,11 @@ pub struct Active {
 }
 
 impl Active {
+    /// The request's id, as in events.
+    pub fn req(&self) -> u64 {
+        self.req
+    }
+
     pub fn new(shared: Rc<Shared>, key: String, req: u64, conn: Conn) -> Self {
         Self {
             shared,

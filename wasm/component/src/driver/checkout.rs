@@ -41,6 +41,8 @@ pub async fn acquire(
     let checkout = shared.state.borrow_mut().pool.checkout(key, now);
     let (ticket, dialing) = match checkout {
         Checkout::Idle(reused) => {
+            // Input on it is the request's from now on, not a sign of a dead connection.
+            reused.conn.set_idle(false);
             // Closes whatever timed out before the checkout looked.
             shared.run_actions();
             shared.emit(
@@ -153,7 +155,7 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
         return;
     };
     let shared = Rc::clone(shared);
-    wit_bindgen::spawn_local(async move {
+    super::tasks::spawn(async move {
         let limit = connect_timeout.or(shared.settings.dial_timeout);
         match dial(&shared, req, &target, limit).await {
             Ok(conn) => shared.offer(conn, req, &key, Source::Dial),

@@ -99,7 +99,7 @@ impl Conn {
         let send_result = socket.send(host_side);
         let (chunks, to_write) = mpsc::channel(1);
         let failed = Rc::new(RefCell::new(None));
-        wit_bindgen::spawn_local(write_loop(
+        super::tasks::spawn(write_loop(
             outbound,
             send_result,
             to_write,
@@ -108,7 +108,7 @@ impl Conn {
         let (inbound, receive_result) = socket.receive();
         let (sender, input) = mpsc::channel(1);
         let idle = Rc::new(Cell::new(false));
-        wit_bindgen::spawn_local(read_loop(
+        super::tasks::spawn(read_loop(
             id,
             inbound,
             receive_result,

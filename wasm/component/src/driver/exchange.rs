@@ -442,6 +442,7 @@ fn respond(
     let reason = head.reason.clone();
     let version_minor = head.version_minor;
     let conn = active.conn().id;
+    let req_id = active.req();
     let end = BodyEnd {
         disable_keep_alives: shared.settings.disable_keep_alives,
         request_headers: req.headers.clone(),
@@ -463,6 +464,7 @@ fn respond(
         body,
         conn,
         reused,
+        req: req_id,
     }
 }
 
@@ -514,7 +516,7 @@ fn stream_body(active: Active, end: BodyEnd) -> StreamedBody {
             "the transport dropped the request".to_owned(),
         ))
     });
-    wit_bindgen::spawn_local(pump_body(active, end, body_tx, trailers_tx, sent_tx));
+    super::tasks::spawn(pump_body(active, end, body_tx, trailers_tx, sent_tx));
     StreamedBody {
         contents: body_rx,
         trailers: trailers_rx,

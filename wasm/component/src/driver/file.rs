@@ -64,7 +64,7 @@ pub async fn serve(shared: Rc<Shared>, method: String, url: String) -> Result<Re
                 // A file request sends nothing: its "request" is written at once.
                 request_sent: wit_future::new::<Result<(), ErrorCode>>(|| Ok(())).1,
             });
-            response(200, "OK", headers, body)
+            response(req, 200, "OK", headers, body)
         }
         Answer::Generated(generated) => {
             emit(EventKind::Response(generated.status));
@@ -75,6 +75,7 @@ pub async fn serve(shared: Rc<Shared>, method: String, url: String) -> Result<Re
             };
             emit(EventKind::BodyEof(bytes.len() as u64));
             response(
+                req,
                 generated.status,
                 generated.reason,
                 generated.headers,
@@ -110,7 +111,7 @@ async fn look_up(path: &str) -> Result<Answer, ErrorCode> {
     })
 }
 
-fn response(status: u16, reason: &str, headers: Fields, body: ResponseBody) -> Response {
+fn response(req: u64, status: u16, reason: &str, headers: Fields, body: ResponseBody) -> Response {
     Response {
         status,
         reason: reason.to_owned(),
@@ -119,6 +120,7 @@ fn response(status: u16, reason: &str, headers: Fields, body: ResponseBody) -> R
         body,
         conn: 0,
         reused: false,
+        req,
     }
 }
 
@@ -132,7 +134,7 @@ fn when_ended(
             "the file handler dropped the body".to_owned(),
         ))
     });
-    wit_bindgen::spawn_local(async move {
+    super::tasks::spawn(async move {
         let ended = end.await;
         on_end(ended.is_ok());
         let _ = writer.write(ended.map(|()| None)).await;

@@ -4,7 +4,7 @@
 //! come from [`crate::core`]; this layer moves bytes between `net` connections and the
 //! caller's streams, reads the clock, and reports every step through `observe`.
 //! Each round trip runs as a guest task; each response body is pumped by a task
-//! spawned with `spawn_local`, so one instance serves many requests at once.
+//! spawned with `spawn_local` (through `tasks::spawn`, which can count them), so one instance serves many requests at once.
 
 // Generated glue: the ABI needs `unsafe` and exported symbols.
 #[allow(unsafe_code)]
@@ -25,6 +25,7 @@ mod errors;
 mod exchange;
 mod file;
 mod send;
+mod tasks;
 mod transport;
 mod tunnel;
 

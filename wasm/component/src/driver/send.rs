@@ -237,7 +237,7 @@ async fn write_stream(
         BodyFraming::Length(declared) => Some(declared),
         _ => None,
     };
-    wit_bindgen::spawn_local(forward_stream(stream, declared, forward));
+    super::tasks::spawn(forward_stream(stream, declared, forward));
     let on_wire = |code| connection(Progress::NoResponse, code);
     while let Some(piece) = pieces.next().await {
         match piece {

@@ -272,7 +272,7 @@ impl Shared {
             state.idle_timer_running = true;
         }
         let shared = Rc::clone(self);
-        wit_bindgen::spawn_local(async move {
+        super::tasks::spawn(async move {
             loop {
                 let deadline = shared.state.borrow().pool.next_deadline();
                 let Some(deadline) = deadline else {
@@ -295,6 +295,9 @@ pub struct Transport {
 
 impl GuestTransport for Transport {
     fn new(config: Config) -> Self {
+        if config.count_crossings {
+            super::tasks::count_crossings();
+        }
         let micros = |ns: Option<u64>| ns.map(|n| n / 1_000);
         let pool = Pool::new(PoolConfig {
             max_idle: config.max_idle_conns as usize,
@@ -340,7 +343,7 @@ impl GuestTransport for Transport {
     }
 
     async fn round_trip(&self, req: Request) -> Result<Response, ErrorCode> {
-        super::exchange::round_trip(Rc::clone(&self.shared), req).await
+        super::tasks::export(super::exchange::round_trip(Rc::clone(&self.shared), req)).await
     }
 
     fn close_idle_connections(&self) {
@@ -349,15 +352,18 @@ impl GuestTransport for Transport {
     }
 
     async fn release(&self, conn: u64, read: bool) {
-        let held = self.shared.held.borrow_mut().remove(&conn);
-        if let Some(Held { active, end, len }) = held {
-            if read {
-                super::body::settle(active, &end, len, true);
-            } else {
-                active.emit(EventKind::BodyClosedEarly(0));
-                active.close(CloseReason::EarlyBodyClose);
+        super::tasks::export(async {
+            let held = self.shared.held.borrow_mut().remove(&conn);
+            if let Some(Held { active, end, len }) = held {
+                if read {
+                    super::body::settle(active, &end, len, true);
+                } else {
+                    active.emit(EventKind::BodyClosedEarly(0));
+                    active.close(CloseReason::EarlyBodyClose);
+                }
             }
-        }
+        })
+        .await;
     }
 
     fn stats(&self) -> PoolStats {
