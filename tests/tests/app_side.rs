@@ -79,6 +79,16 @@ async fn run_app(proxy: &ForwardProxy, program: &str, args: &[&str]) -> u32 {
     pid
 }
 
+/// Runs curl through `proxy` for `url` twice on one command line, with `extra`
+/// options; returns its pid.
+async fn curl_twice(proxy: &ForwardProxy, extra: &[&str], url: &str) -> u32 {
+    let proxy_url = proxy.url();
+    let mut args = vec!["--silent", "--show-error", "-x", &proxy_url];
+    args.extend_from_slice(extra);
+    args.extend([url, url]);
+    run_app(proxy, "curl", &args).await
+}
+
 /// Waits (up to 5 s) until `n` app connections have closed.
 async fn wait_for_closes(recorder: &Recorder, n: usize) -> AppView {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -183,12 +193,7 @@ async fn curl_with_two_urls_sends_both_on_one_connection() {
     let nginx = Nginx::start("");
     let (proxy, recorder) = proxy_with_recorder().await;
     let url = nginx.url("/small");
-    let pid = run_app(
-        &proxy,
-        "curl",
-        &["--silent", "--show-error", "-x", &proxy.url(), &url, &url],
-    )
-    .await;
+    let pid = curl_twice(&proxy, &[], &url).await;
     let view = wait_for_closes(&recorder, 1).await;
     assert_app(&view, pid, "curl", 1, 2);
 }
@@ -200,20 +205,7 @@ async fn a_connect_tunnel_is_the_app_s_connection_with_its_activity() {
     let nginx = Nginx::start("");
     let (proxy, recorder) = proxy_with_recorder().await;
     let url = nginx.url("/small");
-    let pid = run_app(
-        &proxy,
-        "curl",
-        &[
-            "--silent",
-            "--show-error",
-            "--proxytunnel",
-            "-x",
-            &proxy.url(),
-            &url,
-            &url,
-        ],
-    )
-    .await;
+    let pid = curl_twice(&proxy, &["--proxytunnel"], &url).await;
     let view = wait_for_closes(&recorder, 1).await;
     assert_eq!(view.opened.len(), 1, "{view:#?}");
     assert_eq!(view.opened[0].2, Some(pid));

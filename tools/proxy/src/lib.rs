@@ -48,7 +48,7 @@ use roundtrip_host::{Body, ConnectionInfo, Error, ErrorKind, ResponseBody, Trans
 
 /// What the proxy answers with: a relayed upstream body, or its own short text,
 /// reported as an `app_request` when it has been sent to its end.
-pub type ProxyBody = Reported<Answer>;
+pub type ProxyBody = Metered<Answer>;
 
 /// A relayed upstream body, or the proxy's own short text.
 pub type Answer = Either<ResponseBody, Full<Bytes>>;
@@ -188,6 +188,8 @@ impl Shared {
 #[derive(Clone)]
 struct App {
     id: u64,
+    /// Whether anyone listens for its events (`app_*`), asked once when it connects.
+    reporting: bool,
     /// Set once a `CONNECT` turned it into a tunnel: it then ends with the tunnel.
     tunneled: Arc<AtomicBool>,
 }
@@ -236,6 +238,7 @@ async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<Shared>
     }
     let app = App {
         id: app_conn,
+        reporting,
         tunneled: Arc::new(AtomicBool::new(false)),
     };
     let service = {
@@ -284,8 +287,6 @@ async fn handle(
     app: App,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
-    let app_conn = app.id;
     // The access line is only made when someone reads it.
     let line = shared
         .options
@@ -297,105 +298,72 @@ async fn handle(
         if let Some(line) = line {
             shared.log(&format!("{line} {}", response.status().as_u16()));
         }
-        return Ok(response.map(Reported::unreported));
+        return Ok(response.map(|body| Metered::reporting(body, None)));
     }
-    let asked = shared.transport.has_event_sinks().then(|| {
-        (
-            request.method().to_string(),
-            request.uri().to_string(),
-            Arc::new(AtomicU64::new(0)),
-        )
-    });
-    let sent = asked.as_ref().map(|(_, _, sent)| Arc::clone(sent));
-    let response = forward(&shared, request.map(|body| Tally::new(body, sent))).await;
-    let info = response.extensions().get::<ConnectionInfo>().copied();
+    let mut report = app
+        .reporting
+        .then(|| Report::new(&shared, app.id, &request));
+    let sent = report.as_ref().map(|r| Arc::clone(&r.bytes_out));
+    let response = forward(&shared, request.map(|body| Metered::counting(body, sent))).await;
     if let Some(line) = line {
-        let via = match info {
+        let via = match response.extensions().get::<ConnectionInfo>() {
             Some(info) if info.reused => format!(" on connection #{} (reused)", info.id),
             Some(info) => format!(" on connection #{} (new)", info.id),
             None => String::new(),
         };
         shared.log(&format!("{line} {}{via}", response.status().as_u16()));
     }
-    let Some((method, url, bytes_out)) = asked else {
-        return Ok(response.map(Reported::unreported));
-    };
-    let report = Report {
-        shared: Arc::clone(&shared),
-        app_conn,
-        method,
-        url,
-        status: response.status().as_u16(),
-        info,
-        failure: response
-            .extensions()
-            .get::<UpstreamFailure>()
-            .map(|f| f.0.clone()),
-        started,
-        bytes_in: 0,
-        bytes_out,
-    };
-    Ok(response.map(|body| Reported::new(body, report)))
+    if let Some(report) = &mut report {
+        report.answered(&response);
+    }
+    Ok(response.map(|body| Metered::reporting(body, report)))
 }
 
 /// The transport's error, on an answer the proxy made because the round trip failed.
 #[derive(Clone)]
 struct UpstreamFailure(String);
 
-/// A request body that counts the bytes read from the app.
-pub struct Tally<B> {
-    inner: B,
-    bytes: Option<Arc<AtomicU64>>,
-}
-
-impl<B> Tally<B> {
-    fn new(inner: B, bytes: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, bytes }
-    }
-}
-
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tally<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &self.bytes)
-            && let Some(data) = frame.data_ref()
-        {
-            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// What an `app_request` says, gathered while its answer goes to the app.
+/// What an `app_request` says, gathered while its request goes up and its answer
+/// goes back to the app.
 struct Report {
     shared: Arc<Shared>,
     app_conn: u64,
     method: String,
     url: String,
+    started: Instant,
+    /// Counted by the request body as it is read from the app.
+    bytes_out: Arc<AtomicU64>,
     status: u16,
     info: Option<ConnectionInfo>,
     failure: Option<String>,
-    started: Instant,
-    bytes_in: u64,
-    bytes_out: Arc<AtomicU64>,
 }
 
 impl Report {
-    fn send(self, error: Option<String>) {
+    fn new(shared: &Arc<Shared>, app_conn: u64, request: &Request<Incoming>) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            app_conn,
+            method: request.method().to_string(),
+            url: request.uri().to_string(),
+            started: Instant::now(),
+            bytes_out: Arc::default(),
+            status: 0,
+            info: None,
+            failure: None,
+        }
+    }
+
+    /// Takes what the answer says: its status, the upstream exchange, a failure.
+    fn answered(&mut self, response: &Response<Answer>) {
+        self.status = response.status().as_u16();
+        self.info = response.extensions().get::<ConnectionInfo>().copied();
+        self.failure = response
+            .extensions()
+            .get::<UpstreamFailure>()
+            .map(|f| f.0.clone());
+    }
+
+    fn send(self, bytes_in: u64, error: Option<String>) {
         let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.shared.emit(
             self.app_conn,
@@ -403,7 +371,7 @@ impl Report {
                 method: self.method,
                 url: self.url,
                 status: Some(self.status),
-                bytes_in: self.bytes_in,
+                bytes_in,
                 bytes_out: self.bytes_out.load(Ordering::Relaxed),
                 elapsed_us,
                 error: self.failure.or(error),
@@ -417,30 +385,41 @@ impl Report {
     }
 }
 
-/// A response body that reports its request (`app_request`) once it has gone to the
+/// A body that counts the bytes passing through it (a request's, read from the app)
+/// and, for an answer, reports its request (`app_request`) once it has gone to the
 /// app to its end, failed, or been dropped before its end.
-pub struct Reported<B: HttpBody> {
+pub struct Metered<B: HttpBody> {
     inner: B,
+    bytes: Option<Arc<AtomicU64>>,
     report: Option<Report>,
 }
 
-impl<B: HttpBody> Reported<B> {
-    fn new(inner: B, report: Report) -> Self {
+impl<B: HttpBody> Metered<B> {
+    fn counting(inner: B, bytes: Option<Arc<AtomicU64>>) -> Self {
         Self {
             inner,
-            report: Some(report),
+            bytes,
+            report: None,
         }
     }
 
-    fn unreported(inner: B) -> Self {
+    fn reporting(inner: B, report: Option<Report>) -> Self {
         Self {
             inner,
-            report: None,
+            bytes: report.is_some().then(Arc::default),
+            report,
+        }
+    }
+
+    fn report(&mut self, error: Option<String>) {
+        if let Some(report) = self.report.take() {
+            let bytes = self.bytes.as_ref().map_or(0, |b| b.load(Ordering::Relaxed));
+            report.send(bytes, error);
         }
     }
 }
 
-impl<B> HttpBody for Reported<B>
+impl<B> HttpBody for Metered<B>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -455,27 +434,20 @@ where
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(report)) = (frame.data_ref(), &mut self.report) {
-                    report.bytes_in += data.len() as u64;
+                if let (Some(data), Some(bytes)) = (frame.data_ref(), &self.bytes) {
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(report) = self.report.take() {
-                    report.send(Some(format!("the response body failed: {e}")));
-                }
+                let error = format!("the response body failed: {e}");
+                self.report(Some(error));
             }
-            Poll::Ready(None) => {
-                if let Some(report) = self.report.take() {
-                    report.send(None);
-                }
-            }
+            Poll::Ready(None) => self.report(None),
             Poll::Pending => {}
         }
         // hyper asks no more once the end is known: report then.
-        if self.inner.is_end_stream()
-            && let Some(report) = self.report.take()
-        {
-            report.send(None);
+        if self.inner.is_end_stream() {
+            self.report(None);
         }
         polled
     }
@@ -489,19 +461,19 @@ where
     }
 }
 
-impl<B: HttpBody> Drop for Reported<B> {
+impl<B: HttpBody> Drop for Metered<B> {
     fn drop(&mut self) {
-        if let Some(report) = self.report.take() {
+        if self.report.is_some() {
             // An answer with no body (`HEAD`, 204, 304) is dropped unpolled, and whole.
             let error = (!self.inner.is_end_stream())
                 .then(|| "the app was not sent the whole answer".to_owned());
-            report.send(error);
+            self.report(error);
         }
     }
 }
 
 /// Sends a request in absolute form through the transport and relays the response.
-async fn forward(shared: &Shared, request: Request<Tally<Incoming>>) -> Response<Answer> {
+async fn forward(shared: &Shared, request: Request<Metered<Incoming>>) -> Response<Answer> {
     let (mut head, incoming) = request.into_parts();
     let scheme_ok = matches!(head.uri.scheme_str(), Some("http" | "https"));
     if !scheme_ok || head.uri.authority().is_none() {
@@ -544,7 +516,7 @@ async fn forward(shared: &Shared, request: Request<Tally<Incoming>>) -> Response
 }
 
 /// Small bodies whole (replayable); large or unknown-length ones as a stream.
-async fn request_body(incoming: Tally<Incoming>) -> Result<Body, hyper::Error> {
+async fn request_body(incoming: Metered<Incoming>) -> Result<Body, hyper::Error> {
     match incoming.size_hint().exact() {
         Some(0) if incoming.is_end_stream() => Ok(Body::empty()),
         Some(len) if len <= BUFFERED_BODY => Ok(incoming.collect().await?.to_bytes().into()),
