@@ -139,23 +139,25 @@ impl Source {
     }
 
     /// The visible window, `(start, span)` in microseconds: while following, the
-    /// newest `span`, or everything from 0 while there is less than that.
+    /// newest `span`, or everything from the first event while there is less than
+    /// that.
     pub fn window(&self) -> (f64, f64) {
         if !self.follow {
             return (self.end - self.span, self.span);
         }
-        let seen = (self.now() as f64 * 1.05).max(10_000.0);
+        let first = self.view.first as f64;
+        let seen = ((self.now() as f64 - first) * 1.05).max(10_000.0);
         if seen < self.span {
-            (0.0, seen)
+            (first, seen)
         } else {
             (self.now() as f64 + self.span * 0.02 - self.span, self.span)
         }
     }
 
     pub fn fit(&mut self) {
-        let now = self.now() as f64;
-        self.span = (now * 1.05).max(100_000.0);
-        self.end = self.span.max(now);
+        let (first, now) = (self.view.first as f64, self.now() as f64);
+        self.span = ((now - first) * 1.05).max(100_000.0);
+        self.end = (first + self.span).max(now);
         self.follow = false;
     }
 

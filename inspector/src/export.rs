@@ -32,6 +32,7 @@ pub fn chrome_trace(view: &View, title: &str) -> Value {
         let kind = match lane.id {
             LaneId::Conn(_) => "connection",
             LaneId::Tunnel(_) => "tunnel",
+            LaneId::App(_) => "app connection",
         };
         trace.push(json!({
             "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,

@@ -21,10 +21,18 @@
 //! the close with its reason) are [`Marker`]s. Counters are updated as phases change,
 //! so reading them is free. Events the model cannot place (out of order, for a closed
 //! lane) are applied as well as they can be and reported in [`View::problems`].
+//!
+//! A proxy source also tells the app's side (`app_*` events, [`apps`]): each app
+//! connection is a lane of its own ([`LaneId::App`]) grouped by the process that
+//! opened it, counted in [`View::apps`] and never in the pool's counters.
 
 use std::collections::{BTreeMap, HashMap};
 
 use roundtrip_host::events::{Event, EventKind};
+
+pub mod apps;
+
+pub use apps::{AppRequestRow, AppStats};
 
 /// Microseconds on the source's clock (`ts_us`).
 pub type Micros = u64;
@@ -36,6 +44,8 @@ const MAX_PROBLEMS: usize = 100;
 pub enum LaneId {
     Conn(u64),
     Tunnel(u64),
+    /// An app's connection to the proxy (`app_conn`).
+    App(u64),
 }
 
 impl std::fmt::Display for LaneId {
@@ -43,6 +53,7 @@ impl std::fmt::Display for LaneId {
         match self {
             LaneId::Conn(id) => write!(f, "conn #{id}"),
             LaneId::Tunnel(id) => write!(f, "tunnel {id}"),
+            LaneId::App(id) => write!(f, "app conn #{id}"),
         }
     }
 }
@@ -56,12 +67,14 @@ pub enum Phase {
     Awaiting,
     Reading,
     Idle,
-    /// A proxy tunnel relaying bytes.
+    /// A proxy tunnel relaying bytes (on an app lane: bytes flowed in that time).
     Tunnel,
+    /// An app's request, from its head reaching the proxy to its answer's end.
+    Exchange,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Dialing,
         Phase::Tls,
         Phase::Writing,
@@ -69,6 +82,7 @@ impl Phase {
         Phase::Reading,
         Phase::Idle,
         Phase::Tunnel,
+        Phase::Exchange,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +94,7 @@ impl Phase {
             Phase::Reading => "reading body",
             Phase::Idle => "idle",
             Phase::Tunnel => "tunnel",
+            Phase::Exchange => "app request",
         }
     }
 
@@ -87,7 +102,9 @@ impl Phase {
         match self {
             Phase::Dialing | Phase::Tls => Load::Dialing,
             Phase::Idle => Load::Idle,
-            Phase::Writing | Phase::Awaiting | Phase::Reading | Phase::Tunnel => Load::InUse,
+            Phase::Writing | Phase::Awaiting | Phase::Reading | Phase::Tunnel | Phase::Exchange => {
+                Load::InUse
+            }
         }
     }
 }
@@ -116,6 +133,8 @@ pub enum MarkerKind {
     BodyEof,
     EarlyClose,
     Retry(String),
+    /// An app's request that failed, with why.
+    Failed(String),
     /// The connection closed, with its reason (or the error that ended a dial).
     Close(String),
 }
@@ -127,6 +146,7 @@ impl MarkerKind {
             MarkerKind::BodyEof => "body EOF".to_owned(),
             MarkerKind::EarlyClose => "body closed early".to_owned(),
             MarkerKind::Retry(reason) => format!("retry: {reason}"),
+            MarkerKind::Failed(error) => format!("failed: {error}"),
             MarkerKind::Close(reason) => format!("close: {reason}"),
         }
     }
@@ -284,13 +304,15 @@ impl KeyStats {
     }
 }
 
-/// Open, in-use and idle connections after an event, for the plot.
+/// Open, in-use and idle connections of the pool, and the app connections open,
+/// after an event, for the plot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub at: Micros,
     pub open: u32,
     pub in_use: u32,
     pub idle: u32,
+    pub app_open: u32,
 }
 
 /// Everything drawn for one source, built by [`View::apply`].
@@ -306,10 +328,18 @@ pub struct View {
     pub problem_count: usize,
     /// Latest `ts_us` seen.
     pub now: Micros,
+    /// The first event's `ts_us` (a source's clock starts before its first event).
+    pub first: Micros,
     pub events: usize,
     totals: KeyStats,
     /// Requests waiting in line, with their key.
     waiting: HashMap<u64, String>,
+    /// Per app (its label: command and pid), the app's own counters.
+    pub apps: BTreeMap<String, AppStats>,
+    /// The apps' requests, in the order they ended.
+    pub app_requests: Vec<AppRequestRow>,
+    /// App connections open now.
+    app_open: u32,
 }
 
 impl View {
@@ -361,19 +391,26 @@ impl View {
         } else {
             event.ts_us
         };
+        if self.events == 1 {
+            self.first = event.ts_us;
+        }
         self.now = at;
         let key = event.key.clone().unwrap_or_default();
         let lane = event
             .conn
             .map(LaneId::Conn)
             .or(event.tunnel.map(LaneId::Tunnel));
+        let app_changed = event
+            .app_conn
+            .is_some_and(|app| self.apply_app(app, event, at));
         let changed = self.apply_kind(event, at, &key, lane);
-        if changed {
+        if changed || app_changed {
             self.samples.push(Sample {
                 at,
                 open: self.totals.dialing + self.totals.in_use + self.totals.idle,
                 in_use: self.totals.in_use,
                 idle: self.totals.idle,
+                app_open: self.app_open,
             });
         }
     }
@@ -599,7 +636,7 @@ impl View {
             | EventKind::WroteHeaders
             | EventKind::Got1xx { .. }
             | EventKind::PutIdle { ok: false, .. }
-            // The app's side of `roundtrip proxy` is not drawn yet.
+            // The app's side of `roundtrip proxy`: [`apps`].
             | EventKind::TunnelActivity { .. }
             | EventKind::AppConnOpen { .. }
             | EventKind::AppRequest { .. }
@@ -615,19 +652,24 @@ impl View {
     /// The lane `id`, made on the spot when its start was never seen (an inspector
     /// attached late); `None` once it is closed (reported).
     fn lane_mut(&mut self, id: LaneId, key: &str) -> Option<&mut Lane> {
-        let i = match self.lane_index.get(&id) {
+        let i = self.lane_index_or_new(id, key);
+        if self.lanes[i].closed.is_some() {
+            self.problem(format!("an event for {id} after it closed"));
+            return None;
+        }
+        Some(&mut self.lanes[i])
+    }
+
+    /// The index of lane `id`, made on the spot when its start was never seen.
+    fn lane_index_or_new(&mut self, id: LaneId, key: &str) -> usize {
+        match self.lane_index.get(&id) {
             Some(&i) => i,
             None => {
                 self.lane_index.insert(id, self.lanes.len());
                 self.lanes.push(Lane::new(id, key));
                 self.lanes.len() - 1
             }
-        };
-        if self.lanes[i].closed.is_some() {
-            self.problem(format!("an event for {id} after it closed"));
-            return None;
         }
-        Some(&mut self.lanes[i])
     }
 
     /// Moves a lane to `phase`; returns whether the counts changed.
@@ -680,7 +722,7 @@ impl View {
         let lane_key = lane.key.clone();
         let conn = match id {
             LaneId::Conn(conn) => Some(conn),
-            LaneId::Tunnel(_) => None,
+            LaneId::Tunnel(_) | LaneId::App(_) => None,
         };
         for req in unfinished {
             if let Some(row) = self.row_mut(req)

@@ -271,4 +271,83 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
     assert_eq!(source.view.totals().dials, 1);
     assert_eq!(source.view.totals().reuses, 1);
     assert_eq!(server.connections(), 1);
+    // curl's own side: one connection to the proxy carrying both requests.
+    let curl: Vec<_> = source.view.apps.iter().collect();
+    assert_eq!(curl.len(), 1, "{curl:?}");
+    let (label, stats) = curl[0];
+    assert!(label.starts_with("curl -sS"), "{label}");
+    assert_eq!((stats.connections, stats.requests, stats.reuses), (1, 2, 1));
+}
+
+/// Runs `docs/lessons/fetch_five.py MODE` through the inspector's proxy against
+/// `server`; returns the inspector (with the run's source) and how many connections
+/// the script itself counted.
+fn run_fetch_five(mode: &str, server: &LocalServer) -> (InspectorApp, u32) {
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/lessons/fetch_five.py");
+    let counted = tempfile::NamedTempFile::new().unwrap();
+    hub.run_command(
+        vec![
+            // Debian's, with python3-requests (scripts/test installs it).
+            "/usr/bin/python3".into(),
+            script.into(),
+            mode.into(),
+            server.url("/small"),
+            counted.path().display().to_string(),
+        ],
+        Config::default(),
+    );
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Exited, and every app connection closed (the app's close reaches the proxy
+    // a moment after the process is gone).
+    while app
+        .source()
+        .is_none_or(|s| !s.status.contains("exited") || s.view.apps.values().any(|a| a.open > 0))
+    {
+        assert!(Instant::now() < deadline, "the script never finished");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let status = &app.source().unwrap().status;
+    assert!(status.contains("exit status: 0"), "{status}");
+    let opened = std::fs::read_to_string(counted.path()).unwrap();
+    (app, opened.trim().parse().unwrap())
+}
+
+#[test]
+fn run_draws_the_app_s_own_connections_first_urllib_without_and_with_a_session() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (mode, connections) in [("urllib", 5), ("session", 1)] {
+        let server = runtime.block_on(LocalServer::start()).unwrap();
+        let (app, opened) = run_fetch_five(mode, &server);
+        let view = &app.source().unwrap().view;
+        // The app's numbers are what the script itself counted ...
+        assert_eq!(opened, connections, "{mode}: the script's own count");
+        let apps: Vec<_> = view.apps.iter().collect();
+        assert_eq!(apps.len(), 1, "{mode}: one app, {apps:?}");
+        let (label, stats) = (apps[0].0.clone(), apps[0].1.clone());
+        assert!(label.starts_with("python3"), "{label}");
+        assert_eq!(stats.connections, opened, "{mode}");
+        assert_eq!(stats.requests, 5, "{mode}");
+        assert_eq!(stats.reuses, 5 - connections, "{mode}");
+        let lanes = view
+            .lanes
+            .iter()
+            .filter(|l| matches!(l.id, LaneId::App(_)))
+            .count();
+        assert_eq!(lanes, connections as usize, "{mode}");
+        // ... while upstream the proxy's pool dialled the server once either way.
+        assert_eq!(view.totals().dials, 1, "{mode}");
+        assert_eq!(server.connections(), 1, "{mode}");
+
+        // On screen: the app's counters, then the pool under its own heading.
+        let mut harness = harness(app);
+        harness.run_steps(3);
+        harness.get_by_label(roundtrip_inspector::panels::numbers::APPS_HEADING);
+        harness.get_by_label(&label);
+        let ratio = format!("{:.0} %", stats.reuse_ratio() * 100.0);
+        assert!(harness.query_all_by_label(&ratio).count() >= 1, "{ratio}");
+        harness.get_by_label(roundtrip_inspector::panels::timeline::POOL_HEADING);
+    }
 }

@@ -151,12 +151,22 @@ pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) 
                 });
             if let Some(source) = app.source() {
                 ui.separator();
-                ui.label(format!(
-                    "{}: {} events, {} connections",
-                    source.name,
-                    source.events.len(),
-                    source.view.lanes.len()
-                ));
+                let view = &source.view;
+                let apps: u32 = view.apps.values().map(|a| a.connections).sum();
+                let pool = view.lanes.len() - apps as usize;
+                ui.label(if view.apps.is_empty() {
+                    format!(
+                        "{}: {} events, {pool} connections",
+                        source.name,
+                        source.events.len()
+                    )
+                } else {
+                    format!(
+                        "{}: {} events, {apps} app connections, {pool} through the pool",
+                        source.name,
+                        source.events.len()
+                    )
+                });
                 if !source.status.is_empty() {
                     ui.separator();
                     ui.label(&source.status);

@@ -21,6 +21,7 @@ pub fn phase_color(phase: Phase) -> Color32 {
         Phase::Reading => Color32::from_rgb(70, 185, 100),
         Phase::Idle => Color32::from_rgb(95, 150, 160),
         Phase::Tunnel => Color32::from_rgb(175, 125, 85),
+        Phase::Exchange => Color32::from_rgb(230, 105, 80),
     }
 }
 

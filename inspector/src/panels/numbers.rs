@@ -1,11 +1,101 @@
-//! Per-key counters and the plot of open / in-use / idle connections over time.
+//! The apps' counters (a proxy source), per-key counters of the pool, and the plot of
+//! open / in-use / idle connections over time.
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use crate::app::Source;
 
+/// The app column's width; a longer command is cut short (whole on hover).
+const APP_LABEL_WIDTH: f32 = 180.0;
+
 pub fn show(ui: &mut egui::Ui, source: &Source) {
     let view = &source.view;
+    // Wide tables scroll within their column rather than run under the next one.
+    egui::ScrollArea::horizontal()
+        .id_salt("numbers")
+        .show(ui, |ui| tables(ui, view));
+    // At most ~2000 points a line: enough for the eye, cheap with 200 k events.
+    let stride = (view.samples.len() / 2000).max(1);
+    let series = |pick: fn(&crate::model::Sample) -> u32| -> PlotPoints<'static> {
+        let mut points: Vec<[f64; 2]> = Vec::with_capacity(view.samples.len() / stride + 2);
+        let mut last = 0.0;
+        for sample in view.samples.iter().step_by(stride) {
+            let x = sample.at as f64 / 1e6;
+            let y = f64::from(pick(sample));
+            points.push([x, last]);
+            points.push([x, y]);
+            last = y;
+        }
+        points.push([source.now() as f64 / 1e6, last]);
+        PlotPoints::from(points)
+    };
+    Plot::new("connections")
+        .legend(Legend::default())
+        .x_axis_label("seconds")
+        .allow_scroll(false)
+        .show(ui, |plot| {
+            // Steps, not bands: every change is a vertical edge worth seeing.
+            plot.line(
+                Line::new("open", series(|s| s.open))
+                    .width(2.0)
+                    .allow_band(false),
+            );
+            plot.line(Line::new("in use", series(|s| s.in_use)).allow_band(false));
+            plot.line(Line::new("idle", series(|s| s.idle)).allow_band(false));
+            if !view.apps.is_empty() {
+                plot.line(
+                    Line::new("app connections open", series(|s| s.app_open))
+                        .width(2.0)
+                        .allow_band(false),
+                );
+            }
+        });
+}
+
+/// Above the apps' counters.
+pub const APPS_HEADING: &str = "what the app did — its own connections to the proxy";
+
+/// What each app did with its connections: its own numbers, not the pool's.
+fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
+    ui.strong(APPS_HEADING);
+    egui::Grid::new("apps").striped(true).show(ui, |ui| {
+        for title in [
+            "app",
+            "conns",
+            "open",
+            "requests",
+            "reuses",
+            "reuse ratio",
+            "tunnels",
+            "failed",
+        ] {
+            ui.strong(title);
+        }
+        ui.end_row();
+        for (app, stats) in &view.apps {
+            ui.scope(|ui| {
+                ui.set_max_width(APP_LABEL_WIDTH);
+                ui.add(egui::Label::new(app).truncate()).on_hover_text(app);
+            });
+            ui.label(stats.connections.to_string());
+            ui.label(stats.open.to_string());
+            ui.label(stats.requests.to_string());
+            ui.label(stats.reuses.to_string());
+            ui.label(format!("{:.0} %", stats.reuse_ratio() * 100.0));
+            ui.label(stats.tunnels.to_string());
+            ui.label(stats.failed.to_string());
+            ui.end_row();
+        }
+    });
+}
+
+/// The apps' counters, then the pool's per key and in all.
+fn tables(ui: &mut egui::Ui, view: &crate::model::View) {
+    if !view.apps.is_empty() {
+        apps(ui, view);
+        ui.add_space(6.0);
+        ui.strong(super::timeline::POOL_HEADING);
+    }
     egui::Grid::new("keys").striped(true).show(ui, |ui| {
         for title in [
             "pool key",
@@ -42,33 +132,4 @@ pub fn show(ui: &mut egui::Ui, source: &Source) {
         totals.in_use,
         totals.waiting
     ));
-    // At most ~2000 points a line: enough for the eye, cheap with 200 k events.
-    let stride = (view.samples.len() / 2000).max(1);
-    let series = |pick: fn(&crate::model::Sample) -> u32| -> PlotPoints<'static> {
-        let mut points: Vec<[f64; 2]> = Vec::with_capacity(view.samples.len() / stride + 2);
-        let mut last = 0.0;
-        for sample in view.samples.iter().step_by(stride) {
-            let x = sample.at as f64 / 1e6;
-            let y = f64::from(pick(sample));
-            points.push([x, last]);
-            points.push([x, y]);
-            last = y;
-        }
-        points.push([source.now() as f64 / 1e6, last]);
-        PlotPoints::from(points)
-    };
-    Plot::new("connections")
-        .legend(Legend::default())
-        .x_axis_label("seconds")
-        .allow_scroll(false)
-        .show(ui, |plot| {
-            // Steps, not bands: every change is a vertical edge worth seeing.
-            plot.line(
-                Line::new("open", series(|s| s.open))
-                    .width(2.0)
-                    .allow_band(false),
-            );
-            plot.line(Line::new("in use", series(|s| s.in_use)).allow_band(false));
-            plot.line(Line::new("idle", series(|s| s.idle)).allow_band(false));
-        });
 }

@@ -8,25 +8,51 @@ use egui::{Color32, Rect, Sense, Stroke, StrokeKind, Vec2, pos2, vec2};
 
 use super::{duration, phase_color};
 use crate::app::{Command, Source};
-use crate::model::{Lane, MarkerKind, Phase, View};
+use crate::model::{Lane, LaneId, MarkerKind, Phase, View};
 
 const ROW_HEIGHT: f32 = 20.0;
-const LABEL_WIDTH: f32 = 170.0;
+const LABEL_WIDTH: f32 = 190.0;
 
-/// A row of the timeline: a key's heading or a lane (index into `view.lanes`).
+/// A row of the timeline: a heading (an app's, a pool key's, the pool's) or a lane
+/// (index into `view.lanes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Row<'a> {
+    /// An app and how many connections it opened.
+    App(&'a str, usize),
+    /// Above the proxy's upstream side, when there are apps.
+    Pool,
     Key(&'a str, usize),
     Lane(usize),
 }
 
-/// The rows in drawing order: keys alphabetically, each key's lanes by opening time.
+/// The heading of the proxy's upstream side under the apps.
+pub const POOL_HEADING: &str =
+    "through Roundtrip's pool — the proxy's upstream connections, not the app's";
+
+/// The rows in drawing order: the apps first (in the order they first connected),
+/// each with its connections; then the pool's keys alphabetically, each key's lanes
+/// by opening time.
 pub fn rows(view: &View) -> Vec<Row<'_>> {
+    let mut apps: Vec<(&str, Vec<usize>)> = Vec::new();
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, lane) in view.lanes.iter().enumerate() {
-        by_key.entry(lane.key.as_str()).or_default().push(index);
+        let key = lane.key.as_str();
+        if !matches!(lane.id, LaneId::App(_)) {
+            by_key.entry(key).or_default().push(index);
+        } else if let Some((_, lanes)) = apps.iter_mut().find(|(app, _)| *app == key) {
+            lanes.push(index);
+        } else {
+            apps.push((key, vec![index]));
+        }
     }
-    let mut rows = Vec::with_capacity(view.lanes.len() + by_key.len());
+    let mut rows = Vec::with_capacity(view.lanes.len() + apps.len() + by_key.len() + 1);
+    for (app, lanes) in &apps {
+        rows.push(Row::App(app, lanes.len()));
+        rows.extend(lanes.iter().copied().map(Row::Lane));
+    }
+    if !apps.is_empty() {
+        rows.push(Row::Pool);
+    }
     for (key, lanes) in by_key {
         rows.push(Row::Key(key, lanes.len()));
         rows.extend(lanes.into_iter().map(Row::Lane));
@@ -77,15 +103,20 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                     Sense::click_and_drag(),
                 );
                 match *row {
-                    Row::Key(key, count) => {
-                        ui.painter().text(
-                            rect.left_center(),
-                            egui::Align2::LEFT_CENTER,
-                            format!("{key}  ({count})"),
-                            egui::FontId::proportional(13.0),
-                            ui.visuals().strong_text_color(),
-                        );
-                    }
+                    Row::App(app, count) => heading(
+                        ui,
+                        rect,
+                        &format!(
+                            "app: {app} — {count} {}",
+                            if count == 1 {
+                                "connection"
+                            } else {
+                                "connections"
+                            }
+                        ),
+                    ),
+                    Row::Pool => heading(ui, rect, POOL_HEADING),
+                    Row::Key(key, count) => heading(ui, rect, &format!("{key}  ({count})")),
                     Row::Lane(index) => {
                         let lane = &view.lanes[index];
                         let selected = source.selected_lane == Some(lane.id);
@@ -125,6 +156,16 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
     }
 }
 
+fn heading(ui: &egui::Ui, rect: Rect, text: &str) {
+    ui.painter().text(
+        rect.left_center(),
+        egui::Align2::LEFT_CENTER,
+        text,
+        egui::FontId::proportional(13.0),
+        ui.visuals().strong_text_color(),
+    );
+}
+
 fn legend(ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         for phase in Phase::ALL {
@@ -138,6 +179,7 @@ fn legend(ui: &mut egui::Ui) {
             (MarkerKind::BodyEof, "body EOF"),
             (MarkerKind::EarlyClose, "early close"),
             (MarkerKind::Retry(String::new()), "retry"),
+            (MarkerKind::Failed(String::new()), "failed"),
             (MarkerKind::Close(String::new()), "close"),
         ] {
             let (rect, _) = ui.allocate_exact_size(vec2(12.0, 14.0), Sense::hover());
@@ -191,11 +233,21 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
             ui.visuals().selection.bg_fill.gamma_multiply(0.5),
         );
     }
-    let label = match &lane.addr {
-        Some(addr) => format!("{}  {addr}", lane.id),
-        None => lane.id.to_string(),
+    let label = match (&lane.addr, lane.id) {
+        // An app's lanes sit under its heading: the client port tells them apart.
+        (Some(peer), LaneId::App(id)) => {
+            let port = peer.split(' ').next().and_then(|p| p.rsplit_once(':'));
+            format!("app #{id}  :{}", port.map_or("", |(_, port)| port))
+        }
+        (Some(addr), _) => format!("{}  {addr}", lane.id),
+        (None, _) => lane.id.to_string(),
     };
-    painter.text(
+    // The label stays left of the bars.
+    let clipped = painter.with_clip_rect(Rect::from_min_max(
+        rect.min,
+        pos2(scale.left - 4.0, rect.bottom()),
+    ));
+    clipped.text(
         pos2(rect.left() + 10.0, rect.center().y),
         egui::Align2::LEFT_CENTER,
         label,
@@ -275,10 +327,14 @@ fn draw_marker(painter: &egui::Painter, kind: &MarkerKind, x: f32, rect: Rect) {
                 Stroke::new(2.0, Color32::from_rgb(60, 120, 255)),
             );
         }
-        MarkerKind::EarlyClose => {
+        MarkerKind::EarlyClose | MarkerKind::Failed(_) => {
             let c = pos2(x, rect.center().y);
             let d = Vec2::splat(4.0);
-            let stroke = Stroke::new(2.5, Color32::from_rgb(255, 120, 0));
+            let color = match kind {
+                MarkerKind::EarlyClose => Color32::from_rgb(255, 120, 0),
+                _ => Color32::from_rgb(220, 30, 30),
+            };
+            let stroke = Stroke::new(2.5, color);
             painter.line_segment([c - d, c + d], stroke);
             painter.line_segment([c + vec2(-4.0, 4.0), c + vec2(4.0, -4.0)], stroke);
         }
@@ -322,7 +378,11 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
             } else {
                 ui.label(format!("{} for {length}", segment.phase.label()));
             }
-            if let Some(row) = segment.req.and_then(|r| view.request(r)) {
+            if let LaneId::App(app_conn) = lane.id {
+                if segment.phase == Phase::Exchange {
+                    app_request_text(ui, view, app_conn, segment.start);
+                }
+            } else if let Some(row) = segment.req.and_then(|r| view.request(r)) {
                 ui.separator();
                 ui.label(format!("request #{}: {} {}", row.req, row.method, row.url));
                 ui.label(format!(
@@ -350,8 +410,56 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
             });
         }
     }
-    ui.label(format!("served {} requests", lane.requests.len()));
+    let served = match lane.id {
+        LaneId::App(app_conn) => view
+            .app_requests
+            .iter()
+            .filter(|r| r.app_conn == app_conn)
+            .count(),
+        _ => lane.requests.len(),
+    };
+    ui.label(format!("served {served} requests"));
     if let Some((up, down)) = lane.tunnel_bytes {
         ui.label(format!("relayed {up} bytes up, {down} bytes down"));
+    }
+}
+
+/// The app's request placed at `start` on its connection, and what it became upstream.
+fn app_request_text(ui: &mut egui::Ui, view: &View, app_conn: u64, start: u64) {
+    // A segment starts where its request did, or where the one before ended: the
+    // latest request begun by then.
+    let Some(row) = view
+        .app_requests
+        .iter()
+        .rev()
+        .find(|r| r.app_conn == app_conn && r.start <= start && start <= r.end)
+    else {
+        return;
+    };
+    ui.separator();
+    ui.label(format!("{} {}", row.method, row.url));
+    ui.label(format!(
+        "status {} · {} bytes to the app, {} from it · {}",
+        row.status.map_or("-".to_owned(), |s| s.to_string()),
+        row.bytes_in,
+        row.bytes_out,
+        if row.reused {
+            "on a connection the app used before"
+        } else {
+            "the connection's first request"
+        }
+    ));
+    if let Some(error) = &row.error {
+        ui.label(format!("failed: {error}"));
+    }
+    if let (Some(conn), Some(req)) = (row.conn, row.req) {
+        let how = view.request(req).map_or("", |r| {
+            if r.reused {
+                " (a reused pool connection)"
+            } else {
+                " (a new pool connection)"
+            }
+        });
+        ui.label(format!("upstream: request #{req} on conn #{conn}{how}"));
     }
 }

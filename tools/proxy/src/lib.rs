@@ -706,9 +706,8 @@ async fn tunnel(shared: &Arc<Shared>, app: &App, request: Request<Incoming>) -> 
     tokio::spawn(async move {
         let relayed = Relayed::default();
         let relay = async {
-            match hyper::upgrade::on(request).await {
-                Ok(upgraded) => relay(TokioIo::new(upgraded), upstream, &relayed).await,
-                Err(_) => {}
+            if let Ok(upgraded) = hyper::upgrade::on(request).await {
+                relay(TokioIo::new(upgraded), upstream, &relayed).await;
             }
         };
         let mut seen = (0, 0);
