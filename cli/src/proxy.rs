@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use roundtrip_host::Transport;
-use roundtrip_proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_host::metrics::Metrics;
+use roundtrip_proxy::{ForwardProxy, MetricsServer, ProxyOptions};
 
 use super::{EventArgs, PoolArgs, ProxyDefault, usage_error};
 
@@ -18,6 +19,9 @@ pub struct ProxyArgs {
     /// Do not print a line per request on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Serve Prometheus metrics (pool per key, apps per program) on ADDR, at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -25,10 +29,14 @@ pub struct ProxyArgs {
 }
 
 pub async fn run(args: ProxyArgs) -> ExitCode {
-    let events = match args.events.events() {
+    let mut events = match args.events.events() {
         Ok(events) => events,
         Err(message) => return usage_error(&message),
     };
+    let metrics = args.metrics.as_ref().map(|_| Metrics::new());
+    if let Some(metrics) = &metrics {
+        events = events.with(metrics.clone());
+    }
     let config =
         match args
             .pool
@@ -61,6 +69,16 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let metrics_server = match (&args.metrics, metrics) {
+        (Some(listen), Some(metrics)) => match MetricsServer::start(listen, metrics).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("roundtrip proxy: cannot serve metrics on {listen}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
     // The first line says where it listens (a script reads the port from it).
     eprintln!(
         "roundtrip proxy: listening on {}\n  try: curl -x {} http://example.com/\n  or:  HTTP_PROXY={} HTTPS_PROXY={} your-program",
@@ -69,6 +87,9 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         proxy.url(),
         proxy.url()
     );
+    if let Some(server) = &metrics_server {
+        eprintln!("  metrics: {}", server.url());
+    }
     match tokio::signal::ctrl_c().await {
         Ok(()) => eprintln!("roundtrip proxy: interrupted; closing connections"),
         Err(e) => eprintln!("roundtrip proxy: cannot wait for Ctrl-C ({e}); stopping"),

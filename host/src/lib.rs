@@ -32,6 +32,7 @@ pub mod egress;
 mod error;
 pub mod events;
 mod files;
+pub mod metrics;
 mod net;
 mod pipes;
 mod proxies;

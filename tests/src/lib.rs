@@ -506,3 +506,30 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `program` with `args` with `HTTP_PROXY` pointing at `proxy`; returns its pid
+/// once it has exited successfully.
+pub async fn run_app(proxy: &roundtrip_proxy::ForwardProxy, program: &str, args: &[&str]) -> u32 {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .env("HTTP_PROXY", proxy.url())
+        .env("http_proxy", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("ALL_PROXY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is installed (scripts/test installs it): {e}"));
+    let pid = child.id().unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the app finishes")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    pid
+}

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use roundtrip_host::events::{AppCloseReason, Event, EventKind, Recorder};
 use roundtrip_proxy::{ForwardProxy, ProxyOptions};
-use roundtrip_tests::{Nginx, dials, transport};
+use roundtrip_tests::{Nginx, dials, run_app, transport};
 
 /// Debian's Python, which has Debian's `python3-requests` (`scripts/test` installs it).
 const PYTHON: &str = "/usr/bin/python3";
+
+/// An `app_request`: its `app_conn`, URL, status, bytes in and upstream `req`.
+type RequestSeen = (u64, String, Option<u16>, u64, Option<u64>);
 
 /// What the `app_*` events say about the app's connections.
 #[derive(Debug)]
@@ -21,7 +24,7 @@ struct AppView {
     /// `app_conn` of each `app_conn_open`, with its peer, pid and process.
     opened: Vec<(u64, String, Option<u32>, Option<String>)>,
     /// `app_conn` of each `app_request`, with its URL, status and bytes in.
-    requests: Vec<(u64, String, Option<u16>, u64, Option<u64>)>,
+    requests: Vec<RequestSeen>,
     closed: Vec<(u64, AppCloseReason)>,
 }
 
@@ -50,33 +53,6 @@ fn app_view(events: &[Event]) -> AppView {
         }
     }
     view
-}
-
-/// Runs `program` with `args` with `HTTP_PROXY` pointing at `proxy`; returns its pid
-/// once it has exited successfully.
-async fn run_app(proxy: &ForwardProxy, program: &str, args: &[&str]) -> u32 {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .env("HTTP_PROXY", proxy.url())
-        .env("http_proxy", proxy.url())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("ALL_PROXY")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is installed (scripts/test installs it): {e}"));
-    let pid = child.id().unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the app finishes")
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{program} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    pid
 }
 
 /// Runs curl through `proxy` for `url` twice on one command line, with `extra`

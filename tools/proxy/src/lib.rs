@@ -21,7 +21,10 @@
 //! when the connection ends; a tunnel carries the `app_conn` of the connection it
 //! took over and reports `tunnel_activity` as bytes flow.
 
+mod metrics;
 pub mod owner;
+
+pub use metrics::MetricsServer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
