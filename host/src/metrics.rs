@@ -10,7 +10,7 @@
 //! let metrics = Metrics::new();
 //! let events = Events::new().with(metrics.clone()); // Config { events, .. }
 //! let text = metrics.encode(); // serve it on GET /metrics
-//! assert!(text.contains("roundtrip_dials_total"));
+//! assert!(text.contains("# TYPE roundtrip_dials counter"));
 //! ```
 //!
 //! Series (OpenMetrics text, [`Metrics::CONTENT_TYPE`]); `key` is the pool key
