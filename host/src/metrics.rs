@@ -5,12 +5,21 @@
 //! program).
 //!
 //! ```
-//! use roundtrip_host::events::Events;
+//! use roundtrip_host::events::{Event, EventKind, Events};
 //! use roundtrip_host::metrics::Metrics;
 //! let metrics = Metrics::new();
 //! let events = Events::new().with(metrics.clone()); // Config { events, .. }
+//! events.emit(&Event {
+//!     ts_us: 0,
+//!     kind: EventKind::DialStart { addr: "127.0.0.1:80".into() },
+//!     conn: Some(1),
+//!     req: Some(1),
+//!     key: Some("http://127.0.0.1:80".into()),
+//!     tunnel: None,
+//!     app_conn: None,
+//! });
 //! let text = metrics.encode(); // serve it on GET /metrics
-//! assert!(text.contains("# TYPE roundtrip_dials counter"));
+//! assert!(text.contains(r#"roundtrip_dials_total{key="http://127.0.0.1:80"} 1"#));
 //! ```
 //!
 //! Series (OpenMetrics text, [`Metrics::CONTENT_TYPE`]); `key` is the pool key
