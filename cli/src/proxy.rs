@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use roundtrip_host::Transport;
 use roundtrip_host::metrics::Metrics;
-use roundtrip_proxy::{ForwardProxy, MetricsServer, ProxyOptions};
+use roundtrip_proxy::{ForwardProxy, MetricsServer, Mitm, ProxyOptions};
 
 use super::{EventArgs, PoolArgs, ProxyDefault, usage_error};
 
@@ -19,6 +19,14 @@ pub struct ProxyArgs {
     /// Do not print a line per request on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Terminate TLS from apps (`CONNECT`) with certificates from a local CA, so their
+    /// HTTPS requests are seen and pooled; apps must trust the CA (--mitm-ca).
+    #[arg(long)]
+    mitm: bool,
+    /// The MITM CA (certificate and key, PEM): made there when missing, else loaded
+    /// [default: ~/.local/share/roundtrip/mitm-ca.pem].
+    #[arg(long, value_name = "FILE", requires = "mitm")]
+    mitm_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics (pool per key, apps per program) on ADDR, at /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
@@ -57,10 +65,22 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
     };
     let log: Option<roundtrip_proxy::Log> =
         (!args.quiet).then(|| Arc::new(|line: &str| eprintln!("{line}")) as _);
+    let mitm = if args.mitm {
+        match Mitm::open(args.mitm_ca.as_deref()) {
+            Ok(mitm) => Some(Arc::new(mitm)),
+            Err(e) => {
+                eprintln!("roundtrip proxy: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let options = ProxyOptions {
         tunnel_dial_timeout,
         log,
         allow_hosts: config.allow_hosts.clone(),
+        mitm: mitm.clone(),
     };
     let proxy = match ForwardProxy::start(&args.listen, transport.clone(), options).await {
         Ok(proxy) => proxy,
@@ -87,6 +107,15 @@ pub async fn run(args: ProxyArgs) -> ExitCode {
         proxy.url(),
         proxy.url()
     );
+    if let Some(mitm) = &mitm {
+        eprintln!(
+            "  MITM: TLS from apps is terminated here; apps must trust the CA in {}\n  \
+             e.g. curl --cacert {} -x {} https://example.com/",
+            mitm.path().display(),
+            mitm.path().display(),
+            proxy.url()
+        );
+    }
     if let Some(server) = &metrics_server {
         eprintln!("  metrics: {}", server.url());
     }

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 use clap::{Parser, Subcommand};
-use roundtrip_host::Config;
 use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::View;
-use roundtrip_inspector::sources::{Hub, read_jsonl};
+use roundtrip_inspector::sources::{Hub, RunOptions, read_jsonl};
+use roundtrip_proxy::Mitm;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,14 @@ enum Command {
     /// Run CMD with HTTP_PROXY/HTTPS_PROXY set to an embedded forward proxy and show
     /// its connections.
     Run {
+        /// Terminate the command's TLS with certificates from a local CA so its HTTPS
+        /// requests are seen; the command is told to trust the CA (SSL_CERT_FILE, …).
+        #[arg(long)]
+        mitm: bool,
+        /// The MITM CA (certificate and key, PEM): made there when missing, else loaded
+        /// [default: ~/.local/share/roundtrip/mitm-ca.pem].
+        #[arg(long, value_name = "FILE", requires = "mitm")]
+        mitm_ca: Option<PathBuf>,
         #[arg(
             required = true,
             trailing_var_arg = true,
@@ -103,8 +111,30 @@ fn main() -> ExitCode {
         }
         hub.run_demo(name, cli.slow);
     }
-    if let Some(Command::Run { command }) = cli.command {
-        hub.run_command(command, Config::default());
+    if let Some(Command::Run {
+        command,
+        mitm,
+        mitm_ca,
+    }) = cli.command
+    {
+        let mitm = if mitm {
+            match Mitm::open(mitm_ca.as_deref()) {
+                Ok(mitm) => Some(Arc::new(mitm)),
+                Err(e) => {
+                    eprintln!("roundtrip-inspector: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            None
+        };
+        hub.run_command(
+            command,
+            RunOptions {
+                mitm,
+                ..RunOptions::default()
+            },
+        );
     }
     let mut app = InspectorApp::with_hub(hub, feed, listening);
     for path in &cli.open {

@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use roundtrip_demo::{self as demo, DemoOptions, Line};
 use roundtrip_host::events::{Callback, Event, Events, Hello, Sink};
 use roundtrip_host::{Config, Transport};
-use roundtrip_proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_proxy::{ForwardProxy, Mitm, ProxyOptions};
 use tokio::io::AsyncBufReadExt;
 
 /// A source's id, unique in one inspector.
@@ -168,13 +168,13 @@ impl Hub {
 
     /// Starts a forward proxy on a free loopback port, runs `command` with the proxy
     /// variables pointing at it, and shows its connections as a new source.
-    pub fn run_command(&self, command: Vec<String>, config: Config) -> SourceId {
+    pub fn run_command(&self, command: Vec<String>, options: RunOptions) -> SourceId {
         let source = self
             .out
             .open(format!("run {}", command.join(" ")), SourceKind::Run);
         let out = self.out.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = run_through_proxy(source, &command, config, &out).await {
+            if let Err(e) = run_through_proxy(source, &command, options, &out).await {
                 out.status(source, e);
             }
         });
@@ -182,12 +182,37 @@ impl Hub {
     }
 }
 
+/// How `run -- CMD` runs its command.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The proxy's transport.
+    pub config: Config,
+    /// `--mitm`: TLS from the command is terminated with certificates from this CA,
+    /// which the command is told to trust (a bundle of the system's roots and the CA
+    /// in `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`,
+    /// `NODE_EXTRA_CA_CERTS`, `GIT_SSL_CAINFO`).
+    pub mitm: Option<Arc<Mitm>>,
+}
+
+/// The variables through which common runtimes and tools take a CA bundle.
+const CA_BUNDLE_VARIABLES: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+];
+
+/// Where Debian (and most distributions) keep the system's roots.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 async fn run_through_proxy(
     source: SourceId,
     command: &[String],
-    config: Config,
+    options: RunOptions,
     out: &Sender,
 ) -> Result<(), String> {
+    let RunOptions { config, mitm } = options;
     let Some((program, args)) = command.split_first() else {
         return Err("nothing to run".to_owned());
     };
@@ -205,13 +230,25 @@ async fn run_through_proxy(
                 line: Line::Story(line.to_owned()),
             });
         })),
+        mitm: mitm.clone(),
         ..ProxyOptions::default()
     };
     let proxy = ForwardProxy::start("127.0.0.1:0", transport.clone(), options)
         .await
         .map_err(|e| format!("cannot start the proxy: {e}"))?;
     let url = proxy.url();
-    let mut child = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program);
+    // The bundle lives as long as this task (the command may read it late).
+    let bundle = match &mitm {
+        Some(mitm) => Some(ca_bundle(mitm)?),
+        None => None,
+    };
+    if let Some(bundle) = &bundle {
+        for variable in CA_BUNDLE_VARIABLES {
+            child.env(variable, bundle.path());
+        }
+    }
+    let mut child = child
         .args(args)
         .env("HTTP_PROXY", &url)
         .env("http_proxy", &url)
@@ -335,4 +372,19 @@ pub fn read_jsonl(path: &Path) -> std::io::Result<FileEvents> {
         problems.push("the file does not end with a newline: it may be truncated".to_owned());
     }
     Ok(FileEvents { events, problems })
+}
+
+/// The system's roots and the MITM CA, in a file of their own.
+fn ca_bundle(mitm: &Mitm) -> Result<tempfile::NamedTempFile, String> {
+    use std::io::Write;
+    let system =
+        std::env::var_os("SSL_CERT_FILE").map_or_else(|| SYSTEM_ROOTS.into(), PathBuf::from);
+    let mut file = tempfile::Builder::new()
+        .prefix("roundtrip-mitm-bundle")
+        .suffix(".pem")
+        .tempfile()
+        .map_err(|e| format!("cannot write the CA bundle: {e}"))?;
+    file.write_all(mitm.bundle_with(Some(&system)).as_bytes())
+        .map_err(|e| format!("cannot write the CA bundle: {e}"))?;
+    Ok(file)
 }

@@ -13,8 +13,9 @@ use roundtrip_host::events::{Event, EventKind, Events, TcpSink};
 use roundtrip_host::{Body, Config, Transport};
 use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::LaneId;
-use roundtrip_inspector::sources::{Hub, SourceKind};
-use roundtrip_servers::LocalServer;
+use roundtrip_inspector::sources::{Hub, RunOptions, SourceKind};
+use roundtrip_proxy::Mitm;
+use roundtrip_servers::{LocalServer, ServerTls};
 
 mod common;
 
@@ -252,7 +253,7 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
             url.clone(),
             url,
         ],
-        Config::default(),
+        RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -279,6 +280,72 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
     assert_eq!((stats.connections, stats.requests, stats.reuses), (1, 2, 1));
 }
 
+#[test]
+fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tls = ServerTls::generate().unwrap();
+    let server = runtime
+        .block_on(LocalServer::start_tls(&tls, Duration::ZERO))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mitm = Mitm::load_or_create(&dir.path().join("ca.pem")).unwrap();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let url = server.url("/small");
+    // No --cacert: curl finds the CA through CURL_CA_BUNDLE, as any curl run would.
+    hub.run_command(
+        vec![
+            "curl".into(),
+            "-sS".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            url.clone(),
+            url.clone(),
+        ],
+        RunOptions {
+            config: Config {
+                extra_ca_certs: vec![tls.ca_cert.clone()],
+                ..Config::default()
+            },
+            mitm: Some(Arc::new(mitm)),
+        },
+    );
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .source()
+        .is_none_or(|s| !s.status.contains("exited") || s.view.apps.values().any(|a| a.open > 0))
+    {
+        assert!(Instant::now() < deadline, "curl never finished");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let source = app.source().unwrap();
+    assert!(
+        source.status.contains("exit status: 0"),
+        "{}",
+        source.status
+    );
+    // Inside the CONNECT: both requests, with their https URLs, on curl's one
+    // connection; upstream one verified TLS connection, reused.
+    let seen: Vec<_> = source
+        .view
+        .app_requests
+        .iter()
+        .map(|r| (r.app_conn, r.url.as_str(), r.status, r.reused))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, url.as_str(), Some(200), false),
+            (1, url.as_str(), Some(200), true)
+        ]
+    );
+    let (_, stats) = source.view.apps.iter().next().unwrap();
+    assert_eq!((stats.connections, stats.requests, stats.reuses), (1, 2, 1));
+    assert_eq!(source.view.totals().dials, 1);
+    assert_eq!(server.connections(), 1);
+}
+
 /// Runs `docs/lessons/fetch_five.py MODE` through the inspector's proxy against
 /// `server`; returns the inspector (with the run's source) and how many connections
 /// the script itself counted.
@@ -295,7 +362,7 @@ fn run_fetch_five(mode: &str, server: &LocalServer) -> (InspectorApp, u32) {
             server.url("/small"),
             counted.path().display().to_string(),
         ],
-        Config::default(),
+        RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -406,7 +406,7 @@ impl Drop for Nginx {
 }
 
 /// Waits (up to 10 s) until `what` listens on loopback `port`.
-fn wait_for_port(port: u16, what: &str) {
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");

@@ -22,9 +22,11 @@
 //! took over and reports `tunnel_activity` as bytes flow.
 
 mod metrics;
+mod mitm;
 pub mod owner;
 
 pub use metrics::MetricsServer;
+pub use mitm::Mitm;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,6 +87,9 @@ pub struct ProxyOptions {
     pub log: Option<Log>,
     /// Where `CONNECT` tunnels may go (the transport checks its own dials).
     pub allow_hosts: Option<AllowList>,
+    /// `--mitm`: a `CONNECT` is answered by the proxy's own TLS, with certificates
+    /// from this CA, and the requests inside go through the pool (see [`Mitm`]).
+    pub mitm: Option<Arc<Mitm>>,
 }
 
 impl Default for ProxyOptions {
@@ -93,6 +98,7 @@ impl Default for ProxyOptions {
             tunnel_dial_timeout: Duration::from_secs(30),
             log: None,
             allow_hosts: None,
+            mitm: None,
         }
     }
 }
@@ -254,7 +260,24 @@ async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<Shared>
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades()
         .await;
-    let (reason, error) = match served {
+    let (reason, error) = ended(&shared, client, served);
+    // A connection that became a tunnel ends with the tunnel (`tunnel_close`).
+    if reporting && !app.tunneled.load(Ordering::Relaxed) {
+        shared.emit(
+            app_conn,
+            EventKind::AppConnClose { reason, error },
+            Ids::default(),
+        );
+    }
+}
+
+/// Who ended an app's connection, from how hyper's serving of it ended.
+fn ended(
+    shared: &Shared,
+    client: SocketAddr,
+    served: Result<(), hyper::Error>,
+) -> (AppCloseReason, Option<String>) {
+    match served {
         Ok(()) => (AppCloseReason::App, None),
         Err(e) if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() => {
             shared.log(&format!(
@@ -273,14 +296,6 @@ async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<Shared>
             shared.log(&format!("{client}: connection ended: {e}"));
             (AppCloseReason::Error, Some(e.to_string()))
         }
-    };
-    // A connection that became a tunnel ends with the tunnel (`tunnel_close`).
-    if reporting && !app.tunneled.load(Ordering::Relaxed) {
-        shared.emit(
-            app_conn,
-            EventKind::AppConnClose { reason, error },
-            Ids::default(),
-        );
     }
 }
 
@@ -297,17 +312,25 @@ async fn handle(
         .is_some()
         .then(|| format!("{client} \"{} {}\"", request.method(), request.uri()));
     if request.method() == Method::CONNECT {
-        let response = tunnel(&shared, &app, request).await;
+        let response = tunnel(&shared, client, &app, request).await;
         if let Some(line) = line {
             shared.log(&format!("{line} {}", response.status().as_u16()));
         }
         return Ok(response.map(|body| Metered::reporting(body, None)));
     }
-    let mut report = app
-        .reporting
-        .then(|| Report::new(&shared, app.id, &request));
+    Ok(exchange(&shared, &app, request, line).await)
+}
+
+/// One request in absolute form: through the transport, relayed back, reported.
+async fn exchange(
+    shared: &Arc<Shared>,
+    app: &App,
+    request: Request<Incoming>,
+    line: Option<String>,
+) -> Response<ProxyBody> {
+    let mut report = app.reporting.then(|| Report::new(shared, app.id, &request));
     let sent = report.as_ref().map(|r| Arc::clone(&r.bytes_out));
-    let response = forward(&shared, request.map(|body| Metered::counting(body, sent))).await;
+    let response = forward(shared, request.map(|body| Metered::counting(body, sent))).await;
     if let Some(line) = line {
         let via = match response.extensions().get::<ConnectionInfo>() {
             Some(info) if info.reused => format!(" on connection #{} (reused)", info.id),
@@ -319,7 +342,7 @@ async fn handle(
     if let Some(report) = &mut report {
         report.answered(&response);
     }
-    Ok(response.map(|body| Metered::reporting(body, report)))
+    response.map(|body| Metered::reporting(body, report))
 }
 
 /// The transport's error, on an answer the proxy made because the round trip failed.
@@ -623,7 +646,12 @@ fn text(status: StatusCode, message: &str) -> Response<Answer> {
 
 /// `CONNECT host:port`: dial the target, answer `200`, then relay bytes both ways
 /// once hyper hands over the client's socket.
-async fn tunnel(shared: &Arc<Shared>, app: &App, request: Request<Incoming>) -> Response<Answer> {
+async fn tunnel(
+    shared: &Arc<Shared>,
+    client: SocketAddr,
+    app: &App,
+    request: Request<Incoming>,
+) -> Response<Answer> {
     let app_conn = app.id;
     let Some(authority) = request.uri().authority().cloned() else {
         return text(
@@ -636,6 +664,11 @@ async fn tunnel(shared: &Arc<Shared>, app: &App, request: Request<Incoming>) -> 
             StatusCode::BAD_REQUEST,
             &format!("roundtrip proxy: CONNECT {authority}: the target has no port"),
         );
+    }
+    // Intercepted, it is no tunnel: the requests inside are the transport's (and
+    // its allow-list applies to their dials).
+    if let Some(mitm) = &shared.options.mitm {
+        return intercept(shared, client, app, request, authority, mitm);
     }
     let id = shared.next_tunnel.fetch_add(1, Ordering::Relaxed) + 1;
     let key = Some(format!("connect://{authority}"));
@@ -812,6 +845,115 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// `--mitm`: answers the `CONNECT` itself, then speaks TLS to the app with a
+/// certificate for the target from the MITM CA and serves the requests inside as
+/// `https://` requests through the transport. The app's connection ends with it.
+fn intercept(
+    shared: &Arc<Shared>,
+    client: SocketAddr,
+    app: &App,
+    request: Request<Incoming>,
+    authority: http::uri::Authority,
+    mitm: &Mitm,
+) -> Response<Answer> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let config = match mitm.server_config(host) {
+        Ok(config) => config,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("roundtrip proxy: {e}"),
+            );
+        }
+    };
+    app.tunneled.store(true, Ordering::Relaxed);
+    let (shared, app) = (Arc::clone(shared), app.clone());
+    tokio::spawn(async move {
+        let (reason, error) = match hyper::upgrade::on(request).await {
+            Err(e) => (AppCloseReason::Error, Some(e.to_string())),
+            Ok(upgraded) => {
+                let accepted = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(TokioIo::new(upgraded))
+                    .await;
+                match accepted {
+                    Ok(tls) => {
+                        let service = {
+                            let (shared, app) = (Arc::clone(&shared), app.clone());
+                            service_fn(move |request| {
+                                inside(
+                                    Arc::clone(&shared),
+                                    client,
+                                    app.clone(),
+                                    authority.clone(),
+                                    request,
+                                )
+                            })
+                        };
+                        let served = http1::Builder::new()
+                            .preserve_header_case(true)
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                        ended(&shared, client, served)
+                    }
+                    Err(e) => {
+                        let error = format!(
+                            "the app's TLS handshake failed (does it trust the MITM CA?): {e}"
+                        );
+                        shared.log(&format!("{client}: {error}"));
+                        (AppCloseReason::Error, Some(error))
+                    }
+                }
+            }
+        };
+        if app.reporting {
+            shared.emit(
+                app.id,
+                EventKind::AppConnClose { reason, error },
+                Ids::default(),
+            );
+        }
+    });
+    Response::new(Either::Right(Full::new(Bytes::new())))
+}
+
+/// A request the app sent inside an intercepted `CONNECT` (origin form), sent on as
+/// the `https://` request it is.
+async fn inside(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    app: App,
+    authority: http::uri::Authority,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let origin = match authority.port_u16() {
+        Some(443) => authority.host().to_owned(),
+        _ => authority.to_string(),
+    };
+    match format!("https://{origin}{target}").parse() {
+        Ok(uri) if request.method() != Method::CONNECT => *request.uri_mut() = uri,
+        _ => {
+            let answer = text(
+                StatusCode::BAD_REQUEST,
+                "roundtrip proxy: inside an intercepted CONNECT, send requests in origin form",
+            );
+            return Ok(answer.map(|body| Metered::reporting(body, None)));
+        }
+    }
+    let line = shared
+        .options
+        .log
+        .is_some()
+        .then(|| format!("{client} \"{} {}\"", request.method(), request.uri()));
+    Ok(exchange(&shared, &app, request, line).await)
 }
 
 #[cfg(test)]
