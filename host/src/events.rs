@@ -30,7 +30,8 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<u64>,
     /// The app's connection to `roundtrip proxy` (`app_*` events, and the `tunnel_*`
-    /// events of a `CONNECT` it sent), counting from 1 per proxy.
+    /// events of a `CONNECT` it sent), counting from 1 per proxy; under `watch`, a
+    /// watched process's TCP connection (`socket_*` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_conn: Option<u64>,
 }
@@ -169,6 +170,28 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// `watch`: a TCP connection of a watched process, from the kernel's socket table
+    /// (no proxy): its two ends and the process that holds it.
+    SocketOpen {
+        local: String,
+        peer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        process: Option<String>,
+    },
+    /// `watch`: payload bytes the socket sent and received since its last
+    /// `socket_activity` (one per quarter second with traffic).
+    SocketActivity {
+        bytes_up: u64,
+        bytes_down: u64,
+    },
+    /// `watch`: the socket left the watched processes (closed, or they exited); bytes
+    /// each way as last sampled.
+    SocketClose {
+        bytes_up: u64,
+        bytes_down: u64,
+    },
 }
 
 /// Who ended an app's connection to the proxy (`app_conn_close.reason`).
@@ -257,6 +280,9 @@ impl Event {
             EventKind::AppConnOpen { .. } => "app_conn_open",
             EventKind::AppRequest { .. } => "app_request",
             EventKind::AppConnClose { .. } => "app_conn_close",
+            EventKind::SocketOpen { .. } => "socket_open",
+            EventKind::SocketActivity { .. } => "socket_activity",
+            EventKind::SocketClose { .. } => "socket_close",
         }
     }
 
@@ -610,6 +636,40 @@ impl Sink for Tracing {
                 event,
                 reason = reason.as_str(),
                 error = error.as_deref()
+            ),
+            EventKind::SocketOpen {
+                local,
+                peer,
+                pid,
+                process,
+            } => traced!(
+                "roundtrip::socket",
+                DEBUG,
+                event,
+                local = %local,
+                peer = %peer,
+                pid = *pid,
+                process = process.as_deref()
+            ),
+            EventKind::SocketActivity {
+                bytes_up,
+                bytes_down,
+            } => traced!(
+                "roundtrip::socket",
+                TRACE,
+                event,
+                bytes_up = *bytes_up,
+                bytes_down = *bytes_down
+            ),
+            EventKind::SocketClose {
+                bytes_up,
+                bytes_down,
+            } => traced!(
+                "roundtrip::socket",
+                DEBUG,
+                event,
+                bytes_up = *bytes_up,
+                bytes_down = *bytes_down
             ),
         }
     }

@@ -49,6 +49,10 @@ enum Command {
         /// [default: ~/.local/share/roundtrip/mitm-ca.pem].
         #[arg(long, value_name = "FILE", requires = "mitm")]
         mitm_ca: Option<PathBuf>,
+        /// No proxy: draw CMD's (and its children's) TCP connections from the kernel's
+        /// socket table — any protocol, for programs that ignore HTTP_PROXY; no URLs.
+        #[arg(long, conflicts_with = "mitm")]
+        watch: bool,
         #[arg(
             required = true,
             trailing_var_arg = true,
@@ -56,6 +60,12 @@ enum Command {
             value_name = "CMD"
         )]
         command: Vec<String>,
+    },
+    /// Draw the TCP connections of running process PID and its children from the
+    /// kernel's socket table (connections, peers, bytes; no URLs).
+    Watch {
+        #[arg(value_name = "PID")]
+        pid: u32,
     },
     /// Convert an events file to a Chrome trace (for Perfetto), without a window.
     Export {
@@ -111,10 +121,18 @@ fn main() -> ExitCode {
         }
         hub.run_demo(name, cli.slow);
     }
-    if let Some(Command::Run {
+    if let Some(Command::Watch { pid }) = cli.command {
+        hub.watch_pid(pid);
+    }
+    if let Some(Command::Run { command, watch, .. }) = &cli.command
+        && *watch
+    {
+        hub.watch_command(command.clone());
+    } else if let Some(Command::Run {
         command,
         mitm,
         mitm_ca,
+        ..
     }) = cli.command
     {
         let mitm = if mitm {

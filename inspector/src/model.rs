@@ -93,7 +93,7 @@ impl Phase {
             Phase::Awaiting => "awaiting response",
             Phase::Reading => "reading body",
             Phase::Idle => "idle",
-            Phase::Tunnel => "tunnel",
+            Phase::Tunnel => "tunnel, bytes flowing",
             Phase::Exchange => "app request",
         }
     }
@@ -338,6 +338,8 @@ pub struct View {
     pub apps: BTreeMap<String, AppStats>,
     /// The apps' requests, in the order they ended.
     pub app_requests: Vec<AppRequestRow>,
+    /// A `watch` source: its apps' connections come from the kernel, without requests.
+    pub watched: bool,
     /// App connections open now.
     app_open: u32,
 }
@@ -640,7 +642,10 @@ impl View {
             | EventKind::TunnelActivity { .. }
             | EventKind::AppConnOpen { .. }
             | EventKind::AppRequest { .. }
-            | EventKind::AppConnClose { .. } => false,
+            | EventKind::AppConnClose { .. }
+            | EventKind::SocketOpen { .. }
+            | EventKind::SocketActivity { .. }
+            | EventKind::SocketClose { .. } => false,
         }
     }
 

@@ -28,6 +28,8 @@ pub enum SourceKind {
     Run,
     /// A `roundtrip demo` scenario run in-process.
     Demo,
+    /// A process tree's TCP connections, from the kernel (`run --watch`, `watch PID`).
+    Watch,
 }
 
 /// A message from the I/O side to the UI.
@@ -180,6 +182,90 @@ impl Hub {
         });
         source
     }
+}
+
+impl Hub {
+    /// Runs `command` with no proxy and shows its (and its descendants') TCP
+    /// connections from the kernel's socket table as a new source.
+    pub fn watch_command(&self, command: Vec<String>) -> SourceId {
+        let source = self
+            .out
+            .open(format!("watch {}", command.join(" ")), SourceKind::Watch);
+        let out = self.out.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = run_watched(source, &command, &out).await {
+                out.status(source, e);
+            }
+        });
+        source
+    }
+
+    /// Shows the TCP connections of running process `pid` and its descendants.
+    pub fn watch_pid(&self, pid: u32) -> SourceId {
+        let source = self.out.open(format!("watch pid {pid}"), SourceKind::Watch);
+        let out = self.out.clone();
+        self.runtime.spawn(async move {
+            let watched = watch(source, pid, out.clone()).await;
+            out.status(source, watched.unwrap_or_else(|e| e));
+        });
+        source
+    }
+}
+
+async fn run_watched(source: SourceId, command: &[String], out: &Sender) -> Result<(), String> {
+    let Some((program, args)) = command.split_first() else {
+        return Err("nothing to run".to_owned());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| format!("{program} exited at once"))?;
+    out.status(
+        source,
+        format!("watching {program} (pid {pid}) in the kernel's socket table"),
+    );
+    let watching = tokio::spawn(watch(source, pid, out.clone()));
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    // The watcher ends when the last of the tree is gone and says so after this.
+    let watched = watching.await.map_err(|e| e.to_string())?;
+    out.status(
+        source,
+        format!(
+            "{program} exited: {status}; {}",
+            watched.unwrap_or_else(|e| e)
+        ),
+    );
+    Ok(())
+}
+
+/// Samples `pid`'s tree until none of it runs; says how it ended.
+async fn watch(source: SourceId, pid: u32, out: Sender) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut watcher = crate::watch::Watcher::new(pid)?;
+        let mut emit = |event: Event| {
+            out.send(Feed::Event {
+                source,
+                event: Box::new(event),
+            });
+        };
+        loop {
+            watcher.sample(&mut emit)?;
+            if !watcher.alive() {
+                // One more look closes what the tree held.
+                watcher.sample(&mut emit)?;
+                return Ok(format!(
+                    "watched pid {pid} until it and its children exited"
+                ));
+            }
+            std::thread::sleep(crate::watch::SAMPLE_INTERVAL);
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// How `run -- CMD` runs its command.

@@ -346,6 +346,87 @@ fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
     assert_eq!(server.connections(), 1);
 }
 
+#[test]
+fn run_watch_draws_the_connections_of_programs_that_ignore_the_proxy() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(LocalServer::start()).unwrap();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    // Two curl processes that ignore any proxy: the first with two requests on one
+    // connection, the second with one; each prints what it sent and received.
+    let url = server.url("/delay/300");
+    let sizes = tempfile::NamedTempFile::new().unwrap();
+    let curl = "curl -sS --noproxy '*' -w '%{size_request} %{size_header} %{size_download}\\n'";
+    let script = format!(
+        "{curl} -o /dev/null {url} -o /dev/null {url} >> {out}; echo >> {out}; \
+         {curl} -o /dev/null {url} >> {out}",
+        out = sizes.path().display()
+    );
+    hub.watch_command(vec!["sh".into(), "-c".into(), script]);
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.source().is_none_or(|s| !s.status.contains("exited")) {
+        assert!(Instant::now() < deadline, "the commands never finished");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let source = app.source().unwrap();
+    assert_eq!(source.kind, SourceKind::Watch);
+    assert!(
+        source.status.contains("exit status: 0"),
+        "{}",
+        source.status
+    );
+    assert_eq!(server.connections(), 2);
+    let view = &source.view;
+    assert!(view.watched);
+    // Each curl: one app, one connection, closed, with no requests claimed.
+    let apps: Vec<_> = view.apps.iter().collect();
+    assert_eq!(apps.len(), 2, "{apps:?}");
+    for (label, stats) in &apps {
+        assert!(label.starts_with("curl -sS"), "{label}");
+        assert_eq!((stats.connections, stats.open, stats.requests), (1, 0, 0));
+        assert!(stats.watched);
+    }
+    // Bytes as the kernel counted them, against what curl says it sent and got: all
+    // requests (sent before a slow answer, so sampled); at least every answer but the
+    // last (the last may end between two samples), never more than all.
+    let printed = std::fs::read_to_string(sizes.path()).unwrap();
+    let runs: Vec<Vec<[u64; 3]>> = printed
+        .split("\n\n")
+        .map(|run| {
+            run.lines()
+                .map(|line| {
+                    let n: Vec<u64> = line.split(' ').map(|n| n.parse().unwrap()).collect();
+                    [n[0], n[1], n[2]]
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        runs.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 1],
+        "{printed}"
+    );
+    let lanes: Vec<_> = view
+        .lanes
+        .iter()
+        .filter(|lane| matches!(lane.id, LaneId::App(_)))
+        .collect();
+    assert_eq!(lanes.len(), 2);
+    for (lane, run) in lanes.iter().zip(&runs) {
+        assert!(lane.closed.is_some());
+        let (up, down) = lane.tunnel_bytes.unwrap();
+        let sent: u64 = run.iter().map(|t| t[0]).sum();
+        let got: Vec<u64> = run.iter().map(|t| t[1] + t[2]).collect();
+        let all: u64 = got.iter().sum();
+        assert_eq!(up, sent, "{lane:?}");
+        assert!(
+            all - got[got.len() - 1] <= down && down <= all,
+            "{down} of {got:?}"
+        );
+    }
+}
+
 /// Runs `docs/lessons/fetch_five.py MODE` through the inspector's proxy against
 /// `server`; returns the inspector (with the run's source) and how many connections
 /// the script itself counted.

@@ -10,6 +10,10 @@
 //! (`tunnel_activity`); each report marks the interval before it as
 //! [`Phase::Tunnel`], and reports back to back make one segment, so a tunnel
 //! carrying many exchanges shows its bursts and the quiet between them.
+//!
+//! `watch` sources draw the same way from the kernel's socket table: `socket_open`,
+//! `socket_activity` (bursts as for a tunnel) and `socket_close` — connections and
+//! bytes of any protocol, but no requests, so no request segments or reuse.
 
 use roundtrip_host::events::{AppCloseReason, Event, EventKind};
 
@@ -35,6 +39,9 @@ pub struct AppStats {
     pub failed: u32,
     /// Connections it turned into tunnels (`CONNECT`): their requests are not seen.
     pub tunnels: u32,
+    /// Seen by `watch` in the kernel's socket table: connections and bytes, no
+    /// requests.
+    pub watched: bool,
 }
 
 impl AppStats {
@@ -75,22 +82,44 @@ impl View {
         let id = LaneId::App(app_conn);
         match &event.kind {
             EventKind::AppConnOpen { peer, pid, process } => {
-                if self.lane_index.contains_key(&id) {
-                    self.problem(format!("{id} was opened twice"));
-                    return false;
-                }
                 let label = label(*pid, process.as_deref(), peer);
-                self.lane_index.insert(id, self.lanes.len());
-                let mut lane = Lane::new(id, &label);
-                lane.addr = Some(peer.clone());
-                lane.segments.push(idle(at));
-                self.lanes.push(lane);
-                let stats = self.apps.entry(label).or_default();
-                stats.pid = *pid;
-                stats.connections += 1;
-                stats.open += 1;
-                self.app_open += 1;
-                true
+                self.open_app(id, label, *pid, peer.clone(), at)
+            }
+            EventKind::SocketOpen {
+                local,
+                peer,
+                pid,
+                process,
+            } => {
+                self.watched = true;
+                let label = label(*pid, process.as_deref(), local);
+                let opened =
+                    self.open_app(id, label.clone(), *pid, format!("{local} → {peer}"), at);
+                if let Some(lane) = self.open_app_lane(id) {
+                    lane.tunnel_bytes = Some((0, 0));
+                }
+                self.apps.entry(label).or_default().watched = true;
+                opened
+            }
+            EventKind::SocketActivity {
+                bytes_up,
+                bytes_down,
+            } => {
+                if let Some(lane) = self.open_app_lane(id) {
+                    flowed(lane, at);
+                    let (up, down) = lane.tunnel_bytes.unwrap_or_default();
+                    lane.tunnel_bytes = Some((up + bytes_up, down + bytes_down));
+                }
+                false
+            }
+            EventKind::SocketClose {
+                bytes_up,
+                bytes_down,
+            } => {
+                if let Some(lane) = self.open_app_lane(id) {
+                    lane.tunnel_bytes = Some((*bytes_up, *bytes_down));
+                }
+                self.close_app(id, at, "closed (gone from the process)".to_owned())
             }
             EventKind::AppRequest {
                 method,
@@ -142,12 +171,6 @@ impl View {
                 false
             }
             EventKind::AppConnClose { reason, error } => {
-                let i = self.app_lane(id);
-                let lane = &mut self.lanes[i];
-                if lane.closed.is_some() {
-                    self.problem(format!("{id} was closed twice"));
-                    return false;
-                }
                 let who = match reason {
                     AppCloseReason::App => "closed by the app",
                     AppCloseReason::Proxy => "closed by the proxy",
@@ -157,17 +180,7 @@ impl View {
                     Some(error) if *reason != AppCloseReason::App => format!("{who}: {error}"),
                     _ => who.to_owned(),
                 };
-                lane.end_open_segment(at);
-                lane.markers.push(Marker {
-                    at,
-                    kind: MarkerKind::Close(reason.clone()),
-                });
-                lane.closed = Some((at, reason));
-                let key = lane.key.clone();
-                let stats = self.apps.entry(key).or_default();
-                stats.open = stats.open.saturating_sub(1);
-                self.app_open = self.app_open.saturating_sub(1);
-                true
+                self.close_app(id, at, reason)
             }
             EventKind::TunnelStart { addr } => {
                 if let Some(lane) = self.open_app_lane(id) {
@@ -220,6 +233,53 @@ impl View {
             }
             _ => false,
         }
+    }
+
+    /// A new app lane `id` under `label`; false when `id` is known already.
+    fn open_app(
+        &mut self,
+        id: LaneId,
+        label: String,
+        pid: Option<u32>,
+        addr: String,
+        at: Micros,
+    ) -> bool {
+        if self.lane_index.contains_key(&id) {
+            self.problem(format!("{id} was opened twice"));
+            return false;
+        }
+        self.lane_index.insert(id, self.lanes.len());
+        let mut lane = Lane::new(id, &label);
+        lane.addr = Some(addr);
+        lane.segments.push(idle(at));
+        self.lanes.push(lane);
+        let stats = self.apps.entry(label).or_default();
+        stats.pid = pid;
+        stats.connections += 1;
+        stats.open += 1;
+        self.app_open += 1;
+        true
+    }
+
+    /// Ends app lane `id` at `at` for `reason`; false when it was closed already.
+    fn close_app(&mut self, id: LaneId, at: Micros, reason: String) -> bool {
+        let i = self.app_lane(id);
+        let lane = &mut self.lanes[i];
+        if lane.closed.is_some() {
+            self.problem(format!("{id} was closed twice"));
+            return false;
+        }
+        lane.end_open_segment(at);
+        lane.markers.push(Marker {
+            at,
+            kind: MarkerKind::Close(reason.clone()),
+        });
+        lane.closed = Some((at, reason));
+        let key = lane.key.clone();
+        let stats = self.apps.entry(key).or_default();
+        stats.open = stats.open.saturating_sub(1);
+        self.app_open = self.app_open.saturating_sub(1);
+        true
     }
 
     /// The app lane `id`, made on the spot for an app the inspector did not see

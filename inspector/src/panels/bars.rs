@@ -132,6 +132,7 @@ fn kind_tag(kind: SourceKind) -> &'static str {
         SourceKind::File => "file",
         SourceKind::Run => "run",
         SourceKind::Demo => "demo",
+        SourceKind::Watch => "watch",
     }
 }
 

@@ -55,9 +55,23 @@ pub fn show(ui: &mut egui::Ui, source: &Source) {
 /// Above the apps' counters.
 pub const APPS_HEADING: &str = "what the app did — its own connections to the proxy";
 
+/// Above the apps' counters of a `watch` source.
+pub const WATCH_HEADING: &str = "what the app did — its TCP connections, from the kernel";
+
+/// What `watch` can and cannot know, under its heading.
+pub const WATCH_NOTE: &str = "Sampled from the kernel's socket table every 50 ms, no proxy: \
+     connections, their peers and bytes each way, for any protocol. Not seen: URLs, \
+     requests, reuse (the bytes may be TLS; nothing parses them). A connection opened \
+     and closed within one sample can be missed; bytes are as of the last sample.";
+
 /// What each app did with its connections: its own numbers, not the pool's.
 fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
-    ui.strong(APPS_HEADING);
+    if view.watched {
+        ui.strong(WATCH_HEADING);
+        ui.label(WATCH_NOTE);
+    } else {
+        ui.strong(APPS_HEADING);
+    }
     egui::Grid::new("apps").striped(true).show(ui, |ui| {
         for title in [
             "app",
@@ -79,11 +93,19 @@ fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
             });
             ui.label(stats.connections.to_string());
             ui.label(stats.open.to_string());
-            ui.label(stats.requests.to_string());
-            ui.label(stats.reuses.to_string());
-            ui.label(format!("{:.0} %", stats.reuse_ratio() * 100.0));
-            ui.label(stats.tunnels.to_string());
-            ui.label(stats.failed.to_string());
+            if stats.watched {
+                // Not known to the kernel: not zero, unknown.
+                for _ in 0..5 {
+                    ui.label("—")
+                        .on_hover_text("watch sees connections, not requests");
+                }
+            } else {
+                ui.label(stats.requests.to_string());
+                ui.label(stats.reuses.to_string());
+                ui.label(format!("{:.0} %", stats.reuse_ratio() * 100.0));
+                ui.label(stats.tunnels.to_string());
+                ui.label(stats.failed.to_string());
+            }
             ui.end_row();
         }
     });

@@ -375,6 +375,8 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
             let length = duration(end.saturating_sub(segment.start));
             if segment.phase == Phase::Idle {
                 ui.label(format!("idle for {length}"));
+            } else if view.watched && segment.phase == Phase::Tunnel {
+                ui.label(format!("bytes flowing for {length}"));
             } else {
                 ui.label(format!("{} for {length}", segment.phase.label()));
             }
@@ -418,6 +420,13 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
             .count(),
         _ => lane.requests.len(),
     };
+    if view.watched {
+        if let Some((up, down)) = lane.tunnel_bytes {
+            ui.label(format!("{up} bytes sent, {down} bytes received"));
+        }
+        ui.label("requests are not seen by watch");
+        return;
+    }
     ui.label(format!("served {served} requests"));
     if let Some((up, down)) = lane.tunnel_bytes {
         ui.label(format!("relayed {up} bytes up, {down} bytes down"));

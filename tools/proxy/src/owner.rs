@@ -65,7 +65,8 @@ fn holds(process: &Process, inode: u64) -> bool {
         .any(|fd| matches!(fd.target, FDTarget::Socket(i) if i == inode))
 }
 
-fn command(process: &Process) -> String {
+/// `process`'s command line (at most [`COMMAND_MAX`] characters), or its name.
+pub fn command(process: &Process) -> String {
     let line = process
         .cmdline()
         .ok()

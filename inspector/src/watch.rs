@@ -1,0 +1,394 @@
+//! `watch`: the TCP connections of a process and its descendants, read from the
+//! kernel — no proxy, no MITM, any protocol. Each [`SAMPLE_INTERVAL`] the watcher
+//! finds the tree's processes in `/proc`, the sockets they hold (`/proc/PID/fd`
+//! links `socket:[inode]`) and, from the kernel's socket diagnostics (`sock_diag`
+//! over netlink, what `ss` reads), each socket's addresses and the payload bytes it
+//! sent (`tcpi_bytes_sent` less retransmissions) and received
+//! (`tcpi_bytes_received`). It emits `socket_open`, `socket_activity` (at most one
+//! per [`ACTIVITY_INTERVAL`] with traffic) and `socket_close`, ids in `app_conn`.
+//!
+//! What it cannot know: anything inside the bytes (URLs, requests, reuse), and a
+//! connection opened and closed between two samples. A process is followed from
+//! when it is seen as a child of one already followed until it exits, so a
+//! grandchild outlives its parent in the picture.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_LAST_ACK, TCP_TIME_WAIT,
+};
+use netlink_packet_sock_diag::inet::nlas::{Nla, TcpInfo};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_sys::Socket;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use procfs::process::{FDTarget, Process};
+use roundtrip_host::events::{Event, EventKind};
+
+/// How often the kernel is asked.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// At most one `socket_activity` per connection this often (as the proxy's
+/// `tunnel_activity`, so both draw alike).
+pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// One socket of the kernel's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    local: SocketAddr,
+    peer: SocketAddr,
+    inode: u64,
+    /// Bytes sent and acknowledged, bytes received: absent for sockets without
+    /// TCP information (time-wait).
+    bytes: Option<(u64, u64)>,
+}
+
+/// A connection being followed.
+struct Followed {
+    id: u64,
+    bytes: (u64, u64),
+    reported: (u64, u64),
+    last_report: Instant,
+}
+
+/// Follows one process tree; [`Watcher::sample`] emits what changed.
+pub struct Watcher {
+    started: Instant,
+    diag: Socket,
+    /// Processes followed, with their start time (a reused pid is another process).
+    members: HashMap<i32, u64>,
+    followed: HashMap<(SocketAddr, SocketAddr), Followed>,
+    next_id: u64,
+}
+
+impl Watcher {
+    /// Watches `root` and its descendants; times in events count from now.
+    pub fn new(root: u32) -> Result<Self, String> {
+        let root = i32::try_from(root).map_err(|_| format!("no process {root}"))?;
+        let process = Process::new(root).map_err(|e| format!("cannot watch pid {root}: {e}"))?;
+        let start = process
+            .stat()
+            .map_err(|e| format!("cannot watch pid {root}: {e}"))?;
+        let mut diag = Socket::new(NETLINK_SOCK_DIAG)
+            .map_err(|e| format!("cannot open the kernel's socket diagnostics: {e}"))?;
+        diag.bind_auto()
+            .and_then(|_| diag.connect(&netlink_sys::SocketAddr::new(0, 0)))
+            .map_err(|e| format!("cannot open the kernel's socket diagnostics: {e}"))?;
+        Ok(Self {
+            started: Instant::now(),
+            diag,
+            members: HashMap::from([(root, start.starttime)]),
+            followed: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    /// Whether any followed process is still running.
+    pub fn alive(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// One look at the kernel: new connections, bytes, closes, through `emit`.
+    pub fn sample(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
+        let owners = self.owners();
+        let mut table = dump(&self.diag, AF_INET)?;
+        table.extend(dump(&self.diag, AF_INET6)?);
+        let now = Instant::now();
+        let ts_us = self.ts_us(now);
+        // Connections gone from the tree: last bytes (the kernel may still hold the
+        // socket a moment), then the close.
+        let held: HashSet<(SocketAddr, SocketAddr)> = table
+            .iter()
+            .filter(|s| owners.contains_key(&s.inode))
+            .map(|s| (s.local, s.peer))
+            .collect();
+        let gone: Vec<_> = self
+            .followed
+            .keys()
+            .filter(|ends| !held.contains(ends))
+            .copied()
+            .collect();
+        for ends in gone {
+            let Some(mut followed) = self.followed.remove(&ends) else {
+                continue;
+            };
+            if let Some(bytes) = table
+                .iter()
+                .find(|s| (s.local, s.peer) == ends)
+                .and_then(|s| s.bytes)
+            {
+                followed.bytes = bytes;
+            }
+            report(&mut followed, ts_us, now, true, emit);
+            let (bytes_up, bytes_down) = followed.bytes;
+            emit(event(
+                ts_us,
+                followed.id,
+                EventKind::SocketClose {
+                    bytes_up,
+                    bytes_down,
+                },
+            ));
+        }
+        for seen in &table {
+            let Some(&pid) = owners.get(&seen.inode) else {
+                continue;
+            };
+            let ends = (seen.local, seen.peer);
+            let followed = self.followed.entry(ends).or_insert_with(|| {
+                self.next_id += 1;
+                let process = Process::new(pid).ok();
+                emit(event(
+                    ts_us,
+                    self.next_id,
+                    EventKind::SocketOpen {
+                        local: seen.local.to_string(),
+                        peer: seen.peer.to_string(),
+                        pid: u32::try_from(pid).ok(),
+                        process: process.as_ref().map(roundtrip_proxy::owner::command),
+                    },
+                ));
+                Followed {
+                    id: self.next_id,
+                    bytes: (0, 0),
+                    reported: (0, 0),
+                    last_report: now,
+                }
+            });
+            if let Some(bytes) = seen.bytes {
+                followed.bytes = bytes;
+            }
+            report(followed, ts_us, now, false, emit);
+        }
+        Ok(())
+    }
+
+    fn ts_us(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.started).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The tree's socket inodes and who holds each; updates the tree first: gone
+    /// processes out, new children of followed ones in.
+    fn owners(&mut self) -> HashMap<u64, i32> {
+        let processes: Vec<(i32, i32, u64)> = procfs::process::all_processes()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|p| p.stat().ok())
+            .map(|stat| (stat.pid, stat.ppid, stat.starttime))
+            .collect();
+        let running: HashMap<i32, u64> = processes
+            .iter()
+            .map(|&(pid, _, start)| (pid, start))
+            .collect();
+        self.members
+            .retain(|pid, start| running.get(pid) == Some(start) && !zombie(*pid));
+        // Children of members, to a fixed point (the list is not in tree order).
+        loop {
+            let before = self.members.len();
+            for &(pid, ppid, start) in &processes {
+                if self.members.contains_key(&ppid) && !self.members.contains_key(&pid) {
+                    self.members.insert(pid, start);
+                }
+            }
+            if self.members.len() == before {
+                break;
+            }
+        }
+        let mut owners = HashMap::new();
+        for &pid in self.members.keys() {
+            let Ok(fds) = Process::new(pid).and_then(|p| p.fd()) else {
+                continue;
+            };
+            for fd in fds.filter_map(Result::ok) {
+                if let FDTarget::Socket(inode) = fd.target {
+                    owners.entry(inode).or_insert(pid);
+                }
+            }
+        }
+        owners
+    }
+}
+
+/// A process that has exited and not been reaped holds no sockets.
+fn zombie(pid: i32) -> bool {
+    Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|stat| stat.state == 'Z')
+}
+
+fn event(ts_us: u64, app_conn: u64, kind: EventKind) -> Event {
+    Event {
+        ts_us,
+        kind,
+        conn: None,
+        req: None,
+        key: None,
+        tunnel: None,
+        app_conn: Some(app_conn),
+    }
+}
+
+/// A `socket_activity` for the bytes since the last one, if there are any and it is
+/// time (`last`: before the close, whatever the time).
+fn report(
+    followed: &mut Followed,
+    ts_us: u64,
+    now: Instant,
+    last: bool,
+    emit: &mut dyn FnMut(Event),
+) {
+    let (up, down) = followed.bytes;
+    let (reported_up, reported_down) = followed.reported;
+    let moved = up > reported_up || down > reported_down;
+    if !moved || (!last && now.duration_since(followed.last_report) < ACTIVITY_INTERVAL) {
+        return;
+    }
+    emit(event(
+        ts_us,
+        followed.id,
+        EventKind::SocketActivity {
+            bytes_up: up.saturating_sub(reported_up),
+            bytes_down: down.saturating_sub(reported_down),
+        },
+    ));
+    followed.reported = followed.bytes;
+    followed.last_report = now;
+}
+
+/// The kernel's TCP sockets of `family` but the listening ones.
+fn dump(diag: &Socket, family: u8) -> Result<Vec<Seen>, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("the kernel's socket diagnostics: {e}");
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::INFO,
+            states: StateFlags::all() - StateFlags::LISTEN,
+            socket_id: if family == AF_INET {
+                SocketId::new_v4()
+            } else {
+                SocketId::new_v6()
+            },
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.buffer_len()];
+    request.serialize(&mut buf);
+    diag.send(&buf, 0).map_err(|e| failed(&e))?;
+    let mut seen = Vec::new();
+    let mut received = Vec::with_capacity(64 * 1024);
+    loop {
+        received.clear();
+        let size = diag.recv(&mut received, 0).map_err(|e| failed(&e))?;
+        let mut offset = 0;
+        while offset < size {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&received[offset..size])
+                .map_err(|e| failed(&e))?;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    let id = &response.header.socket_id;
+                    let state = response.header.state;
+                    let bytes = response.nlas.iter().find_map(|nla| match nla {
+                        Nla::TcpInfo(info) => Some(payload(state, info)),
+                        _ => None,
+                    });
+                    seen.push(Seen {
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        peer: SocketAddr::new(id.destination_address, id.destination_port),
+                        inode: u64::from(response.header.inode),
+                        bytes,
+                    });
+                }
+                NetlinkPayload::Done(_) => return Ok(seen),
+                NetlinkPayload::Error(e) => return Err(failed(&format!("{e:?}"))),
+                _ => {}
+            }
+            let length = message.header.length as usize;
+            if length == 0 {
+                break;
+            }
+            // Messages are padded to 4 bytes.
+            offset += length.next_multiple_of(4);
+        }
+    }
+}
+
+/// The payload bytes sent and received. Sent: data bytes out less retransmissions
+/// (`tcpi_bytes_acked` would count the SYN of a connection this end opened, and a
+/// FIN). Received: `tcpi_bytes_received`, less the peer's FIN once it came.
+fn payload(state: u8, info: &TcpInfo) -> (u64, u64) {
+    let fin_received = matches!(
+        state,
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT
+    );
+    (
+        info.bytes_sent.saturating_sub(info.bytes_retrans),
+        info.bytes_received.saturating_sub(u64::from(fin_received)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// This test's own process: a connection it opens, writes and reads on, and
+    /// closes is seen open, with its bytes, then closed.
+    #[test]
+    fn a_connection_of_the_watched_process_is_seen_with_its_bytes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut watcher = Watcher::new(std::process::id()).unwrap();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"hello").unwrap();
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).unwrap();
+        server.write_all(b"hello, world").unwrap();
+        let mut got = [0u8; 12];
+        client.read_exact(&mut got).unwrap();
+        watcher.sample(&mut emit).unwrap();
+        drop(client);
+        std::thread::sleep(Duration::from_millis(20));
+        watcher.sample(&mut emit).unwrap();
+        // This process holds both ends: two connections.
+        let local = server.peer_addr().unwrap().to_string();
+        let client_side = events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::SocketOpen { local: l, pid, .. } if *l == local => {
+                    assert_eq!(*pid, Some(std::process::id()));
+                    e.app_conn
+                }
+                _ => None,
+            })
+            .expect("the client's socket_open");
+        let closes: Vec<_> = events
+            .iter()
+            .filter(|e| e.app_conn == Some(client_side))
+            .filter_map(|e| match e.kind {
+                EventKind::SocketClose {
+                    bytes_up,
+                    bytes_down,
+                } => Some((bytes_up, bytes_down)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes, [(5, 12)]);
+        drop(server);
+    }
+}
