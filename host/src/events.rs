@@ -180,11 +180,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         process: Option<String>,
     },
-    /// `watch`: payload bytes the socket sent and received since its last
-    /// `socket_activity` (one per quarter second with traffic).
+    /// `watch`: payload bytes the socket sent and received in the `interval_us`
+    /// before `ts_us` (one per sample in which bytes moved).
     SocketActivity {
         bytes_up: u64,
         bytes_down: u64,
+        interval_us: u64,
     },
     /// `watch`: the socket left the watched processes (closed, or they exited); bytes
     /// each way as last sampled.
@@ -654,12 +655,14 @@ impl Sink for Tracing {
             EventKind::SocketActivity {
                 bytes_up,
                 bytes_down,
+                interval_us,
             } => traced!(
                 "roundtrip::socket",
                 TRACE,
                 event,
                 bytes_up = *bytes_up,
-                bytes_down = *bytes_down
+                bytes_down = *bytes_down,
+                interval_us = *interval_us
             ),
             EventKind::SocketClose {
                 bytes_up,

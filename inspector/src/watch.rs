@@ -4,8 +4,9 @@
 //! links `socket:[inode]`) and, from the kernel's socket diagnostics (`sock_diag`
 //! over netlink, what `ss` reads), each socket's addresses and the payload bytes it
 //! sent (`tcpi_bytes_sent` less retransmissions) and received
-//! (`tcpi_bytes_received`). It emits `socket_open`, `socket_activity` (at most one
-//! per [`ACTIVITY_INTERVAL`] with traffic) and `socket_close`, ids in `app_conn`.
+//! (`tcpi_bytes_received`). It emits `socket_open`, `socket_activity` (one per
+//! sample in which bytes moved, with the interval they moved in) and
+//! `socket_close`, ids in `app_conn`.
 //!
 //! What it cannot know: anything inside the bytes (URLs, requests, reuse), and a
 //! connection opened and closed between two samples. A process is followed from
@@ -33,10 +34,6 @@ use roundtrip_host::events::{Event, EventKind};
 /// How often the kernel is asked.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// At most one `socket_activity` per connection this often (as the proxy's
-/// `tunnel_activity`, so both draw alike).
-pub const ACTIVITY_INTERVAL: Duration = Duration::from_millis(250);
-
 /// One socket of the kernel's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -53,7 +50,6 @@ struct Followed {
     id: u64,
     bytes: (u64, u64),
     reported: (u64, u64),
-    last_report: Instant,
 }
 
 /// Follows one process tree; [`Watcher::sample`] emits what changed.
@@ -64,6 +60,8 @@ pub struct Watcher {
     members: HashMap<i32, u64>,
     followed: HashMap<(SocketAddr, SocketAddr), Followed>,
     next_id: u64,
+    /// When the last sample was taken (µs from the start).
+    previous: u64,
 }
 
 impl Watcher {
@@ -85,6 +83,7 @@ impl Watcher {
             members: HashMap::from([(root, start.starttime)]),
             followed: HashMap::new(),
             next_id: 0,
+            previous: 0,
         })
     }
 
@@ -98,8 +97,9 @@ impl Watcher {
         let owners = self.owners();
         let mut table = dump(&self.diag, AF_INET)?;
         table.extend(dump(&self.diag, AF_INET6)?);
-        let now = Instant::now();
-        let ts_us = self.ts_us(now);
+        let ts_us = self.ts_us(Instant::now());
+        let interval_us = ts_us - self.previous;
+        self.previous = ts_us;
         // Connections gone from the tree: last bytes (the kernel may still hold the
         // socket a moment), then the close.
         let held: HashSet<(SocketAddr, SocketAddr)> = table
@@ -124,7 +124,7 @@ impl Watcher {
             {
                 followed.bytes = bytes;
             }
-            report(&mut followed, ts_us, now, true, emit);
+            report(&mut followed, ts_us, interval_us, emit);
             let (bytes_up, bytes_down) = followed.bytes;
             emit(event(
                 ts_us,
@@ -143,8 +143,10 @@ impl Watcher {
             let followed = self.followed.entry(ends).or_insert_with(|| {
                 self.next_id += 1;
                 let process = Process::new(pid).ok();
+                // Opened since the last sample: drawn from then, so that what it
+                // sent at once shows.
                 emit(event(
-                    ts_us,
+                    ts_us - interval_us,
                     self.next_id,
                     EventKind::SocketOpen {
                         local: seen.local.to_string(),
@@ -157,13 +159,12 @@ impl Watcher {
                     id: self.next_id,
                     bytes: (0, 0),
                     reported: (0, 0),
-                    last_report: now,
                 }
             });
             if let Some(bytes) = seen.bytes {
                 followed.bytes = bytes;
             }
-            report(followed, ts_us, now, false, emit);
+            report(followed, ts_us, interval_us, emit);
         }
         Ok(())
     }
@@ -234,19 +235,12 @@ fn event(ts_us: u64, app_conn: u64, kind: EventKind) -> Event {
     }
 }
 
-/// A `socket_activity` for the bytes since the last one, if there are any and it is
-/// time (`last`: before the close, whatever the time).
-fn report(
-    followed: &mut Followed,
-    ts_us: u64,
-    now: Instant,
-    last: bool,
-    emit: &mut dyn FnMut(Event),
-) {
+/// A `socket_activity` for the bytes since the last one, if any moved (in the
+/// `interval_us` before `ts_us`).
+fn report(followed: &mut Followed, ts_us: u64, interval_us: u64, emit: &mut dyn FnMut(Event)) {
     let (up, down) = followed.bytes;
     let (reported_up, reported_down) = followed.reported;
-    let moved = up > reported_up || down > reported_down;
-    if !moved || (!last && now.duration_since(followed.last_report) < ACTIVITY_INTERVAL) {
+    if up <= reported_up && down <= reported_down {
         return;
     }
     emit(event(
@@ -255,10 +249,10 @@ fn report(
         EventKind::SocketActivity {
             bytes_up: up.saturating_sub(reported_up),
             bytes_down: down.saturating_sub(reported_down),
+            interval_us,
         },
     ));
     followed.reported = followed.bytes;
-    followed.last_report = now;
 }
 
 /// The kernel's TCP sockets of `family` but the listening ones.

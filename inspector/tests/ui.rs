@@ -427,6 +427,42 @@ fn run_watch_draws_the_connections_of_programs_that_ignore_the_proxy() {
     }
 }
 
+#[test]
+fn watch_pid_follows_a_running_process_and_its_children() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(LocalServer::start()).unwrap();
+    // Started before the watch; its curl child connects after.
+    let url = server.url("/delay/300");
+    let mut shell = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("sleep 0.5; curl -sS --noproxy '*' -o /dev/null {url}"),
+        ])
+        .spawn()
+        .unwrap();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    hub.watch_pid(shell.id());
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .source()
+        .is_none_or(|s| !s.status.contains("watched pid"))
+    {
+        assert!(Instant::now() < deadline, "the watch never ended");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+        // Reaped, as its parent would: a zombie holds nothing.
+        let _ = shell.try_wait();
+    }
+    assert!(shell.wait().unwrap().success());
+    let view = &app.source().unwrap().view;
+    let apps: Vec<_> = view.apps.iter().collect();
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    assert!(apps[0].0.starts_with("curl -sS"), "{}", apps[0].0);
+    assert_eq!((apps[0].1.connections, apps[0].1.open), (1, 0));
+    assert_eq!(server.connections(), 1);
+}
+
 /// Runs `docs/lessons/fetch_five.py MODE` through the inspector's proxy against
 /// `server`; returns the inspector (with the run's source) and how many connections
 /// the script itself counted.

@@ -93,8 +93,13 @@ impl View {
             } => {
                 self.watched = true;
                 let label = label(*pid, process.as_deref(), local);
-                let opened =
-                    self.open_app(id, label.clone(), *pid, format!("{local} → {peer}"), at);
+                let opened = self.open_app(
+                    id,
+                    label.clone(),
+                    *pid,
+                    format!("from {local} to {peer}"),
+                    at,
+                );
                 if let Some(lane) = self.open_app_lane(id) {
                     lane.tunnel_bytes = Some((0, 0));
                 }
@@ -104,9 +109,10 @@ impl View {
             EventKind::SocketActivity {
                 bytes_up,
                 bytes_down,
+                interval_us,
             } => {
                 if let Some(lane) = self.open_app_lane(id) {
-                    flowed(lane, at);
+                    flowed(lane, at, *interval_us);
                     let (up, down) = lane.tunnel_bytes.unwrap_or_default();
                     lane.tunnel_bytes = Some((up + bytes_up, down + bytes_down));
                 }
@@ -119,7 +125,11 @@ impl View {
                 if let Some(lane) = self.open_app_lane(id) {
                     lane.tunnel_bytes = Some((*bytes_up, *bytes_down));
                 }
-                self.close_app(id, at, "closed (gone from the process)".to_owned())
+                self.close_app(
+                    id,
+                    at,
+                    "the process let go of it (closed, or exited)".to_owned(),
+                )
             }
             EventKind::AppRequest {
                 method,
@@ -216,7 +226,7 @@ impl View {
                 bytes_down,
             } => {
                 if let Some(lane) = self.open_app_lane(id) {
-                    flowed(lane, at);
+                    flowed(lane, at, ACTIVITY_INTERVAL_US);
                     let (up, down) = lane.tunnel_bytes.unwrap_or_default();
                     lane.tunnel_bytes = Some((up + bytes_up, down + bytes_down));
                 }
@@ -318,7 +328,12 @@ fn label(pid: Option<u32>, process: Option<&str>, peer: &str) -> String {
                 None => w,
             })
             .collect();
-        let p = words.join(" ");
+        // A `python3 -c` script spans lines: one line, one space between words.
+        let p = words
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         match p.char_indices().nth(LABEL_CHARS) {
             Some((cut, _)) => format!("{}…", &p[..cut]),
             None => p,
@@ -369,15 +384,15 @@ fn busy(lane: &mut Lane, from: Micros, to: Micros, phase: Phase, req: Option<u64
     from
 }
 
-/// Bytes flowed in the interval before `at`: one more interval of the burst under
+/// Bytes flowed in the `interval` before `at`: one more interval of the burst under
 /// way when the last report was the one before, otherwise a new burst.
-fn flowed(lane: &mut Lane, at: Micros) {
-    let from = at.saturating_sub(ACTIVITY_INTERVAL_US);
+fn flowed(lane: &mut Lane, at: Micros, interval: Micros) {
+    let from = at.saturating_sub(interval);
     if let [.., burst, quiet] = lane.segments.as_mut_slice()
         && burst.phase == Phase::Tunnel
         && quiet.phase == Phase::Idle
         && quiet.end.is_none()
-        && from <= quiet.start + ACTIVITY_INTERVAL_US / 2
+        && from <= quiet.start + interval / 2
     {
         burst.end = Some(at);
         quiet.start = at;

@@ -155,7 +155,13 @@ pub fn status(ui: &mut egui::Ui, app: &InspectorApp, _commands: &mut [Command]) 
                 let view = &source.view;
                 let apps: u32 = view.apps.values().map(|a| a.connections).sum();
                 let pool = view.lanes.len() - apps as usize;
-                ui.label(if view.apps.is_empty() {
+                ui.label(if view.watched {
+                    format!(
+                        "{}: {} events, {apps} connections seen in the kernel",
+                        source.name,
+                        source.events.len()
+                    )
+                } else if view.apps.is_empty() {
                     format!(
                         "{}: {} events, {pool} connections",
                         source.name,

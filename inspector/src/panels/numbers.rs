@@ -35,13 +35,15 @@ pub fn show(ui: &mut egui::Ui, source: &Source) {
         .allow_scroll(false)
         .show(ui, |plot| {
             // Steps, not bands: every change is a vertical edge worth seeing.
-            plot.line(
-                Line::new("open", series(|s| s.open))
-                    .width(2.0)
-                    .allow_band(false),
-            );
-            plot.line(Line::new("in use", series(|s| s.in_use)).allow_band(false));
-            plot.line(Line::new("idle", series(|s| s.idle)).allow_band(false));
+            if !view.watched {
+                plot.line(
+                    Line::new("open", series(|s| s.open))
+                        .width(2.0)
+                        .allow_band(false),
+                );
+                plot.line(Line::new("in use", series(|s| s.in_use)).allow_band(false));
+                plot.line(Line::new("idle", series(|s| s.idle)).allow_band(false));
+            }
             if !view.apps.is_empty() {
                 plot.line(
                     Line::new("app connections open", series(|s| s.app_open))
@@ -115,6 +117,10 @@ fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
 fn tables(ui: &mut egui::Ui, view: &crate::model::View) {
     if !view.apps.is_empty() {
         apps(ui, view);
+        // `watch` has no proxy, so no pool.
+        if view.watched {
+            return;
+        }
         ui.add_space(6.0);
         ui.strong(super::timeline::POOL_HEADING);
     }

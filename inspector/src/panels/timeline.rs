@@ -50,7 +50,7 @@ pub fn rows(view: &View) -> Vec<Row<'_>> {
         rows.push(Row::App(app, lanes.len()));
         rows.extend(lanes.iter().copied().map(Row::Lane));
     }
-    if !apps.is_empty() {
+    if !apps.is_empty() && !view.watched {
         rows.push(Row::Pool);
     }
     for (key, lanes) in by_key {
@@ -234,6 +234,11 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         );
     }
     let label = match (&lane.addr, lane.id) {
+        // `watch`: `from LOCAL to PEER`; where it went is what tells them apart.
+        (Some(ends), LaneId::App(id)) if ends.starts_with("from ") => {
+            let peer = ends.rsplit(" to ").next().unwrap_or_default();
+            format!("#{id} → {peer}")
+        }
         // An app's lanes sit under its heading: the client port tells them apart.
         (Some(peer), LaneId::App(id)) => {
             let port = peer.split(' ').next().and_then(|p| p.rsplit_once(':'));
@@ -363,9 +368,11 @@ fn draw_marker(painter: &egui::Painter, kind: &MarkerKind, x: f32, rect: Rect) {
 /// What the lane was doing at `at`.
 fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
     ui.strong(format!("{} — {}", lane.id, lane.key));
-    if let Some(addr) = &lane.addr {
-        ui.label(format!("peer {addr}"));
-    }
+    match &lane.addr {
+        Some(ends) if ends.starts_with("from ") => ui.label(ends),
+        Some(addr) => ui.label(format!("peer {addr}")),
+        None => ui.label(""),
+    };
     match lane.segment_at(at) {
         Some(segment) => {
             let end = segment
@@ -422,7 +429,9 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
     };
     if view.watched {
         if let Some((up, down)) = lane.tunnel_bytes {
-            ui.label(format!("{up} bytes sent, {down} bytes received"));
+            ui.label(format!(
+                "{up} bytes sent, {down} bytes received (as of the last sample)"
+            ));
         }
         ui.label("requests are not seen by watch");
         return;
