@@ -13,7 +13,7 @@
 //! when it is seen as a child of one already followed until it exits, so a
 //! grandchild outlives its parent in the picture.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,28 +37,42 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// One socket of the kernel's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
+    family: u8,
     local: SocketAddr,
     peer: SocketAddr,
     inode: u64,
-    /// Bytes sent and acknowledged, bytes received: absent for sockets without
-    /// TCP information (time-wait).
+    /// Payload bytes sent, received: absent for sockets without TCP information
+    /// (time-wait).
     bytes: Option<(u64, u64)>,
 }
 
 /// A connection being followed.
 struct Followed {
     id: u64,
+    socket: Seen,
     bytes: (u64, u64),
     reported: (u64, u64),
 }
 
+/// How long a socket of the tree that is not a TCP connection (UDP, Unix, a
+/// listener, one not connected yet) goes without another full dump.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// Follows one process tree; [`Watcher::sample`] emits what changed.
+///
+/// A full dump of the kernel's TCP table walks its whole hash table (milliseconds
+/// on a machine with much memory, however few sockets), so it is done only when
+/// the tree holds a socket not seen before; followed connections are then asked
+/// for one by one, by their addresses.
 pub struct Watcher {
     started: Instant,
     diag: Socket,
     /// Processes followed, with their start time (a reused pid is another process).
     members: HashMap<i32, u64>,
-    followed: HashMap<(SocketAddr, SocketAddr), Followed>,
+    /// By inode.
+    followed: HashMap<u64, Followed>,
+    /// Sockets of the tree that a dump did not list, and when.
+    not_tcp: HashMap<u64, Instant>,
     next_id: u64,
     /// When the last sample was taken (µs from the start).
     previous: u64,
@@ -82,6 +96,7 @@ impl Watcher {
             diag,
             members: HashMap::from([(root, start.starttime)]),
             followed: HashMap::new(),
+            not_tcp: HashMap::new(),
             next_id: 0,
             previous: 0,
         })
@@ -95,76 +110,81 @@ impl Watcher {
     /// One look at the kernel: new connections, bytes, closes, through `emit`.
     pub fn sample(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
         let owners = self.owners();
-        let mut table = dump(&self.diag, AF_INET)?;
-        table.extend(dump(&self.diag, AF_INET6)?);
-        let ts_us = self.ts_us(Instant::now());
+        let now = Instant::now();
+        let ts_us = self.ts_us(now);
         let interval_us = ts_us - self.previous;
         self.previous = ts_us;
-        // Connections gone from the tree: last bytes (the kernel may still hold the
-        // socket a moment), then the close.
-        let held: HashSet<(SocketAddr, SocketAddr)> = table
-            .iter()
-            .filter(|s| owners.contains_key(&s.inode))
-            .map(|s| (s.local, s.peer))
-            .collect();
-        let gone: Vec<_> = self
-            .followed
-            .keys()
-            .filter(|ends| !held.contains(ends))
-            .copied()
-            .collect();
-        for ends in gone {
-            let Some(mut followed) = self.followed.remove(&ends) else {
+        // Followed connections: their bytes, or their end — gone from the tree (the
+        // kernel may still hold the socket a moment: its last bytes) or from the kernel.
+        let inodes: Vec<u64> = self.followed.keys().copied().collect();
+        for inode in inodes {
+            let Some(followed) = self.followed.get_mut(&inode) else {
                 continue;
             };
-            if let Some(bytes) = table
-                .iter()
-                .find(|s| (s.local, s.peer) == ends)
-                .and_then(|s| s.bytes)
-            {
-                followed.bytes = bytes;
-            }
-            report(&mut followed, ts_us, interval_us, emit);
-            let (bytes_up, bytes_down) = followed.bytes;
-            emit(event(
-                ts_us,
-                followed.id,
-                EventKind::SocketClose {
-                    bytes_up,
-                    bytes_down,
-                },
-            ));
-        }
-        for seen in &table {
-            let Some(&pid) = owners.get(&seen.inode) else {
-                continue;
-            };
-            let ends = (seen.local, seen.peer);
-            let followed = self.followed.entry(ends).or_insert_with(|| {
-                self.next_id += 1;
-                let process = Process::new(pid).ok();
-                // Opened since the last sample: drawn from then, so that what it
-                // sent at once shows.
-                emit(event(
-                    ts_us - interval_us,
-                    self.next_id,
-                    EventKind::SocketOpen {
-                        local: seen.local.to_string(),
-                        peer: seen.peer.to_string(),
-                        pid: u32::try_from(pid).ok(),
-                        process: process.as_ref().map(roundtrip_proxy::owner::command),
-                    },
-                ));
-                Followed {
-                    id: self.next_id,
-                    bytes: (0, 0),
-                    reported: (0, 0),
-                }
-            });
-            if let Some(bytes) = seen.bytes {
+            let now_seen = lookup(&self.diag, &followed.socket)?;
+            if let Some(bytes) = now_seen.and_then(|s| s.bytes) {
                 followed.bytes = bytes;
             }
             report(followed, ts_us, interval_us, emit);
+            if now_seen.is_none() || !owners.contains_key(&inode) {
+                let (bytes_up, bytes_down) = followed.bytes;
+                emit(event(
+                    ts_us,
+                    followed.id,
+                    EventKind::SocketClose {
+                        bytes_up,
+                        bytes_down,
+                    },
+                ));
+                self.followed.remove(&inode);
+            }
+        }
+        // New sockets of the tree: one dump tells which are TCP connections.
+        self.not_tcp.retain(|inode, when| {
+            owners.contains_key(inode) && now.duration_since(*when) < RECHECK
+        });
+        let unknown = owners
+            .keys()
+            .any(|inode| !self.followed.contains_key(inode) && !self.not_tcp.contains_key(inode));
+        if !unknown {
+            return Ok(());
+        }
+        let mut table = dump(&self.diag, AF_INET)?;
+        table.extend(dump(&self.diag, AF_INET6)?);
+        for socket in table {
+            let Some(&pid) = owners.get(&socket.inode) else {
+                continue;
+            };
+            if self.followed.contains_key(&socket.inode) {
+                continue;
+            }
+            self.next_id += 1;
+            let process = Process::new(pid).ok();
+            // Opened since the last sample: drawn from then, so that what it sent at
+            // once shows.
+            emit(event(
+                ts_us - interval_us,
+                self.next_id,
+                EventKind::SocketOpen {
+                    local: socket.local.to_string(),
+                    peer: socket.peer.to_string(),
+                    pid: u32::try_from(pid).ok(),
+                    process: process.as_ref().map(roundtrip_proxy::owner::command),
+                },
+            ));
+            let mut followed = Followed {
+                id: self.next_id,
+                socket,
+                bytes: socket.bytes.unwrap_or_default(),
+                reported: (0, 0),
+            };
+            report(&mut followed, ts_us, interval_us, emit);
+            self.followed.insert(socket.inode, followed);
+        }
+        for &inode in owners.keys() {
+            if !self.followed.contains_key(&inode) {
+                self.not_tcp.entry(inode).or_insert(now);
+            }
         }
         Ok(())
     }
@@ -176,31 +196,12 @@ impl Watcher {
     /// The tree's socket inodes and who holds each; updates the tree first: gone
     /// processes out, new children of followed ones in.
     fn owners(&mut self) -> HashMap<u64, i32> {
-        let processes: Vec<(i32, i32, u64)> = procfs::process::all_processes()
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|p| p.stat().ok())
-            .map(|stat| (stat.pid, stat.ppid, stat.starttime))
-            .collect();
-        let running: HashMap<i32, u64> = processes
-            .iter()
-            .map(|&(pid, _, start)| (pid, start))
-            .collect();
-        self.members
-            .retain(|pid, start| running.get(pid) == Some(start) && !zombie(*pid));
-        // Children of members, to a fixed point (the list is not in tree order).
-        loop {
-            let before = self.members.len();
-            for &(pid, ppid, start) in &processes {
-                if self.members.contains_key(&ppid) && !self.members.contains_key(&pid) {
-                    self.members.insert(pid, start);
-                }
-            }
-            if self.members.len() == before {
-                break;
-            }
-        }
+        self.members.retain(|&pid, &mut start| {
+            Process::new(pid)
+                .and_then(|p| p.stat())
+                .is_ok_and(|stat| stat.starttime == start && stat.state != 'Z')
+        });
+        self.adopt_children();
         let mut owners = HashMap::new();
         for &pid in self.members.keys() {
             let Ok(fds) = Process::new(pid).and_then(|p| p.fd()) else {
@@ -214,13 +215,59 @@ impl Watcher {
         }
         owners
     }
+
+    /// Adds the children of members, to a fixed point: from each member's
+    /// `/proc/PID/task/TID/children` where the kernel has them, else from every
+    /// process's parent.
+    fn adopt_children(&mut self) {
+        loop {
+            let listed: Option<Vec<Vec<i32>>> =
+                self.members.keys().map(|&pid| children(pid)).collect();
+            let found: Vec<(i32, i32, u64)> = match listed {
+                Some(lists) => lists
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|pid| Process::new(pid).and_then(|p| p.stat()).ok())
+                    .map(|stat| (stat.pid, stat.ppid, stat.starttime))
+                    .collect(),
+                None => procfs::process::all_processes()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .filter_map(|p| p.stat().ok())
+                    .map(|stat| (stat.pid, stat.ppid, stat.starttime))
+                    .collect(),
+            };
+            let before = self.members.len();
+            for (pid, ppid, start) in found {
+                if self.members.contains_key(&ppid) && !self.members.contains_key(&pid) {
+                    self.members.insert(pid, start);
+                }
+            }
+            if self.members.len() == before {
+                return;
+            }
+        }
+    }
 }
 
-/// A process that has exited and not been reaped holds no sockets.
-fn zombie(pid: i32) -> bool {
-    Process::new(pid)
-        .and_then(|p| p.stat())
-        .is_ok_and(|stat| stat.state == 'Z')
+/// `pid`'s children, from its threads' `children` files; `None` when the kernel
+/// has no such files (built without `CONFIG_PROC_CHILDREN`).
+fn children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children: Vec<i32> = Vec::new();
+    for task in tasks.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(text) => children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            // The thread ended meanwhile.
+            Err(_) => {}
+        }
+    }
+    Some(children)
 }
 
 fn event(ts_us: u64, app_conn: u64, kind: EventKind) -> Event {
@@ -257,9 +304,37 @@ fn report(followed: &mut Followed, ts_us: u64, interval_us: u64, emit: &mut dyn 
 
 /// The kernel's TCP sockets of `family` but the listening ones.
 fn dump(diag: &Socket, family: u8) -> Result<Vec<Seen>, String> {
+    let socket_id = if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
+    };
+    query(diag, family, socket_id, NLM_F_DUMP)
+}
+
+/// `socket` as the kernel has it now, asked by its addresses; `None` once it is gone.
+fn lookup(diag: &Socket, socket: &Seen) -> Result<Option<Seen>, String> {
+    let socket_id = SocketId {
+        source_port: socket.local.port(),
+        destination_port: socket.peer.port(),
+        source_address: socket.local.ip(),
+        destination_address: socket.peer.ip(),
+        interface_id: 0,
+        // INET_DIAG_NOCOOKIE: any socket with these addresses.
+        cookie: [0xff; 8],
+    };
+    let found = query(diag, socket.family, socket_id, 0)?;
+    Ok(found
+        .into_iter()
+        .find(|s| s.inode == socket.inode || s.inode == 0))
+}
+
+/// One sock_diag request; `flags` adds `NLM_F_DUMP` for the whole table. A lookup
+/// of a socket that is gone answers with an error: no sockets.
+fn query(diag: &Socket, family: u8, socket_id: SocketId, flags: u16) -> Result<Vec<Seen>, String> {
     let failed = |e: &dyn std::fmt::Display| format!("the kernel's socket diagnostics: {e}");
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.flags = NLM_F_REQUEST | flags;
     let mut request = NetlinkMessage::new(
         header,
         SockDiagMessage::InetRequest(InetRequest {
@@ -267,11 +342,7 @@ fn dump(diag: &Socket, family: u8) -> Result<Vec<Seen>, String> {
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::INFO,
             states: StateFlags::all() - StateFlags::LISTEN,
-            socket_id: if family == AF_INET {
-                SocketId::new_v4()
-            } else {
-                SocketId::new_v6()
-            },
+            socket_id,
         })
         .into(),
     );
@@ -297,13 +368,19 @@ fn dump(diag: &Socket, family: u8) -> Result<Vec<Seen>, String> {
                         _ => None,
                     });
                     seen.push(Seen {
+                        family: response.header.family,
                         local: SocketAddr::new(id.source_address, id.source_port),
                         peer: SocketAddr::new(id.destination_address, id.destination_port),
                         inode: u64::from(response.header.inode),
                         bytes,
                     });
+                    // A lookup answers with one message and no `Done`.
+                    if flags & NLM_F_DUMP == 0 {
+                        return Ok(seen);
+                    }
                 }
                 NetlinkPayload::Done(_) => return Ok(seen),
+                NetlinkPayload::Error(_) if flags & NLM_F_DUMP == 0 => return Ok(seen),
                 NetlinkPayload::Error(e) => return Err(failed(&format!("{e:?}"))),
                 _ => {}
             }
