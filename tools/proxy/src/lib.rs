@@ -535,6 +535,9 @@ async fn forward(shared: &Shared, request: Request<Metered<Incoming>>) -> Respon
         Ok(response) => {
             let (mut head, body) = response.into_parts();
             remove_hop_by_hop(&mut head.headers);
+            // Our own version, not the origin's (RFC 9110 §6.2): an HTTP/1.0 origin's
+            // "HTTP/1.0 200" would tell the app to close its keep-alive connection.
+            head.version = http::Version::HTTP_11;
             Response::from_parts(head, Either::Left(body))
         }
         Err(error) => upstream_failure(&error),
