@@ -463,6 +463,145 @@ fn watch_pid_follows_a_running_process_and_its_children() {
     assert_eq!(server.connections(), 1);
 }
 
+/// A page with 12 images, served by Python's `http.server` from a directory of its
+/// own on a free port; stopped when dropped.
+struct TwelveImages {
+    url: String,
+    child: std::process::Child,
+    _root: tempfile::TempDir,
+}
+
+impl TwelveImages {
+    const IMAGES: usize = 12;
+
+    fn start() -> Self {
+        // A 1×1 PNG.
+        const PNG: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+            0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00,
+            0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78,
+            0xda, 0x63, 0xfc, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x05, 0x02, 0x00, 0x5f, 0xc8,
+            0xf1, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+        ];
+        let root = tempfile::tempdir().unwrap();
+        let mut page = String::from("<!doctype html><title>twelve images</title>");
+        for i in 0..Self::IMAGES {
+            std::fs::write(root.path().join(format!("img{i}.png")), PNG).unwrap();
+            page.push_str(&format!("<img src=\"img{i}.png\">"));
+        }
+        std::fs::write(root.path().join("index.html"), page).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}/"),
+            child,
+            _root: root,
+        }
+    }
+}
+
+impl Drop for TwelveImages {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn run_headless_chromium_loads_twelve_images_over_at_most_six_connections() {
+    let site = TwelveImages::start();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    // Chromium takes its proxy from a flag, and never proxies loopback unless told.
+    let page = format!("{}index.html", site.url);
+    let dom = tempfile::NamedTempFile::new().unwrap();
+    let chromium = format!(
+        "exec chromium --headless --no-sandbox --disable-gpu --no-first-run \
+         --disable-background-networking --proxy-server=\"$HTTP_PROXY\" \
+         --proxy-bypass-list='<-loopback>' --dump-dom {page} > {} 2> /dev/null",
+        dom.path().display()
+    );
+    hub.run_command(
+        vec!["sh".into(), "-c".into(), chromium],
+        RunOptions::default(),
+    );
+    let mut app = InspectorApp::with_hub(hub, feed, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.source().is_none_or(|s| !s.status.contains("exited")) {
+        assert!(Instant::now() < deadline, "chromium never finished");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+    let source = app.source().unwrap();
+    assert!(
+        source.status.contains("exit status: 0"),
+        "{}",
+        source.status
+    );
+    let dom = std::fs::read_to_string(dom.path()).unwrap();
+    assert!(dom.contains("img11.png"), "{dom}");
+    let view = &source.view;
+    // Every image asked for, once, and answered.
+    let to_site: Vec<_> = view
+        .app_requests
+        .iter()
+        .filter(|r| r.url.starts_with(&site.url))
+        .collect();
+    for i in 0..TwelveImages::IMAGES {
+        let image = format!("{}img{i}.png", site.url);
+        let asked: Vec<_> = to_site.iter().filter(|r| r.url == image).collect();
+        assert_eq!(asked.len(), 1, "{image}: {to_site:#?}");
+        assert_eq!(asked[0].status, Some(200));
+    }
+    // Over Chromium's own connections to the site: at most six (its per-host limit).
+    let connections: std::collections::BTreeSet<u64> = to_site.iter().map(|r| r.app_conn).collect();
+    assert!(
+        (1..=6).contains(&connections.len()),
+        "{} connections: {connections:?}",
+        connections.len()
+    );
+    // Its network process made them; the apps' counts are every connection the
+    // proxy accepted (one closed before its owner could be read counts apart).
+    let network = view
+        .apps
+        .iter()
+        .find(|(label, _)| label.starts_with("chromium --type=utility"))
+        .map(|(_, stats)| stats.connections);
+    assert!(
+        network.is_some_and(|n| n as usize >= connections.len()),
+        "{:?}",
+        view.apps
+    );
+    let counted: u32 = view.apps.values().map(|stats| stats.connections).sum();
+    let opened = view
+        .lanes
+        .iter()
+        .filter(|lane| matches!(lane.id, LaneId::App(_)))
+        .count();
+    assert_eq!(counted as usize, opened, "{:?}", view.apps);
+}
+
 /// Runs `docs/lessons/fetch_five.py MODE` through the inspector's proxy against
 /// `server`; returns the inspector (with the run's source) and how many connections
 /// the script itself counted.
