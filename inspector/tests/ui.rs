@@ -12,10 +12,11 @@ use egui_kittest::kittest::Queryable;
 use roundtrip_host::events::{Event, EventKind, Events, TcpSink};
 use roundtrip_host::{Body, Config, Transport};
 use roundtrip_inspector::InspectorApp;
+use roundtrip_inspector::app::Source;
 use roundtrip_inspector::model::LaneId;
 use roundtrip_inspector::sources::{Hub, RunOptions, SourceKind};
 use roundtrip_proxy::Mitm;
-use roundtrip_servers::{LocalServer, ServerTls};
+use roundtrip_servers::{LocalServer, PythonHttpServer, ServerTls};
 
 mod common;
 
@@ -88,6 +89,27 @@ fn step_until(
         std::thread::sleep(Duration::from_millis(10));
     }
     harness.step();
+}
+
+/// Drains the feed until `done` holds for the source on screen; fails saying `what`
+/// did not happen within `limit`.
+fn wait_for(
+    app: &mut InspectorApp,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&Source) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !app.source().is_some_and(&mut done) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+        app.drain_feed();
+    }
+}
+
+/// A run that ended: the command exited and every app connection closed.
+fn all_closed(source: &Source) -> bool {
+    source.status.contains("exited") && source.view.apps.values().all(|a| a.open == 0)
 }
 
 #[test]
@@ -178,15 +200,12 @@ fn a_program_streaming_over_tcp_shows_up_as_a_live_source() {
         }
         transport.shutdown().await;
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app
-        .source()
-        .is_none_or(|s| s.view.lanes.first().is_none_or(|l| l.closed.is_none()))
-    {
-        assert!(Instant::now() < deadline, "the events never arrived");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(10),
+        "the events never arrived",
+        |s| s.view.lanes.first().is_some_and(|l| l.closed.is_some()),
+    );
     let source = app.source().unwrap();
     assert_eq!(source.kind, SourceKind::Live);
     assert!(
@@ -219,12 +238,12 @@ fn a_reconnecting_program_continues_its_source_and_garbage_is_reported() {
         }
         socket.write_all(text.as_bytes()).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.source().is_none_or(|s| s.events.len() < events.len()) {
-        assert!(Instant::now() < deadline, "the events never arrived");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(10),
+        "the events never arrived",
+        |s| s.events.len() >= events.len(),
+    );
     assert_eq!(
         app.sources.len(),
         1,
@@ -256,12 +275,12 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
         RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.source().is_none_or(|s| !s.status.contains("exited")) {
-        assert!(Instant::now() < deadline, "curl never finished");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(20),
+        "curl never finished",
+        |s| s.status.contains("exited"),
+    );
     let source = app.source().unwrap();
     assert_eq!(source.kind, SourceKind::Run);
     assert!(
@@ -310,15 +329,12 @@ fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
         },
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app
-        .source()
-        .is_none_or(|s| !s.status.contains("exited") || s.view.apps.values().any(|a| a.open > 0))
-    {
-        assert!(Instant::now() < deadline, "curl never finished");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(20),
+        "curl never finished",
+        all_closed,
+    );
     let source = app.source().unwrap();
     assert!(
         source.status.contains("exit status: 0"),
@@ -363,12 +379,12 @@ fn run_watch_draws_the_connections_of_programs_that_ignore_the_proxy() {
     );
     hub.watch_command(vec!["sh".into(), "-c".into(), script]);
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.source().is_none_or(|s| !s.status.contains("exited")) {
-        assert!(Instant::now() < deadline, "the commands never finished");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(20),
+        "the commands never finished",
+        |s| s.status.contains("exited"),
+    );
     let source = app.source().unwrap();
     assert_eq!(source.kind, SourceKind::Watch);
     assert!(
@@ -443,17 +459,16 @@ fn watch_pid_follows_a_running_process_and_its_children() {
     let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
     hub.watch_pid(shell.id());
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app
-        .source()
-        .is_none_or(|s| !s.status.contains("watched pid"))
-    {
-        assert!(Instant::now() < deadline, "the watch never ended");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-        // Reaped, as its parent would: a zombie holds nothing.
-        let _ = shell.try_wait();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(20),
+        "the watch never ended",
+        |s| {
+            // Reaped, as its parent would: a zombie holds nothing.
+            let _ = shell.try_wait();
+            s.status.contains("watched pid")
+        },
+    );
     assert!(shell.wait().unwrap().success());
     let view = &app.source().unwrap().view;
     let apps: Vec<_> = view.apps.iter().collect();
@@ -463,78 +478,37 @@ fn watch_pid_follows_a_running_process_and_its_children() {
     assert_eq!(server.connections(), 1);
 }
 
-/// A page with 12 images, served by Python's `http.server` from a directory of its
-/// own on a free port; stopped when dropped.
-struct TwelveImages {
-    url: String,
-    child: std::process::Child,
-    _root: tempfile::TempDir,
-}
+/// Images on the page of [`twelve_images`].
+const IMAGES: usize = 12;
 
-impl TwelveImages {
-    const IMAGES: usize = 12;
-
-    fn start() -> Self {
-        // A 1×1 PNG.
-        const PNG: &[u8] = &[
-            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
-            0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00,
-            0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78,
-            0xda, 0x63, 0xfc, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x05, 0x02, 0x00, 0x5f, 0xc8,
-            0xf1, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
-        ];
-        let root = tempfile::tempdir().unwrap();
-        let mut page = String::from("<!doctype html><title>twelve images</title>");
-        for i in 0..Self::IMAGES {
-            std::fs::write(root.path().join(format!("img{i}.png")), PNG).unwrap();
-            page.push_str(&format!("<img src=\"img{i}.png\">"));
-        }
-        std::fs::write(root.path().join("index.html"), page).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("/usr/bin/python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            url: format!("http://127.0.0.1:{port}/"),
-            child,
-            _root: root,
-        }
+/// A directory with `index.html`, a page of [`IMAGES`] images (`img0.png`, …).
+fn twelve_images() -> tempfile::TempDir {
+    // A 1×1 PNG.
+    const PNG: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f,
+        0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xfc,
+        0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x05, 0x02, 0x00, 0x5f, 0xc8, 0xf1, 0xd2, 0x00, 0x00,
+        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let mut page = String::from("<!doctype html><title>twelve images</title>");
+    for i in 0..IMAGES {
+        std::fs::write(root.path().join(format!("img{i}.png")), PNG).unwrap();
+        page.push_str(&format!("<img src=\"img{i}.png\">"));
     }
-}
-
-impl Drop for TwelveImages {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    std::fs::write(root.path().join("index.html"), page).unwrap();
+    root
 }
 
 #[test]
 fn run_headless_chromium_loads_twelve_images_over_at_most_six_connections() {
-    let site = TwelveImages::start();
+    let root = twelve_images();
+    let server = PythonHttpServer::start(root.path()).unwrap();
+    let site = server.url("/");
     let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
     // Chromium takes its proxy from a flag, and never proxies loopback unless told.
-    let page = format!("{}index.html", site.url);
+    let page = format!("{site}index.html");
     let dom = tempfile::NamedTempFile::new().unwrap();
     let chromium = format!(
         "exec chromium --headless --no-sandbox --disable-gpu --no-first-run \
@@ -547,12 +521,12 @@ fn run_headless_chromium_loads_twelve_images_over_at_most_six_connections() {
         RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while app.source().is_none_or(|s| !s.status.contains("exited")) {
-        assert!(Instant::now() < deadline, "chromium never finished");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(60),
+        "chromium never finished",
+        |s| s.status.contains("exited"),
+    );
     let source = app.source().unwrap();
     assert!(
         source.status.contains("exit status: 0"),
@@ -566,10 +540,10 @@ fn run_headless_chromium_loads_twelve_images_over_at_most_six_connections() {
     let to_site: Vec<_> = view
         .app_requests
         .iter()
-        .filter(|r| r.url.starts_with(&site.url))
+        .filter(|r| r.url.starts_with(&site))
         .collect();
-    for i in 0..TwelveImages::IMAGES {
-        let image = format!("{}img{i}.png", site.url);
+    for i in 0..IMAGES {
+        let image = format!("{site}img{i}.png");
         let asked: Vec<_> = to_site.iter().filter(|r| r.url == image).collect();
         assert_eq!(asked.len(), 1, "{image}: {to_site:#?}");
         assert_eq!(asked[0].status, Some(200));
@@ -621,17 +595,14 @@ fn run_fetch_five(mode: &str, server: &LocalServer) -> (InspectorApp, u32) {
         RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
     // Exited, and every app connection closed (the app's close reaches the proxy
     // a moment after the process is gone).
-    while app
-        .source()
-        .is_none_or(|s| !s.status.contains("exited") || s.view.apps.values().any(|a| a.open > 0))
-    {
-        assert!(Instant::now() < deadline, "the script never finished");
-        std::thread::sleep(Duration::from_millis(10));
-        app.drain_feed();
-    }
+    wait_for(
+        &mut app,
+        Duration::from_secs(30),
+        "the script never finished",
+        all_closed,
+    );
     let status = &app.source().unwrap().status;
     assert!(status.contains("exit status: 0"), "{status}");
     let opened = std::fs::read_to_string(counted.path()).unwrap();

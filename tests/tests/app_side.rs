@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use roundtrip_host::events::{AppCloseReason, Event, EventKind, Recorder};
 use roundtrip_proxy::{ForwardProxy, ProxyOptions};
+use roundtrip_servers::PythonHttpServer;
 use roundtrip_tests::{Nginx, dials, run_app, transport};
 
 /// Debian's Python, which has Debian's `python3-requests` (`scripts/test` installs it).
@@ -174,55 +175,15 @@ async fn curl_with_two_urls_sends_both_on_one_connection() {
     assert_app(&view, pid, "curl", 1, 2);
 }
 
-/// Python's `http.server`: an HTTP/1.0 origin (it answers `HTTP/1.0` and closes).
-struct Http10Origin {
-    port: u16,
-    child: std::process::Child,
-    _root: tempfile::TempDir,
-}
-
-impl Http10Origin {
-    fn start() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("small"), "hello, world\n").unwrap();
-        let port = roundtrip_tests::free_port();
-        let child = std::process::Command::new(PYTHON)
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        roundtrip_tests::wait_for_port(port, "python3 -m http.server");
-        Self {
-            port,
-            child,
-            _root: root,
-        }
-    }
-}
-
-impl Drop for Http10Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_1_0_origin_does_not_make_the_app_close_its_connection() {
     // The proxy answers in its own version, HTTP/1.1: curl keeps its connection to the
     // proxy for the second URL although the origin closed after the first.
-    let origin = Http10Origin::start();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("small"), "hello, world\n").unwrap();
+    let origin = PythonHttpServer::start(root.path()).unwrap();
     let (proxy, recorder) = proxy_with_recorder().await;
-    let url = format!("http://127.0.0.1:{}/small", origin.port);
+    let url = origin.url("/small");
     let pid = curl_twice(&proxy, &[], &url).await;
     let view = wait_for_closes(&recorder, 1).await;
     assert_app(&view, pid, "curl", 1, 2);

@@ -9,6 +9,8 @@
 
 mod echo;
 mod local;
+mod python;
 
 pub use echo::{EchoServer, Received};
 pub use local::{Counters, LocalServer, ServerTls, body_bytes};
+pub use python::PythonHttpServer;
