@@ -417,10 +417,16 @@ mod tests {
     use super::*;
 
     /// This test's own process: a connection it opens, writes and reads on, and
-    /// closes is seen open, with its bytes, then closed.
+    /// closes is seen open, with its bytes, then closed — over IPv4 and IPv6.
     #[test]
     fn a_connection_of_the_watched_process_is_seen_with_its_bytes() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            seen_with_its_bytes(addr);
+        }
+    }
+
+    fn seen_with_its_bytes(addr: &str) {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let mut watcher = Watcher::new(std::process::id()).unwrap();
         let mut events = Vec::new();
         let mut emit = |e: Event| events.push(e);
@@ -447,7 +453,7 @@ mod tests {
                 }
                 _ => None,
             })
-            .expect("the client's socket_open");
+            .unwrap_or_else(|| panic!("{addr}: the client's socket_open"));
         let closes: Vec<_> = events
             .iter()
             .filter(|e| e.app_conn == Some(client_side))
@@ -459,7 +465,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(closes, [(5, 12)]);
+        assert_eq!(closes, [(5, 12)], "{addr}");
         drop(server);
     }
 }
