@@ -107,6 +107,18 @@ fn wait_for(
     }
 }
 
+/// [`wait_for`], then checks that the command run exited with status 0.
+fn wait_for_exit(
+    app: &mut InspectorApp,
+    limit: Duration,
+    what: &str,
+    done: impl FnMut(&Source) -> bool,
+) {
+    wait_for(app, limit, what, done);
+    let status = &app.source().unwrap().status;
+    assert!(status.contains("exit status: 0"), "{status}");
+}
+
 /// A run that ended: the command exited and every app connection closed.
 fn all_closed(source: &Source) -> bool {
     source.status.contains("exited") && source.view.apps.values().all(|a| a.open == 0)
@@ -275,7 +287,7 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
         RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    wait_for(
+    wait_for_exit(
         &mut app,
         Duration::from_secs(20),
         "curl never finished",
@@ -283,11 +295,6 @@ fn run_shows_the_connections_of_a_command_through_the_embedded_proxy() {
     );
     let source = app.source().unwrap();
     assert_eq!(source.kind, SourceKind::Run);
-    assert!(
-        source.status.contains("exit status: 0"),
-        "{}",
-        source.status
-    );
     assert_eq!(source.view.totals().dials, 1);
     assert_eq!(source.view.totals().reuses, 1);
     assert_eq!(server.connections(), 1);
@@ -329,18 +336,13 @@ fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
         },
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    wait_for(
+    wait_for_exit(
         &mut app,
         Duration::from_secs(20),
         "curl never finished",
         all_closed,
     );
     let source = app.source().unwrap();
-    assert!(
-        source.status.contains("exit status: 0"),
-        "{}",
-        source.status
-    );
     // Inside the CONNECT: both requests, with their https URLs, on curl's one
     // connection; upstream one verified TLS connection, reused.
     let seen: Vec<_> = source
@@ -379,7 +381,7 @@ fn run_watch_draws_the_connections_of_programs_that_ignore_the_proxy() {
     );
     hub.watch_command(vec!["sh".into(), "-c".into(), script]);
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    wait_for(
+    wait_for_exit(
         &mut app,
         Duration::from_secs(20),
         "the commands never finished",
@@ -387,11 +389,6 @@ fn run_watch_draws_the_connections_of_programs_that_ignore_the_proxy() {
     );
     let source = app.source().unwrap();
     assert_eq!(source.kind, SourceKind::Watch);
-    assert!(
-        source.status.contains("exit status: 0"),
-        "{}",
-        source.status
-    );
     assert_eq!(server.connections(), 2);
     let view = &source.view;
     assert!(view.watched);
@@ -521,18 +518,13 @@ fn run_headless_chromium_loads_twelve_images_over_at_most_six_connections() {
         RunOptions::default(),
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);
-    wait_for(
+    wait_for_exit(
         &mut app,
         Duration::from_secs(60),
         "chromium never finished",
         |s| s.status.contains("exited"),
     );
     let source = app.source().unwrap();
-    assert!(
-        source.status.contains("exit status: 0"),
-        "{}",
-        source.status
-    );
     let dom = std::fs::read_to_string(dom.path()).unwrap();
     assert!(dom.contains("img11.png"), "{dom}");
     let view = &source.view;
@@ -597,14 +589,12 @@ fn run_fetch_five(mode: &str, server: &LocalServer) -> (InspectorApp, u32) {
     let mut app = InspectorApp::with_hub(hub, feed, None);
     // Exited, and every app connection closed (the app's close reaches the proxy
     // a moment after the process is gone).
-    wait_for(
+    wait_for_exit(
         &mut app,
         Duration::from_secs(30),
         "the script never finished",
         all_closed,
     );
-    let status = &app.source().unwrap().status;
-    assert!(status.contains("exit status: 0"), "{status}");
     let opened = std::fs::read_to_string(counted.path()).unwrap();
     (app, opened.trim().parse().unwrap())
 }
