@@ -6,6 +6,7 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod file;
+pub mod h2_frames;
 pub mod pool;
 pub mod proxy;
 pub mod read_size;

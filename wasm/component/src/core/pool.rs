@@ -337,6 +337,39 @@ impl<C> Pool<C> {
         self.capacity_freed(key);
     }
 
+    /// A dial of `key` gave a multiplexed (HTTP/2) connection: it counts as active from
+    /// now on (against `max_conns_per_key`, until [`Pool::closed_active`]) and is never
+    /// offered back; every request waiting for the key is served by it, so all of them
+    /// leave the line. Their tickets are returned; dials started for them go on (the
+    /// driver closes what they bring if the shared connection suffices).
+    pub fn became_shared(&mut self, key: &str) -> Vec<Ticket> {
+        let state = self.keys.entry(key.to_owned()).or_default();
+        state.dialing = state.dialing.saturating_sub(1);
+        state.active += 1;
+        let tickets = state.waiters.drain(..).map(|w| w.ticket).collect();
+        self.forget_if_empty(key);
+        tickets
+    }
+
+    /// The requests of `key` waiting because it is at `max_conns_per_key`, with no dial
+    /// of their own: a multiplexed connection of the key has room for them now. They
+    /// leave the line; their tickets are returned.
+    pub fn take_blocked_waiters(&mut self, key: &str) -> Vec<Ticket> {
+        let Some(state) = self.keys.get_mut(key) else {
+            return Vec::new();
+        };
+        let (blocked, kept): (VecDeque<_>, VecDeque<_>) =
+            state.waiters.drain(..).partition(|w| !w.dial_started);
+        state.waiters = kept;
+        self.forget_if_empty(key);
+        blocked.into_iter().map(|w| w.ticket).collect()
+    }
+
+    /// Whether a dial of `key` is under way.
+    pub fn is_dialing(&self, key: &str) -> bool {
+        self.keys.get(key).is_some_and(|s| s.dialing > 0)
+    }
+
     /// An active connection was closed by the driver instead of being offered back.
     pub fn closed_active(&mut self, key: &str) {
         if let Some(state) = self.keys.get_mut(key) {
@@ -499,6 +532,53 @@ mod tests {
     use super::*;
 
     const SECOND: Micros = 1_000_000;
+
+    /// A checkout that finds nothing idle: its ticket, after checking whether it dials.
+    fn waiting(p: &mut Pool<&'static str>, key: &str, dials: bool) -> Ticket {
+        match p.checkout(key, 0) {
+            Checkout::Waiting { ticket, dialing } if dialing == dials => ticket,
+            other => panic!("expected a wait (dialing: {dials}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_shared_connection_serves_every_waiter_and_counts_against_the_cap() {
+        let mut p: Pool<&'static str> = Pool::new(PoolConfig {
+            max_idle: 0,
+            max_idle_per_key: 2,
+            max_conns_per_key: 2,
+            idle_timeout: None,
+        });
+        let key = "https://a:443";
+        let first = waiting(&mut p, key, true);
+        let second = waiting(&mut p, key, true);
+        let third = waiting(&mut p, key, false);
+        assert!(p.is_dialing(key));
+        assert_eq!(
+            actions(&mut p),
+            [
+                format!("dial {key} for {first}"),
+                format!("dial {key} for {second}")
+            ]
+        );
+        // The first dial speaks h2: every waiter leaves the line with it.
+        assert_eq!(p.became_shared(key), [first, second, third]);
+        let counts = p.counts()[0].1;
+        assert_eq!((counts.active, counts.dialing, counts.waiting), (1, 1, 0));
+        // The second dial was not needed: closed, its place freed.
+        p.abandoned_dial(key);
+        assert!(!p.is_dialing(key));
+        // One request waits at the cap (1 shared + 1 dialing), the other dials.
+        let dialer = waiting(&mut p, key, true);
+        let blocked = waiting(&mut p, key, false);
+        assert_eq!(p.take_blocked_waiters(key), [blocked]);
+        assert_eq!(p.counts()[0].1.waiting, 1);
+        p.cancel(key, dialer);
+        p.closed_active(key);
+        p.abandoned_dial(key);
+        actions(&mut p);
+        assert!(p.counts().is_empty());
+    }
 
     fn pool(max_idle: usize, per_key: usize, timeout: Option<Micros>) -> Pool<&'static str> {
         Pool::new(PoolConfig {
