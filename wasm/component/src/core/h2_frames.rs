@@ -2,8 +2,9 @@
 //!
 //! Theory of operation. The `h2` crate speaks the protocol; it does not tell its user
 //! what the server's `SETTINGS` held, which stream a `GOAWAY` stopped at or that a
-//! `RST_STREAM` came. So the bytes the server sends are also fed, as they arrive and
-//! before `h2` reads them, to a [`FrameWatcher`]: it follows the frame boundaries (a
+//! `RST_STREAM` came. So the bytes the server sends are to be fed (the driver does
+//! not do it yet: issue 20), as they arrive and before `h2` reads them, to a
+//! [`FrameWatcher`]: it follows the frame boundaries (a
 //! 9-byte header: length, type, flags, stream id) and decodes the few frames worth an
 //! event. It keeps at most one partial header and the payload of one small frame, never
 //! judges a frame (that is `h2`'s job) and never fails: what it cannot read it skips.
