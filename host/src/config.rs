@@ -83,6 +83,44 @@ pub struct Config {
     /// [`Config::shard`]). [`Transport::new_local`](crate::Transport::new_local)
     /// always runs one.
     pub shards: usize,
+    /// The HTTP versions spoken: HTTP/2 for `https` where the server agrees, as Go's
+    /// DefaultTransport (curl `--http2`, the default); [`Protocols::Http1`] never speaks
+    /// it (`--http1.1`); [`Protocols::Http2PriorKnowledge`] also speaks it on `http://`
+    /// without asking (h2c, `--http2-prior-knowledge`).
+    pub protocols: Protocols,
+    /// On HTTP/2, when each connection of a host carries the server's
+    /// `MAX_CONCURRENT_STREAMS`, wait for a stream instead of dialling another
+    /// connection (Go `StrictMaxConcurrentStreams`: false).
+    pub strict_max_concurrent_streams: bool,
+    /// On HTTP/2, send a health-check `PING` when nothing was read for this long
+    /// (Go `ReadIdleTimeout`: none, no health check).
+    pub read_idle_timeout: Option<Duration>,
+    /// How long that `PING` may go unanswered before the connection is closed
+    /// (Go `PingTimeout`: 15 s).
+    pub ping_timeout: Option<Duration>,
+}
+
+/// Which HTTP versions a transport speaks (curl's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocols {
+    /// HTTP/1.1 only (`--http1.1`).
+    Http1,
+    /// HTTP/2 for `https` when ALPN agrees on `h2`, else HTTP/1.1 (`--http2`).
+    #[default]
+    Http2,
+    /// As `Http2`, and HTTP/2 from the first byte on direct `http://` (h2c,
+    /// `--http2-prior-knowledge`).
+    Http2PriorKnowledge,
+}
+
+impl Protocols {
+    fn to_wit(self) -> wit::Protocols {
+        match self {
+            Protocols::Http1 => wit::Protocols::Http1,
+            Protocols::Http2 => wit::Protocols::Http2,
+            Protocols::Http2PriorKnowledge => wit::Protocols::Http2PriorKnowledge,
+        }
+    }
 }
 
 impl Default for Config {
@@ -113,6 +151,10 @@ impl Default for Config {
             events: Events::new(),
             inspect_from_env: true,
             shards: 1,
+            protocols: Protocols::default(),
+            strict_max_concurrent_streams: false,
+            read_idle_timeout: None,
+            ping_timeout: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -171,6 +213,10 @@ impl Config {
             // No sink, no events: the guest skips the calls (docs/performance.md).
             emit_events: !self.events.is_empty(),
             count_crossings: crate::crossings::is_enabled(),
+            protocols: self.protocols.to_wit(),
+            strict_max_concurrent_streams: self.strict_max_concurrent_streams,
+            read_idle_timeout: nanos(self.read_idle_timeout),
+            ping_timeout: nanos(self.ping_timeout),
         }
     }
 }

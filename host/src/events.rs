@@ -82,6 +82,12 @@ pub enum EventKind {
         reused: bool,
         was_idle: bool,
         idle_us: u64,
+        /// The connection's protocol (files written before HTTP/2 have none: HTTP/1.1).
+        #[serde(default)]
+        proto: Proto,
+        /// HTTP/2: the request's stream id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<u32>,
     },
     WroteHeaders,
     WroteRequest {
@@ -112,6 +118,28 @@ pub enum EventKind {
     },
     Close {
         reason: CloseReason,
+    },
+    /// HTTP/2: the server's `SETTINGS` (the values it set).
+    H2Settings {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_concurrent_streams: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initial_window: Option<u32>,
+    },
+    /// HTTP/2: the server sent `GOAWAY`; streams above `last_stream` were not processed.
+    Goaway {
+        last_stream: u32,
+        code: String,
+    },
+    /// HTTP/2: a health-check `PING` went out (`read_idle_timeout`).
+    Ping,
+    /// HTTP/2: the `PING` was not answered within `ping_timeout`.
+    PingTimeout,
+    /// HTTP/2: a stream was reset, by the server (`by_peer`) or by the transport.
+    StreamReset {
+        stream: u32,
+        code: String,
+        by_peer: bool,
     },
     /// `roundtrip proxy` got a `CONNECT` and dials its target.
     TunnelStart {
@@ -217,6 +245,25 @@ impl AppCloseReason {
     }
 }
 
+/// The protocol of a connection (`got_conn.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Proto {
+    #[default]
+    #[serde(rename = "http/1.1")]
+    Http11,
+    #[serde(rename = "h2")]
+    H2,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http11 => "http/1.1",
+            Proto::H2 => "h2",
+        }
+    }
+}
+
 /// Why a connection was closed (`close.reason`, `put_idle.reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,6 +278,12 @@ pub enum CloseReason {
     KeepalivesDisabled,
     CloseIdleConnections,
     TransportShutdown,
+    /// HTTP/2: the server's `GOAWAY`, once the connection's last stream ended.
+    Goaway,
+    /// HTTP/2: a health-check `PING` went unanswered.
+    PingTimeout,
+    /// HTTP/2: the key already had a usable connection (the dial was not needed).
+    Unneeded,
 }
 
 impl CloseReason {
@@ -247,6 +300,9 @@ impl CloseReason {
             CloseReason::KeepalivesDisabled => "keepalives_disabled",
             CloseReason::CloseIdleConnections => "close_idle_connections",
             CloseReason::TransportShutdown => "transport_shutdown",
+            CloseReason::Goaway => "goaway",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::Unneeded => "unneeded",
         }
     }
 }
@@ -273,6 +329,11 @@ impl Event {
             EventKind::PutIdle { .. } => "put_idle",
             EventKind::Retry { .. } => "retry",
             EventKind::Close { .. } => "close",
+            EventKind::H2Settings { .. } => "h2_settings",
+            EventKind::Goaway { .. } => "goaway",
+            EventKind::Ping => "ping",
+            EventKind::PingTimeout => "ping_timeout",
+            EventKind::StreamReset { .. } => "stream_reset",
             EventKind::TunnelStart { .. } => "tunnel_start",
             EventKind::TunnelDone { .. } => "tunnel_done",
             EventKind::TunnelClose { .. } => "tunnel_close",
@@ -307,6 +368,9 @@ impl From<wit::CloseReason> for CloseReason {
             wit::CloseReason::KeepalivesDisabled => CloseReason::KeepalivesDisabled,
             wit::CloseReason::CloseIdleConnections => CloseReason::CloseIdleConnections,
             wit::CloseReason::TransportShutdown => CloseReason::TransportShutdown,
+            wit::CloseReason::Goaway => CloseReason::Goaway,
+            wit::CloseReason::PingTimeout => CloseReason::PingTimeout,
+            wit::CloseReason::Unneeded => CloseReason::Unneeded,
         }
     }
 }
@@ -353,6 +417,11 @@ impl From<wit::Event> for Event {
                 reused: got.reused,
                 was_idle: got.was_idle,
                 idle_us: got.idle_us,
+                proto: match got.proto {
+                    crate::bindings::roundtrip::transport::types::HttpVersion::Http2 => Proto::H2,
+                    _ => Proto::Http11,
+                },
+                stream: got.stream,
             },
             W::WroteHeaders => EventKind::WroteHeaders,
             W::WroteRequest(error) => EventKind::WroteRequest { error },
@@ -368,6 +437,21 @@ impl From<wit::Event> for Event {
             W::Retry(reason) => EventKind::Retry { reason },
             W::Close(reason) => EventKind::Close {
                 reason: reason.into(),
+            },
+            W::H2Settings(settings) => EventKind::H2Settings {
+                max_concurrent_streams: settings.max_concurrent_streams,
+                initial_window: settings.initial_window,
+            },
+            W::Goaway(goaway) => EventKind::Goaway {
+                last_stream: goaway.last_stream,
+                code: goaway.code,
+            },
+            W::Ping => EventKind::Ping,
+            W::PingTimeout => EventKind::PingTimeout,
+            W::StreamReset(reset) => EventKind::StreamReset {
+                stream: reset.stream,
+                code: reset.code,
+                by_peer: reset.by_peer,
             },
         };
         Event {
@@ -522,13 +606,48 @@ impl Sink for Tracing {
                 reused,
                 was_idle,
                 idle_us,
+                proto,
+                stream,
             } => traced!(
                 "roundtrip::conn",
                 DEBUG,
                 event,
                 reused = *reused,
                 was_idle = *was_idle,
-                idle_us = *idle_us
+                idle_us = *idle_us,
+                proto = proto.as_str(),
+                stream = *stream
+            ),
+            EventKind::H2Settings {
+                max_concurrent_streams,
+                initial_window,
+            } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                max_concurrent_streams = *max_concurrent_streams,
+                initial_window = *initial_window
+            ),
+            EventKind::Goaway { last_stream, code } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                last_stream = *last_stream,
+                code = %code
+            ),
+            EventKind::Ping => traced!("roundtrip::conn", DEBUG, event),
+            EventKind::PingTimeout => traced!("roundtrip::conn", WARN, event),
+            EventKind::StreamReset {
+                stream,
+                code,
+                by_peer,
+            } => traced!(
+                "roundtrip::request",
+                DEBUG,
+                event,
+                stream = *stream,
+                code = %code,
+                by_peer = *by_peer
             ),
             EventKind::WroteHeaders => traced!("roundtrip::request", TRACE, event),
             EventKind::WroteRequest { error: None } => traced!("roundtrip::request", TRACE, event),

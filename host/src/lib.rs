@@ -44,7 +44,7 @@ mod tls;
 mod transport;
 
 pub use body::{Body, BoxError, RequestOptions, ResponseBody};
-pub use config::Config;
+pub use config::{Config, Protocols};
 pub use error::{Error, ErrorKind};
 pub use proxies::ProxyConfig;
 pub use tls::ClientCert;

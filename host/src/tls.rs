@@ -34,7 +34,8 @@ pub struct ClientCert {
 
 /// Builds the client config, shared by every connection of a transport: the system's
 /// roots (the webpki set when the system has none), plus `extra_ca_files` (PEM) and
-/// `extra_ca_certs` (DER); a client certificate when given; ALPN `http/1.1`.
+/// `extra_ca_certs` (DER); a client certificate when given; ALPN `h2, http/1.1` (what
+/// the component offers by default; `--http1.1` offers `http/1.1` on a copy).
 pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error> {
     // The files are read now, so a bad one is a configuration error at once; the
     // system's roots join them at the first handshake (`Verifier`).
@@ -93,7 +94,7 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
             })?
         }
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

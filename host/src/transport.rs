@@ -876,9 +876,10 @@ async fn round_trip(
     };
     let mut builder = http::Response::builder()
         .status(response.status)
-        .version(match response.version_minor {
-            0 => http::Version::HTTP_10,
-            _ => http::Version::HTTP_11,
+        .version(match response.version {
+            types::HttpVersion::Http10 => http::Version::HTTP_10,
+            types::HttpVersion::Http11 => http::Version::HTTP_11,
+            types::HttpVersion::Http2 => http::Version::HTTP_2,
         })
         .extension(ConnectionInfo {
             id: note_conn(continuity, response.conn),

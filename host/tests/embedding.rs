@@ -126,6 +126,10 @@ fn go_defaults() -> types::Config {
         proxy_connect_timeout: Some(60 * SECOND),
         emit_events: true,
         count_crossings: false,
+        protocols: types::Protocols::Http2,
+        strict_max_concurrent_streams: false,
+        read_idle_timeout: None,
+        ping_timeout: Some(15 * SECOND),
     }
 }
 

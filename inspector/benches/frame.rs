@@ -62,6 +62,8 @@ fn synthetic() -> Vec<Event> {
                     reused: written > 1,
                     was_idle: true,
                     idle_us: 0,
+                    proto: Default::default(),
+                    stream: None,
                 },
             );
             push(t + 2, r, EventKind::WroteHeaders);

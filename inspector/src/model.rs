@@ -645,7 +645,12 @@ impl View {
             | EventKind::AppConnClose { .. }
             | EventKind::SocketOpen { .. }
             | EventKind::SocketActivity { .. }
-            | EventKind::SocketClose { .. } => false,
+            | EventKind::SocketClose { .. }
+            | EventKind::H2Settings { .. }
+            | EventKind::Goaway { .. }
+            | EventKind::Ping
+            | EventKind::PingTimeout
+            | EventKind::StreamReset { .. } => false,
         }
     }
 

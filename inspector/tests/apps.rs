@@ -95,6 +95,8 @@ fn pool(reqs: &[(u64, u64)]) -> Vec<Event> {
                 reused: i > 0,
                 was_idle: i > 0,
                 idle_us: 0,
+                proto: Default::default(),
+                stream: None,
             },
         ));
         events.push(on(3, EventKind::WroteRequest { error: None }));

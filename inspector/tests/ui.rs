@@ -50,6 +50,8 @@ fn two_connections() -> Vec<Event> {
                 reused: false,
                 was_idle: false,
                 idle_us: 0,
+                proto: Default::default(),
+                stream: None,
             },
         ));
         events.push(on(3, EventKind::WroteRequest { error: None }));

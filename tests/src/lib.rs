@@ -178,6 +178,10 @@ pub async fn answer_each(mut socket: TcpStream, response: &'static [u8]) {
 pub struct TestPki {
     pub ca_file: tempfile::NamedTempFile,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The server's certificate and key as PEM files, for servers run as programs
+    /// (nginx, nghttpd).
+    pub cert_file: tempfile::NamedTempFile,
+    pub key_file: tempfile::NamedTempFile,
 }
 
 /// Makes a CA and a certificate for `names` signed by it.
@@ -213,9 +217,15 @@ pub fn pki_with(names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParam
         )
         .unwrap();
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut cert_file, cert.pem().as_bytes()).unwrap();
+    let mut key_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut key_file, key.serialize_pem().as_bytes()).unwrap();
     TestPki {
         ca_file,
         server_config: Arc::new(server_config),
+        cert_file,
+        key_file,
     }
 }
 
@@ -359,6 +369,12 @@ fn nginx_binary() -> PathBuf {
 impl Nginx {
     /// Starts nginx with `server_directives` inside its `server { }` block.
     pub fn start(server_directives: &str) -> Self {
+        Self::start_listening("", server_directives)
+    }
+
+    /// Like [`Nginx::start`], with parameters after `listen 127.0.0.1:PORT` (e.g.
+    /// `ssl http2`, or `http2` for h2c).
+    pub fn start_listening(listen: &str, server_directives: &str) -> Self {
         let prefix = tempfile::tempdir().unwrap();
         let port = free_port();
         let root = prefix.path();
@@ -371,7 +387,7 @@ impl Nginx {
              http {{\n  access_log off;\n  client_body_temp_path {root}/tmp_body;\n\
              proxy_temp_path {root}/tmp_proxy;\n  fastcgi_temp_path {root}/tmp_fcgi;\n\
              uwsgi_temp_path {root}/tmp_uwsgi;\n  scgi_temp_path {root}/tmp_scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {root}/html;\n    {server_directives}\n  }}\n}}\n",
+             server {{\n    listen 127.0.0.1:{port} {listen};\n    root {root}/html;\n    {server_directives}\n  }}\n}}\n",
             root = root.display()
         );
         let conf = root.join("nginx.conf");
@@ -395,6 +411,11 @@ impl Nginx {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The directory it serves files from.
+    pub fn root(&self) -> PathBuf {
+        self._prefix.path().join("html")
     }
 }
 

@@ -199,6 +199,11 @@ pub fn config() -> Result<rt::Config, String> {
         // The face's host decides where they go (stderr, sinks, nowhere).
         emit_events: true,
         count_crossings: false,
+        // Go's DefaultTransport: HTTP/2 where TLS agrees on it.
+        protocols: rt::Protocols::Http2,
+        strict_max_concurrent_streams: false,
+        read_idle_timeout: None,
+        ping_timeout: Some(15 * SECOND),
     };
     let knob = |name: &str| {
         std::env::var(name)
@@ -234,6 +239,19 @@ pub fn config() -> Result<rt::Config, String> {
     }
     if let Some(v) = knob("ROUNDTRIP_DISABLE_KEEP_ALIVES") {
         config.disable_keep_alives = flag(&v)?;
+    }
+    if let Some((name, value)) = knob("ROUNDTRIP_HTTP_VERSION") {
+        config.protocols = match value.trim() {
+            "1.1" | "http1.1" => rt::Protocols::Http1,
+            "2" | "http2" => rt::Protocols::Http2,
+            "2-prior-knowledge" | "http2-prior-knowledge" => rt::Protocols::Http2PriorKnowledge,
+            _ => {
+                return Err(format!(
+                    "{name}={value:?}: expected 1.1, 2 or 2-prior-knowledge (curl's --http1.1, \
+                     --http2, --http2-prior-knowledge)"
+                ));
+            }
+        };
     }
     if let Some(v) = knob("ROUNDTRIP_DISABLE_COMPRESSION") {
         config.disable_compression = flag(&v)?;

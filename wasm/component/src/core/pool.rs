@@ -521,6 +521,11 @@ impl<C> Pool<C> {
     }
 
     /// Times a connection that had served a request was handed out again.
+    /// A request served on a multiplexed connection that had served one before.
+    pub fn count_reuse(&mut self) {
+        self.reuses += 1;
+    }
+
     pub fn reuses(&self) -> u64 {
         self.reuses
     }

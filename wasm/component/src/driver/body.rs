@@ -51,7 +51,7 @@ pub struct BodyEnd {
 
 /// How long a write still going when the response has ended may take to finish and
 /// keep the connection reusable (Go's `maxWriteWaitBeforeConnReuse`), in nanoseconds.
-const WRITE_GRACE: u64 = 50_000_000;
+pub const WRITE_GRACE: u64 = 50_000_000;
 
 /// What `request-sent` carries.
 type Sent = Result<(), ErrorCode>;

@@ -15,18 +15,34 @@ use super::bindings::roundtrip::transport::net;
 use super::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,
 };
-use super::bindings::roundtrip::transport::types::ErrorCode;
+use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, Protocols};
 use super::clock;
 use super::conn::Conn;
 use super::errors::message;
-use super::transport::{Shared, Waiter};
+use super::h2::{Pick, StreamLease};
+use super::transport::{Handed, Shared, Waiter};
 use super::tunnel;
 use crate::core::pool::{Checkout, Source, Ticket};
 use crate::core::proxy::Route;
 use crate::core::request::{Scheme, Target};
 
-/// ALPN protocols offered in the TLS handshake.
-const ALPN: &[&str] = &["http/1.1"];
+/// ALPN protocols offered in the TLS handshake: HTTP/1.1 only, or HTTP/2 first (Go's
+/// `ForceAttemptHTTP2`).
+fn alpn(protocols: Protocols) -> Vec<String> {
+    let offered: &[&str] = match protocols {
+        Protocols::Http1 => &["http/1.1"],
+        Protocols::Http2 | Protocols::Http2PriorKnowledge => &["h2", "http/1.1"],
+    };
+    offered.iter().map(|p| (*p).to_owned()).collect()
+}
+
+/// What a request gets to carry it.
+pub enum Acquired {
+    /// A connection of its own (HTTP/1.1).
+    H1(Active),
+    /// A stream of a shared HTTP/2 connection.
+    H2(StreamLease),
+}
 
 /// Gets a connection for request `req` to `target`; a dial made for it gives up after
 /// `connect_timeout` (the transport's `dial-timeout` when `None`).
@@ -35,7 +51,65 @@ pub async fn acquire(
     req: u64,
     target: &Target,
     connect_timeout: Option<u64>,
-) -> Result<Active, ErrorCode> {
+) -> Result<Acquired, ErrorCode> {
+    let key = &target.key;
+    loop {
+        // A stream of the key's HTTP/2 connection, when one has room.
+        let pick = shared.h2.borrow().pick(key);
+        let known = shared.h2.borrow().is_known(key);
+        match pick {
+            Pick::Use(conn) => return Ok(Acquired::H2(StreamLease::new(shared, conn, req))),
+            // Every stream taken: wait for one (Go `StrictMaxConcurrentStreams`), or
+            // dial another connection below.
+            Pick::Full if shared.settings.strict_max_concurrent_streams => {
+                let freed = shared.h2.borrow_mut().watch(key);
+                shared.emit(
+                    None,
+                    Some(req),
+                    Some(key),
+                    EventKind::WaitForConn("max_concurrent_streams".to_owned()),
+                );
+                let _ = freed.await;
+                continue;
+            }
+            // Known to speak HTTP/2 and its connection is being dialled: wait for it
+            // rather than dial a second one.
+            Pick::None if known && shared.state.borrow().pool.is_dialing(key) => {
+                let opened = shared.h2.borrow_mut().watch(key);
+                shared.emit(
+                    None,
+                    Some(req),
+                    Some(key),
+                    EventKind::WaitForConn("http2_dial".to_owned()),
+                );
+                let _ = opened.await;
+                continue;
+            }
+            _ => {}
+        }
+        match acquire_conn(shared, req, target, connect_timeout).await? {
+            Handed::Conn(conn) => {
+                return Ok(Acquired::H1(Active::new(
+                    Rc::clone(shared),
+                    key.clone(),
+                    req,
+                    conn,
+                )));
+            }
+            // The dial turned out HTTP/2 (or another one did): take a stream of it.
+            Handed::Shared => continue,
+        }
+    }
+}
+
+/// An HTTP/1.1 connection (idle, or by waiting in line), or word that the key's dial
+/// turned out HTTP/2.
+async fn acquire_conn(
+    shared: &Rc<Shared>,
+    req: u64,
+    target: &Target,
+    connect_timeout: Option<u64>,
+) -> Result<Handed, ErrorCode> {
     let key = &target.key;
     let now = shared.now();
     let checkout = shared.state.borrow_mut().pool.checkout(key, now);
@@ -53,14 +127,11 @@ pub async fn acquire(
                     reused: true,
                     was_idle: true,
                     idle_us: reused.idle_for,
+                    proto: HttpVersion::Http11,
+                    stream: None,
                 }),
             );
-            return Ok(Active::new(
-                Rc::clone(shared),
-                key.clone(),
-                req,
-                reused.conn,
-            ));
+            return Ok(Handed::Conn(reused.conn));
         }
         Checkout::Waiting { ticket, dialing } => (ticket, dialing),
     };
@@ -90,13 +161,16 @@ pub async fn acquire(
         );
     }
     shared.run_actions();
-    let conn = handed.await.unwrap_or_else(|_| {
+    let handed = handed.await.unwrap_or_else(|_| {
         Err(ErrorCode::InternalError(
             "the pool dropped a waiting request".to_owned(),
         ))
     });
     guard.done();
-    let conn = conn?;
+    let conn = match handed? {
+        Handed::Conn(conn) => conn,
+        Handed::Shared => return Ok(Handed::Shared),
+    };
     conn.set_idle(false);
     shared.emit(
         Some(conn.id),
@@ -106,9 +180,11 @@ pub async fn acquire(
             reused: conn.served > 0,
             was_idle: false,
             idle_us: 0,
+            proto: HttpVersion::Http11,
+            stream: None,
         }),
     );
-    Ok(Active::new(Rc::clone(shared), key.clone(), req, conn))
+    Ok(Handed::Conn(conn))
 }
 
 /// Takes a waiting request out of line if it is dropped (cancelled) before it is served.
@@ -158,7 +234,8 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
     super::tasks::spawn(async move {
         let limit = connect_timeout.or(shared.settings.dial_timeout);
         match dial(&shared, req, &target, limit).await {
-            Ok(conn) => shared.offer(conn, req, &key, Source::Dial),
+            Ok((conn, false)) => shared.offer(conn, req, &key, Source::Dial),
+            Ok((conn, true)) => super::h2::start(shared, conn, req, key, ticket).await,
             Err(code) => {
                 let waited = shared.state.borrow_mut().pool.dial_failed(&key, ticket);
                 let waiter = if waited {
@@ -182,7 +259,7 @@ async fn dial(
     req: u64,
     target: &Target,
     dial_timeout: Option<u64>,
-) -> Result<Conn, ErrorCode> {
+) -> Result<(Conn, bool), ErrorCode> {
     let key = &target.key;
     let id = shared.next_conn_id();
     let emit = |kind| shared.emit(Some(id), Some(req), Some(key), kind);
@@ -219,12 +296,16 @@ async fn dial(
             return fail(code, socket);
         }
     }
+    // HTTP/2 by prior knowledge: plain `http://` reached directly or through SOCKS
+    // (an HTTP proxy speaks HTTP/1.1 to us).
+    let mut h2 = target.scheme == Scheme::Http
+        && shared.settings.protocols == Protocols::Http2PriorKnowledge
+        && !matches!(target.route, Route::Forward(_));
     if target.scheme == Scheme::Https {
         emit(EventKind::TlsStart);
-        let alpn = ALPN.iter().map(|p| (*p).to_owned()).collect();
         let handshake = clock::within(
             shared.settings.tls_handshake_timeout,
-            socket.start_tls(target.host.clone(), alpn),
+            socket.start_tls(target.host.clone(), alpn(shared.settings.protocols)),
         )
         .await
         .unwrap_or_else(|| {
@@ -233,19 +314,22 @@ async fn dial(
             ))
         });
         match handshake {
-            Ok(info) => emit(EventKind::TlsDone(Ok(TlsSummary {
-                version: info.version,
-                cipher_suite: info.cipher_suite,
-                alpn: info.alpn,
-                resumed: info.resumed,
-            }))),
+            Ok(info) => {
+                h2 = info.alpn.as_deref() == Some("h2");
+                emit(EventKind::TlsDone(Ok(TlsSummary {
+                    version: info.version,
+                    cipher_suite: info.cipher_suite,
+                    alpn: info.alpn,
+                    resumed: info.resumed,
+                })));
+            }
             Err(code) => {
                 emit(EventKind::TlsDone(Err(message(&code).to_owned())));
                 return fail(code, socket);
             }
         }
     }
-    Ok(Conn::open(id, socket, shared.idle_watch(key)))
+    Ok((Conn::open(id, socket, shared.idle_watch(key)), h2))
 }
 
 /// `host:port`, IPv6 bracketed.

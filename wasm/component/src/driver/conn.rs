@@ -18,6 +18,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use futures::SinkExt;
 use futures::StreamExt;
@@ -155,6 +156,13 @@ impl Conn {
     pub fn close(self) {
         self.socket.close();
     }
+
+    /// The socket and both halves, for a protocol that drives them itself (HTTP/2).
+    /// The connection never counts as idle again: every input is the protocol's.
+    pub fn into_parts(self) -> (Connection, Reader, Writer) {
+        self.idle.set(false);
+        (self.socket, self.reader, self.writer)
+    }
 }
 
 impl Writer {
@@ -172,6 +180,31 @@ impl Writer {
             return Err(failed.unwrap_or_else(|| closed_while("writing the request")));
         }
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Whether a chunk can be queued now; an error once the host could not write or
+    /// the writer task has ended.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ErrorCode>> {
+        if let Some(code) = self.failed.borrow().clone() {
+            return Poll::Ready(Err(code));
+        }
+        match self.chunks.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.gone())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Queues `bytes` once `poll_ready` said there is room.
+    pub fn start_send(&mut self, bytes: Vec<u8>) -> Result<(), ErrorCode> {
+        self.chunks.start_send(bytes).map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> ErrorCode {
+        let failed = self.failed.borrow().clone();
+        failed.unwrap_or_else(|| closed_while("writing"))
     }
 }
 
@@ -210,11 +243,19 @@ impl Reader {
 
     /// Reads more bytes into the buffer; `Ok(0)` means the peer closed.
     pub async fn fill(&mut self) -> Result<usize, ErrorCode> {
+        futures::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// `fill` as a poll: for a protocol driven through `AsyncRead` (HTTP/2).
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ErrorCode>> {
         if let Some(end) = &self.ended {
-            return end.clone().map(|()| 0);
+            return Poll::Ready(end.clone().map(|()| 0));
         }
-        let input = self.input.next().await.unwrap_or(Input::End(Ok(())));
-        match input {
+        let input = match self.input.poll_next_unpin(cx) {
+            Poll::Ready(input) => input.unwrap_or(Input::End(Ok(()))),
+            Poll::Pending => return Poll::Pending,
+        };
+        Poll::Ready(match input {
             Input::Data(data) => {
                 if self.pos > 0 && self.pos * 2 >= self.buf.len() {
                     self.buf.drain(..self.pos);
@@ -231,7 +272,7 @@ impl Reader {
                 self.ended = Some(end.clone());
                 end.map(|()| 0)
             }
-        }
+        })
     }
 }
 

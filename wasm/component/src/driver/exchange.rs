@@ -26,14 +26,16 @@ use futures::future::{Either, select};
 use super::active::Active;
 use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind, RequestSummary};
 use super::bindings::roundtrip::transport::types::{
-    ErrorCode, Request, RequestBody, RequestOption, Response, ResponseBody, StreamedBody,
+    ErrorCode, HttpVersion, Request, RequestBody, RequestOption, Response, ResponseBody,
+    StreamedBody,
 };
 use super::bindings::{wit_future, wit_stream};
 use super::body::{self, BodyEnd, Trailers, pump_body};
-use super::checkout;
+use super::checkout::{self, Acquired};
 use super::clock;
 use super::conn::Reader;
 use super::errors::{message, to_code};
+use super::h2_exchange;
 use super::send::{Body, Continue, PendingWrite, WriteError, write_request};
 use super::transport::{Held, Shared};
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
@@ -73,20 +75,20 @@ impl Emitter {
 }
 
 /// The checked parts of a request.
-struct Checked {
-    id: u64,
-    method: String,
-    target: Target,
-    headers: Fields,
-    options: Limits,
+pub struct Checked {
+    pub id: u64,
+    pub method: String,
+    pub target: Target,
+    pub headers: Fields,
+    pub options: Limits,
 }
 
 /// A request's own limits (`request.options`), nanoseconds; `None`: the transport's.
 #[derive(Debug, Clone, Copy, Default)]
-struct Limits {
-    connect_timeout: Option<u64>,
-    first_byte_timeout: Option<u64>,
-    between_bytes_timeout: Option<u64>,
+pub struct Limits {
+    pub connect_timeout: Option<u64>,
+    pub first_byte_timeout: Option<u64>,
+    pub between_bytes_timeout: Option<u64>,
 }
 
 impl Limits {
@@ -187,6 +189,7 @@ async fn exchange(
             req.target.path_and_query
         ),
     };
+    let mut h2_retries = 0;
     loop {
         shared.emit(
             None,
@@ -194,8 +197,29 @@ async fn exchange(
             Some(&key),
             EventKind::GetConn(summary.clone()),
         );
-        let mut active =
+        let acquired =
             checkout::acquire(&shared, req.id, &req.target, req.options.connect_timeout).await?;
+        let mut active = match acquired {
+            Acquired::H1(active) => active,
+            Acquired::H2(lease) => {
+                let failed = match h2_exchange::round_trip(&shared, lease, &req, &mut body).await {
+                    Ok(response) => return Ok(response),
+                    Err(failed) => failed,
+                };
+                // Go's `http2.Transport.RoundTrip`: up to six retries of what
+                // `canRetryError` allows, the first at once, then backing off.
+                if !failed.retry || !body.can_send_again() || h2_retries >= H2_MAX_RETRIES {
+                    return Err(failed.code);
+                }
+                h2_retries += 1;
+                if h2_retries > 1 {
+                    clock::sleep_until(clock::now_ns() + (1_000_000_000 << (h2_retries - 2))).await;
+                }
+                let reason = message(&failed.code).to_owned();
+                shared.emit(None, Some(req.id), Some(&key), EventKind::Retry(reason));
+                continue;
+            }
+        };
         let reused = active.conn().served > 0;
         active.conn_mut().served += 1;
         match attempt(&shared, &mut active, &req, &mut body).await {
@@ -218,6 +242,9 @@ async fn exchange(
         }
     }
 }
+
+/// Retries of a request on HTTP/2 (Go's `http2.Transport.RoundTrip` gives up after six).
+const H2_MAX_RETRIES: u32 = 6;
 
 /// The error of a request that would have been retried but for its stream body.
 fn not_rewound(code: ErrorCode) -> ErrorCode {
@@ -440,7 +467,11 @@ fn respond(
     let framing = decode::framing(&req.method, &head).unwrap_or(Framing::UntilClose);
     let status = head.status;
     let reason = head.reason.clone();
-    let version_minor = head.version_minor;
+    let version = if head.version_minor == 0 {
+        HttpVersion::Http10
+    } else {
+        HttpVersion::Http11
+    };
     let conn = active.conn().id;
     let req_id = active.req();
     let end = BodyEnd {
@@ -459,7 +490,7 @@ fn respond(
     Response {
         status,
         reason,
-        version_minor,
+        version,
         headers,
         body,
         conn,

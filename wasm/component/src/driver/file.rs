@@ -8,7 +8,7 @@ use wit_bindgen::{FutureReader, StreamReader};
 use super::bindings::roundtrip::transport::files::{self, Entry, File};
 use super::bindings::roundtrip::transport::observe::{EventKind, RequestSummary};
 use super::bindings::roundtrip::transport::types::{
-    ErrorCode, Response, ResponseBody, StreamedBody,
+    ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
 use super::bindings::{wit_future, wit_stream};
 use super::body::Trailers;
@@ -115,7 +115,7 @@ fn response(req: u64, status: u16, reason: &str, headers: Fields, body: Response
     Response {
         status,
         reason: reason.to_owned(),
-        version_minor: 1,
+        version: HttpVersion::Http11,
         headers,
         body,
         conn: 0,

@@ -24,6 +24,8 @@ mod conn;
 mod errors;
 mod exchange;
 mod file;
+mod h2;
+mod h2_exchange;
 mod send;
 mod tasks;
 mod transport;

@@ -55,6 +55,11 @@ impl Body {
         !matches!(self, Body::Stream(_))
     }
 
+    /// Whether another attempt can send it: bytes, or a stream no attempt has read.
+    pub fn can_send_again(&self) -> bool {
+        !matches!(self, Body::Stream(None))
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             Body::Empty => true,
@@ -85,7 +90,7 @@ impl Body {
 }
 
 /// The `Content-Length` a caller declared for a stream body, if any.
-fn declared_length(headers: &Fields) -> Result<Option<u64>, ErrorCode> {
+pub fn declared_length(headers: &Fields) -> Result<Option<u64>, ErrorCode> {
     let Some((_, value)) = headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
@@ -217,7 +222,7 @@ fn connection(progress: Progress, code: ErrorCode) -> WriteError {
 }
 
 /// What the task reading the caller's stream passes on.
-enum Piece {
+pub enum Piece {
     Data(Vec<u8>),
     /// The body's end: complete (with trailers, maybe), or failed.
     End(Result<Option<Fields>, ErrorCode>),
@@ -276,7 +281,7 @@ async fn write_stream(
 
 /// Reads the caller's body stream until it ends (then its `end` future) or nobody
 /// wants more. With a declared length, no byte past it is taken: one more fails it.
-async fn forward_stream(
+pub async fn forward_stream(
     stream: BodyStream,
     declared: Option<u64>,
     mut forward: mpsc::Sender<Piece>,

@@ -10,10 +10,11 @@ use futures::channel::oneshot;
 use super::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use super::bindings::roundtrip::transport::observe::{self, CloseReason, Event, EventKind};
 use super::bindings::roundtrip::transport::types::{
-    Config, ErrorCode, KeyStats, PoolStats, Request, Response,
+    Config, ErrorCode, KeyStats, PoolStats, Protocols, Request, Response,
 };
 use super::clock;
 use super::conn::{Conn, IdleInput, IdleWatch};
+use super::h2::H2Pool;
 use crate::core::Micros;
 use crate::core::decode::Fields;
 use crate::core::pool::{Action, Pool, PoolConfig, Release, Source, Ticket};
@@ -36,6 +37,18 @@ pub struct Settings {
     pub proxy_connect_headers: Fields,
     /// Whether the host wants events (`config.emit-events`).
     pub emit_events: bool,
+    pub protocols: Protocols,
+    pub strict_max_concurrent_streams: bool,
+    pub read_idle_timeout: Option<u64>,
+    pub ping_timeout: Option<u64>,
+}
+
+/// What a waiting request is given.
+pub enum Handed {
+    /// A connection of its own (HTTP/1.1).
+    Conn(Conn),
+    /// The key now has an HTTP/2 connection: take a stream of it.
+    Shared,
 }
 
 /// A request waiting for a connection: where to dial for it, and where to send the
@@ -45,7 +58,7 @@ pub struct Waiter {
     pub target: Target,
     /// The request's own dial limit (`options.connect-timeout`), if it has one.
     pub connect_timeout: Option<u64>,
-    pub reply: oneshot::Sender<Result<Conn, ErrorCode>>,
+    pub reply: oneshot::Sender<Result<Handed, ErrorCode>>,
 }
 
 pub struct State {
@@ -65,7 +78,10 @@ pub struct Shared {
     /// holds one until its body is read) until the host says the body was taken or
     /// dropped (`release`), by connection id.
     pub held: RefCell<HashMap<u64, Held>>,
+    /// The HTTP/2 connections, shared by their key's requests.
+    pub h2: RefCell<H2Pool>,
     start_ns: u64,
+    idle_timeout: Option<Micros>,
 }
 
 /// A connection held for a whole body, with what settling it needs.
@@ -87,6 +103,16 @@ impl Shared {
     /// Microseconds since the transport was created.
     pub fn now(&self) -> Micros {
         clock::now_ns().saturating_sub(self.start_ns) / 1_000
+    }
+
+    /// The monotonic clock's reading when the transport was created, nanoseconds.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// `idle-conn-timeout` in microseconds (`None`: idle connections stay).
+    pub fn idle_timeout(&self) -> Option<Micros> {
+        self.idle_timeout
     }
 
     pub fn next_request_id(&self) -> u64 {
@@ -215,11 +241,11 @@ impl Shared {
                 }
                 let waiter = self.state.borrow_mut().waiters.remove(&ticket);
                 let undelivered = match waiter {
-                    Some(waiter) => waiter.reply.send(Ok(conn)).err(),
-                    None => Some(Ok(conn)),
+                    Some(waiter) => waiter.reply.send(Ok(Handed::Conn(conn))).err(),
+                    None => Some(Ok(Handed::Conn(conn))),
                 };
                 // The waiter left after the hand was decided: give the connection back.
-                if let Some(Ok(conn)) = undelivered {
+                if let Some(Ok(Handed::Conn(conn))) = undelivered {
                     let now = self.now();
                     self.state
                         .borrow_mut()
@@ -299,11 +325,12 @@ impl GuestTransport for Transport {
             super::tasks::count_crossings();
         }
         let micros = |ns: Option<u64>| ns.map(|n| n / 1_000);
+        let idle_timeout = micros(config.idle_conn_timeout).filter(|t| *t > 0);
         let pool = Pool::new(PoolConfig {
             max_idle: config.max_idle_conns as usize,
             max_idle_per_key: config.max_idle_conns_per_host as usize,
             max_conns_per_key: config.max_conns_per_host as usize,
-            idle_timeout: micros(config.idle_conn_timeout).filter(|t| *t > 0),
+            idle_timeout,
         });
         let settings = Settings {
             dial_timeout: config.dial_timeout,
@@ -324,6 +351,10 @@ impl GuestTransport for Transport {
             proxy_connect_timeout: config.proxy_connect_timeout,
             emit_events: config.emit_events,
             proxy_connect_headers: config.proxy.connect_headers,
+            protocols: config.protocols,
+            strict_max_concurrent_streams: config.strict_max_concurrent_streams,
+            read_idle_timeout: config.read_idle_timeout.filter(|t| *t > 0),
+            ping_timeout: config.ping_timeout.filter(|t| *t > 0),
         };
         Self {
             shared: Rc::new(Shared {
@@ -337,7 +368,9 @@ impl GuestTransport for Transport {
                     shut_down: false,
                 }),
                 held: RefCell::new(HashMap::new()),
+                h2: RefCell::new(H2Pool::default()),
                 start_ns: clock::now_ns(),
+                idle_timeout,
             }),
         }
     }
@@ -349,6 +382,12 @@ impl GuestTransport for Transport {
     fn close_idle_connections(&self) {
         self.shared.state.borrow_mut().pool.drain_idle();
         self.shared.run_actions();
+        // An HTTP/2 connection closes once its streams have ended (Go's
+        // `closeIfIdle`: at once when it has none).
+        let h2 = self.shared.h2.borrow().all();
+        for conn in h2 {
+            conn.close_when_idle(CloseReason::CloseIdleConnections);
+        }
     }
 
     async fn release(&self, conn: u64, read: bool) {
@@ -374,12 +413,16 @@ impl GuestTransport for Transport {
                 .pool
                 .counts()
                 .into_iter()
-                .map(|(key, c)| KeyStats {
-                    key,
-                    idle: count(c.idle),
-                    active: count(c.active),
-                    dialing: count(c.dialing),
-                    waiting: count(c.waiting),
+                .map(|(key, c)| {
+                    // An HTTP/2 connection with no stream counts as idle.
+                    let (h2_idle, _) = self.shared.h2.borrow().busy(&key);
+                    KeyStats {
+                        idle: count(c.idle + h2_idle),
+                        active: count(c.active.saturating_sub(h2_idle)),
+                        dialing: count(c.dialing),
+                        waiting: count(c.waiting),
+                        key,
+                    }
                 })
                 .collect(),
             dials: state.pool.dials(),
@@ -402,5 +445,9 @@ impl Drop for Transport {
         self.shared.state.borrow_mut().shut_down = true;
         self.shared.state.borrow_mut().pool.drain_idle();
         self.shared.run_actions();
+        let h2 = self.shared.h2.borrow().all();
+        for conn in h2 {
+            conn.close_when_idle(CloseReason::TransportShutdown);
+        }
     }
 }
