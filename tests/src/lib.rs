@@ -474,6 +474,11 @@ impl Daemon {
         }
     }
 
+    /// The directory it was given (its logs, its files).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Debian's tinyproxy (HTTP proxy with `CONNECT`), `config` added to a minimal
     /// configuration (e.g. `BasicAuth alice s3cret`, `ConnectPort 443`).
     pub fn tinyproxy(config: &str) -> Self {

@@ -169,3 +169,344 @@ async fn warm_up(transport: &roundtrip_host::Transport, url: &str, recorder: &Re
     assert_eq!(fetched.status, 200);
     assert_eq!(protos(&recorder.events()), HashSet::from([Proto::H2]));
 }
+
+/// The scripted server (`tests/scripts/h2_server.py`, Debian's python3 and python3-h2)
+/// with `extra` arguments; h2c, so the transport speaks it by prior knowledge.
+fn h2_server(extra: &[&str]) -> Daemon {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/h2_server.py");
+    let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+    Daemon::start("/usr/bin/python3", |port, dir| {
+        let mut args = vec![
+            script.to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--log".to_owned(),
+            dir.join("requests.jsonl").display().to_string(),
+        ];
+        args.extend(extra);
+        args
+    })
+}
+
+/// What the scripted server processed: one JSON object per request.
+fn processed(server: &Daemon) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(server.dir().join("requests.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn h2c(adjust: impl FnOnce(&mut Config)) -> (roundtrip_host::Transport, Recorder) {
+    transport(|config| {
+        config.protocols = Protocols::Http2PriorKnowledge;
+        adjust(config);
+    })
+}
+
+fn url(server: &Daemon, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", server.port)
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    id: &str,
+    body: roundtrip_host::Body,
+) -> http::Request<roundtrip_host::Body> {
+    http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("x-id", id)
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn goaway_mid_flight_retries_the_unprocessed_streams_once_each() {
+    // Five requests in flight; the server answers two, sends GOAWAY naming the second
+    // as its last stream and closes. The three it never processed go again on a new
+    // connection — the stream body among them cannot, and fails, processed nowhere.
+    let server = h2_server(&["--goaway-at", "5"]);
+    let (transport, recorder) = h2c(|_| {});
+    let transport = Arc::new(transport);
+    warm_up(&transport, &url(&server, "/small"), &recorder).await;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (transport, url) = (Arc::clone(&transport), url(&server, "/hold"));
+        tasks.push(tokio::spawn(async move {
+            fetch(
+                &transport,
+                request(
+                    "GET",
+                    &url,
+                    &format!("get-{i}"),
+                    roundtrip_host::Body::empty(),
+                ),
+            )
+            .await
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let streamed =
+        roundtrip_host::Body::from_stream(futures::stream::iter([bytes::Bytes::from_static(
+            b"once only",
+        )]));
+    let last = fetch(
+        &transport,
+        request("POST", &url(&server, "/hold"), "post-stream", streamed),
+    )
+    .await;
+    let mut ok = 0;
+    for task in tasks {
+        let fetched = task.await.unwrap().unwrap();
+        assert_eq!(fetched.status, 200);
+        ok += 1;
+    }
+    assert_eq!(ok, 4, "every replayable request got its answer");
+    let error =
+        last.expect_err("a stream body above the GOAWAY's last stream cannot be sent again");
+    assert!(error.to_string().contains("GOAWAY"), "{error}");
+    let seen = processed(&server);
+    let ids: Vec<&str> = seen.iter().filter_map(|r| r["id"].as_str()).collect();
+    for i in 0..4 {
+        let id = format!("get-{i}");
+        assert_eq!(
+            ids.iter().filter(|x| **x == id).count(),
+            1,
+            "{id} processed once: {seen:?}"
+        );
+    }
+    assert!(!ids.contains(&"post-stream"), "{seen:?}");
+    let events = recorder.events();
+    assert!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::Goaway { code, .. } if code == "NO_ERROR")
+        ) >= 1
+    );
+    assert_eq!(count(&events, |k| matches!(k, EventKind::Retry { .. })), 2);
+    assert_eq!(dials(&events), 2);
+}
+
+#[tokio::test]
+async fn refused_stream_is_retried_and_served() {
+    let server = h2_server(&[]);
+    let (transport, recorder) = h2c(|_| {});
+    let fetched = get(&transport, &url(&server, "/refuse-once/a"))
+        .await
+        .unwrap();
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.body, "ok\n");
+    let events = recorder.events();
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::StreamReset { code, by_peer: true, .. } if code == "REFUSED_STREAM")
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::Retry { reason } if reason.contains("REFUSED_STREAM"))
+        ),
+        1
+    );
+    assert_eq!(
+        dials(&events),
+        1,
+        "a refused stream leaves the connection usable"
+    );
+    assert_eq!(processed(&server).len(), 2);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_pings_is_closed() {
+    let server = h2_server(&["--silent-after", "1"]);
+    let (transport, recorder) = h2c(|config| {
+        config.read_idle_timeout = Some(std::time::Duration::from_millis(200));
+        config.ping_timeout = Some(std::time::Duration::from_millis(300));
+    });
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| matches!(
+            k,
+            EventKind::Close {
+                reason: CloseReason::PingTimeout
+            }
+        ))
+        .await
+    );
+    let events = recorder.events();
+    let ping = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Ping))
+        .unwrap();
+    let timeout = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::PingTimeout))
+        .unwrap();
+    assert!(ping < timeout);
+    let waited = events[timeout].ts_us - events[ping].ts_us;
+    assert!(
+        (300_000..1_500_000).contains(&waited),
+        "ping unanswered for {waited} µs"
+    );
+    // The next request dials a fresh connection.
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    assert_eq!(dials(&recorder.events()), 2);
+}
+
+async fn three_slow_requests(strict: bool) -> (Vec<Event>, std::time::Duration) {
+    let server = h2_server(&["--max-streams", "2"]);
+    let (transport, recorder) = h2c(|config| config.strict_max_concurrent_streams = strict);
+    let transport = Arc::new(transport);
+    warm_up(&transport, &url(&server, "/small"), &recorder).await;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (transport, url) = (Arc::clone(&transport), url(&server, "/slow?ms=400"));
+        tasks.push(tokio::spawn(async move {
+            get(&transport, &url).await.unwrap().status
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let events = recorder.events();
+    assert!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::H2Settings {
+                max_concurrent_streams: Some(2),
+                ..
+            }
+        )) >= 1
+    );
+    (events, started.elapsed())
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_two_dials_for_the_third_request() {
+    let (events, _) = three_slow_requests(false).await;
+    assert_eq!(
+        dials(&events),
+        2,
+        "the third stream found no room and dialled"
+    );
+}
+
+#[tokio::test]
+async fn strict_max_concurrent_streams_makes_the_third_request_wait() {
+    let (events, took) = three_slow_requests(true).await;
+    assert_eq!(dials(&events), 1);
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::WaitForConn { reason } if reason == "max_concurrent_streams")
+        ),
+        1
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(800),
+        "waited for a stream: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_much_larger_than_the_window_arrives_whole_with_its_trailers() {
+    // The server grants 16 KiB per stream; 256 KiB goes out as its WINDOW_UPDATEs allow.
+    let server = h2_server(&["--window", "16384"]);
+    let (transport, recorder) = h2c(|_| {});
+    let body: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let fetched = fetch(
+        &transport,
+        request(
+            "POST",
+            &url(&server, "/echo"),
+            "big",
+            roundtrip_host::Body::from(body.clone()),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.headers["x-body-bytes"], "262144");
+    assert_eq!(fetched.body.as_ref(), body.as_slice());
+    assert!(
+        count(&recorder.events(), |k| matches!(
+            k,
+            EventKind::H2Settings {
+                initial_window: Some(16384),
+                ..
+            }
+        )) >= 1
+    );
+    // A streamed body with a trailer: the trailer goes out, and comes back as one.
+    let (tx, rx) = futures::channel::mpsc::channel::<
+        Result<http_body::Frame<bytes::Bytes>, std::io::Error>,
+    >(4);
+    let mut tx = tx;
+    use futures::SinkExt;
+    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+        b"abc",
+    ))))
+    .await
+    .unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-check", "yes".parse().unwrap());
+    tx.send(Ok(http_body::Frame::trailers(trailers)))
+        .await
+        .unwrap();
+    drop(tx);
+    let streamed = roundtrip_host::Body::wrap(http_body_util::StreamBody::new(rx));
+    let fetched = fetch(
+        &transport,
+        request("POST", &url(&server, "/echo"), "trailers", streamed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetched.body, "abc");
+    assert_eq!(fetched.trailers.unwrap()["x-got-check"], "yes");
+}
+
+#[tokio::test]
+async fn a_response_head_over_the_limit_is_refused_and_the_connection_kept() {
+    let server = h2_server(&[]);
+    let (transport, recorder) = h2c(|config| config.max_response_header_bytes = 8192);
+    let error = get(&transport, &url(&server, "/big-headers"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.kind,
+        roundtrip_host::ErrorKind::ResponseHeaderSectionSize,
+        "{error}"
+    );
+    let fetched = get(&transport, &url(&server, "/small")).await.unwrap();
+    assert_eq!(fetched.body, "hello\n");
+    assert_eq!(dials(&recorder.events()), 1);
+}
+
+#[tokio::test]
+async fn rst_stream_mid_body_fails_that_body_only() {
+    let server = h2_server(&[]);
+    let (transport, recorder) = h2c(|_| {});
+    let error = get(&transport, &url(&server, "/reset-mid-body"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("INTERNAL_ERROR"), "{error}");
+    assert_eq!(
+        count(
+            &recorder.events(),
+            |k| matches!(k, EventKind::StreamReset { code, by_peer: true, .. } if code == "INTERNAL_ERROR")
+        ),
+        1
+    );
+    let fetched = get(&transport, &url(&server, "/small")).await.unwrap();
+    assert_eq!(fetched.body, "hello\n");
+    assert_eq!(
+        dials(&recorder.events()),
+        1,
+        "the connection outlived the reset stream"
+    );
+}

@@ -10,15 +10,17 @@
 //! judges a frame (that is `h2`'s job) and never fails: what it cannot read it skips.
 //!
 //! ```text
-//!  server bytes ─► FrameWatcher::feed ─► Seen::{Settings, GoAway, Reset, PingAck}
+//!  server bytes ─► FrameWatcher::feed ─► Seen::{Settings, GoAway, Reset, PingAck, HeaderBlock}
 //!        └───────► h2 (the protocol itself)
 //! ```
 
 /// Frame types (RFC 9113 §6).
+const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
 
 const ACK: u8 = 0x1;
 const HEADER_LEN: usize = 9;
@@ -43,6 +45,13 @@ pub enum Seen {
     Reset { stream: u32, code: u32 },
     /// The answer to a `PING` of ours.
     PingAck,
+    /// A `HEADERS` (`continued: false`) or `CONTINUATION` frame of `stream`, with its
+    /// payload length: the size of a header block as sent (compressed).
+    HeaderBlock {
+        stream: u32,
+        bytes: usize,
+        continued: bool,
+    },
 }
 
 /// Follows the server's frames across reads.
@@ -97,6 +106,13 @@ impl FrameWatcher {
         let h = std::mem::take(&mut self.header);
         let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        if h[3] == HEADERS || h[3] == CONTINUATION {
+            seen.push(Seen::HeaderBlock {
+                stream,
+                bytes: len,
+                continued: h[3] == CONTINUATION,
+            });
+        }
         self.current = Some(Frame {
             kind: h[3],
             flags: h[4],
@@ -202,7 +218,8 @@ mod tests {
         settings.extend_from_slice(&[0, 5, 0, 0, 0x40, 0]);
         wire.extend(frame(SETTINGS, 0, 0, &settings));
         wire.extend(frame(0x8, 0, 0, &[0, 0, 1, 0]));
-        wire.extend(frame(0x1, 0x4, 1, &[0x88]));
+        wire.extend(frame(HEADERS, 0, 1, &[0x88]));
+        wire.extend(frame(CONTINUATION, 0x4, 1, &[0x40, 0x80]));
         wire.extend(frame(0x0, 0x1, 1, &[b'x'; 300]));
         wire.extend(frame(RST_STREAM, 0, 3, &7u32.to_be_bytes()));
         wire.extend(frame(PING, ACK, 0, &[0; 8]));
@@ -215,6 +232,16 @@ mod tests {
             Seen::Settings {
                 max_concurrent_streams: Some(2),
                 initial_window: Some(65535),
+            },
+            Seen::HeaderBlock {
+                stream: 1,
+                bytes: 1,
+                continued: false,
+            },
+            Seen::HeaderBlock {
+                stream: 1,
+                bytes: 2,
+                continued: true,
             },
             Seen::Reset { stream: 3, code: 7 },
             Seen::PingAck,

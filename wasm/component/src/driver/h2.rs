@@ -23,7 +23,7 @@
 //! while a usable connection exists is closed (`unneeded`).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -76,7 +76,12 @@ struct Link {
     key: String,
     state: RefCell<H2State>,
     watcher: RefCell<FrameWatcher>,
+    /// The compressed size of the last header block of recent streams.
+    header_blocks: RefCell<VecDeque<(u32, usize)>>,
 }
+
+/// Streams whose header block size is remembered.
+const HEADER_BLOCKS_KEPT: usize = 256;
 
 #[derive(Default)]
 struct H2State {
@@ -182,6 +187,12 @@ impl H2Conn {
     /// The last stream the server's `GOAWAY` says it may have processed.
     pub fn goaway_last_stream(&self) -> Option<u32> {
         self.link.state.borrow().goaway
+    }
+
+    /// The compressed size of the last header block the server sent on `stream`.
+    pub fn header_block_bytes(&self, stream: u32) -> Option<usize> {
+        let blocks = self.link.header_blocks.borrow();
+        blocks.iter().find(|(s, _)| *s == stream).map(|(_, b)| *b)
     }
 
     /// A handle for opening a stream.
@@ -331,6 +342,7 @@ pub async fn start(shared: Rc<Shared>, conn: Conn, req: u64, key: String, ticket
             ..H2State::default()
         }),
         watcher: RefCell::new(FrameWatcher::default()),
+        header_blocks: RefCell::new(VecDeque::new()),
     });
     let io = H2Io {
         reader,
@@ -594,6 +606,24 @@ impl Link {
                     by_peer: true,
                 }),
                 Seen::PingAck => continue,
+                Seen::HeaderBlock {
+                    stream,
+                    bytes,
+                    continued,
+                } => {
+                    let mut blocks = self.header_blocks.borrow_mut();
+                    match blocks.iter_mut().find(|(s, _)| *s == stream) {
+                        Some(block) if continued => block.1 += bytes,
+                        Some(block) => block.1 = bytes,
+                        None => {
+                            if blocks.len() == HEADER_BLOCKS_KEPT {
+                                blocks.pop_front();
+                            }
+                            blocks.push_back((stream, bytes));
+                        }
+                    }
+                    continue;
+                }
             };
             shared.emit(Some(self.id), None, Some(&self.key), kind);
         }

@@ -140,6 +140,27 @@ async fn exchange_head(
         emitter,
     ));
     let goaway = || lease.conn.goaway_last_stream();
+    let limit = settings.max_response_header_bytes;
+    // `h2` resets a stream whose response head is over `SETTINGS_MAX_HEADER_LIST_SIZE`
+    // with PROTOCOL_ERROR, as it does one that is malformed: a header block of at
+    // least half the limit, compressed, is the one that was too large.
+    let head_error = |e: &h2::Error| {
+        let failed = classify(e, id, goaway());
+        let oversize = e.is_reset()
+            && !e.is_remote()
+            && e.reason() == Some(Reason::PROTOCOL_ERROR)
+            && lease
+                .conn
+                .header_block_bytes(id)
+                .is_some_and(|bytes| bytes.saturating_mul(2) >= limit);
+        if oversize {
+            return H2Failed::fatal(ErrorCode::HttpResponseHeaderSectionSize(format!(
+                "http2: the response head on stream {id} is larger than \
+                 max-response-header-bytes ({limit} bytes)"
+            )));
+        }
+        failed
+    };
     let response = pin!(response);
     match select(write, response).await {
         Either::Left((written, response)) => {
@@ -152,7 +173,7 @@ async fn exchange_head(
                     unfinished_write: None,
                     accept_gzip,
                 }),
-                Some(Err(e)) => Err(classify(&e, id, goaway())),
+                Some(Err(e)) => Err(head_error(&e)),
                 None => Err(H2Failed::fatal(ErrorCode::HttpResponseTimeout(
                     "timeout awaiting response headers".to_owned(),
                 ))),
@@ -163,7 +184,7 @@ async fn exchange_head(
             unfinished_write: Some(write),
             accept_gzip,
         }),
-        Either::Right((Err(e), _)) => Err(classify(&e, id, goaway())),
+        Either::Right((Err(e), _)) => Err(head_error(&e)),
     }
 }
 
@@ -417,12 +438,6 @@ fn classify(e: &h2::Error, id: u32, goaway: Option<u32>) -> H2Failed {
             code,
             retry: refused || protocol,
         };
-    }
-    if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) {
-        // `h2` refuses a response head over `SETTINGS_MAX_HEADER_LIST_SIZE` itself.
-        return H2Failed::fatal(ErrorCode::HttpResponseHeaderSectionSize(format!(
-            "http2: the response head on stream {id} exceeds max-response-header-bytes"
-        )));
     }
     if e.is_io() {
         return H2Failed::fatal(ErrorCode::ConnectionTerminated(format!(
