@@ -510,3 +510,160 @@ async fn rst_stream_mid_body_fails_that_body_only() {
         "the connection outlived the reset stream"
     );
 }
+
+#[tokio::test]
+async fn h2c_by_prior_knowledge_on_nginx() {
+    let nginx = Nginx::start_listening("http2", "location / { }");
+    let (transport, recorder) = h2c(|_| {});
+    for _ in 0..3 {
+        let fetched = get(&transport, &nginx.url("/small")).await.unwrap();
+        assert_eq!(fetched.body, "hello, world\n");
+    }
+    let events = recorder.events();
+    assert_eq!(protos(&events), HashSet::from([Proto::H2]));
+    assert_eq!(dials(&events), 1);
+    assert_eq!(count(&events, |k| matches!(k, EventKind::TlsStart)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_1_only_opens_a_connection_per_concurrent_request() {
+    let (nginx, pki) = tls_nginx("location / { }");
+    let (transport, recorder) = transport(|config| {
+        config.extra_ca_files = vec![pki.ca_file.path().to_owned()];
+        config.protocols = Protocols::Http1;
+    });
+    let transport = Arc::new(transport);
+    let url = https(&nginx, "/small");
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (transport, url) = (Arc::clone(&transport), url.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                assert_eq!(get(&transport, &url).await.unwrap().status, 200);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let events = recorder.events();
+    assert_eq!(protos(&events), HashSet::from([Proto::Http11]));
+    assert!(served_on(&events).len() > 1, "several connections");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(&e.kind, EventKind::TlsDone { alpn: Some(a), .. } if a == "h2"))
+    );
+}
+
+#[tokio::test]
+async fn sixty_four_mib_arrive_intact_over_h2() {
+    let (nginx, pki) = tls_nginx("location / { }");
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(nginx.root().join("big"), &big).unwrap();
+    let (transport, recorder) = transport(trusting(&pki));
+    let fetched = get(&transport, &https(&nginx, "/big")).await.unwrap();
+    assert_eq!(fetched.body.len(), big.len());
+    assert!(fetched.body.as_ref() == big.as_slice(), "the bytes differ");
+    let events = recorder.events();
+    assert_eq!(protos(&events), HashSet::from([Proto::H2]));
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::BodyEof { bytes } if *bytes == 64 << 20)
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_early_body_drop_resets_only_its_stream() {
+    use http_body_util::BodyExt;
+    let (nginx, pki) = tls_nginx("location / { }");
+    std::fs::write(nginx.root().join("big"), vec![b'z'; 8 << 20]).unwrap();
+    let (transport, recorder) = transport(trusting(&pki));
+    let request = |path: &str| {
+        http::Request::get(https(&nginx, path))
+            .body(roundtrip_host::Body::empty())
+            .unwrap()
+    };
+    let kept = transport.round_trip(request("/big")).await.unwrap();
+    let mut dropped = transport
+        .round_trip(request("/big"))
+        .await
+        .unwrap()
+        .into_body();
+    let first = dropped.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(dropped);
+    let body = kept.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 8 << 20, "the other stream's body went on");
+    let fetched = get(&transport, &https(&nginx, "/small")).await.unwrap();
+    assert_eq!(fetched.body, "hello, world\n");
+    assert!(
+        wait_for_event(
+            &recorder,
+            |k| matches!(k, EventKind::StreamReset { code, by_peer: false, .. } if code == "CANCEL")
+        )
+        .await
+    );
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1, "the connection stayed");
+    assert!(closes(&events).is_empty(), "{:?}", closes(&events));
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyClosedEarly { .. })),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nghttpd_serves_concurrent_requests_on_one_connection() {
+    let pki = pki(&["localhost"]);
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(docs.path().join("index.html"), "nghttpd here\n").unwrap();
+    let (cert, key) = (
+        pki.cert_file.path().display().to_string(),
+        pki.key_file.path().display().to_string(),
+    );
+    let docs_arg = format!("--htdocs={}", docs.path().display());
+    let server = Daemon::start("nghttpd", |port, _| {
+        vec![
+            "--address=127.0.0.1".to_owned(),
+            docs_arg,
+            port.to_string(),
+            key,
+            cert,
+        ]
+    });
+    let (transport, recorder) = transport(trusting(&pki));
+    let transport = Arc::new(transport);
+    let url = format!("https://localhost:{}/index.html", server.port);
+    warm_up(&transport, &url, &recorder).await;
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (transport, url) = (Arc::clone(&transport), url.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let fetched = get(&transport, &url).await.unwrap();
+                assert_eq!(fetched.body, "nghttpd here\n");
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    assert_eq!(served_on(&events).len(), 1);
+    assert!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::H2Settings {
+                max_concurrent_streams: Some(100),
+                ..
+            }
+        )) >= 1
+    );
+}
