@@ -403,12 +403,13 @@ async fn fetch(
             .extensions()
             .get::<ReasonPhrase>()
             .map_or("", |r| r.0.as_str());
-        let version = if response.version() == http::Version::HTTP_10 {
-            "1.0"
-        } else {
-            "1.1"
+        let status = response.status().as_u16();
+        // curl's status lines: HTTP/2 has no reason phrase.
+        let mut head = match response.version() {
+            http::Version::HTTP_2 => format!("HTTP/2 {status}\r\n"),
+            http::Version::HTTP_10 => format!("HTTP/1.0 {status} {reason}\r\n"),
+            _ => format!("HTTP/1.1 {status} {reason}\r\n"),
         };
-        let mut head = format!("HTTP/{version} {} {reason}\r\n", response.status().as_u16());
         for (name, value) in response.headers() {
             head.push_str(&format!(
                 "{name}: {}\r\n",

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use roundtrip_host::egress::AllowList;
 use roundtrip_host::events::{Events, JsonLines, TcpSink};
-use roundtrip_host::{ClientCert, Config, ProxyConfig};
+use roundtrip_host::{ClientCert, Config, Protocols, ProxyConfig};
 
 #[derive(Parser)]
 #[command(
@@ -152,6 +152,48 @@ pub struct PoolArgs {
     /// Extra header for the proxy's `CONNECT`, `Name: value`; repeatable.
     #[arg(long, value_name = "HEADER")]
     proxy_header: Vec<String>,
+    #[command(flatten)]
+    http: HttpVersionArgs,
+    /// HTTP/2: when every stream of a host's connections is taken, wait for one
+    /// instead of dialling another connection (Go StrictMaxConcurrentStreams).
+    #[arg(long)]
+    strict_max_concurrent_streams: bool,
+    /// HTTP/2: send a PING after this many seconds without reading anything, to check
+    /// the connection (Go ReadIdleTimeout; 0 = never).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    read_idle_timeout: f64,
+    /// HTTP/2: seconds a PING may go unanswered before the connection is closed
+    /// (Go PingTimeout).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    ping_timeout: f64,
+}
+
+/// The HTTP version, as curl's flags name it.
+#[derive(Args, Clone, Copy, Default)]
+#[group(multiple = false)]
+pub struct HttpVersionArgs {
+    /// Speak HTTP/1.1 only (https offers only `http/1.1` in ALPN).
+    #[arg(long = "http1.1")]
+    http1_1: bool,
+    /// HTTP/2 for https when the server agrees in ALPN, else HTTP/1.1 (the default, as
+    /// Go's DefaultTransport).
+    #[arg(long = "http2")]
+    http2: bool,
+    /// As --http2, and HTTP/2 from the first byte on plain http:// (h2c, no upgrade).
+    #[arg(long = "http2-prior-knowledge")]
+    http2_prior_knowledge: bool,
+}
+
+impl HttpVersionArgs {
+    pub fn protocols(self) -> Protocols {
+        if self.http1_1 {
+            Protocols::Http1
+        } else if self.http2_prior_knowledge {
+            Protocols::Http2PriorKnowledge
+        } else {
+            Protocols::Http2
+        }
+    }
 }
 
 /// Where proxy settings come from when `--proxy` is not given.
@@ -196,6 +238,8 @@ impl PoolArgs {
         };
         let idle = seconds("idle-timeout", self.idle_timeout)?;
         let expect = seconds("expect-continue-timeout", self.expect_continue_timeout)?;
+        let read_idle = seconds("read-idle-timeout", self.read_idle_timeout)?;
+        let ping = seconds("ping-timeout", self.ping_timeout)?;
         Ok(Config {
             max_idle_conns: self.max_idle,
             max_idle_conns_per_host: self.max_idle_per_host,
@@ -212,6 +256,10 @@ impl PoolArgs {
             disable_keep_alives: self.no_keepalive,
             shards: usize::from(self.shards),
             proxy: self.proxy_config(proxy)?,
+            protocols: self.http.protocols(),
+            strict_max_concurrent_streams: self.strict_max_concurrent_streams,
+            read_idle_timeout: (!read_idle.is_zero()).then_some(read_idle),
+            ping_timeout: (!ping.is_zero()).then_some(ping),
             ..self.reach.config(events, inspect_from_env)?
         })
     }

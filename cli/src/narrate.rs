@@ -1,6 +1,6 @@
 //! Events in words: curl-style lines for `get -v`.
 
-use roundtrip_host::events::{Event, EventKind};
+use roundtrip_host::events::{Event, EventKind, Proto};
 
 /// A curl `-v`-style line for the events curl would mention.
 pub fn curl_line(event: &Event) -> Option<String> {
@@ -42,10 +42,36 @@ pub fn curl_line(event: &Event) -> Option<String> {
         EventKind::GotConn {
             reused: true,
             idle_us,
+            proto: Proto::Http11,
             ..
         } => format!(
             "* Re-using existing connection #{conn} with {key} (idle {:.1} ms)",
             *idle_us as f64 / 1000.0
+        ),
+        EventKind::GotConn {
+            reused,
+            proto: Proto::H2,
+            stream,
+            ..
+        } => format!(
+            "* {} HTTP/2 connection #{conn} with {key}: [HTTP/2] [{}] OPENED stream",
+            if *reused { "Re-using" } else { "Using" },
+            stream.unwrap_or_default()
+        ),
+        EventKind::H2Settings {
+            max_concurrent_streams: Some(max),
+            ..
+        } => format!("* Connection state changed (MAX_CONCURRENT_STREAMS == {max})!"),
+        EventKind::Goaway { last_stream, code } => {
+            format!("* received GOAWAY, error={code}, last_stream={last_stream}")
+        }
+        EventKind::StreamReset {
+            stream,
+            code,
+            by_peer,
+        } => format!(
+            "* [HTTP/2] [{stream}] {} RST_STREAM ({code})",
+            if *by_peer { "received" } else { "sent" }
         ),
         EventKind::Retry { reason } => format!("* Retrying on another connection: {reason}"),
         EventKind::PutIdle { ok: true, .. } => format!("* Connection #{conn} left idle"),
