@@ -17,6 +17,12 @@
 //! A `wrote_request` after `response` (a body still streaming while an echo answers)
 //! leaves the lane reading.
 //!
+//! An HTTP/2 connection (`got_conn{proto: h2}`) carries many requests at once: its
+//! lane is in use (`Writing`) from the first open stream to `put_idle`, when its last
+//! one ended, and each request is a [`StreamSpan`] beside the others, in the lowest
+//! free sub-row, from its `got_conn` to its body's end; the lane counts its streams and
+//! the most open at once.
+//!
 //! Points in time that are not phases (a reuse, a body's end, an early close, a retry,
 //! the close with its reason) are [`Marker`]s. Counters are updated as phases change,
 //! so reading them is free. Events the model cannot place (out of order, for a closed
@@ -28,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use roundtrip_host::events::{Event, EventKind};
+use roundtrip_host::events::{Event, EventKind, Proto};
 
 pub mod apps;
 
@@ -176,9 +182,39 @@ pub struct Lane {
     /// Why setting it up failed (TLS, a proxy's refusal), told by the event before its
     /// `close{error}`: the close is shown with it.
     pub failure: Option<String>,
+    /// HTTP/2: the connection is multiplexed; its streams, in the order they opened.
+    pub h2: bool,
+    pub streams: Vec<StreamSpan>,
+    /// HTTP/2: most streams open at once.
+    pub peak_streams: usize,
+}
+
+/// One HTTP/2 stream of a lane: a request, from `got_conn` to its body's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpan {
+    pub stream: u32,
+    pub req: Option<u64>,
+    pub start: Micros,
+    pub end: Option<Micros>,
+    /// The sub-row it is drawn in: the lowest free one when it opened.
+    pub slot: usize,
 }
 
 impl Lane {
+    /// HTTP/2 streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.iter().filter(|s| s.end.is_none()).count()
+    }
+
+    /// Ends the open stream of `req` (or, with `None`, every open stream) at `at`.
+    fn end_streams(&mut self, req: Option<u64>, at: Micros) {
+        for span in self.streams.iter_mut().rev() {
+            if span.end.is_none() && (req.is_none() || span.req == req) {
+                span.end = Some(at);
+            }
+        }
+    }
+
     fn new(id: LaneId, key: &str) -> Self {
         Self {
             id,
@@ -190,6 +226,9 @@ impl Lane {
             requests: Vec::new(),
             tunnel_bytes: None,
             failure: None,
+            h2: false,
+            streams: Vec::new(),
+            peak_streams: 0,
         }
     }
 
@@ -509,7 +548,12 @@ impl View {
                 self.fail_dialing_request(id, at);
                 false
             }
-            EventKind::GotConn { reused, .. } => {
+            EventKind::GotConn {
+                reused,
+                proto,
+                stream,
+                ..
+            } => {
                 let Some(id) = lane else { return false };
                 if let Some(waited) = req.and_then(|r| self.waiting.remove(&r)) {
                     let stats = self.keys.entry(waited).or_default();
@@ -537,12 +581,38 @@ impl View {
                         });
                     }
                     lane.requests.extend(req);
+                    // HTTP/2: the stream opens beside the others; the lane is in use
+                    // from its first open stream to its last one's end.
+                    if *proto == Proto::H2 {
+                        lane.h2 = true;
+                        let busy: Vec<usize> = lane
+                            .streams
+                            .iter()
+                            .filter(|s| s.end.is_none())
+                            .map(|s| s.slot)
+                            .collect();
+                        let slot = (0..).find(|n| !busy.contains(n)).unwrap_or_default();
+                        lane.streams.push(StreamSpan {
+                            stream: stream.unwrap_or_default(),
+                            req,
+                            start: at,
+                            end: None,
+                            slot,
+                        });
+                        let open = busy.len() + 1;
+                        lane.peak_streams = lane.peak_streams.max(open);
+                        if open > 1 {
+                            return false;
+                        }
+                    }
                 }
                 self.enter(id, at, key, Phase::Writing, req)
             }
             // A streamed body may finish after the response head (an echo): the lane
             // is reading by then and stays so.
             EventKind::WroteRequest { .. } => match lane {
+                // HTTP/2: the streams are drawn on their own; the lane stays in use.
+                Some(id) if self.lane(id).is_some_and(|l| l.h2) => false,
                 Some(id) if self.lane(id).and_then(Lane::phase) == Some(Phase::Writing) => {
                     self.enter(id, at, key, Phase::Awaiting, req)
                 }
@@ -560,6 +630,7 @@ impl View {
                     row.first_byte.get_or_insert(at);
                 }
                 match lane {
+                    Some(id) if self.lane(id).is_some_and(|l| l.h2) => false,
                     Some(id) => self.enter(id, at, key, Phase::Reading, req),
                     None => false,
                 }
@@ -584,16 +655,43 @@ impl View {
                             MarkerKind::BodyEof
                         },
                     });
+                    lane.end_streams(req, at);
                 }
                 false
             }
             EventKind::PutIdle { ok: true, .. } => match lane {
-                Some(id) => self.enter(id, at, key, Phase::Idle, None),
+                Some(id) => {
+                    if let Some(lane) = self.lane_mut(id, key) {
+                        lane.end_streams(None, at);
+                    }
+                    self.enter(id, at, key, Phase::Idle, None)
+                }
                 None => false,
             },
+            // A stream the transport reset ends there (the server's resets name no
+            // request: the request's own error or retry follows).
+            EventKind::StreamReset { .. } => {
+                if let (Some(id), Some(_)) = (lane, req)
+                    && let Some(lane) = self.lane_mut(id, key)
+                {
+                    lane.end_streams(req, at);
+                }
+                false
+            }
             EventKind::Retry { reason } => {
                 if let Some(row) = req.and_then(|r| self.row_mut(r)) {
                     row.retries += 1;
+                }
+                // Its HTTP/2 stream, if it had one, ended with the failure.
+                let open: Vec<usize> = self
+                    .lanes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.h2 && l.streams.iter().any(|s| s.end.is_none() && s.req == req))
+                    .map(|(i, _)| i)
+                    .collect();
+                for i in open {
+                    self.lanes[i].end_streams(req, at);
                 }
                 if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key)) {
                     lane.markers.push(Marker {
@@ -649,8 +747,7 @@ impl View {
             | EventKind::H2Settings { .. }
             | EventKind::Goaway { .. }
             | EventKind::Ping
-            | EventKind::PingTimeout
-            | EventKind::StreamReset { .. } => false,
+            | EventKind::PingTimeout => false,
         }
     }
 
@@ -722,6 +819,7 @@ impl View {
             return false;
         };
         let before = lane.end_open_segment(at);
+        lane.end_streams(None, at);
         lane.markers.push(Marker {
             at,
             kind: MarkerKind::Close(reason.clone()),

@@ -526,3 +526,85 @@ fn a_proxy_refusal_fails_the_request_and_names_the_close() {
     );
     assert_eq!(view.request(1).unwrap().outcome, Outcome::InFlight);
 }
+
+/// `got_conn` of `req` on HTTP/2 stream `stream` of `conn`.
+fn h2_stream(t: u64, conn: u64, req: u64, stream: u32) -> Event {
+    event(
+        t,
+        Some(conn),
+        Some(req),
+        EventKind::GotConn {
+            reused: stream > 1,
+            was_idle: false,
+            idle_us: 0,
+            proto: roundtrip_host::events::Proto::H2,
+            stream: Some(stream),
+        },
+    )
+}
+
+#[test]
+fn an_http2_lane_shows_its_streams_side_by_side() {
+    // Three requests on one connection: 1 and 3 overlap, 5 comes after both ended.
+    let on = |ts, req, kind| event(ts, Some(1), Some(req), kind);
+    let mut events = vec![get_conn(0, 1), get_conn(1, 2)];
+    events.extend(dial(5, 1, 1));
+    events.push(h2_stream(100, 1, 1, 1));
+    events.push(h2_stream(110, 1, 2, 3));
+    events.push(on(150, 1, EventKind::Response { status: 200 }));
+    events.push(on(160, 2, EventKind::Response { status: 200 }));
+    events.push(on(200, 1, EventKind::BodyEof { bytes: 10 }));
+    events.push(on(300, 2, EventKind::BodyEof { bytes: 10 }));
+    events.push(event(
+        301,
+        Some(1),
+        Some(2),
+        EventKind::PutIdle {
+            ok: true,
+            reason: None,
+        },
+    ));
+    events.push(get_conn(1_000, 3));
+    events.push(h2_stream(1_001, 1, 3, 5));
+    events.push(on(1_100, 3, EventKind::BodyEof { bytes: 10 }));
+    events.push(event(
+        1_101,
+        Some(1),
+        Some(3),
+        EventKind::PutIdle {
+            ok: true,
+            reason: None,
+        },
+    ));
+    let view = View::of(&events);
+    let lane = view.lane(LaneId::Conn(1)).unwrap();
+    assert!(lane.h2);
+    assert_eq!(lane.peak_streams, 2);
+    let spans: Vec<(u32, usize, u64, Option<u64>)> = lane
+        .streams
+        .iter()
+        .map(|s| (s.stream, s.slot, s.start, s.end))
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            (1, 0, 100, Some(200)),
+            (3, 1, 110, Some(300)),
+            (5, 0, 1_001, Some(1_100))
+        ]
+    );
+    // In use from the first stream to the last one's end, idle between.
+    let phases: Vec<Phase> = lane.segments.iter().map(|s| s.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Dialing,
+            Phase::Writing,
+            Phase::Idle,
+            Phase::Writing,
+            Phase::Idle
+        ]
+    );
+    assert_eq!(lane.open_streams(), 0);
+    assert_eq!(lane.requests, [1, 2, 3]);
+}

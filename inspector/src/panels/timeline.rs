@@ -247,6 +247,12 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         (Some(addr), _) => format!("{}  {addr}", lane.id),
         (None, _) => lane.id.to_string(),
     };
+    // HTTP/2: what the multiplexing did, at a glance.
+    let label = if lane.h2 {
+        format!("{label}  h2 ×{}", lane.peak_streams)
+    } else {
+        label
+    };
     // The label stays left of the bars.
     let clipped = painter.with_clip_rect(Rect::from_min_max(
         rect.min,
@@ -283,7 +289,16 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
             pos2(start, bar.top()),
             pos2(end.max(start + 1.0), bar.bottom()),
         );
-        painter.rect_filled(shape, 2.0, phase_color(segment.phase));
+        // HTTP/2: the lane's own "in use" is the backdrop of its streams.
+        let color = if lane.h2 && segment.phase != Phase::Idle {
+            phase_color(segment.phase).gamma_multiply(0.35)
+        } else {
+            phase_color(segment.phase)
+        };
+        painter.rect_filled(shape, 2.0, color);
+    }
+    if lane.h2 {
+        draw_streams(painter, lane, bar, scale, lane_end);
     }
     // Closed: a thin line to the window's end, so the lane reads as ended, not idle.
     if let Some((closed, _)) = &lane.closed {
@@ -311,6 +326,29 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
             Stroke::new(1.5, ui.visuals().strong_text_color()),
             StrokeKind::Outside,
         );
+    }
+}
+
+/// An HTTP/2 lane's streams, stacked: one sub-row per stream open at once (the most
+/// the lane ever had), each stream a bar from its `got_conn` to its body's end.
+fn draw_streams(painter: &egui::Painter, lane: &Lane, bar: Rect, scale: Scale, lane_end: u64) {
+    let rows = lane.peak_streams.max(1);
+    // At least a pixel each: past one row per pixel, rows share.
+    let shown = rows.min(bar.height() as usize).max(1);
+    let row_height = bar.height() / shown as f32;
+    for span in &lane.streams {
+        let end = span.end.unwrap_or(lane_end);
+        if (end as f64) < scale.start || span.start as f64 > scale.start + scale.span {
+            continue;
+        }
+        let left = scale.x(span.start as f64).max(bar.left());
+        let right = scale.x(end as f64).min(bar.right()).max(left + 1.0);
+        let top = bar.top() + (span.slot % shown) as f32 * row_height;
+        let shape = Rect::from_min_max(
+            pos2(left, top),
+            pos2(right, (top + row_height - 0.5).max(top + 1.0)),
+        );
+        painter.rect_filled(shape, 0.0, phase_color(Phase::Reading));
     }
 }
 
@@ -437,6 +475,18 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
         return;
     }
     ui.label(format!("served {served} requests"));
+    if lane.h2 {
+        let open = lane
+            .streams
+            .iter()
+            .filter(|s| s.start <= at && s.end.is_none_or(|end| at < end))
+            .count();
+        ui.label(format!(
+            "HTTP/2: {} streams, {open} open here, at most {} at once",
+            lane.streams.len(),
+            lane.peak_streams
+        ));
+    }
     if let Some((up, down)) = lane.tunnel_bytes {
         ui.label(format!("relayed {up} bytes up, {down} bytes down"));
     }

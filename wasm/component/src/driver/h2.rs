@@ -265,6 +265,11 @@ impl Drop for StreamLease {
             state.streams == 0
         };
         if idle {
+            // Its last stream ended: the connection is idle (its drive task keeps the
+            // idle clock).
+            if self.conn.is_live() {
+                self.emit(EventKind::PutIdle(None));
+            }
             let _ = self.conn.nudge.unbounded_send(());
         }
         stream_freed(&self.shared, &self.conn.key);
