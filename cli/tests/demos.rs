@@ -76,6 +76,7 @@ fn list_names_every_scenario_with_a_line_each() {
             "late-binding",
             "connection-close",
             "tls-resumption",
+            "http2-multiplexing",
             "proxy"
         ]
     );
@@ -218,6 +219,31 @@ fn tls_resumption_resumes_the_second_handshake() {
         .collect();
     assert_eq!(resumed, [&Value::Bool(false), &Value::Bool(true)]);
     assert_eq!(closes(&events, "close_idle_connections"), 1);
+}
+
+#[test]
+fn http2_multiplexing_shares_one_connection_where_http1_needs_twelve() {
+    let (stdout, events) = demo("http2-multiplexing");
+    let streams: Vec<&Value> = named(&events, "got_conn")
+        .into_iter()
+        .filter(|e| e["proto"] == "h2")
+        .collect();
+    assert_eq!(streams.len(), 13, "a first request, then 12 at once");
+    let conns: std::collections::HashSet<&Value> = streams.iter().map(|e| &e["conn"]).collect();
+    assert_eq!(conns.len(), 1, "every HTTP/2 request on one connection");
+    let ids: std::collections::HashSet<&Value> = streams.iter().map(|e| &e["stream"]).collect();
+    assert_eq!(ids.len(), 13, "a stream each");
+    let h1 = named(&events, "got_conn")
+        .into_iter()
+        .filter(|e| e["proto"] == "http/1.1")
+        .count();
+    assert_eq!(h1, 12);
+    assert_eq!(named(&events, "dial_start").len(), 13);
+    assert!(
+        stdout.contains("HTTP/1.1 opened 12 connections"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("opens stream"), "{stdout}");
 }
 
 #[test]

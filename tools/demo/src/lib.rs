@@ -75,6 +75,10 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the second TLS connection to a server resumes the session: a shorter handshake",
     },
     Scenario {
+        name: "http2-multiplexing",
+        about: "12 requests at once: over HTTP/1.1 they need 12 connections, over HTTP/2 they share one",
+    },
+    Scenario {
         name: "proxy",
         about: "two apps go through `roundtrip proxy`: the proxy's pool serves both with one connection",
     },
@@ -136,6 +140,7 @@ pub async fn run(name: &str, options: DemoOptions) -> Result<(), String> {
         "server-closes-idle" => server::server_closes_idle(&stage).await,
         "connection-close" => server::connection_close(&stage).await,
         "tls-resumption" => server::tls_resumption(&stage).await,
+        "http2-multiplexing" => server::http2_multiplexing(&stage).await,
         "proxy" => server::proxy(&stage).await,
         _ => Err(format!("scenario {name:?} has no script")),
     }

@@ -1,7 +1,7 @@
 //! Events as sentences a student can follow, for the events that tell the story of
 //! a pool.
 
-use roundtrip_host::events::{CloseReason, Event, EventKind};
+use roundtrip_host::events::{CloseReason, Event, EventKind, Proto};
 
 /// A sentence a student can follow, for the events that tell the story of a pool.
 pub fn sentence(event: &Event) -> Option<String> {
@@ -19,6 +19,36 @@ pub fn sentence(event: &Event) -> Option<String> {
                 "no idle connection: request {req} opens connection #{conn} to {addr} (a new TCP handshake)"
             )
         }
+        EventKind::GotConn {
+            proto: Proto::H2,
+            stream,
+            reused,
+            ..
+        } => format!(
+            "request {req} opens stream {} on {} HTTP/2 connection #{conn}: it shares it with \
+             the other requests",
+            stream.unwrap_or_default(),
+            if *reused { "the existing" } else { "the new" }
+        ),
+        EventKind::H2Settings {
+            max_concurrent_streams: Some(max),
+            ..
+        } => format!("the server allows {max} streams at once on connection #{conn}"),
+        EventKind::Goaway { last_stream, code } => format!(
+            "the server says GOAWAY ({code}) on connection #{conn}: no new streams after {last_stream}"
+        ),
+        EventKind::StreamReset {
+            stream,
+            code,
+            by_peer,
+        } => format!(
+            "stream {stream} on connection #{conn} was reset ({code}) by {}",
+            if *by_peer {
+                "the server"
+            } else {
+                "the transport"
+            }
+        ),
         EventKind::GotConn {
             reused: true,
             idle_us,

@@ -8,7 +8,7 @@ use super::pool::get_step;
 use super::{Line, Stage, expect};
 use roundtrip_host::events::{CloseReason, EventKind};
 use roundtrip_proxy::{ForwardProxy, ProxyOptions};
-use roundtrip_servers::{LocalServer, ServerTls};
+use roundtrip_servers::{H2Server, LocalServer, ServerTls};
 
 pub(super) async fn server_closes_idle(stage: &Stage) -> Result<(), String> {
     let server = stage.server().await?;
@@ -119,6 +119,67 @@ pub(super) async fn tls_resumption(stage: &Stage) -> Result<(), String> {
     expect(resumed == [false, true], || {
         format!("expected a full handshake then a resumed one, saw {resumed:?}")
     })
+}
+
+pub(super) async fn http2_multiplexing(stage: &Stage) -> Result<(), String> {
+    let tls = ServerTls::generate()?;
+    let h1 = LocalServer::start_tls(&tls, Duration::ZERO)
+        .await
+        .map_err(|e| format!("cannot start the local HTTPS server: {e}"))?;
+    let h2 = H2Server::start(&tls)
+        .await
+        .map_err(|e| format!("cannot start the local HTTP/2 server: {e}"))?;
+    stage.say(
+        "Two HTTPS servers with the same certificate: one speaks HTTP/1.1 only, the other
+         HTTP/2 (chosen in the TLS handshake, ALPN `h2`). Each answers `/delay/300` after
+         0.3 s, so 12 requests sent at once are all in flight together.
+",
+    );
+    let transport = stage.transport(|c| {
+        c.extra_ca_certs = vec![tls.ca_cert.clone()];
+    })?;
+    stage.step("12 requests at once over HTTP/1.1");
+    stage
+        .get_at_once(&transport, &h1.url("/delay/300"), 12)
+        .await?;
+    stage.pause().await;
+    let h1_dials = stage.dials();
+    stage.say(format!(
+        "
+HTTP/1.1 carries one request at a time per connection: {h1_dials} connections.
+"
+    ));
+    stage.step("one request to the HTTP/2 server: ALPN picks h2");
+    get_step(stage, &transport, &h2.url("/small")).await?;
+    stage.step("12 requests at once over HTTP/2");
+    stage
+        .get_at_once(&transport, &h2.url("/delay/300"), 12)
+        .await?;
+    stage.pause().await;
+    stage.finish(transport).await;
+    let h2_dials = stage.dials() - h1_dials;
+    let peak = h2
+        .counters()
+        .peak_streams
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let server_conns = h2
+        .counters()
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    stage.say(format!(
+        "Result: HTTP/1.1 opened {h1_dials} connections for 12 requests; HTTP/2 opened {h2_dials}\n\
+         and carried them as streams of it, {peak} at once (the server counted {server_conns}).\n\
+         One TCP and TLS handshake instead of twelve, and the server keeps one socket."
+    ));
+    expect(
+        h1_dials == 12 && h2_dials == 1 && peak == 12 && server_conns == 1,
+        || {
+            format!(
+                "expected 12 HTTP/1.1 connections and one HTTP/2 connection with 12 streams at \
+             once; saw {h1_dials}, {h2_dials} and {peak} (server: {server_conns})"
+            )
+        },
+    )
 }
 
 pub(super) async fn proxy(stage: &Stage) -> Result<(), String> {

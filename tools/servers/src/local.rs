@@ -63,6 +63,11 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
+    /// The server side's rustls configuration (ALPN `http/1.1`).
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
     pub fn generate() -> Result<Self, String> {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let failed = |e: rcgen::Error| format!("cannot make a test certificate: {e}");

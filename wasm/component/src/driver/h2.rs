@@ -200,8 +200,17 @@ impl H2Conn {
         self.send.borrow().clone()
     }
 
-    /// Closes the connection once its streams have ended (`close-idle-connections`)
-    /// or at once (`transport-shutdown`).
+    /// Closes the connection now, as the transport shuts down: its close is told
+    /// before the instance may go away; its task then ends without a word.
+    pub fn shut_down(self: &Rc<Self>, shared: &Rc<Shared>) {
+        if self.link.state.borrow().closed {
+            return;
+        }
+        retire(shared, self, End::Closed(CloseReason::TransportShutdown));
+        let _ = self.nudge.unbounded_send(());
+    }
+
+    /// Closes the connection once its streams have ended (`close-idle-connections`).
     pub fn close_when_idle(&self, reason: CloseReason) {
         self.link.state.borrow_mut().closing = Some(reason);
         let _ = self.nudge.unbounded_send(());
@@ -411,6 +420,8 @@ pub async fn start(shared: Rc<Shared>, conn: Conn, req: u64, key: String, ticket
 /// Why the drive task ended.
 enum End {
     Closed(CloseReason),
+    /// Closed already (the transport shut down).
+    Retired,
     Failed,
 }
 
@@ -436,6 +447,9 @@ async fn drive(
     let mut timer: Option<Timer> = None;
     let end = poll_fn(|cx| {
         loop {
+            if conn.link.state.borrow().closed {
+                return Poll::Ready(End::Retired);
+            }
             match Pin::new(&mut connection).poll(cx) {
                 Poll::Ready(Ok(())) => {
                     let goaway = conn.link.state.borrow().goaway.is_some();
@@ -543,6 +557,9 @@ async fn drive(
 
 /// The connection ended: it leaves the pool, its count is freed, and it is closed.
 fn retire(shared: &Rc<Shared>, conn: &Rc<H2Conn>, end: End) {
+    if matches!(end, End::Retired) || conn.link.state.borrow().closed {
+        return;
+    }
     conn.link.state.borrow_mut().closed = true;
     {
         let mut h2 = shared.h2.borrow_mut();
@@ -559,7 +576,7 @@ fn retire(shared: &Rc<Shared>, conn: &Rc<H2Conn>, end: End) {
             CloseReason::TransportShutdown
         }
         End::Closed(reason) => reason,
-        End::Failed => CloseReason::Error,
+        End::Failed | End::Retired => CloseReason::Error,
     };
     shared.emit(
         Some(conn.id),

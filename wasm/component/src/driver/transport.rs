@@ -447,7 +447,7 @@ impl Drop for Transport {
         self.shared.run_actions();
         let h2 = self.shared.h2.borrow().all();
         for conn in h2 {
-            conn.close_when_idle(CloseReason::TransportShutdown);
+            conn.shut_down(&self.shared);
         }
     }
 }
