@@ -784,3 +784,41 @@ async fn the_crossing_budget_is_printed_per_request_when_asked_for() {
     // One connection per run.
     assert_eq!(server.connections(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_is_the_default_for_https_and_http1_1_turns_it_off() {
+    let tls = roundtrip_servers::ServerTls::generate().unwrap();
+    let server = roundtrip_servers::H2Server::start(&tls).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let url = server.url("/small");
+    let output = roundtrip(&[
+        "get",
+        "-i",
+        "-v",
+        "--cacert",
+        ca.to_str().unwrap(),
+        &url,
+        &url,
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    // curl's status line for HTTP/2 has no reason phrase.
+    assert!(stdout.starts_with("HTTP/2 200\r\n"), "{stdout}");
+    assert!(stderr.contains("ALPN h2"), "{stderr}");
+    assert!(stderr.contains("[HTTP/2] [3] OPENED stream"), "{stderr}");
+    assert_eq!(stderr.matches("Trying").count(), 1, "{stderr}");
+    // This server speaks only h2: with --http1.1 the handshake offers only
+    // http/1.1, and the server refuses it, as curl --http1.1 would see.
+    let output = roundtrip(&["get", "--http1.1", "--cacert", ca.to_str().unwrap(), &url]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.to_lowercase().contains("tls") || stderr.contains("alpn"),
+        "{stderr}"
+    );
+    let output = roundtrip(&["get", "--http1.1", "--http2", &url]);
+    assert_eq!(output.status.code(), Some(2), "one HTTP version at a time");
+}

@@ -396,3 +396,60 @@ async fn idle_connections_close_at_exit_and_the_guests_environment_sets_the_knob
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_http_guest_gets_http2_and_shares_one_connection() {
+    // The guest knows nothing of HTTP/2: the face's transport speaks it where TLS
+    // agrees, and eight concurrent fetches share one connection as streams.
+    let tls = ServerTls::generate().unwrap();
+    let server = roundtrip_servers::H2Server::start(&tls).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let events = dir.path().join("events.jsonl");
+    let output = roundtrip(&[
+        "run",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        FETCH_WASM,
+        "--count",
+        "40",
+        "--concurrency",
+        "8",
+        &server.url("/delay/20"),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("40 requests, 0 errors"), "{stdout}");
+    let got = events_named(&events, "got_conn");
+    assert_eq!(got.len(), 40);
+    assert!(got.iter().all(|e| e["proto"] == "h2"), "{got:?}");
+    let conns: std::collections::HashSet<&serde_json::Value> =
+        got.iter().map(|e| &e["conn"]).collect();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    // The first eight raced to dial before the server was known to speak h2: every
+    // dial but one was closed unused (`unneeded`), and the server saw as many.
+    let dials = events_named(&events, "dial_start").len();
+    let unneeded = events_named(&events, "close")
+        .iter()
+        .filter(|e| e["reason"] == "unneeded")
+        .count();
+    assert_eq!(unneeded, dials - 1);
+    let counters = server.counters();
+    let seen = counters
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(seen as usize, dials);
+    assert!(
+        counters
+            .peak_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 1
+    );
+}

@@ -247,9 +247,14 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         (Some(addr), _) => format!("{}  {addr}", lane.id),
         (None, _) => lane.id.to_string(),
     };
-    // HTTP/2: what the multiplexing did, at a glance.
+    // HTTP/2: what the multiplexing did, at a glance (before the address, which the
+    // label's width may cut).
     let label = if lane.h2 {
-        format!("{label}  h2 ×{}", lane.peak_streams)
+        label.replacen(
+            &lane.id.to_string(),
+            &format!("{} h2×{}", lane.id, lane.peak_streams),
+            1,
+        )
     } else {
         label
     };
@@ -343,12 +348,19 @@ fn draw_streams(painter: &egui::Painter, lane: &Lane, bar: Rect, scale: Scale, l
         }
         let left = scale.x(span.start as f64).max(bar.left());
         let right = scale.x(end as f64).min(bar.right()).max(left + 1.0);
-        let top = bar.top() + (span.slot % shown) as f32 * row_height;
+        let row = span.slot % shown;
+        let top = bar.top() + row as f32 * row_height;
         let shape = Rect::from_min_max(
             pos2(left, top),
             pos2(right, (top + row_height - 0.5).max(top + 1.0)),
         );
-        painter.rect_filled(shape, 0.0, phase_color(Phase::Reading));
+        // Neighbouring rows in two shades, so that stacked streams read as many.
+        let color = if row % 2 == 0 {
+            phase_color(Phase::Reading)
+        } else {
+            phase_color(Phase::Reading).gamma_multiply(0.55)
+        };
+        painter.rect_filled(shape, 0.0, color);
     }
 }
 
