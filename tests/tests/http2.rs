@@ -667,3 +667,34 @@ async fn nghttpd_serves_concurrent_requests_on_one_connection() {
         )) >= 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roundtrip_proxy_speaks_http2_upstream_while_curl_keeps_http1_1() {
+    // curl talks HTTP/1.1 to the proxy; the proxy's pool talks h2c to nginx, every
+    // request a stream of one connection.
+    let nginx = Nginx::start_listening("http2", "location / { }");
+    let (transport, recorder) = h2c(|_| {});
+    let proxy = roundtrip_proxy::ForwardProxy::start(
+        "127.0.0.1:0",
+        transport,
+        roundtrip_proxy::ProxyOptions::default(),
+    )
+    .await
+    .unwrap();
+    let url = nginx.url("/small");
+    let output = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20", "-i"])
+        .args(["-x", &proxy.url(), &url, &url, &url])
+        .env_remove("http_proxy")
+        .output()
+        .await
+        .expect("curl is installed (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.matches("HTTP/1.1 200 OK").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("hello, world").count(), 3, "{stdout}");
+    let events = recorder.events();
+    assert_eq!(protos(&events), HashSet::from([Proto::H2]));
+    assert_eq!(dials(&events), 1);
+    assert_eq!(count(&events, |k| matches!(k, EventKind::AppRequest { .. })), 3);
+}

@@ -432,6 +432,8 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
             let length = duration(end.saturating_sub(segment.start));
             if segment.phase == Phase::Idle {
                 ui.label(format!("idle for {length}"));
+            } else if lane.h2 && segment.phase == Phase::Writing {
+                ui.label(format!("in use, streams open, for {length}"));
             } else if view.watched && segment.phase == Phase::Tunnel {
                 ui.label(format!("bytes flowing for {length}"));
             } else {
