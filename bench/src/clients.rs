@@ -194,12 +194,13 @@ type HyperClient = hyper_util::client::legacy::Client<
 
 /// hyper-util's pooled client for `http` and `https` (rustls, as ours).
 fn hyper_client(max_idle: usize, mut tls: rustls::ClientConfig) -> HyperClient {
-    // hyper-rustls sets ALPN itself (`enable_http1`).
+    // hyper-rustls sets ALPN itself: `h2, http/1.1`, as this transport offers by
+    // default (a server without HTTP/2 picks http/1.1).
     tls.alpn_protocols.clear();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
+        .enable_all_versions()
         .build();
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(max_idle)

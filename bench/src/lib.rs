@@ -91,6 +91,8 @@ pub struct Workload {
     pub slow_link: bool,
     /// Run for this long instead of for `requests` (the soak), once per client.
     pub seconds: Option<f64>,
+    /// To the server's HTTP/2 port (HTTPS, ALPN `h2`); only the clients that speak it.
+    pub h2: bool,
 }
 
 /// The workloads, scaled by `scale` (1.0 = the full run; `--quick` uses less); the
@@ -105,6 +107,7 @@ pub fn workloads(scale: f64, soak: bool) -> Vec<Workload> {
         tls,
         slow_link,
         seconds: None,
+        h2: false,
     };
     let mut all = vec![
         small("sequential small GET", 10_000, 1, false, false),
@@ -118,9 +121,14 @@ pub fn workloads(scale: f64, soak: bool) -> Vec<Workload> {
             tls: false,
             slow_link: false,
             seconds: None,
+            h2: false,
         },
         small("HTTPS sequential small GET", 10_000, 1, true, false),
         small("HTTPS concurrency 64", 20_000, 64, true, false),
+        Workload {
+            h2: true,
+            ..small("HTTPS concurrency 64 over HTTP/2", 20_000, 64, true, false)
+        },
         small("2 ms RTT sequential small GET", 1_000, 1, false, true),
         small("2 ms RTT concurrency 64", 10_000, 64, false, true),
         small("2 ms RTT HTTPS sequential small GET", 1_000, 1, true, true),
@@ -353,11 +361,20 @@ pub async fn run(
         {
             continue;
         }
-        let mut url = server.url(workload.path, workload.tls);
+        let mut url = if workload.h2 {
+            server.h2_url(workload.path)
+        } else {
+            server.url(workload.path, workload.tls)
+        };
         if workload.slow_link {
             url = through_link(&url, &mut links).await?;
         }
         for &client in &options.clients {
+            // HTTP/2: this transport and hyper-util speak it; the others would fall
+            // back to HTTP/1.1 and measure something else.
+            if workload.h2 && !(client.is_ours() || client == Client::Hyper) {
+                continue;
+            }
             let spec = Spec {
                 client,
                 url: url.clone(),

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roundtrip_servers::{LocalServer, ServerTls};
+use roundtrip_servers::{H2Server, LocalServer, ServerTls};
 
 /// The path of the large body; each server maps it to its own route.
 pub const LARGE_PATH: &str = "/large";
@@ -21,6 +21,8 @@ pub enum Server {
     Nginx {
         port: u16,
         tls_port: u16,
+        /// `ssl http2`: HTTP/2 where ALPN agrees.
+        h2_port: u16,
         tls: ServerTls,
         child: Child,
         _dir: tempfile::TempDir,
@@ -28,6 +30,7 @@ pub enum Server {
     InProcess {
         plain: LocalServer,
         secure: LocalServer,
+        h2: H2Server,
         tls: ServerTls,
     },
 }
@@ -42,7 +45,13 @@ impl Server {
                 let secure = LocalServer::start_tls(&tls, Duration::ZERO)
                     .await
                     .map_err(failed)?;
-                Ok(Server::InProcess { plain, secure, tls })
+                let h2 = H2Server::start(&tls).await.map_err(failed)?;
+                Ok(Server::InProcess {
+                    plain,
+                    secure,
+                    h2,
+                    tls,
+                })
             }
             ServerKind::Nginx => start_nginx(tls),
         }
@@ -72,6 +81,14 @@ impl Server {
     }
 
     /// The CA the HTTPS side's certificate is signed by, as PEM.
+    /// The HTTP/2 (ALPN `h2`) HTTPS URL of `path` (`/small` only in-process).
+    pub fn h2_url(&self, path: &str) -> String {
+        match self {
+            Server::Nginx { h2_port, .. } => format!("https://127.0.0.1:{h2_port}{path}"),
+            Server::InProcess { h2, .. } => h2.url(path),
+        }
+    }
+
     pub fn ca_pem(&self) -> String {
         match self {
             Server::Nginx { tls, .. } | Server::InProcess { tls, .. } => tls.ca_pem.clone(),
@@ -136,6 +153,7 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
     };
     let port = free_port().map_err(io)?;
     let tls_port = free_port().map_err(io)?;
+    let h2_port = free_port().map_err(io)?;
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
          error_log {root}/logs/error.log;\nevents {{ worker_connections 4096; }}\n\
@@ -144,6 +162,7 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
          fastcgi_temp_path {root}/tmp_fcgi;\n  uwsgi_temp_path {root}/tmp_uwsgi;\n\
          scgi_temp_path {root}/tmp_scgi;\n\
          server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls_port} ssl;\n\
+         listen 127.0.0.1:{h2_port} ssl http2;\n    http2_max_concurrent_streams 128;\n\
          ssl_certificate {root}/cert.pem;\n    ssl_certificate_key {root}/key.pem;\n\
          ssl_session_cache shared:SSL:10m;\n    root {root}/html;\n  }}\n}}\n",
         root = root.display()
@@ -162,6 +181,7 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
         || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", h2_port)).is_err()
     {
         if Instant::now() > deadline {
             return Err(format!("nginx did not listen on {port}"));
@@ -171,6 +191,7 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
     Ok(Server::Nginx {
         port,
         tls_port,
+        h2_port,
         tls,
         child,
         _dir: dir,
