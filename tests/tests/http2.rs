@@ -696,5 +696,72 @@ async fn roundtrip_proxy_speaks_http2_upstream_while_curl_keeps_http1_1() {
     let events = recorder.events();
     assert_eq!(protos(&events), HashSet::from([Proto::H2]));
     assert_eq!(dials(&events), 1);
-    assert_eq!(count(&events, |k| matches!(k, EventKind::AppRequest { .. })), 3);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::AppRequest { .. })),
+        3
+    );
+}
+
+#[tokio::test]
+async fn idle_timeout_and_close_idle_connections_apply_to_h2_connections() {
+    let server = h2_server(&[]);
+    let (transport, recorder) = h2c(|config| {
+        config.idle_conn_timeout = Some(std::time::Duration::from_millis(300));
+    });
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    assert!(
+        wait_for_event(&recorder, |k| matches!(
+            k,
+            EventKind::Close {
+                reason: CloseReason::IdleTimeout
+            }
+        ))
+        .await,
+        "an idle h2 connection times out"
+    );
+    let (transport, recorder) = h2c(|_| {});
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    transport.close_idle_connections().await;
+    assert!(
+        wait_for_event(&recorder, |k| matches!(
+            k,
+            EventKind::Close {
+                reason: CloseReason::CloseIdleConnections
+            }
+        ))
+        .await
+    );
+    // The next request dials again.
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    assert_eq!(dials(&recorder.events()), 2);
+}
+
+#[tokio::test]
+async fn max_conns_per_host_holds_a_request_until_a_stream_frees() {
+    // One connection allowed, two streams on it: the third request waits for a stream
+    // (it may not dial), and gets one when the first two end.
+    let server = h2_server(&["--max-streams", "2"]);
+    let (transport, recorder) = h2c(|config| config.max_conns_per_host = 1);
+    let transport = Arc::new(transport);
+    warm_up(&transport, &url(&server, "/small"), &recorder).await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (transport, url) = (Arc::clone(&transport), url(&server, "/slow?ms=300"));
+        tasks.push(tokio::spawn(async move {
+            get(&transport, &url).await.unwrap().status
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    assert_eq!(served_on(&events).len(), 1);
+    assert!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::WaitForConn { reason } if reason == "max_conns_per_host")
+        ) >= 1
+    );
 }
