@@ -765,3 +765,41 @@ async fn max_conns_per_host_holds_a_request_until_a_stream_frees() {
         ) >= 1
     );
 }
+
+#[tokio::test]
+async fn gzip_is_asked_for_and_undone_over_h2() {
+    let (nginx, pki) = tls_nginx(
+        "gzip on;\n    gzip_min_length 0;\n    gzip_types application/octet-stream text/plain;\n    location / { }",
+    );
+    let text = "a line that compresses well\n".repeat(2000);
+    std::fs::write(nginx.root().join("text"), &text).unwrap();
+    let (transport, recorder) = transport(trusting(&pki));
+    let fetched = get(&transport, &https(&nginx, "/text")).await.unwrap();
+    assert_eq!(fetched.body, text.as_bytes());
+    // Undone transparently: no encoding and no compressed length left in the head.
+    assert!(
+        fetched.headers.get("content-encoding").is_none(),
+        "{:?}",
+        fetched.headers
+    );
+    assert_eq!(protos(&recorder.events()), HashSet::from([Proto::H2]));
+    assert_eq!(
+        count(
+            &recorder.events(),
+            |k| matches!(k, EventKind::BodyEof { bytes } if *bytes == text.len() as u64)
+        ),
+        1
+    );
+    // The server did compress it: asked by the caller itself, the gzip is left alone.
+    let raw = fetch(
+        &transport,
+        http::Request::get(https(&nginx, "/text"))
+            .header("accept-encoding", "gzip")
+            .body(roundtrip_host::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.headers["content-encoding"], "gzip");
+    assert!(raw.body.len() < text.len() / 10, "{} bytes", raw.body.len());
+}

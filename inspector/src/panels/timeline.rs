@@ -355,7 +355,7 @@ fn draw_streams(painter: &egui::Painter, lane: &Lane, bar: Rect, scale: Scale, l
             pos2(right, (top + row_height - 0.5).max(top + 1.0)),
         );
         // Neighbouring rows in two shades, so that stacked streams read as many.
-        let color = if row % 2 == 0 {
+        let color = if row.is_multiple_of(2) {
             phase_color(Phase::Reading)
         } else {
             phase_color(Phase::Reading).gamma_multiply(0.55)
