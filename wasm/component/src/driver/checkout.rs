@@ -236,18 +236,7 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
         match dial(&shared, req, &target, limit).await {
             Ok((conn, false)) => shared.offer(conn, req, &key, Source::Dial),
             Ok((conn, true)) => super::h2::start(shared, conn, req, key, ticket).await,
-            Err(code) => {
-                let waited = shared.state.borrow_mut().pool.dial_failed(&key, ticket);
-                let waiter = if waited {
-                    shared.state.borrow_mut().waiters.remove(&ticket)
-                } else {
-                    None
-                };
-                if let Some(waiter) = waiter {
-                    let _ = waiter.reply.send(Err(code));
-                }
-                shared.run_actions();
-            }
+            Err(code) => shared.dial_failed(&key, ticket, code),
         }
     });
 }

@@ -29,8 +29,7 @@ use super::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Request, RequestBody, RequestOption, Response, ResponseBody,
     StreamedBody,
 };
-use super::bindings::{wit_future, wit_stream};
-use super::body::{self, BodyEnd, Trailers, pump_body};
+use super::body::{self, BodyEnd, pump_body};
 use super::checkout::{self, Acquired};
 use super::clock;
 use super::conn::Reader;
@@ -536,21 +535,7 @@ fn whole_body(
 
 /// Starts the task that pumps the body to the caller.
 fn stream_body(active: Active, end: BodyEnd) -> StreamedBody {
-    let (body_tx, body_rx) = wit_stream::new::<u8>();
-    let (trailers_tx, trailers_rx) = wit_future::new::<Trailers>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the response body".to_owned(),
-        ))
-    });
-    let (sent_tx, sent_rx) = wit_future::new::<Result<(), ErrorCode>>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the request".to_owned(),
-        ))
-    });
+    let (body_tx, trailers_tx, sent_tx, streamed) = body::channels();
     super::tasks::spawn(pump_body(active, end, body_tx, trailers_tx, sent_tx));
-    StreamedBody {
-        contents: body_rx,
-        trailers: trailers_rx,
-        request_sent: sent_rx,
-    }
+    streamed
 }

@@ -375,16 +375,7 @@ pub async fn start(shared: Rc<Shared>, conn: Conn, req: u64, key: String, ticket
                 EventKind::Close(CloseReason::Error),
             );
             socket.close();
-            let waited = shared.state.borrow_mut().pool.dial_failed(&key, ticket);
-            let waiter = if waited {
-                shared.state.borrow_mut().waiters.remove(&ticket)
-            } else {
-                None
-            };
-            if let Some(waiter) = waiter {
-                let _ = waiter.reply.send(Err(code));
-            }
-            shared.run_actions();
+            shared.dial_failed(&key, ticket, code);
             return;
         }
     };

@@ -28,8 +28,7 @@ use super::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamR
 use super::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
-use super::bindings::{wit_future, wit_stream};
-use super::body::{Trailers, WRITE_GRACE};
+use super::body::{self, Cut, Trailers, WRITE_GRACE};
 use super::clock;
 use super::errors::{message, to_code};
 use super::exchange::{Checked, Failed};
@@ -512,17 +511,7 @@ fn stream_body(
     between_bytes_timeout: Option<u64>,
     unfinished_write: Option<PendingWrite>,
 ) -> StreamedBody {
-    let (body_tx, body_rx) = wit_stream::new::<u8>();
-    let (trailers_tx, trailers_rx) = wit_future::new::<Trailers>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the response body".to_owned(),
-        ))
-    });
-    let (sent_tx, sent_rx) = wit_future::new::<Result<(), ErrorCode>>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the request".to_owned(),
-        ))
-    });
+    let (body_tx, trailers_tx, sent_tx, streamed) = body::channels();
     super::tasks::spawn(pump(
         lease,
         recv,
@@ -533,17 +522,7 @@ fn stream_body(
         trailers_tx,
         sent_tx,
     ));
-    StreamedBody {
-        contents: body_rx,
-        trailers: trailers_rx,
-        request_sent: sent_rx,
-    }
-}
-
-/// How copying the body ended early.
-enum Cut {
-    ReaderGone(u64),
-    Failed(ErrorCode),
+    streamed
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -641,13 +620,7 @@ async fn copy_body(
     loop {
         let next = clock::within(between_bytes_timeout, poll_fn(|cx| recv.poll_data(cx)))
             .await
-            .ok_or_else(|| {
-                Cut::Failed(ErrorCode::ConnectionReadTimeout(format!(
-                    "the response body paused longer than the request's between-bytes \
-                     timeout of {}",
-                    clock::display(between_bytes_timeout.unwrap_or_default())
-                )))
-            })?;
+            .ok_or_else(|| Cut::Failed(body::paused(between_bytes_timeout)))?;
         let data = match next {
             None => break,
             Some(Err(e)) => {
@@ -664,23 +637,11 @@ async fn copy_body(
             Some(gunzip) => gunzip.feed(&data).map_err(|e| Cut::Failed(to_code(e)))?,
             None => data.to_vec(),
         };
-        if !data.is_empty() {
-            let len = data.len() as u64;
-            if !body.write_all(data).await.is_empty() {
-                return Err(Cut::ReaderGone(total));
-            }
-            total += len;
-        }
+        total += body::deliver(body, data, total).await?;
     }
     if let Some(gunzip) = gunzip {
         let rest = gunzip.finish().map_err(|e| Cut::Failed(to_code(e)))?;
-        if !rest.is_empty() {
-            let len = rest.len() as u64;
-            if !body.write_all(rest).await.is_empty() {
-                return Err(Cut::ReaderGone(total));
-            }
-            total += len;
-        }
+        total += body::deliver(body, rest, total).await?;
     }
     Ok(total)
 }

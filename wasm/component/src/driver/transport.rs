@@ -144,6 +144,21 @@ impl Shared {
         });
     }
 
+    /// A dial made for waiter `ticket` of `key` failed with `code`: the waiter, if it
+    /// still waits for this dial, gets the error.
+    pub fn dial_failed(self: &Rc<Self>, key: &str, ticket: Ticket, code: ErrorCode) {
+        let waited = self.state.borrow_mut().pool.dial_failed(key, ticket);
+        let waiter = if waited {
+            self.state.borrow_mut().waiters.remove(&ticket)
+        } else {
+            None
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.reply.send(Err(code));
+        }
+        self.run_actions();
+    }
+
     /// Closes a connection the pool no longer counts, saying why.
     pub fn close(&self, conn: Conn, req: Option<u64>, key: &str, reason: CloseReason) {
         self.emit(Some(conn.id), req, Some(key), EventKind::Close(reason));
