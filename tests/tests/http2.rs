@@ -721,6 +721,12 @@ async fn idle_timeout_and_close_idle_connections_apply_to_h2_connections() {
     );
     let (transport, recorder) = h2c(|_| {});
     get(&transport, &url(&server, "/small")).await.unwrap();
+    get(&transport, &url(&server, "/small")).await.unwrap();
+    // Between requests the connection has no stream: the pool counts it idle.
+    let stats = transport.stats().await;
+    let key = &stats.keys[0];
+    assert_eq!((key.idle, key.active, key.dialing), (1, 0, 0), "{stats:?}");
+    assert_eq!((stats.dials, stats.reuses), (1, 1));
     transport.close_idle_connections().await;
     assert!(
         wait_for_event(&recorder, |k| matches!(

@@ -89,8 +89,6 @@ struct H2State {
     streams: u32,
     /// Requests carried so far.
     served: u32,
-    /// Most streams at once.
-    peak: u32,
     /// The server's `GOAWAY`: its last stream id. No new streams once set.
     goaway: Option<u32>,
     /// Asked to close when it has no streams (`close-idle-connections`), or at once
@@ -161,11 +159,10 @@ impl H2Pool {
         self.conns.values().flatten().cloned().collect()
     }
 
-    /// Streams in use per key (for `stats`: a connection with none is idle).
-    pub fn busy(&self, key: &str) -> (usize, usize) {
+    /// Connections of `key` with no open stream (for `stats`: they count as idle).
+    pub fn idle(&self, key: &str) -> usize {
         let conns = self.conns.get(key).map(Vec::as_slice).unwrap_or_default();
-        let idle = conns.iter().filter(|c| c.streams() == 0).count();
-        (idle, conns.len() - idle)
+        conns.iter().filter(|c| c.streams() == 0).count()
     }
 }
 
@@ -237,7 +234,6 @@ impl StreamLease {
             let idle_for = (state.streams == 0 && reused).then(|| now - state.idle_since);
             state.streams += 1;
             state.served += 1;
-            state.peak = state.peak.max(state.streams);
             (reused, idle_for)
         };
         if reused {

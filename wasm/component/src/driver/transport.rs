@@ -430,7 +430,7 @@ impl GuestTransport for Transport {
                 .into_iter()
                 .map(|(key, c)| {
                     // An HTTP/2 connection with no stream counts as idle.
-                    let (h2_idle, _) = self.shared.h2.borrow().busy(&key);
+                    let h2_idle = self.shared.h2.borrow().idle(&key);
                     KeyStats {
                         idle: count(c.idle + h2_idle),
                         active: count(c.active.saturating_sub(h2_idle)),
