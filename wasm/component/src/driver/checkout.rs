@@ -57,35 +57,28 @@ pub async fn acquire(
         // A stream of the key's HTTP/2 connection, when one has room.
         let pick = shared.h2.borrow().pick(key);
         let known = shared.h2.borrow().is_known(key);
-        match pick {
+        let wait = match pick {
             Pick::Use(conn) => return Ok(Acquired::H2(StreamLease::new(shared, conn, req))),
             // Every stream taken: wait for one (Go `StrictMaxConcurrentStreams`), or
             // dial another connection below.
             Pick::Full if shared.settings.strict_max_concurrent_streams => {
-                let freed = shared.h2.borrow_mut().watch(key);
-                shared.emit(
-                    None,
-                    Some(req),
-                    Some(key),
-                    EventKind::WaitForConn("max_concurrent_streams".to_owned()),
-                );
-                let _ = freed.await;
-                continue;
+                Some("max_concurrent_streams")
             }
             // Known to speak HTTP/2 and its connection is being dialled: wait for it
             // rather than dial a second one.
-            Pick::None if known && shared.state.borrow().pool.is_dialing(key) => {
-                let opened = shared.h2.borrow_mut().watch(key);
-                shared.emit(
-                    None,
-                    Some(req),
-                    Some(key),
-                    EventKind::WaitForConn("http2_dial".to_owned()),
-                );
-                let _ = opened.await;
-                continue;
-            }
-            _ => {}
+            Pick::None if known && shared.state.borrow().pool.is_dialing(key) => Some("http2_dial"),
+            _ => None,
+        };
+        if let Some(reason) = wait {
+            let changed = shared.h2.borrow_mut().watch(key);
+            shared.emit(
+                None,
+                Some(req),
+                Some(key),
+                EventKind::WaitForConn(reason.to_owned()),
+            );
+            let _ = changed.await;
+            continue;
         }
         match acquire_conn(shared, req, target, connect_timeout).await? {
             Handed::Conn(conn) => {

@@ -242,6 +242,14 @@ async fn exchange(
     }
 }
 
+/// No response within the request's `first-byte-timeout` of `limit` nanoseconds.
+pub fn first_byte_timeout(limit: Option<u64>) -> ErrorCode {
+    ErrorCode::ConnectionReadTimeout(format!(
+        "no response within the request's first-byte timeout of {}",
+        clock::display(limit.unwrap_or_default())
+    ))
+}
+
 /// Retries of a request on HTTP/2 (Go's `http2.Transport.RoundTrip` gives up after six).
 const H2_MAX_RETRIES: u32 = 6;
 
@@ -281,10 +289,7 @@ async fn attempt(
     match clock::within(limit, exchange_head(shared, active, req, body)).await {
         Some(answered) => answered,
         None => Err(Failed {
-            code: ErrorCode::ConnectionReadTimeout(format!(
-                "no response within the request's first-byte timeout of {}",
-                clock::display(limit.unwrap_or_default())
-            )),
+            code: first_byte_timeout(limit),
             progress: Progress::ResponseStarted,
         }),
     }

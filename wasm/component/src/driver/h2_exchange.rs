@@ -30,8 +30,8 @@ use super::bindings::roundtrip::transport::types::{
 };
 use super::body::{self, Cut, Trailers, WRITE_GRACE};
 use super::clock;
-use super::errors::{message, to_code};
-use super::exchange::{Checked, Failed};
+use super::errors::to_code;
+use super::exchange::{Checked, Failed, first_byte_timeout};
 use super::h2::StreamLease;
 use super::send::{self, Body, Outgoing, PendingWrite, Piece, WriteError};
 use super::transport::Shared;
@@ -76,12 +76,7 @@ pub async fn round_trip(
     let limit = req.options.first_byte_timeout;
     let head = match clock::within(limit, exchange_head(shared, &lease, req, body)).await {
         Some(head) => head?,
-        None => {
-            return Err(H2Failed::fatal(ErrorCode::ConnectionReadTimeout(format!(
-                "no response within the request's first-byte timeout of {}",
-                clock::display(limit.unwrap_or_default())
-            ))));
-        }
+        None => return Err(H2Failed::fatal(first_byte_timeout(limit))),
     };
     Ok(respond(lease, req, head))
 }
@@ -296,11 +291,7 @@ async fn write_body(
         stream.send_reset(Reason::CANCEL);
         emitter.cancelled();
     }
-    let error = written
-        .as_ref()
-        .err()
-        .map(|e| message(&e.code()).to_owned());
-    emitter.emit(EventKind::WroteRequest(error));
+    emitter.emit(send::wrote_request(&written));
     written
 }
 

@@ -168,12 +168,18 @@ pub async fn write_request(
         wait_for_continue,
     )
     .await;
-    let error = written
-        .as_ref()
-        .err()
-        .map(|e| message(&e.code()).to_owned());
-    emitter.emit(EventKind::WroteRequest(error));
+    emitter.emit(wrote_request(&written));
     written
+}
+
+/// The `wrote_request` event of a write that ended `written`.
+pub fn wrote_request(written: &Result<(), WriteError>) -> EventKind {
+    EventKind::WroteRequest(
+        written
+            .as_ref()
+            .err()
+            .map(|e| message(&e.code()).to_owned()),
+    )
 }
 
 async fn write_all(
