@@ -166,6 +166,11 @@ pub struct PoolArgs {
     /// (Go PingTimeout).
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
     ping_timeout: f64,
+    /// HTTP/2: seconds a request body may wait for the server's flow-control window
+    /// without sending a byte before the request fails (Go WriteByteTimeout; 0 = wait
+    /// forever).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    write_byte_timeout: f64,
 }
 
 /// The HTTP version, as curl's flags name it.
@@ -240,6 +245,7 @@ impl PoolArgs {
         let expect = seconds("expect-continue-timeout", self.expect_continue_timeout)?;
         let read_idle = seconds("read-idle-timeout", self.read_idle_timeout)?;
         let ping = seconds("ping-timeout", self.ping_timeout)?;
+        let write_byte = seconds("write-byte-timeout", self.write_byte_timeout)?;
         Ok(Config {
             max_idle_conns: self.max_idle,
             max_idle_conns_per_host: self.max_idle_per_host,
@@ -260,6 +266,7 @@ impl PoolArgs {
             strict_max_concurrent_streams: self.strict_max_concurrent_streams,
             read_idle_timeout: (!read_idle.is_zero()).then_some(read_idle),
             ping_timeout: (!ping.is_zero()).then_some(ping),
+            write_byte_timeout: (!write_byte.is_zero()).then_some(write_byte),
             ..self.reach.config(events, inspect_from_env)?
         })
     }

@@ -30,7 +30,11 @@ fn roundtrip_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     for var in PROXY_VARS {
         command.env_remove(var);
     }
-    command.envs(env.iter().copied()).output().unwrap()
+    // Bench runs included: anything longer is a hang.
+    common::output_within(
+        command.envs(env.iter().copied()),
+        std::time::Duration::from_secs(300),
+    )
 }
 
 fn event_lines(path: &std::path::Path) -> Vec<serde_json::Value> {

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{silent_server, stalling_server, unanswered_dial};
+use common::{JOIN_ORDERS, output_within, silent_server, stalling_server, unanswered_dial};
 use roundtrip_servers::{LocalServer, ServerTls};
 
 /// The example guest, as `wasm/build.rs` leaves it.
@@ -16,12 +16,14 @@ const FETCH_WASM: &str = concat!(
     "/../target/component/wasm32-wasip2/component/roundtrip_example_fetch.wasm"
 );
 
+/// `roundtrip ARGS`, failing the test if it has not ended within a minute.
 fn roundtrip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-        .args(args)
-        .env_remove("ROUNDTRIP_INSPECT")
-        .output()
-        .unwrap()
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+            .args(args)
+            .env_remove("ROUNDTRIP_INSPECT"),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 fn events_named(path: &std::path::Path, name: &str) -> Vec<serde_json::Value> {
@@ -237,6 +239,39 @@ async fn a_guest_streams_a_duplex_echo_written_after_send_returns() {
     let received = server.received();
     assert_eq!(received.len(), 3);
     assert!(received.iter().all(|r| r.bytes == 8_388_608 && r.complete));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_ends_whichever_of_send_transmit_and_body_the_guest_polls_first() {
+    use roundtrip_servers::EchoServer;
+    // The server answers at the head, echoes the body, and closes after it: the
+    // response comes before the body is written, and the guest writes its trailers
+    // before it drops its body writer.
+    let server = EchoServer::start_closing().await.unwrap();
+    let url = server.url("/echo");
+    let mut runs = 0;
+    for order in JOIN_ORDERS {
+        assert_eq!(
+            checks(&[], &["upload", order, "11", &url]),
+            "send: ok 200\nbody: 11 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n",
+            "{order}"
+        );
+        assert_eq!(
+            checks(&[], &["upload-unread", order, "11", &url]),
+            "send: ok 200\ntransmit: ok\n",
+            "{order}"
+        );
+        runs += 2;
+    }
+    // The server saw every body whole, one connection each.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let received = server.received();
+    assert_eq!(received.len(), runs, "{received:?}");
+    assert!(
+        received.iter().all(|r| r.bytes == 11 && r.complete),
+        "{received:?}"
+    );
+    assert_eq!(server.connections(), runs as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

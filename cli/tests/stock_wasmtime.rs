@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{silent_server, stalling_server};
+use common::{JOIN_ORDERS, output_within, silent_server, stalling_server};
 use roundtrip_servers::{LocalServer, ServerTls};
 
 const FETCH_WASM: &str = concat!(
@@ -51,16 +51,18 @@ fn wasmtime() -> String {
 
 /// `wasmtime run` with WASI 0.3, the component-model async ABI, the host's network
 /// and name lookups, wasi:http types and wasi:tls, events on stderr.
+/// Fails the test if it has not ended within a minute.
 fn run(app: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(wasmtime())
-        .args(["run", "-S", "p3", "-W", "component-model-async=y"])
-        .args(["-S", "inherit-network", "-S", "allow-ip-name-lookup"])
-        .args(["-S", "http", "-S", "tls"])
-        .args(["--env", "ROUNDTRIP_EVENTS=1"])
-        .arg(app)
-        .args(args)
-        .output()
-        .unwrap()
+    output_within(
+        Command::new(wasmtime())
+            .args(["run", "-S", "p3", "-W", "component-model-async=y"])
+            .args(["-S", "inherit-network", "-S", "allow-ip-name-lookup"])
+            .args(["-S", "http", "-S", "tls"])
+            .args(["--env", "ROUNDTRIP_EVENTS=1"])
+            .arg(app)
+            .args(args),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 fn count(text: &str, needle: &str) -> usize {
@@ -198,5 +200,38 @@ async fn stock_wasmtime_gives_the_face_wasmtimes_own_semantics() {
     assert_eq!(
         checks(&app, &["other-scheme", &silent]),
         "send: err HttpProtocolError\ntransmit: err HttpProtocolError\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasmtime CLI: scripts/stock-wasmtime"]
+async fn an_upload_ends_in_every_join_order_as_with_wasmtimes_own_client() {
+    use roundtrip_servers::EchoServer;
+    let dir = tempfile::tempdir().unwrap();
+    let composed = compose(CHECKS_WASM, &dir.path().join("checks-composed.wasm"));
+    // The guest as it is runs on wasmtime's own client: the reference.
+    let own = std::path::PathBuf::from(CHECKS_WASM);
+    let server = EchoServer::start_closing().await.unwrap();
+    let url = server.url("/echo");
+    for app in [&own, &composed] {
+        for order in JOIN_ORDERS {
+            assert_eq!(
+                checks(app, &["upload", order, "11", &url]),
+                "send: ok 200\nbody: 11 bytes\necho: intact\ntrailers: ok []\ntransmit: ok\n",
+                "{order} {app:?}"
+            );
+            assert_eq!(
+                checks(app, &["upload-unread", order, "11", &url]),
+                "send: ok 200\ntransmit: ok\n",
+                "{order} {app:?}"
+            );
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let received = server.received();
+    assert_eq!(received.len(), 24, "{received:?}");
+    assert!(
+        received.iter().all(|r| r.bytes == 11 && r.complete),
+        "{received:?}"
     );
 }

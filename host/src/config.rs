@@ -98,6 +98,11 @@ pub struct Config {
     /// How long that `PING` may go unanswered before the connection is closed
     /// (Go `PingTimeout`: 15 s).
     pub ping_timeout: Option<Duration>,
+    /// On HTTP/2, how long a request body may wait for flow-control window without a
+    /// byte going out before its stream is reset and the request fails with
+    /// [`ErrorKind::WriteTimeout`](crate::ErrorKind::WriteTimeout) (Go
+    /// `HTTP2Config.WriteByteTimeout`: 30 s here, none in Go; `None` waits forever).
+    pub write_byte_timeout: Option<Duration>,
 }
 
 /// Which HTTP versions a transport speaks (curl's flags).
@@ -155,6 +160,7 @@ impl Default for Config {
             strict_max_concurrent_streams: false,
             read_idle_timeout: None,
             ping_timeout: Some(Duration::from_secs(15)),
+            write_byte_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -217,6 +223,7 @@ impl Config {
             strict_max_concurrent_streams: self.strict_max_concurrent_streams,
             read_idle_timeout: nanos(self.read_idle_timeout),
             ping_timeout: nanos(self.ping_timeout),
+            write_byte_timeout: nanos(self.write_byte_timeout),
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// No response byte within the request's first-byte timeout, or a pause in the
     /// body longer than its between-bytes timeout.
     ReadTimeout,
+    /// On HTTP/2, the request body could not send a byte within the write-byte
+    /// timeout (no flow-control window from the server).
+    WriteTimeout,
     /// A proxy refused to open the tunnel (its status text is in the message).
     ProxyRefused,
     /// A proxy's handshake answer cannot be understood, or a proxy URL is unusable.
@@ -124,6 +127,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpProtocolError(m) => (K::ProtocolError, m),
             ErrorCode::HttpResponseTimeout(m) => (K::ResponseTimeout, m),
             ErrorCode::ConnectionReadTimeout(m) => (K::ReadTimeout, m),
+            ErrorCode::ConnectionWriteTimeout(m) => (K::WriteTimeout, m),
             ErrorCode::RequestCanceled(m) => (K::Canceled, m),
             ErrorCode::ProxyRefused(m) => (K::ProxyRefused, m),
             ErrorCode::ProxyProtocolError(m) => (K::ProxyProtocolError, m),

@@ -130,6 +130,7 @@ fn go_defaults() -> types::Config {
         strict_max_concurrent_streams: false,
         read_idle_timeout: None,
         ping_timeout: Some(15 * SECOND),
+        write_byte_timeout: Some(30 * SECOND),
     }
 }
 

@@ -4,7 +4,8 @@ for what well-behaved servers never do. Roundtrip's tests (tests/tests/http2.rs)
 it on a free loopback port:
 
     h2_server.py --port P --log FILE [--max-streams N] [--window BYTES]
-                 [--goaway-at K] [--silent-after N]
+                 [--goaway-at K] [--silent-after N] [--no-window-updates]
+                 [--window-at-first-data]
 
 Paths:
   /small             200 "hello\\n"
@@ -22,6 +23,12 @@ Every request processed (answered or reset on purpose) is logged to FILE as a JS
 line: {"conn": n, "stream": id, "path": p, "id": x-id header}.
 --silent-after N: after N answers on a connection the server reads on but never
 answers anything again (not even PING).
+--no-window-updates: the server never gives flow-control window back: a request body
+longer than the window stalls.
+--window BYTES is announced in a second SETTINGS frame once the client has acknowledged
+the first; --window-at-first-data: only once the connection's first DATA frame has come
+too, so the smaller window always races the client's first DATA frames (sent under the
+65 535-byte default).
 """
 
 import argparse
@@ -45,6 +52,8 @@ parser.add_argument("--max-streams", type=int, default=100)
 parser.add_argument("--window", type=int, default=65535)
 parser.add_argument("--goaway-at", type=int, default=0)
 parser.add_argument("--silent-after", type=int, default=0)
+parser.add_argument("--no-window-updates", action="store_true")
+parser.add_argument("--window-at-first-data", action="store_true")
 args = parser.parse_args()
 
 lock = threading.Lock()
@@ -78,6 +87,9 @@ class Connection:
         self.answers = 0
         self.silent = False
         self.closing_at = None
+        self.first_data_seen = False
+        self.initial_settings_acked = False
+        self.window_announced = False
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -86,12 +98,6 @@ class Connection:
 
     def run(self):
         self.conn.initiate_connection()
-        if args.window != 65535:
-            # A smaller window takes effect once the client acknowledges it (the client
-            # may send 65 535 bytes before it has seen it).
-            self.conn.update_settings(
-                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: args.window}
-            )
         self.flush()
         self.sock.settimeout(0.02)
         while True:
@@ -121,6 +127,26 @@ class Connection:
             if self.closing_at and now >= self.closing_at:
                 return
 
+    def announce_window(self):
+        """Sends --window once the first SETTINGS is acknowledged (and, with
+        --window-at-first-data, the first DATA frame has come).
+
+        It takes effect once the client acknowledges it: the client may send 65 535
+        bytes on a stream before it has seen it. Never while the first SETTINGS is
+        unacknowledged: h2 applies every pending setting at the first ACK it gets,
+        so the client's ACK of the first SETTINGS would shrink the server's windows
+        before the client has even seen the smaller one (a FLOW_CONTROL_ERROR on
+        bytes the client was allowed to send).
+        """
+        due = self.initial_settings_acked and (
+            self.first_data_seen or not args.window_at_first_data
+        )
+        if due and not self.window_announced and args.window != 65535:
+            self.window_announced = True
+            self.conn.update_settings(
+                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: args.window}
+            )
+
     def on_event(self, event):
         if isinstance(event, h2.events.RequestReceived):
             self.streams[event.stream_id] = {
@@ -129,21 +155,42 @@ class Connection:
                 "trailers": {},
             }
         elif isinstance(event, h2.events.DataReceived):
+            self.first_data_seen = True
+            self.announce_window()
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 stream["body"] += event.data
-            self.conn.acknowledge_received_data(
-                event.flow_controlled_length, event.stream_id
-            )
+            self.give_back(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 stream["trailers"] = dict(event.headers)
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            self.initial_settings_acked = True
+            self.announce_window()
         elif isinstance(event, h2.events.StreamEnded):
             self.handle(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             self.streams.pop(event.stream_id, None)
             self.outgoing.pop(event.stream_id, None)
+
+    def give_back(self, length, stream_id):
+        """Returns a DATA frame's window at once, to the connection and its stream.
+
+        Not `acknowledge_received_data`: h2's window manager gives window back only
+        once half a window has been processed, and counts from the window in force
+        when the bytes arrived. Bytes the client sent under the first 65 535-byte
+        window, before it acknowledged a smaller --window, are then never given back:
+        the client's window stays at or below zero and it waits forever (one run in
+        ten of a 256 KiB upload against --window 16384, seen 2026-12-05).
+        """
+        if not length or args.no_window_updates:
+            return
+        self.conn.increment_flow_control_window(length)
+        try:
+            self.conn.increment_flow_control_window(length, stream_id)
+        except h2.exceptions.StreamClosedError:
+            pass
 
     def processed(self, stream_id, path):
         headers = self.streams[stream_id]["headers"]

@@ -41,8 +41,23 @@ pub struct Fetched {
     pub conn: ConnectionInfo,
 }
 
-/// Sends `request` and reads the whole body.
+/// How long one exchange of a test may take, body included, before the test fails:
+/// no test waits forever on a server.
+pub const FETCH_LIMIT: Duration = Duration::from_secs(90);
+
+/// Sends `request` and reads the whole body; fails the test if that takes longer than
+/// [`FETCH_LIMIT`].
 pub async fn fetch(transport: &Transport, request: http::Request<Body>) -> Result<Fetched, Error> {
+    let uri = request.uri().clone();
+    tokio::time::timeout(FETCH_LIMIT, fetch_unbounded(transport, request))
+        .await
+        .unwrap_or_else(|_| panic!("{uri}: no whole answer within {FETCH_LIMIT:?}"))
+}
+
+async fn fetch_unbounded(
+    transport: &Transport,
+    request: http::Request<Body>,
+) -> Result<Fetched, Error> {
     let response = transport.round_trip(request).await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();

@@ -197,6 +197,15 @@ fn processed(server: &Daemon) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How many connections the scripted server processed requests on, by its own count.
+fn processed_connections(server: &Daemon) -> usize {
+    processed(server)
+        .iter()
+        .map(|entry| entry["conn"].as_u64().unwrap())
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 fn h2c(adjust: impl FnOnce(&mut Config)) -> (roundtrip_host::Transport, Recorder) {
     transport(|config| {
         config.protocols = Protocols::Http2PriorKnowledge;
@@ -468,6 +477,100 @@ async fn a_body_much_larger_than_the_window_arrives_whole_with_its_trailers() {
     .unwrap();
     assert_eq!(fetched.body, "abc");
     assert_eq!(fetched.trailers.unwrap()["x-got-check"], "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_shrunk_while_the_first_data_frames_fly_stalls_none_of_200_uploads() {
+    // The server shrinks INITIAL_WINDOW_SIZE to 16 KiB while the client's first DATA
+    // frames, sent under the 65 535-byte default, are on their way: announced with the
+    // connection's first frames (the client may or may not have read it before it
+    // sends), or only once the first DATA frame has arrived (always after). Bytes that
+    // went out before the client saw it must still be given back. Every upload opens
+    // a new connection, so the race is run 200 times; a stall fails within the
+    // write-byte timeout, the whole loop within two minutes.
+    let at_start = h2_server(&["--window", "16384"]);
+    let at_first_data = h2_server(&["--window", "16384", "--window-at-first-data"]);
+    let (transport, recorder) =
+        h2c(|config| config.write_byte_timeout = Some(std::time::Duration::from_secs(5)));
+    let body: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let uploads = async {
+        for i in 0..200 {
+            let server = if i % 2 == 0 {
+                &at_start
+            } else {
+                &at_first_data
+            };
+            let fetched = fetch(
+                &transport,
+                request(
+                    "POST",
+                    &url(server, "/echo"),
+                    &format!("race-{i}"),
+                    roundtrip_host::Body::from(body.clone()),
+                ),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("upload {i}: {e}"));
+            assert_eq!(fetched.headers["x-body-bytes"], "262144", "upload {i}");
+            assert!(
+                fetched.body == body.as_slice(),
+                "upload {i}: the echo differs"
+            );
+            transport.close_idle_connections().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), uploads)
+        .await
+        .expect("200 uploads within two minutes");
+    assert_eq!(dials(&recorder.events()), 200);
+    assert_eq!(
+        processed_connections(&at_start) + processed_connections(&at_first_data),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_stream_the_server_gives_no_window_fails_after_the_write_byte_timeout() {
+    // The server never gives window back: a body longer than its 16 KiB window cannot
+    // go on. The request fails, named, after the write-byte timeout; its stream is
+    // reset and the connection goes on serving.
+    let server = h2_server(&["--window", "16384", "--no-window-updates"]);
+    let (transport, recorder) =
+        h2c(|config| config.write_byte_timeout = Some(std::time::Duration::from_millis(300)));
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        fetch(
+            &transport,
+            request(
+                "POST",
+                &url(&server, "/echo"),
+                "stalled",
+                roundtrip_host::Body::from(vec![7u8; 256 * 1024]),
+            ),
+        ),
+    )
+    .await
+    .expect("the stalled upload ends on its own")
+    .unwrap_err();
+    assert_eq!(
+        error.kind,
+        roundtrip_host::ErrorKind::WriteTimeout,
+        "{error}"
+    );
+    assert!(error.to_string().contains("write-byte-timeout"), "{error}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let events = recorder.events();
+    assert!(
+        count(&events, |k| matches!(
+            k,
+            EventKind::StreamReset { code, by_peer: false, .. } if code == "CANCEL"
+        )) >= 1,
+        "{events:?}"
+    );
+    let fetched = get(&transport, &url(&server, "/small")).await.unwrap();
+    assert_eq!(fetched.body, "hello\n");
+    assert_eq!(dials(&recorder.events()), 1);
 }
 
 #[tokio::test]

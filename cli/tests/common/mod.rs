@@ -4,6 +4,74 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+/// Runs `command` to its end and returns what it printed, or fails the test when it
+/// has not ended within `limit` (the child is killed first): a guest or a request
+/// that hangs fails its test instead of holding up the run.
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!("{command:?} had not ended after {limit:?}: killed\n{stdout}{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Every order in which a `join!` of a request's `send`, its transmit future and its
+/// body can poll them (`checks upload ORDER …`).
+pub const JOIN_ORDERS: [&str; 6] = [
+    "send,transmit,body",
+    "send,body,transmit",
+    "transmit,send,body",
+    "transmit,body,send",
+    "body,send,transmit",
+    "body,transmit,send",
+];
+
 /// A stand-in inspector: a listener on a free port, and a thread that collects the
 /// JSON lines of the first connection until it closes.
 pub fn fake_inspector() -> (String, std::thread::JoinHandle<Vec<serde_json::Value>>) {

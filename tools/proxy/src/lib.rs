@@ -598,7 +598,7 @@ fn upstream_failure(error: &Error) -> Response<Answer> {
         }
         K::ResponseTransferCoding => (StatusCode::BAD_GATEWAY, "http_response_transfer_coding"),
         K::ResponseContentCoding => (StatusCode::BAD_GATEWAY, "http_response_content_coding"),
-        K::ResponseTimeout | K::ReadTimeout => {
+        K::ResponseTimeout | K::ReadTimeout | K::WriteTimeout => {
             (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout")
         }
         K::ProtocolError => (StatusCode::BAD_GATEWAY, "http_protocol_error"),

@@ -46,6 +46,16 @@ pub struct EchoServer {
 impl EchoServer {
     /// Starts on a free port of 127.0.0.1. Must be called inside a tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// Like `start`, with keep-alive off: each answer says `Connection: close`, and
+    /// the server closes the connection once the echo (so the request body) has ended.
+    pub async fn start_closing() -> std::io::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(keep_alive: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicU64::new(0));
@@ -54,6 +64,7 @@ impl EchoServer {
             listener,
             Arc::clone(&connections),
             Arc::clone(&received),
+            keep_alive,
         ));
         Ok(Self {
             addr,
@@ -89,6 +100,7 @@ async fn accept_loop(
     listener: TcpListener,
     connections: Arc<AtomicU64>,
     received: Arc<Mutex<Vec<Received>>>,
+    keep_alive: bool,
 ) {
     loop {
         let Ok((socket, _)) = listener.accept().await else {
@@ -112,6 +124,7 @@ async fn accept_loop(
                 async move { Ok::<_, hyper::Error>(Response::new(body)) }
             });
             let _ = http1::Builder::new()
+                .keep_alive(keep_alive)
                 .serve_connection(TokioIo::new(socket), service)
                 .await;
         });

@@ -131,6 +131,7 @@ pub fn error(error: rt::ErrorCode) -> ErrorCode {
         E::HttpProtocolError(_) => ErrorCode::HttpProtocolError,
         E::HttpResponseTimeout(_) => ErrorCode::HttpResponseTimeout,
         E::ConnectionReadTimeout(_) => ErrorCode::ConnectionReadTimeout,
+        E::ConnectionWriteTimeout(_) => ErrorCode::ConnectionWriteTimeout,
         E::HttpRequestBodySize(size) => ErrorCode::HttpRequestBodySize(Some(size.actual)),
         E::ConnectionFailed(message)
         | E::HttpRequestHeaderInvalid(message)
@@ -204,6 +205,7 @@ pub fn config() -> Result<rt::Config, String> {
         strict_max_concurrent_streams: false,
         read_idle_timeout: None,
         ping_timeout: Some(15 * SECOND),
+        write_byte_timeout: Some(30 * SECOND),
     };
     let knob = |name: &str| {
         std::env::var(name)
@@ -236,6 +238,9 @@ pub fn config() -> Result<rt::Config, String> {
     }
     if let Some(v) = knob("ROUNDTRIP_EXPECT_CONTINUE_TIMEOUT") {
         config.expect_continue_timeout = duration(&v)?;
+    }
+    if let Some(v) = knob("ROUNDTRIP_WRITE_BYTE_TIMEOUT") {
+        config.write_byte_timeout = duration(&v)?;
     }
     if let Some(v) = knob("ROUNDTRIP_DISABLE_KEEP_ALIVES") {
         config.disable_keep_alives = flag(&v)?;

@@ -38,6 +38,7 @@ mod bindings {
 mod convert;
 
 use std::cell::RefCell;
+use std::pin::pin;
 use std::rc::Rc;
 
 use bindings::exports::roundtrip::transport::pool;
@@ -46,7 +47,8 @@ use bindings::roundtrip::transport::round_tripper::Transport;
 use bindings::roundtrip::transport::types as rt;
 use bindings::wasi::http::types::{ErrorCode, Request, Response, Trailers};
 use bindings::{wit_future, wit_stream};
-use wit_bindgen::{FutureReader, StreamReader, StreamResult};
+use futures::future::{Either, select};
+use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
 struct Client;
 
@@ -239,13 +241,19 @@ async fn request_body(
 
 /// A transport body stream fed from the guest's: `first`, then the rest of
 /// `contents`, then the guest's trailers.
+///
+/// The trailers future is read as soon as the guest writes it, beside the copy of
+/// `contents` (as wasmtime-wasi-http reads it): a guest may write its trailers before
+/// it drops its body writer, and waiting for the stream's end first would hold both
+/// sides forever. The transport hears of them when the stream has ended; a failure
+/// ends the stream at once.
 fn stream_body(
     first: Vec<u8>,
     contents: StreamReader<u8>,
     trailers: FutureReader<Result<Option<Trailers>, ErrorCode>>,
     guest_error: &GuestError,
 ) -> rt::RequestBody {
-    let (mut writer, reader) = wit_stream::new::<u8>();
+    let (writer, reader) = wit_stream::new::<u8>();
     let (end_tx, end_rx) = wit_future::new::<Result<Option<rt::Fields>, rt::ErrorCode>>(|| {
         Err(rt::ErrorCode::HttpRequestBodyError(
             "the wasi:http face stopped before the body's end".to_owned(),
@@ -253,29 +261,31 @@ fn stream_body(
     });
     let guest_error = Rc::clone(guest_error);
     wit_bindgen::spawn_local(async move {
-        let mut chunk = first;
-        let mut contents = contents;
-        loop {
-            if !chunk.is_empty() && !writer.write_all(chunk).await.is_empty() {
-                // The transport stopped reading: the request has failed or refused
-                // the rest (past its `Content-Length`); the guest's writes fail now.
-                return;
+        let end = async {
+            match trailers.await {
+                Ok(None) => Ok(None),
+                Ok(Some(fields)) => Ok(Some(fields.copy_all())),
+                Err(code) => {
+                    let words = format!("the guest's request body failed: {code:?}");
+                    *guest_error.borrow_mut() = Some(code);
+                    Err(rt::ErrorCode::HttpRequestBodyError(words))
+                }
             }
-            let (result, next) = contents.read(Vec::with_capacity(64 * 1024)).await;
-            match result {
-                StreamResult::Complete(_) => chunk = next,
-                StreamResult::Dropped | StreamResult::Cancelled => break,
+        };
+        let copy = copy_contents(first, contents, writer);
+        let end = match select(pin!(copy), pin!(end)).await {
+            Either::Left((true, end)) => end.await,
+            // The transport stopped reading: the request has failed or refused the
+            // rest (past its `Content-Length`); the guest's writes fail now.
+            Either::Left((false, _)) => return,
+            Either::Right((Ok(trailers), copy)) => {
+                if !copy.await {
+                    return;
+                }
+                Ok(trailers)
             }
-        }
-        drop(writer);
-        let end = match trailers.await {
-            Ok(None) => Ok(None),
-            Ok(Some(fields)) => Ok(Some(fields.copy_all())),
-            Err(code) => {
-                let words = format!("the guest's request body failed: {code:?}");
-                *guest_error.borrow_mut() = Some(code);
-                Err(rt::ErrorCode::HttpRequestBodyError(words))
-            }
+            // Dropping the copy ends the transport's stream: it reads the failure next.
+            Either::Right((Err(code), _)) => Err(code),
         };
         let _ = end_tx.write(end).await;
     });
@@ -283,4 +293,24 @@ fn stream_body(
         contents: reader,
         end: end_rx,
     })
+}
+
+/// Copies `first`, then the rest of the guest's `contents`, to the transport's stream
+/// and ends it: `true` when the guest's stream ended, `false` when the transport
+/// stopped reading.
+async fn copy_contents(
+    mut chunk: Vec<u8>,
+    mut contents: StreamReader<u8>,
+    mut writer: StreamWriter<u8>,
+) -> bool {
+    loop {
+        if !chunk.is_empty() && !writer.write_all(chunk).await.is_empty() {
+            return false;
+        }
+        let (result, next) = contents.read(Vec::with_capacity(64 * 1024)).await;
+        match result {
+            StreamResult::Complete(_) => chunk = next,
+            StreamResult::Dropped | StreamResult::Cancelled => return true,
+        }
+    }
 }

@@ -45,6 +45,7 @@ pub fn message(code: &ErrorCode) -> &str {
         | ErrorCode::HttpProtocolError(m)
         | ErrorCode::HttpResponseTimeout(m)
         | ErrorCode::ConnectionReadTimeout(m)
+        | ErrorCode::ConnectionWriteTimeout(m)
         | ErrorCode::RequestCanceled(m)
         | ErrorCode::ProxyRefused(m)
         | ErrorCode::ProxyProtocolError(m)

@@ -119,6 +119,9 @@ pub enum WriteError {
     /// The server refused `Expect: 100-continue` with a final 3xx–5xx: the body was
     /// held back, so the connection is out of step.
     Withheld,
+    /// HTTP/2: the server gave the stream no flow-control window for the transport's
+    /// `write-byte-timeout`; the stream was reset.
+    Stalled(ErrorCode),
 }
 
 impl WriteError {
@@ -126,7 +129,7 @@ impl WriteError {
     pub fn code(&self) -> ErrorCode {
         match self {
             WriteError::Connection(failed) => failed.code.clone(),
-            WriteError::Body(code) => code.clone(),
+            WriteError::Body(code) | WriteError::Stalled(code) => code.clone(),
             WriteError::Withheld => ErrorCode::HttpRequestBodyError(
                 "the body was not sent: the server refused `Expect: 100-continue` with a \
                  final status"

@@ -41,6 +41,7 @@ pub struct Settings {
     pub strict_max_concurrent_streams: bool,
     pub read_idle_timeout: Option<u64>,
     pub ping_timeout: Option<u64>,
+    pub write_byte_timeout: Option<u64>,
 }
 
 /// What a waiting request is given.
@@ -370,6 +371,7 @@ impl GuestTransport for Transport {
             strict_max_concurrent_streams: config.strict_max_concurrent_streams,
             read_idle_timeout: config.read_idle_timeout.filter(|t| *t > 0),
             ping_timeout: config.ping_timeout.filter(|t| *t > 0),
+            write_byte_timeout: config.write_byte_timeout.filter(|t| *t > 0),
         };
         Self {
             shared: Rc::new(Shared {

@@ -13,6 +13,13 @@
 //! checks first-byte-timeout MS URL   and between-bytes-)
 //! checks between-bytes-timeout MS URL
 //! checks no-path URL | other-scheme URL | no-authority URL | bad-port URL
+//! checks upload ORDER BYTES URL      POST BYTES with a Content-Length; one `join!`
+//! checks upload-unread ORDER BYTES URL  awaits `send`, the transmit future and the
+//!                                    body (BYTES in one `write_all`, then `Ok(None)`
+//!                                    trailers, then the writer dropped), polled in
+//!                                    ORDER (a permutation of `send,transmit,body`);
+//!                                    the response body is read after the join (or,
+//!                                    `-unread`, dropped unread)
 //! ```
 //!
 //! Output: `send: ok STATUS` or `send: err CODE`, then for a response `body: N bytes`
@@ -40,6 +47,9 @@ use bindings::wasi::http::types::{
     ErrorCode, Fields, Request, RequestOptions, Response, Scheme, Trailers,
 };
 use bindings::{wit_future, wit_stream};
+use std::cell::RefCell;
+
+use futures::future::LocalBoxFuture;
 use wit_bindgen::{FutureWriter, StreamResult, StreamWriter};
 
 struct Checks;
@@ -107,6 +117,9 @@ enum End {
 
 async fn check(arguments: &[String]) -> Result<String, String> {
     let (scenario, rest) = arguments.split_first().ok_or("no scenario")?;
+    if scenario.starts_with("upload") {
+        return upload(scenario == "upload", rest).await;
+    }
     let (url, values) = rest.split_last().ok_or("no URL")?;
     let number = |i: usize| -> Result<u64, String> {
         values
@@ -255,6 +268,114 @@ async fn check(arguments: &[String]) -> Result<String, String> {
     match transmit.await {
         Ok(()) => report.push_str("transmit: ok\n"),
         Err(code) => report.push_str(&format!("transmit: err {}\n", name(&code))),
+    }
+    Ok(report)
+}
+
+/// What one of the three joined futures of `upload` is.
+#[derive(Clone, Copy, PartialEq)]
+enum Joined {
+    Send,
+    Transmit,
+    Body,
+}
+
+/// `upload ORDER BYTES URL`: the request's `send`, its transmit future and its body
+/// awaited in one join, in ORDER, as wasmtime's own p3 tests drive an upload. The
+/// body ends with its trailers written before its writer is dropped, and nothing of
+/// the response is read until all three have ended.
+async fn upload(read_body: bool, arguments: &[String]) -> Result<String, String> {
+    let [order, bytes, url] = arguments else {
+        return Err("upload needs ORDER BYTES URL".to_owned());
+    };
+    let order: Vec<Joined> = order
+        .split(',')
+        .map(|name| match name {
+            "send" => Ok(Joined::Send),
+            "transmit" => Ok(Joined::Transmit),
+            "body" => Ok(Joined::Body),
+            other => Err(format!("{other:?} is none of send, transmit, body")),
+        })
+        .collect::<Result<_, _>>()?;
+    if order.len() != 3
+        || [Joined::Send, Joined::Transmit, Joined::Body]
+            .iter()
+            .any(|j| !order.contains(j))
+    {
+        return Err("ORDER names each of send, transmit, body once".to_owned());
+    }
+    let len: u64 = bytes
+        .parse()
+        .map_err(|_| "upload needs a number of bytes")?;
+    let target = Target::parse(url)?;
+    let fields = Fields::from_list(&[("content-length".to_owned(), len.to_string().into_bytes())])
+        .map_err(|e| format!("headers: {e:?}"))?;
+    let (mut writer, contents) = wit_stream::new::<u8>();
+    let (trailers_tx, trailers_rx) =
+        wit_future::new::<Result<Option<Trailers>, ErrorCode>>(|| Ok(None));
+    let (request, transmit) = Request::new(fields, Some(contents), trailers_rx, None);
+    request
+        .set_method(&bindings::wasi::http::types::Method::Post)
+        .map_err(|()| "the host refused POST")?;
+    set(request.set_scheme(Some(&target.scheme)))?;
+    set(request.set_authority(Some(&target.authority)))?;
+    set(request.set_path_with_query(Some(&target.path)))?;
+
+    let sent = RefCell::new(None);
+    let transmitted = RefCell::new(None);
+    let unwritten = RefCell::new(0);
+    {
+        let send = async {
+            *sent.borrow_mut() = Some(client::send(request).await);
+        };
+        let transmit = async {
+            *transmitted.borrow_mut() = Some(transmit.await);
+        };
+        let body = async move {
+            let chunk: Vec<u8> = (0..len).map(pattern).collect();
+            let left = writer.write_all(chunk).await.len();
+            let _ = trailers_tx.write(Ok(None)).await;
+            drop(writer);
+            left
+        };
+        let body = async {
+            *unwritten.borrow_mut() = body.await;
+        };
+        let mut futures: Vec<(Joined, LocalBoxFuture<'_, ()>)> = vec![
+            (Joined::Send, Box::pin(send)),
+            (Joined::Transmit, Box::pin(transmit)),
+            (Joined::Body, Box::pin(body)),
+        ];
+        let mut take = |which: Joined| {
+            let at = futures
+                .iter()
+                .position(|(j, _)| *j == which)
+                .unwrap_or_default();
+            futures.remove(at).1
+        };
+        let (first, second, third) = (take(order[0]), take(order[1]), take(order[2]));
+        futures::future::join3(first, second, third).await;
+    }
+
+    let mut report = String::new();
+    let unwritten = unwritten.into_inner();
+    if unwritten > 0 {
+        report.push_str(&format!("body: {unwritten} bytes not taken\n"));
+    }
+    match sent.into_inner() {
+        Some(Ok(response)) => {
+            report.push_str(&format!("send: ok {}\n", response.get_status_code()));
+            if read_body {
+                read_response(response, true, &mut report).await;
+            }
+        }
+        Some(Err(code)) => report.push_str(&format!("send: err {}\n", name(&code))),
+        None => report.push_str("send: never ended\n"),
+    }
+    match transmitted.into_inner() {
+        Some(Ok(())) => report.push_str("transmit: ok\n"),
+        Some(Err(code)) => report.push_str(&format!("transmit: err {}\n", name(&code))),
+        None => report.push_str("transmit: never ended\n"),
     }
     Ok(report)
 }
