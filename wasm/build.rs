@@ -41,6 +41,8 @@ fn main() {
         "wasm/wasi-http/Cargo.toml",
         "wasm/wasi-sockets/src",
         "wasm/wasi-sockets/Cargo.toml",
+        "wasm/floor/src",
+        "wasm/floor/Cargo.toml",
         "wit",
         "Cargo.toml",
     ] {
@@ -66,6 +68,8 @@ fn main() {
         .args(["--package", "roundtrip-example-hello"])
         .args(["--package", "roundtrip-wasi-http"])
         .args(["--package", "roundtrip-wasi-sockets"])
+        // The bench's floor (`roundtrip bench`, docs/performance.md).
+        .args(["--package", "roundtrip-floor"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])
         .arg("--target-dir")
         .arg(&target_dir);
@@ -97,6 +101,7 @@ fn main() {
             "ROUNDTRIP_EXAMPLE_FETCH_WASM",
             "roundtrip_example_fetch.wasm",
         ),
+        ("ROUNDTRIP_FLOOR_WASM", "roundtrip_floor.wasm"),
     ] {
         let wasm = built.join(file);
         check_exists(&wasm);

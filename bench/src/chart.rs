@@ -47,6 +47,8 @@ fn colour(client: Client) -> RGBColor {
         Client::Hyper => RGBColor(0xff, 0x7f, 0x0e),
         Client::WasiHttp => RGBColor(0xd6, 0x27, 0x28),
         Client::Raw => RGBColor(0x7f, 0x7f, 0x7f),
+        Client::Floor => RGBColor(0x2c, 0xa0, 0x2c),
+        Client::FloorLocal => RGBColor(0x98, 0xdf, 0x8a),
     }
 }
 

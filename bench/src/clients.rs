@@ -42,7 +42,11 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
     // Read after the clock stops: asking the component is not part of the run.
     let mut measured = None;
     let outcomes = match spec.client {
-        Client::Roundtrip | Client::RoundtripLocal | Client::RoundtripShards2 => {
+        Client::Roundtrip
+        | Client::RoundtripLocal
+        | Client::RoundtripShards2
+        | Client::Floor
+        | Client::FloorLocal => {
             let config = Config {
                 max_idle_conns_per_host: spec.concurrency as u32,
                 max_conns_per_host: spec.concurrency as u32,
@@ -53,9 +57,10 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
                 } else {
                     1
                 },
+                component: spec.client.is_floor().then_some(roundtrip_wasm::FLOOR),
                 ..Config::default()
             };
-            let transport = if spec.client == Client::RoundtripLocal {
+            let transport = if matches!(spec.client, Client::RoundtripLocal | Client::FloorLocal) {
                 Transport::new_local(config).await
             } else {
                 Transport::new(config)
@@ -438,7 +443,12 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
                 ..Outcome::default()
             })
         }
-        Client::Raw | Client::RoundtripLocal | Client::RoundtripShards2 | Client::WasiHttp => {
+        Client::Raw
+        | Client::RoundtripLocal
+        | Client::RoundtripShards2
+        | Client::WasiHttp
+        | Client::Floor
+        | Client::FloorLocal => {
             Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
         }
     }

@@ -45,13 +45,20 @@ pub enum Client {
     WasiHttp,
     /// A keep-alive socket per task writing one pre-built request.
     Raw,
+    /// The floor: the host as `Roundtrip` runs it, with `wasm/floor` in place of the
+    /// transport (one export call, a write and a read per request; plain HTTP only).
+    Floor,
+    /// The floor on the caller's thread (`Transport::new_local`).
+    FloorLocal,
 }
 
 impl Client {
-    pub const ALL: [Client; 6] = [
+    pub const ALL: [Client; 8] = [
         Client::Roundtrip,
         Client::RoundtripLocal,
         Client::RoundtripShards2,
+        Client::Floor,
+        Client::FloorLocal,
         Client::Hyper,
         Client::WasiHttp,
         Client::Raw,
@@ -73,7 +80,14 @@ impl Client {
             Client::Hyper => "hyper-util",
             Client::WasiHttp => "wasi-http default",
             Client::Raw => "raw loop",
+            Client::Floor => "floor",
+            Client::FloorLocal => "floor local",
         }
+    }
+
+    /// The floor component, which speaks only plain HTTP/1.1 with small bodies.
+    pub fn is_floor(self) -> bool {
+        matches!(self, Client::Floor | Client::FloorLocal)
     }
 }
 
@@ -373,6 +387,9 @@ pub async fn run(
             // HTTP/2: this transport and hyper-util speak it; the others would fall
             // back to HTTP/1.1 and measure something else.
             if workload.h2 && !(client.is_ours() || client == Client::Hyper) {
+                continue;
+            }
+            if client.is_floor() && (workload.tls || workload.h2 || workload.path != "/small") {
                 continue;
             }
             let spec = Spec {

@@ -538,6 +538,8 @@ fn bench_runs_every_client_on_a_tiny_workload() {
             "roundtrip",
             "roundtrip-local",
             "roundtrip-shards2",
+            "floor",
+            "floor-local",
             "hyper",
             "wasi-http",
             "raw"

@@ -103,6 +103,10 @@ pub struct Config {
     /// [`ErrorKind::WriteTimeout`](crate::ErrorKind::WriteTimeout) (Go
     /// `HTTP2Config.WriteByteTimeout`: 30 s here, none in Go; `None` waits forever).
     pub write_byte_timeout: Option<Duration>,
+    /// The component to run in place of Roundtrip's transport: one that exports the
+    /// same `round-tripper` (`None`: `roundtrip_wasm::TRANSPORT`). `roundtrip bench`
+    /// runs `roundtrip_wasm::FLOOR` here to measure what the boundary alone costs.
+    pub component: Option<&'static [u8]>,
 }
 
 /// Which HTTP versions a transport speaks (curl's flags).
@@ -161,6 +165,7 @@ impl Default for Config {
             read_idle_timeout: None,
             ping_timeout: Some(Duration::from_secs(15)),
             write_byte_timeout: Some(Duration::from_secs(30)),
+            component: None,
         }
     }
 }

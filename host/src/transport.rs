@@ -424,7 +424,8 @@ pub(crate) fn prepare(
     if config.inspect_from_env {
         config.events = config.events.with_env_inspector();
     }
-    Ok((prepared()?.clone(), config, tls))
+    let pre = prepared(config.component.unwrap_or(COMPONENT_WASM))?;
+    Ok((pre, config, tls))
 }
 
 /// Joins the store thread when the last clone of a `Transport` goes away, so its
@@ -442,10 +443,10 @@ impl Drop for ThreadGuard {
     }
 }
 
-/// The engine, the compiled component and the linker, made once per process.
-fn prepared() -> Result<&'static TransportPre<State>, Error> {
-    static PREPARED: OnceLock<Result<TransportPre<State>, Error>> = OnceLock::new();
-    PREPARED
+/// The engine, made once per process, with the thread that advances its epoch.
+fn engine() -> Result<&'static Engine, Error> {
+    static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
+    ENGINE
         .get_or_init(|| {
             let mut config = wasmtime::Config::new();
             config.wasm_component_model_async(true);
@@ -468,24 +469,40 @@ fn prepared() -> Result<&'static TransportPre<State>, Error> {
                     }
                 })
                 .map_err(Error::engine)?;
-            // Compiled once, then loaded from the user's cache directory (`compiled.rs`).
-            let component =
-                crate::compiled::component(&engine, COMPONENT_WASM).map_err(Error::engine)?;
-            let mut linker: Linker<State> = Linker::new(&engine);
-            // Rust's std for wasm32-wasip2 imports a few WASI 0.2 interfaces.
-            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
-            wasmtime_wasi::p3::clocks::add_to_linker(&mut linker).map_err(Error::engine)?;
-            types::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
-                .map_err(Error::engine)?;
-            observe::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
-                .map_err(Error::engine)?;
-            net::add_to_linker::<_, Net>(&mut linker, |s| s).map_err(Error::engine)?;
-            files::add_to_linker::<_, Files>(&mut linker, |s| s).map_err(Error::engine)?;
-            let instance_pre = linker.instantiate_pre(&component).map_err(Error::engine)?;
-            TransportPre::new(instance_pre).map_err(Error::engine)
+            Ok(engine)
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// `wasm` (the transport, or `Config::component`) compiled and linked, once per
+/// process for each component.
+fn prepared(wasm: &'static [u8]) -> Result<TransportPre<State>, Error> {
+    static PREPARED: Mutex<Vec<(usize, TransportPre<State>)>> = Mutex::new(Vec::new());
+    let key = wasm.as_ptr() as usize;
+    let mut prepared = PREPARED
+        .lock()
+        .map_err(|_| Error::engine("a component failed to load in another thread"))?;
+    if let Some((_, pre)) = prepared.iter().find(|(k, _)| *k == key) {
+        return Ok(pre.clone());
+    }
+    let engine = engine()?;
+    // Compiled once, then loaded from the user's cache directory (`compiled.rs`).
+    let component = crate::compiled::component(engine, wasm).map_err(Error::engine)?;
+    let mut linker: Linker<State> = Linker::new(engine);
+    // Rust's std for wasm32-wasip2 imports a few WASI 0.2 interfaces.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(Error::engine)?;
+    wasmtime_wasi::p3::clocks::add_to_linker(&mut linker).map_err(Error::engine)?;
+    types::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+        .map_err(Error::engine)?;
+    observe::add_to_linker::<_, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+        .map_err(Error::engine)?;
+    net::add_to_linker::<_, Net>(&mut linker, |s| s).map_err(Error::engine)?;
+    files::add_to_linker::<_, Files>(&mut linker, |s| s).map_err(Error::engine)?;
+    let instance_pre = linker.instantiate_pre(&component).map_err(Error::engine)?;
+    let pre = TransportPre::new(instance_pre).map_err(Error::engine)?;
+    prepared.push((key, pre.clone()));
+    Ok(pre)
 }
 
 /// How often the engine's epoch advances: a running guest yields to the host's event
@@ -869,7 +886,9 @@ async fn round_trip(
     let body = match response.body {
         types::ResponseBody::Whole(bytes) => {
             // An empty body held nothing: the component let its connection go.
-            let release = (!bytes.is_empty()).then(|| release(inbox, continuity, response.conn));
+            // Connection 0 is none: nothing is held for the body.
+            let release = (!bytes.is_empty() && response.conn != 0)
+                .then(|| release(inbox, continuity, response.conn));
             ResponseBody::whole(bytes.into(), release)
         }
         types::ResponseBody::Streamed(streamed) => stream_body(acc, streamed, continuity)?,

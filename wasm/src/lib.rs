@@ -8,6 +8,7 @@
 //!  wasm/wasi-http/     roundtrip-wasi-http    the wasi:http/client face over round-tripper
 //!  wasm/wasi-sockets/  roundtrip-wasi-sockets `net` on wasi:sockets + wasi:tls
 //!  wasm/examples/      fetch, checks, hello   wasi:http 0.3 commands (bench peer, tests)
+//!  wasm/floor/         roundtrip-floor        the bench's floor: round-tripper at its least
 //! ```
 
 #[cfg(feature = "compose")]
@@ -27,3 +28,7 @@ pub const WASI_HTTP_CLIENT_STANDALONE: &[u8] =
 
 /// `wasm/examples/fetch`: an ordinary wasi:http 0.3 command (the wasm peer of `roundtrip bench`).
 pub const EXAMPLE_FETCH: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_FETCH_WASM"));
+
+/// `wasm/floor`: the least a component exporting `round-tripper` can do per request
+/// (plain HTTP/1.1, no pool rules, no events), the floor `roundtrip bench` measures.
+pub const FLOOR: &[u8] = include_bytes!(env!("ROUNDTRIP_FLOOR_WASM"));
