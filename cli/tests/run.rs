@@ -263,15 +263,22 @@ async fn an_upload_ends_whichever_of_send_transmit_and_body_the_guest_polls_firs
         );
         runs += 2;
     }
-    // The server saw every body whole, one connection each.
+    // One connection each; the server read every body whole that was echoed back
+    // (odd connections). A response dropped unread closes its connection, which may
+    // come before the server has read the body it was sent (transmit said `ok`: the
+    // bytes were written).
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let received = server.received();
-    assert_eq!(received.len(), runs, "{received:?}");
-    assert!(
-        received.iter().all(|r| r.bytes == 11 && r.complete),
-        "{received:?}"
-    );
     assert_eq!(server.connections(), runs as u64);
+    let read_back: Vec<_> = server
+        .received()
+        .into_iter()
+        .filter(|r| r.connection % 2 == 1)
+        .collect();
+    assert_eq!(read_back.len(), runs / 2, "{read_back:?}");
+    assert!(
+        read_back.iter().all(|r| r.bytes == 11 && r.complete),
+        "{read_back:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
