@@ -389,7 +389,7 @@ pub async fn run(
             if workload.h2 && !(client.is_ours() || client == Client::Hyper) {
                 continue;
             }
-            if client.is_floor() && (workload.tls || workload.h2 || workload.path != "/small") {
+            if client.is_floor() && (workload.tls || workload.path != "/small") {
                 continue;
             }
             let spec = Spec {

@@ -11,53 +11,30 @@ pub fn output_within(
     command: &mut std::process::Command,
     limit: std::time::Duration,
 ) -> std::process::Output {
-    use std::io::Read;
     use std::process::Stdio;
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let pid = child.id().to_string();
+    let (done, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match output.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // Not reaped yet, so the pid is still the child's.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            let printed = output.recv().unwrap().unwrap();
+            panic!(
+                "{command:?} had not ended after {limit:?}: killed\n{}{}",
+                String::from_utf8_lossy(&printed.stdout),
+                String::from_utf8_lossy(&printed.stderr)
+            );
         }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
-            let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-            panic!("{command:?} had not ended after {limit:?}: killed\n{stdout}{stderr}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    std::process::Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

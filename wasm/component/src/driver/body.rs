@@ -116,13 +116,13 @@ async fn finish(
             match select(write, copy).await {
                 Either::Left((written, copy)) => {
                     let _ = sent.send(written.as_ref().map_err(WriteError::code).copied());
-                    match written {
+                    match written.as_ref().err().and_then(WriteError::ends_exchange) {
                         // The caller's body failed: so does the response's.
-                        Err(WriteError::Body(code)) => (Err(Cut::Failed(code)), false),
-                        // The server stopped reading (or held the body back): it has
-                        // answered; its answer is read to the end, not reused.
-                        Err(_) => (copy.await, false),
-                        Ok(()) => (copy.await, true),
+                        Some(code) => (Err(Cut::Failed(code.clone())), false),
+                        // Written, or the server stopped reading (or held the body
+                        // back): it has answered; its answer is read to the end, and
+                        // the connection reused only after a whole write.
+                        None => (copy.await, written.is_ok()),
                     }
                 }
                 Either::Right((copied, write)) => {

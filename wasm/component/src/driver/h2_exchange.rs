@@ -159,8 +159,8 @@ async fn exchange_head(
     let response = pin!(response);
     match select(write, response).await {
         Either::Left((written, response)) => {
-            if let Err(WriteError::Body(code) | WriteError::Stalled(code)) = written {
-                return Err(H2Failed::fatal(code));
+            if let Some(code) = written.as_ref().err().and_then(WriteError::ends_exchange) {
+                return Err(H2Failed::fatal(code.clone()));
             }
             match clock::within(settings.response_header_timeout, response).await {
                 Some(Ok(response)) => Ok(Head {
@@ -281,20 +281,17 @@ async fn write_body(
     write_byte_timeout: Option<u64>,
     emitter: StreamEmitter,
 ) -> Result<(), WriteError> {
-    let mut data = Data {
-        stream: &mut stream,
-        write_byte_timeout,
-    };
+    let limit = write_byte_timeout;
     let written = match body {
         _ if already_ended => Ok(()),
-        Outgoing::Empty => data.send(Bytes::new(), true).await,
-        Outgoing::Bytes(bytes) => data.send(Bytes::from(bytes), true).await,
-        Outgoing::Stream(body) => write_stream(&mut data, body, framing).await,
+        Outgoing::Empty => send_data(&mut stream, limit, Bytes::new(), true).await,
+        Outgoing::Bytes(bytes) => send_data(&mut stream, limit, Bytes::from(bytes), true).await,
+        Outgoing::Stream(body) => write_stream(&mut stream, limit, body, framing).await,
         Outgoing::Spent => Err(WriteError::Body(ErrorCode::HttpRequestBodyError(
             "the request body is a stream that was already read; it cannot be replayed".to_owned(),
         ))),
     };
-    if let Err(WriteError::Body(_) | WriteError::Stalled(_)) = &written {
+    if written.as_ref().is_err_and(|e| e.ends_exchange().is_some()) {
         stream.send_reset(Reason::CANCEL);
         emitter.cancelled();
     }
@@ -303,7 +300,8 @@ async fn write_body(
 }
 
 async fn write_stream(
-    data: &mut Data<'_>,
+    stream: &mut SendStream<Bytes>,
+    limit: Option<u64>,
     body: super::bindings::roundtrip::transport::types::BodyStream,
     framing: BodyFraming,
 ) -> Result<(), WriteError> {
@@ -315,12 +313,12 @@ async fn write_stream(
     super::tasks::spawn(send::forward_stream(body, declared, forward));
     while let Some(piece) = pieces.next().await {
         match piece {
-            Piece::Data(chunk) => data.send(Bytes::from(chunk), false).await?,
+            Piece::Data(chunk) => send_data(stream, limit, Bytes::from(chunk), false).await?,
             Piece::End(Err(code)) => return Err(WriteError::Body(code)),
             Piece::End(Ok(trailers)) => {
                 let trailers = trailers.unwrap_or_default();
                 if trailers.is_empty() {
-                    return data.send(Bytes::new(), true).await;
+                    return send_data(stream, limit, Bytes::new(), true).await;
                 }
                 let mut map = HeaderMap::new();
                 for (name, value) in &trailers {
@@ -335,7 +333,7 @@ async fn write_stream(
                     };
                     map.append(name, value);
                 }
-                return data.stream.send_trailers(map).map_err(|e| on_wire(&e));
+                return stream.send_trailers(map).map_err(|e| on_wire(&e));
             }
         }
     }
@@ -344,63 +342,54 @@ async fn write_stream(
     )))
 }
 
-/// A request body's stream, and how long it may wait for window.
-struct Data<'a> {
-    stream: &'a mut SendStream<Bytes>,
+/// Sends `data` as the stream's and the connection's windows allow; `END_STREAM`
+/// goes with its last bytes (or alone, on an empty frame, when there are none). No
+/// window for `write_byte_timeout`: [`WriteError::Stalled`].
+async fn send_data(
+    stream: &mut SendStream<Bytes>,
     write_byte_timeout: Option<u64>,
-}
-
-impl Data<'_> {
-    /// Sends `data` as the stream's and the connection's windows allow; `END_STREAM`
-    /// goes with its last bytes (or alone, on an empty frame, when there are none).
-    /// No window for `write_byte_timeout`: [`WriteError::Stalled`].
-    async fn send(&mut self, mut data: Bytes, end_of_stream: bool) -> Result<(), WriteError> {
-        let stream = &mut *self.stream;
-        if data.is_empty() {
-            return stream
-                .send_data(data, end_of_stream)
-                .map_err(|e| on_wire(&e));
-        }
-        while !data.is_empty() {
-            stream.reserve_capacity(data.len());
-            let window = clock::within(
-                self.write_byte_timeout,
-                poll_fn(|cx| stream.poll_capacity(cx)),
-            )
-            .await;
-            let capacity = match window {
-                Some(Some(Ok(capacity))) => capacity,
-                Some(Some(Err(e))) => return Err(on_wire(&e)),
-                Some(None) => {
-                    return Err(WriteError::Connection(Failed {
-                        code: ErrorCode::ConnectionTerminated(
-                            "http2: the stream closed while the request body was being sent"
-                                .to_owned(),
-                        ),
-                        progress: Progress::NoResponse,
-                    }));
-                }
-                None => {
-                    let id = stream.stream_id().as_u32();
-                    return Err(WriteError::Stalled(ErrorCode::ConnectionWriteTimeout(
-                        format!(
-                            "http2: the server gave stream {id} no flow-control window to send \
-                         the request body for {} (write-byte-timeout); the stream was reset",
-                            clock::display(self.write_byte_timeout.unwrap_or_default())
-                        ),
-                    )));
-                }
-            };
-            if capacity == 0 {
-                continue;
-            }
-            let chunk = data.split_to(capacity.min(data.len()));
-            stream
-                .send_data(chunk, end_of_stream && data.is_empty())
-                .map_err(|e| on_wire(&e))?;
-        }
-        Ok(())
+    mut data: Bytes,
+    end_of_stream: bool,
+) -> Result<(), WriteError> {
+    if data.is_empty() {
+        return stream
+            .send_data(data, end_of_stream)
+            .map_err(|e| on_wire(&e));
     }
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let window = clock::within(write_byte_timeout, poll_fn(|cx| stream.poll_capacity(cx)));
+        let capacity = match window.await {
+            Some(Some(Ok(capacity))) => capacity,
+            Some(Some(Err(e))) => return Err(on_wire(&e)),
+            Some(None) => {
+                return Err(WriteError::Connection(Failed {
+                    code: ErrorCode::ConnectionTerminated(
+                        "http2: the stream closed while the request body was being sent".to_owned(),
+                    ),
+                    progress: Progress::NoResponse,
+                }));
+            }
+            None => {
+                return Err(WriteError::Stalled(ErrorCode::ConnectionWriteTimeout(
+                    format!(
+                        "http2: the server gave stream {} no flow-control window to send the \
+                     request body for {} (write-byte-timeout); the stream was reset",
+                        stream.stream_id().as_u32(),
+                        clock::display(write_byte_timeout.unwrap_or_default())
+                    ),
+                )));
+            }
+        };
+        if capacity == 0 {
+            continue;
+        }
+        let chunk = data.split_to(capacity.min(data.len()));
+        stream
+            .send_data(chunk, end_of_stream && data.is_empty())
+            .map_err(|e| on_wire(&e))?;
+    }
+    Ok(())
 }
 
 fn on_wire(e: &h2::Error) -> WriteError {
@@ -577,11 +566,9 @@ async fn pump(
         match select(write, copy).await {
             Either::Left((written, copy)) => {
                 let _ = sent.send(written.as_ref().map_err(WriteError::code).copied());
-                match written {
-                    Err(WriteError::Body(code) | WriteError::Stalled(code)) => {
-                        Err(Cut::Failed(code))
-                    }
-                    _ => copy.await,
+                match written.as_ref().err().and_then(WriteError::ends_exchange) {
+                    Some(code) => Err(Cut::Failed(code.clone())),
+                    None => copy.await,
                 }
             }
             Either::Right((copied, write)) => {

@@ -125,6 +125,16 @@ pub enum WriteError {
 }
 
 impl WriteError {
+    /// The error that ends the whole exchange — the caller's body failed, or an HTTP/2
+    /// stream got no window and was reset — rather than the write alone (the server
+    /// stopped reading, or held the body back: its answer is still read).
+    pub fn ends_exchange(&self) -> Option<&ErrorCode> {
+        match self {
+            WriteError::Body(code) | WriteError::Stalled(code) => Some(code),
+            WriteError::Connection(_) | WriteError::Withheld => None,
+        }
+    }
+
     /// The error as the caller sees it (`response.request-sent`).
     pub fn code(&self) -> ErrorCode {
         match self {

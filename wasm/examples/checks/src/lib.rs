@@ -46,9 +46,9 @@ use bindings::wasi::http::client;
 use bindings::wasi::http::types::{
     ErrorCode, Fields, Request, RequestOptions, Response, Scheme, Trailers,
 };
-use bindings::{wit_future, wit_stream};
 use std::cell::RefCell;
 
+use bindings::{wit_future, wit_stream};
 use futures::future::LocalBoxFuture;
 use wit_bindgen::{FutureWriter, StreamResult, StreamWriter};
 
@@ -272,14 +272,6 @@ async fn check(arguments: &[String]) -> Result<String, String> {
     Ok(report)
 }
 
-/// What one of the three joined futures of `upload` is.
-#[derive(Clone, Copy, PartialEq)]
-enum Joined {
-    Send,
-    Transmit,
-    Body,
-}
-
 /// `upload ORDER BYTES URL`: the request's `send`, its transmit future and its body
 /// awaited in one join, in ORDER, as wasmtime's own p3 tests drive an upload. The
 /// body ends with its trailers written before its writer is dropped, and nothing of
@@ -288,22 +280,6 @@ async fn upload(read_body: bool, arguments: &[String]) -> Result<String, String>
     let [order, bytes, url] = arguments else {
         return Err("upload needs ORDER BYTES URL".to_owned());
     };
-    let order: Vec<Joined> = order
-        .split(',')
-        .map(|name| match name {
-            "send" => Ok(Joined::Send),
-            "transmit" => Ok(Joined::Transmit),
-            "body" => Ok(Joined::Body),
-            other => Err(format!("{other:?} is none of send, transmit, body")),
-        })
-        .collect::<Result<_, _>>()?;
-    if order.len() != 3
-        || [Joined::Send, Joined::Transmit, Joined::Body]
-            .iter()
-            .any(|j| !order.contains(j))
-    {
-        return Err("ORDER names each of send, transmit, body once".to_owned());
-    }
     let len: u64 = bytes
         .parse()
         .map_err(|_| "upload needs a number of bytes")?;
@@ -325,36 +301,32 @@ async fn upload(read_body: bool, arguments: &[String]) -> Result<String, String>
     let transmitted = RefCell::new(None);
     let unwritten = RefCell::new(0);
     {
-        let send = async {
+        let mut send: Option<LocalBoxFuture<'_, ()>> = Some(Box::pin(async {
             *sent.borrow_mut() = Some(client::send(request).await);
-        };
-        let transmit = async {
+        }));
+        let mut transmit: Option<LocalBoxFuture<'_, ()>> = Some(Box::pin(async {
             *transmitted.borrow_mut() = Some(transmit.await);
-        };
-        let body = async move {
+        }));
+        let mut body: Option<LocalBoxFuture<'_, ()>> = Some(Box::pin(async {
             let chunk: Vec<u8> = (0..len).map(pattern).collect();
-            let left = writer.write_all(chunk).await.len();
+            *unwritten.borrow_mut() = writer.write_all(chunk).await.len();
             let _ = trailers_tx.write(Ok(None)).await;
             drop(writer);
-            left
+        }));
+        // `join_all` polls its futures in the order given.
+        let joined: Option<Vec<_>> = order
+            .split(',')
+            .map(|name| match name {
+                "send" => send.take(),
+                "transmit" => transmit.take(),
+                "body" => body.take(),
+                _ => None,
+            })
+            .collect();
+        match joined {
+            Some(joined) if joined.len() == 3 => futures::future::join_all(joined).await,
+            _ => return Err("ORDER names each of send, transmit, body once".to_owned()),
         };
-        let body = async {
-            *unwritten.borrow_mut() = body.await;
-        };
-        let mut futures: Vec<(Joined, LocalBoxFuture<'_, ()>)> = vec![
-            (Joined::Send, Box::pin(send)),
-            (Joined::Transmit, Box::pin(transmit)),
-            (Joined::Body, Box::pin(body)),
-        ];
-        let mut take = |which: Joined| {
-            let at = futures
-                .iter()
-                .position(|(j, _)| *j == which)
-                .unwrap_or_default();
-            futures.remove(at).1
-        };
-        let (first, second, third) = (take(order[0]), take(order[1]), take(order[2]));
-        futures::future::join3(first, second, third).await;
     }
 
     let mut report = String::new();
