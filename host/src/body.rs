@@ -205,36 +205,27 @@ struct Whole {
     bytes: Option<Bytes>,
     /// How to let go of the connection (none for an empty body: nothing was held).
     release: Option<Release>,
-    /// The component's word that the connection is back in the pool: the bytes are
-    /// handed over after it, as Go pools a connection before its body's `Read`
-    /// returns EOF.
-    released: Option<oneshot::Receiver<()>>,
 }
 
-/// Tells the component, once, whether a whole body was taken (`true`); the receiver
-/// resolves when it has settled the connection.
-pub(crate) type Release = Box<dyn FnOnce(bool) -> oneshot::Receiver<()> + Send + Sync>;
+/// Tells the component, once, whether a whole body was taken (`true`). The release is
+/// queued for the store, which lets go of the connection before it handles any later
+/// command of the caller's (its next request carries it), so that command finds the
+/// connection back in the pool, as Go pools one before its body's `Read` returns EOF.
+pub(crate) type Release = Box<dyn FnOnce(bool) + Send + Sync>;
 
 impl Drop for Whole {
     fn drop(&mut self) {
         // Dropped unread: the connection closes, as a streamed body's would.
         if let Some(release) = self.release.take() {
-            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
-            drop(release(false));
+            release(false);
         }
     }
 }
 
 impl Whole {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn poll_frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if let Some(release) = self.release.take() {
-            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
-            self.released = Some(release(true));
-        }
-        if let Some(released) = self.released.as_mut() {
-            // An error only means the transport is gone: the bytes are still here.
-            let _ = std::task::ready!(Pin::new(released).poll(cx));
-            self.released = None;
+            release(true);
         }
         let bytes = self.bytes.take().filter(|b| !b.is_empty());
         Poll::Ready(bytes.map(|b| Ok(Frame::data(b))))
@@ -272,7 +263,6 @@ impl ResponseBody {
         ResponseBody(Source::Whole(Whole {
             bytes: Some(bytes),
             release,
-            released: None,
         }))
     }
 
@@ -343,9 +333,9 @@ impl HttpBody for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match &mut self.0 {
-            // Taken: the connection goes back before the caller sees the bytes, so
-            // a request sent right after reuses it.
-            Source::Whole(whole) => whole.poll_frame(cx),
+            // Taken: the connection goes back before the store handles anything else
+            // of the caller's, so a request sent right after reuses it.
+            Source::Whole(whole) => whole.poll_frame(),
             Source::Streamed(streamed) => streamed.poll_frame(cx),
         }
     }

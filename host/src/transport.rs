@@ -92,14 +92,9 @@ struct Outgoing {
 
 enum Command {
     RoundTrip(Box<Outgoing>),
-    /// A whole body was taken (`read`) or dropped: let go of its connection, if it is
-    /// still the `instance` (restarts so far) that holds it, then say so on `done`.
-    Release {
-        conn: u64,
-        read: bool,
-        instance: u64,
-        done: oneshot::Sender<()>,
-    },
+    /// Releases were queued (`Releases`): unless the caller's next command is already
+    /// here to carry them, let go of their connections now.
+    Flush,
     CloseIdle(oneshot::Sender<()>),
     Stats(oneshot::Sender<PoolStats>),
     Shutdown(oneshot::Sender<()>),
@@ -352,9 +347,66 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whole bodies' connections their callers have let go of (the bytes taken, or
+/// dropped unread), on their way to the component. The caller only queues one; the
+/// store takes the queue before it handles any later command: the next request carries
+/// them (`request.releases`: no call of their own), any other command has them
+/// `release`d first. The first one queued also sends a `Command::Flush`, so that a
+/// caller that sends nothing more still has its connection pooled (and its idle
+/// timeout running) at once.
+struct Releases {
+    queue: Mutex<Vec<Queued>>,
+    /// The store's own inbox (weakly: it ends when every `Transport` is gone).
+    inbox: mpsc::WeakUnboundedSender<Command>,
+}
+
+/// A release, and the instance (restarts so far) whose connection id it names.
+struct Queued {
+    instance: u64,
+    release: types::Release,
+}
+
+impl Releases {
+    fn new(inbox: mpsc::WeakUnboundedSender<Command>) -> Self {
+        Releases {
+            queue: Mutex::new(Vec::new()),
+            inbox,
+        }
+    }
+
+    fn push(&self, queued: Queued) {
+        let first = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.push(queued);
+                queue.len() == 1
+            }
+            Err(_) => return,
+        };
+        if first && let Some(inbox) = self.inbox.upgrade() {
+            crate::crossings::count(Crossing::CallerToStore);
+            let _ = inbox.send(Command::Flush);
+        }
+    }
+
+    /// Everything queued for `instance`; the rest named connections of an instance
+    /// that is gone.
+    fn take(&self, instance: u64) -> Vec<types::Release> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        if queue.is_empty() {
+            return Vec::new();
+        }
+        queue
+            .drain(..)
+            .filter(|queued| queued.instance == instance)
+            .map(|queued| queued.release)
+            .collect()
+    }
+}
+
 /// Which shard a store thread runs, the instant the transport's clock counts from,
-/// and its own inbox (weakly: it ends when every `Transport` is gone), where whole
-/// bodies send their releases.
+/// and its own inbox (weakly: it ends when every `Transport` is gone).
 struct ShardStart {
     spread: Spread,
     origin: Instant,
@@ -545,6 +597,7 @@ async fn serve(
         ..Continuity::default()
     }));
     let mut ready = Some(ready);
+    let releases = Arc::new(Releases::new(shard.inbox.clone()));
     loop {
         let pending = Pending::default();
         let ended = run_instance(
@@ -556,6 +609,7 @@ async fn serve(
             &shard,
             &continuity,
             &pending,
+            &releases,
         )
         .await;
         let reason = match ended {
@@ -609,6 +663,7 @@ async fn run_instance(
     shard: &ShardStart,
     continuity: &Arc<Mutex<Continuity>>,
     pending: &Pending,
+    releases: &Arc<Releases>,
 ) -> Ended {
     let state = State {
         table: ResourceTable::new(),
@@ -665,34 +720,48 @@ async fn run_instance(
                 ready(Ok(()));
             }
             let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
-            // Releases of whole bodies' connections: started before any later command
-            // (the next request finds the connection idle) and finished before a
-            // shutdown (the connection is pooled, then closed as idle).
-            let mut releases: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            // `release` calls: started before the command that made them (the
+            // connection is pooled first) and finished before a shutdown (pooled,
+            // then closed as idle).
+            let mut releasing: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            let instance = || continuity.lock().map_or(u64::MAX, |c| c.restarts);
             let stopped = loop {
                 tokio::select! {
                     biased;
-                    Some(()) = releases.next(), if !releases.is_empty() => {}
-                    command = inbox.recv() => match command {
-                        None => break None,
-                        Some(Command::Shutdown(reply)) => break Some(reply),
-                        Some(command @ Command::Release { .. }) => {
-                            let mut release = handle_command(
-                                acc, &guest, handle, command, pending, continuity, &shard.inbox,
-                            );
-                            // Started now, in the order it came.
-                            if futures::poll!(&mut release).is_pending() {
-                                releases.push(release);
+                    Some(()) = releasing.next(), if !releasing.is_empty() => {}
+                    command = inbox.recv() => {
+                        // A flush with the caller's next command already behind it
+                        // leaves the releases to that command.
+                        let command = match command {
+                            Some(Command::Flush) => inbox.try_recv().ok().or(Some(Command::Flush)),
+                            other => other,
+                        };
+                        let carried = match &command {
+                            Some(Command::RoundTrip(_)) => releases.take(instance()),
+                            _ => {
+                                for release in releases.take(instance()) {
+                                    let mut call = release_call(acc, &guest, handle, release);
+                                    if futures::poll!(&mut call).is_pending() {
+                                        releasing.push(call);
+                                    }
+                                }
+                                Vec::new()
                             }
+                        };
+                        match command {
+                            None => break None,
+                            Some(Command::Shutdown(reply)) => break Some(reply),
+                            Some(Command::Flush) => {}
+                            Some(command) => calls.push(handle_command(
+                                acc, &guest, handle, command, carried, pending, continuity,
+                                releases,
+                            )),
                         }
-                        Some(command) => calls.push(handle_command(
-                            acc, &guest, handle, command, pending, continuity, &shard.inbox,
-                        )),
-                    },
+                    }
                     Some(()) = calls.next(), if !calls.is_empty() => {}
                 }
             };
-            while releases.next().await.is_some() {}
+            while releasing.next().await.is_some() {}
             Ok((handle, stopped))
         })
         .await
@@ -728,14 +797,35 @@ fn trap_reason(error: &wasmtime::Error) -> String {
     }
 }
 
+/// A `release` call for a connection no request carried away.
+fn release_call<'a>(
+    acc: &'a Accessor<State>,
+    guest: &'a GuestTransport<'a>,
+    handle: ResourceAny,
+    release: types::Release,
+) -> LocalBoxFuture<'a, ()> {
+    async move {
+        crate::crossings::count(Crossing::ExportCall);
+        if let Err(e) = guest
+            .call_release(acc, handle, release.conn, release.read)
+            .await
+        {
+            eprintln!("roundtrip: release failed: {e}");
+        }
+    }
+    .boxed_local()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle_command<'a>(
     acc: &'a Accessor<State>,
     guest: &'a GuestTransport<'a>,
     handle: ResourceAny,
     command: Command,
+    carried: Vec<types::Release>,
     pending: &'a Pending,
     continuity: &'a Arc<Mutex<Continuity>>,
-    inbox: &'a mpsc::WeakUnboundedSender<Command>,
+    releases: &'a Arc<Releases>,
 ) -> LocalBoxFuture<'a, ()> {
     async move {
         match command {
@@ -748,29 +838,16 @@ fn handle_command<'a>(
                 let id = pending.next.get() + 1;
                 pending.next.set(id);
                 pending.replies.borrow_mut().insert(id, reply);
-                let result =
-                    round_trip(acc, guest, handle, request, cancel, continuity, inbox).await;
+                let call = Call {
+                    id,
+                    cancel,
+                    releases: carried,
+                };
+                let result = round_trip(acc, guest, handle, request, call, continuity, releases).await;
                 if let Some(reply) = pending.replies.borrow_mut().remove(&id) {
                     crate::crossings::count(Crossing::StoreToCaller);
                     let _ = reply.send(result);
                 }
-            }
-            Command::Release {
-                conn,
-                read,
-                instance,
-                done,
-            } => {
-                let current = continuity.lock().map_or(u64::MAX, |c| c.restarts);
-                // After a restart the id may be another connection's.
-                if instance == current {
-                    crate::crossings::count(Crossing::ExportCall);
-                    if let Err(e) = guest.call_release(acc, handle, conn, read).await {
-                        eprintln!("roundtrip: release failed: {e}");
-                    }
-                }
-                crate::crossings::count(Crossing::StoreToCaller);
-                let _ = done.send(());
             }
             Command::CloseIdle(reply) => {
                 crate::crossings::count(Crossing::ExportCall);
@@ -800,10 +877,19 @@ fn handle_command<'a>(
                     });
                 }
             }
-            Command::Shutdown(_) => {}
+            Command::Shutdown(_) | Command::Flush => {}
         }
     }
     .boxed_local()
+}
+
+/// What a round trip's call carries besides the request: its id (its `cancel-id`),
+/// the caller's side of cancelling, and the releases it takes to the component.
+struct Call {
+    id: u64,
+    /// Resolves (with an error) when the caller drops its `round_trip` future.
+    cancel: oneshot::Receiver<()>,
+    releases: Vec<types::Release>,
 }
 
 async fn round_trip(
@@ -811,20 +897,16 @@ async fn round_trip(
     guest: &GuestTransport<'_>,
     handle: ResourceAny,
     request: http::Request<Body>,
-    cancel: oneshot::Receiver<()>,
+    call: Call,
     continuity: &Arc<Mutex<Continuity>>,
-    inbox: &mpsc::WeakUnboundedSender<Command>,
+    releases: &Arc<Releases>,
 ) -> Result<http::Response<ResponseBody>, Error> {
+    let Call {
+        id,
+        mut cancel,
+        releases: carried,
+    } = call;
     let (parts, body) = request.into_parts();
-    // Resolves, with no value, when the caller is gone (the sender dropped).
-    let cancel = acc
-        .with(|mut access| {
-            FutureReader::new(&mut access, async move {
-                let _ = cancel.await;
-                Ok::<(), wasmtime::Error>(())
-            })
-        })
-        .map_err(Error::engine)?;
     let headers = parts
         .headers
         .iter()
@@ -876,19 +958,31 @@ async fn round_trip(
         headers,
         body,
         options,
-        cancel: Some(cancel),
+        cancel_id: id,
+        releases: carried,
     };
     crate::crossings::count(Crossing::ExportCall);
-    let response = guest
-        .call_round_trip(acc, handle, request)
-        .await
-        .map_err(Error::engine)??;
+    let mut call = std::pin::pin!(guest.call_round_trip(acc, handle, request));
+    // The caller gone, the component is told (a sync call, made only then) and ends
+    // the request at once; the call still runs to its end.
+    let response = tokio::select! {
+        biased;
+        response = &mut call => response,
+        _ = &mut cancel => {
+            crate::crossings::count(Crossing::ExportCall);
+            if let Err(e) = guest.call_cancel(acc, handle, id).await {
+                eprintln!("roundtrip: cancel failed: {e}");
+            }
+            call.await
+        }
+    };
+    let response = response.map_err(Error::engine)??;
     let body = match response.body {
         types::ResponseBody::Whole(bytes) => {
             // An empty body held nothing: the component let its connection go.
             // Connection 0 is none: nothing is held for the body.
             let release = (!bytes.is_empty() && response.conn != 0)
-                .then(|| release(inbox, continuity, response.conn));
+                .then(|| release(releases, continuity, response.conn));
             ResponseBody::whole(bytes.into(), release)
         }
         types::ResponseBody::Streamed(streamed) => stream_body(acc, streamed, continuity)?,
@@ -914,26 +1008,20 @@ async fn round_trip(
         .map_err(|e| Error::new(ErrorKind::ProtocolError, format!("unusable response: {e}")))
 }
 
-/// Lets go of connection `conn` of this instance, held for a whole body: through the
-/// store's inbox, so that it comes before any later command of the caller's.
+/// Lets go of connection `conn` of this instance, held for a whole body: queued, to
+/// reach the component before any later command of the caller's.
 fn release(
-    inbox: &mpsc::WeakUnboundedSender<Command>,
+    releases: &Arc<Releases>,
     continuity: &Mutex<Continuity>,
     conn: u64,
 ) -> crate::body::Release {
-    let inbox = inbox.clone();
+    let releases = Arc::clone(releases);
     let instance = continuity.lock().map_or(0, |c| c.restarts);
     Box::new(move |read| {
-        let (done, released) = oneshot::channel();
-        if let Some(inbox) = inbox.upgrade() {
-            let _ = inbox.send(Command::Release {
-                conn,
-                read,
-                instance,
-                done,
-            });
-        }
-        released
+        releases.push(Queued {
+            instance,
+            release: types::Release { conn, read },
+        });
     })
 }
 

@@ -148,7 +148,8 @@ async fn get(
         headers: vec![],
         body: types::RequestBody::Empty,
         options: Vec::new(),
-        cancel: None,
+        cancel_id: 0,
+        releases: Vec::new(),
     };
     let response = transport
         .call_round_trip(acc, pool, request)

@@ -46,7 +46,9 @@ pub struct Fetched {
 pub const FETCH_LIMIT: Duration = Duration::from_secs(90);
 
 /// Sends `request` and reads the whole body; fails the test if that takes longer than
-/// [`FETCH_LIMIT`].
+/// [`FETCH_LIMIT`]. Returns once the transport has settled the connection: a whole
+/// body's release reaches the component before any later command ([`settled`]), so
+/// the events a test reads next are all there.
 pub async fn fetch(transport: &Transport, request: http::Request<Body>) -> Result<Fetched, Error> {
     let uri = request.uri().clone();
     tokio::time::timeout(FETCH_LIMIT, fetch_unbounded(transport, request))
@@ -63,6 +65,7 @@ async fn fetch_unbounded(
     let headers = response.headers().clone();
     let conn = *response.extensions().get::<ConnectionInfo>().unwrap();
     let collected = response.into_body().collect().await?;
+    settled(transport).await;
     let trailers = collected.trailers().cloned();
     Ok(Fetched {
         status,
@@ -71,6 +74,12 @@ async fn fetch_unbounded(
         trailers,
         conn,
     })
+}
+
+/// Returns once the transport has handled everything sent to it before, whole
+/// bodies' releases included (they ride on the next command; a `stats` is one).
+pub async fn settled(transport: &Transport) {
+    transport.stats().await;
 }
 
 /// `GET url`, whole body read.

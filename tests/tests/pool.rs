@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use roundtrip_host::events::{CloseReason, EventKind};
-use roundtrip_host::{Body, ErrorKind};
+use roundtrip_host::{Body, ConnectionInfo, ErrorKind};
 use roundtrip_servers::{LocalServer, body_bytes};
 use roundtrip_tests::*;
 use tokio::io::AsyncWriteExt;
@@ -218,6 +218,7 @@ async fn max_idle_per_host_keeps_two_of_three() {
     for body in bodies {
         body.collect().await.unwrap();
     }
+    settled(&transport).await;
     let events = recorder.events();
     assert_eq!(dials(&events), 3);
     assert_eq!(
@@ -618,6 +619,49 @@ async fn shards_divide_go_s_caps_and_never_share_an_id() {
     assert!(first.conn.reused && second.conn.reused);
     assert_eq!(first.conn.id, second.conn.id);
     assert_eq!(server.connections(), 3);
+}
+
+/// A whole body's release rides on the caller's next request; a caller that sends
+/// nothing more still has its connection pooled (the store flushes the release on its
+/// own), and the next request carries it: one `round-trip` call, the same connection.
+#[tokio::test]
+async fn a_taken_whole_body_is_pooled_without_a_later_request_and_rides_on_one() {
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let request = || {
+        http::Request::get(server.url("/small"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let response = transport.round_trip(request()).await.unwrap();
+    let first = *response.extensions().get::<ConnectionInfo>().unwrap();
+    response.into_body().collect().await.unwrap();
+    // Nothing else is sent: the release reaches the component by itself.
+    let pooled = wait_for_event(&recorder, |k| {
+        *k == EventKind::PutIdle {
+            ok: true,
+            reason: None,
+        }
+    })
+    .await;
+    assert!(pooled, "never pooled: {:?}", recorder.names());
+    // Taken and at once followed by a request: it rides on it and the connection is
+    // reused.
+    for _ in 0..20 {
+        let response = transport.round_trip(request()).await.unwrap();
+        let conn = *response.extensions().get::<ConnectionInfo>().unwrap();
+        assert!(conn.reused && conn.id == first.id, "{conn:?} after {first:?}");
+        response.into_body().collect().await.unwrap();
+    }
+    settled(&transport).await;
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::PutIdle { ok: true, .. })),
+        21
+    );
+    assert_eq!(transport.stats().await.keys[0].idle, 1);
+    assert_eq!(server.connections(), 1);
 }
 
 #[tokio::test]

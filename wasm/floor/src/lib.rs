@@ -114,6 +114,8 @@ impl GuestTransport for Transport {
 
     async fn release(&self, _conn: u64, _read: bool) {}
 
+    fn cancel(&self, _cancel_id: u64) {}
+
     fn close_idle_connections(&self) {
         self.idle.borrow_mut().clear();
     }

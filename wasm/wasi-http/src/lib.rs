@@ -105,7 +105,8 @@ impl Guest for Client {
                 headers,
                 body,
                 options,
-                cancel: None,
+                cancel_id: 0,
+                releases: Vec::new(),
             })
             .await
             .map_err(|e| restore(&guest_error, e));

@@ -16,7 +16,6 @@
 //! Every decision (framing, reuse, retry) is the core's; this file only moves bytes and
 //! reports what happened.
 
-use std::future::IntoFuture;
 use std::pin::pin;
 use std::rc::Rc;
 
@@ -112,9 +111,10 @@ struct Answered {
     accept_gzip: bool,
 }
 
-/// Runs one round trip, abandoned at once if the caller's `cancel` future resolves:
-/// dropping the work runs every guard (a waiter leaves the line, an active connection
-/// is closed).
+/// Runs one round trip, abandoned at once if the host cancels it (`transport.cancel`
+/// with its `cancel-id`): dropping the work runs every guard (a waiter leaves the line,
+/// an active connection is closed). Connections the host lets go of with this request
+/// (`releases`) go back first, so it may find one of them idle.
 pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, ErrorCode> {
     let Request {
         method,
@@ -122,18 +122,55 @@ pub async fn round_trip(shared: Rc<Shared>, req: Request) -> Result<Response, Er
         headers,
         body,
         options,
-        cancel,
+        cancel_id,
+        releases,
     } = req;
-    let work = pin!(exchange(shared, method, url, headers, body, options));
-    let Some(cancel) = cancel else {
+    for release in releases {
+        shared.release_held(release.conn, release.read);
+    }
+    let work = pin!(exchange(
+        Rc::clone(&shared),
+        method,
+        url,
+        headers,
+        body,
+        options
+    ));
+    if cancel_id == 0 {
         return work.await;
-    };
-    let cancel = pin!(cancel.into_future());
-    match select(work, cancel).await {
+    }
+    let (_registered, cancelled) = Cancellable::register(&shared, cancel_id);
+    match select(work, cancelled).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => Err(ErrorCode::RequestCanceled(
             "net/http: request canceled".to_owned(),
         )),
+    }
+}
+
+/// A request the host may cancel: its entry in `Shared::cancels`, removed when the
+/// round trip ends either way.
+struct Cancellable {
+    shared: Rc<Shared>,
+    id: u64,
+}
+
+impl Cancellable {
+    /// Registers request `id`; the receiver resolves when the host cancels it.
+    fn register(shared: &Rc<Shared>, id: u64) -> (Self, oneshot::Receiver<()>) {
+        let (trigger, cancelled) = oneshot::channel();
+        shared.cancels.borrow_mut().insert(id, trigger);
+        let registered = Cancellable {
+            shared: Rc::clone(shared),
+            id,
+        };
+        (registered, cancelled)
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        self.shared.cancels.borrow_mut().remove(&self.id);
     }
 }
 

@@ -81,6 +81,9 @@ pub struct Shared {
     pub held: RefCell<HashMap<u64, Held>>,
     /// The HTTP/2 connections, shared by their key's requests.
     pub h2: RefCell<H2Pool>,
+    /// Requests the host may cancel, by their `cancel-id`: firing one ends its round
+    /// trip (`exchange::round_trip`).
+    pub cancels: RefCell<HashMap<u64, oneshot::Sender<()>>>,
     start_ns: u64,
     idle_timeout: Option<Micros>,
 }
@@ -206,6 +209,21 @@ impl Shared {
         self.drain_actions(Some(offered));
     }
 
+    /// Lets go of connection `conn`, held for a whole body: back to the pool if the
+    /// caller took the body (`read`), else closed as a body dropped early is. Unknown
+    /// ids are ignored.
+    pub fn release_held(&self, conn: u64, read: bool) {
+        let held = self.held.borrow_mut().remove(&conn);
+        if let Some(Held { active, end, len }) = held {
+            if read {
+                super::body::settle(active, &end, len, true);
+            } else {
+                active.emit(EventKind::BodyClosedEarly(0));
+                active.close(CloseReason::EarlyBodyClose);
+            }
+        }
+    }
+
     /// The reader tasks' callback for input on an idle connection of `key`: the server
     /// closed it or wrote to it unasked, so it leaves the pool and is closed now. Holds
     /// the transport weakly: connections must not keep it alive.
@@ -305,27 +323,32 @@ impl Shared {
 
     /// One timer task per transport closes idle connections as they time out. All idle
     /// connections share one timeout, so a later put never needs an earlier wake-up.
+    /// The task sleeps until the deadline it was started for even if that connection
+    /// is taken again meanwhile (as a sequential caller's is, at once): under steady
+    /// use it is started once per idle timeout, not once per request.
     fn ensure_idle_timer(self: &Rc<Self>) {
-        {
+        let first = {
             let mut state = self.state.borrow_mut();
-            if state.idle_timer_running || state.pool.next_deadline().is_none() {
+            if state.idle_timer_running {
                 return;
             }
+            let Some(first) = state.pool.next_deadline() else {
+                return;
+            };
             state.idle_timer_running = true;
-        }
+            first
+        };
         let shared = Rc::clone(self);
         super::tasks::spawn(async move {
-            loop {
-                let deadline = shared.state.borrow().pool.next_deadline();
-                let Some(deadline) = deadline else {
-                    shared.state.borrow_mut().idle_timer_running = false;
-                    return;
-                };
-                clock::sleep_until(shared.start_ns + deadline * 1_000).await;
+            let mut deadline = Some(first);
+            while let Some(due) = deadline {
+                clock::sleep_until(shared.start_ns + due * 1_000).await;
                 let now = shared.now();
                 shared.state.borrow_mut().pool.expire(now);
                 shared.run_actions();
+                deadline = shared.state.borrow().pool.next_deadline();
             }
+            shared.state.borrow_mut().idle_timer_running = false;
         });
     }
 }
@@ -386,6 +409,7 @@ impl GuestTransport for Transport {
                 }),
                 held: RefCell::new(HashMap::new()),
                 h2: RefCell::new(H2Pool::default()),
+                cancels: RefCell::new(HashMap::new()),
                 start_ns: clock::now_ns(),
                 idle_timeout,
             }),
@@ -408,18 +432,14 @@ impl GuestTransport for Transport {
     }
 
     async fn release(&self, conn: u64, read: bool) {
-        super::tasks::export(async {
-            let held = self.shared.held.borrow_mut().remove(&conn);
-            if let Some(Held { active, end, len }) = held {
-                if read {
-                    super::body::settle(active, &end, len, true);
-                } else {
-                    active.emit(EventKind::BodyClosedEarly(0));
-                    active.close(CloseReason::EarlyBodyClose);
-                }
-            }
-        })
-        .await;
+        super::tasks::export(async { self.shared.release_held(conn, read) }).await;
+    }
+
+    fn cancel(&self, cancel_id: u64) {
+        let trigger = self.shared.cancels.borrow_mut().remove(&cancel_id);
+        if let Some(trigger) = trigger {
+            let _ = trigger.send(());
+        }
     }
 
     fn stats(&self) -> PoolStats {
