@@ -11,14 +11,13 @@
 //! The store, the guest's tasks and every socket live on that thread's
 //! current-thread tokio runtime, so the component is never touched from two threads.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::LocalBoxFuture;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -138,20 +137,28 @@ struct HostEvents {
 }
 
 impl Transport {
-    /// Instantiates the component with `config`, on a thread of its own — one per
-    /// shard ([`Config::shards`]).
+    /// Instantiates the component with `config`, one instance per shard
+    /// ([`Config::shards`]). Called within a tokio runtime, each instance is then served
+    /// by a task of that runtime (as hyper-util's connections are): a request and its
+    /// response wake the other side on the same worker (tokio runs a task woken from
+    /// a worker next on that worker), with no thread between them. Outside a runtime,
+    /// each instance runs on a thread of its own. Either way the `Transport` can be
+    /// used from any thread — a runtime's task while that runtime runs; a
+    /// [`Transport::shutdown`] before it stops has every event out.
     pub fn new(config: Config) -> Result<Self, Error> {
         let (pre, config, tls) = prepare(config)?;
         let events = config.events.clone();
         let origin = Instant::now();
         let count = config.effective_shards();
+        let runtime = tokio::runtime::Handle::try_current().ok();
         let starting: Vec<_> = (0..count)
             .map(|index| {
                 let spread = Spread {
                     index: index as u64,
                     count: count as u64,
                 };
-                start_thread(
+                start_shard(
+                    runtime.as_ref(),
                     pre.clone(),
                     config.shard(index, count),
                     Arc::clone(&tls),
@@ -162,10 +169,13 @@ impl Transport {
             .collect::<Result<_, Error>>()?;
         let mut shards = Vec::with_capacity(count);
         for (commands, ready, thread) in starting {
-            match ready.recv() {
-                Ok(Ok(())) => shards.push(Shard::new(commands, Some(thread))),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::engine("the transport thread exited while starting")),
+            // A task's instance started in `start_shard`; a thread says when its has.
+            match ready.map(|ready| ready.recv()) {
+                None | Some(Ok(Ok(()))) => shards.push(Shard::new(commands, thread)),
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(_)) => {
+                    return Err(Error::engine("the transport thread exited while starting"));
+                }
             }
         }
         Ok(Self::serving(shards, events, origin))
@@ -189,25 +199,22 @@ impl Transport {
         let events = config.events.clone();
         let origin = Instant::now();
         let (commands, inbox) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let ready: Ready = Box::new(move |outcome| {
-            let _ = ready_tx.send(outcome);
-        });
         let shard = ShardStart {
             spread: Spread::default(),
             origin,
             inbox: commands.downgrade(),
         };
-        tokio::task::spawn_local(serve(pre, config, tls, inbox, ready, shard));
-        match ready_rx.await {
-            Ok(Ok(())) => Ok(Self::serving(
-                vec![Shard::new(commands, None)],
-                events,
-                origin,
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::engine("the transport task ended while starting")),
-        }
+        let continuity = shard.continuity();
+        let instance = start_instance(&pre, &config, &tls, &shard, &continuity)
+            .await
+            .map_err(Error::engine)?;
+        let first = First::Started(instance, continuity);
+        tokio::task::spawn_local(serve(pre, config, tls, inbox, first, shard));
+        Ok(Self::serving(
+            vec![Shard::new(commands, None)],
+            events,
+            origin,
+        ))
     }
 
     /// The shard with the fewest round trips in flight; the first of those on a tie.
@@ -413,14 +420,16 @@ struct ShardStart {
     inbox: mpsc::WeakUnboundedSender<Command>,
 }
 
+/// A shard being started: its inbox, and, for a thread, what says it serves.
 type Started = (
     mpsc::UnboundedSender<Command>,
-    std::sync::mpsc::Receiver<Result<(), Error>>,
-    std::thread::JoinHandle<()>,
+    Option<std::sync::mpsc::Receiver<Result<(), Error>>>,
+    Option<std::thread::JoinHandle<()>>,
 );
 
-/// Starts one shard's store thread; its receiver says when it serves.
-fn start_thread(
+/// Starts one shard's store, as a task of `runtime` or on a thread of its own.
+fn start_shard(
+    runtime: Option<&tokio::runtime::Handle>,
     pre: TransportPre<State>,
     config: Config,
     tls: Arc<rustls::ClientConfig>,
@@ -428,15 +437,32 @@ fn start_thread(
     origin: Instant,
 ) -> Result<Started, Error> {
     let (commands, inbox) = mpsc::unbounded_channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let ready: Ready = Box::new(move |outcome| {
-        let _ = ready_tx.send(outcome);
-    });
     let shard = ShardStart {
         spread,
         origin,
         inbox: commands.downgrade(),
     };
+    if let Some(runtime) = runtime {
+        // Instantiated here, where a failure is `new`'s error: no task of the
+        // runtime is waited for (the runtime may have no other thread to run it).
+        // Nothing in an instance's start needs the runtime.
+        let continuity = shard.continuity();
+        let instance = futures::executor::block_on(start_instance(
+            &pre,
+            &config,
+            &tls,
+            &shard,
+            &continuity,
+        ))
+        .map_err(Error::engine)?;
+        let first = First::Started(instance, continuity);
+        runtime.spawn(serve(pre, config, tls, inbox, first, shard));
+        return Ok((commands, None, None));
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let ready: Ready = Box::new(move |outcome| {
+        let _ = ready_tx.send(outcome);
+    });
     let thread = std::thread::Builder::new()
         .name("roundtrip-transport".into())
         .spawn(move || {
@@ -452,10 +478,10 @@ fn start_thread(
                     return;
                 }
             };
-            runtime.block_on(serve(pre, config, tls, inbox, ready, shard));
+            runtime.block_on(serve(pre, config, tls, inbox, First::Start(ready), shard));
         })
         .map_err(Error::engine)?;
-    Ok((commands, ready_rx, thread))
+    Ok((commands, Some(ready_rx), Some(thread)))
 }
 
 /// What the store side says once its first instance serves (or could not start).
@@ -566,8 +592,8 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Round trips in flight, by id, so a trap can fail each one with a named error.
 #[derive(Default)]
 struct Pending {
-    next: Cell<u64>,
-    replies: RefCell<HashMap<u64, Reply>>,
+    next: AtomicU64,
+    replies: Mutex<HashMap<u64, Reply>>,
 }
 
 type Reply = oneshot::Sender<Result<http::Response<ResponseBody>, Error>>;
@@ -589,29 +615,29 @@ async fn serve(
     config: Config,
     tls: Arc<rustls::ClientConfig>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
-    ready: Ready,
+    first: First,
     shard: ShardStart,
 ) {
-    let continuity = Arc::new(Mutex::new(Continuity {
-        spread: shard.spread,
-        ..Continuity::default()
-    }));
-    let mut ready = Some(ready);
+    let (mut first, mut ready, continuity) = match first {
+        First::Started(instance, continuity) => (Some(instance), None, continuity),
+        First::Start(ready) => (None, Some(ready), shard.continuity()),
+    };
     let releases = Arc::new(Releases::new(shard.inbox.clone()));
     loop {
         let pending = Pending::default();
-        let ended = run_instance(
-            &pre,
-            &config,
-            &tls,
-            &mut inbox,
-            &mut ready,
-            &shard,
-            &continuity,
-            &pending,
-            &releases,
-        )
-        .await;
+        let started = match first.take() {
+            Some(instance) => Ok(instance),
+            None => start_instance(&pre, &config, &tls, &shard, &continuity).await,
+        };
+        let ended = match started {
+            Ok(instance) => {
+                if let Some(ready) = ready.take() {
+                    ready(Ok(()));
+                }
+                run_instance(instance, &mut inbox, &continuity, &pending, &releases).await
+            }
+            Err(reason) => Ended::Failed(reason),
+        };
         let reason = match ended {
             Ended::Stopped(reply) => {
                 // Closed before the reply: `is_shut_down` is true once `shutdown` returns.
@@ -628,7 +654,8 @@ async fn serve(
             ready(Err(Error::engine(&reason)));
             return;
         }
-        for (_, reply) in pending.replies.take() {
+        let replies = pending.replies.lock().map(|mut r| std::mem::take(&mut *r));
+        for (_, reply) in replies.unwrap_or_default() {
             let _ = reply.send(Err(Error::restarted(&reason)));
         }
 
@@ -652,19 +679,38 @@ fn micros(elapsed: std::time::Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// One instance: instantiate, construct the guest transport, serve commands.
-#[allow(clippy::too_many_arguments)]
-async fn run_instance(
+/// A shard's first instance: started already (by `new` or `new_local`, which report a
+/// failure themselves), or to be started by `serve`, which says how that went.
+enum First {
+    Started(Instance, Arc<Mutex<Continuity>>),
+    Start(Ready),
+}
+
+/// An instance with its guest transport constructed, ready to serve.
+struct Instance {
+    store: Store<State>,
+    world: World,
+    handle: ResourceAny,
+}
+
+impl ShardStart {
+    /// The shard's ids and time base, kept across its instances.
+    fn continuity(&self) -> Arc<Mutex<Continuity>> {
+        Arc::new(Mutex::new(Continuity {
+            spread: self.spread,
+            ..Continuity::default()
+        }))
+    }
+}
+
+/// Instantiates the component and constructs its transport; on failure, the reason.
+async fn start_instance(
     pre: &TransportPre<State>,
     config: &Config,
     tls: &Arc<rustls::ClientConfig>,
-    inbox: &mut mpsc::UnboundedReceiver<Command>,
-    ready: &mut Option<Ready>,
     shard: &ShardStart,
     continuity: &Arc<Mutex<Continuity>>,
-    pending: &Pending,
-    releases: &Arc<Releases>,
-) -> Ended {
+) -> Result<Instance, String> {
     let state = State {
         table: ResourceTable::new(),
         wasi: WasiCtx::builder().inherit_stderr().build(),
@@ -701,13 +747,13 @@ async fn run_instance(
         }
         Ok(wasmtime::UpdateDeadline::Yield(1))
     });
-    let world: World = match pre.instantiate_async(&mut store).await {
-        Ok(world) => world,
-        Err(e) => return Ended::Failed(trap_reason(&e)),
-    };
+    let world: World = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| trap_reason(&e))?;
     let wit_config = config.to_wit();
-    let served = store
-        .run_concurrent(async |acc| -> wasmtime::Result<_> {
+    let handle = store
+        .run_concurrent(async |acc| {
             let guest = world.roundtrip_transport_round_tripper().transport();
             // The guest's clock counts from its constructor, host events from the
             // transport's start: each instance's events (every shard's, a restarted
@@ -715,15 +761,39 @@ async fn run_instance(
             if let Ok(mut continuity) = continuity.lock() {
                 continuity.restart(micros(shard.origin.elapsed()));
             }
-            let handle = guest.call_constructor(acc, wit_config).await?;
-            if let Some(ready) = ready.take() {
-                ready(Ok(()));
-            }
-            let mut calls: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            guest.call_constructor(acc, wit_config).await
+        })
+        .await
+        .and_then(|handle| handle)
+        .map_err(|e| trap_reason(&e))?;
+    Ok(Instance {
+        store,
+        world,
+        handle,
+    })
+}
+
+/// Serves commands on `instance` until told to stop, or until it traps.
+async fn run_instance(
+    instance: Instance,
+    inbox: &mut mpsc::UnboundedReceiver<Command>,
+    continuity: &Arc<Mutex<Continuity>>,
+    pending: &Pending,
+    releases: &Arc<Releases>,
+) -> Ended {
+    let Instance {
+        mut store,
+        world,
+        handle,
+    } = instance;
+    let served = store
+        .run_concurrent(async |acc| -> wasmtime::Result<_> {
+            let guest = world.roundtrip_transport_round_tripper().transport();
+            let mut calls: FuturesUnordered<BoxFuture<'_, ()>> = FuturesUnordered::new();
             // `release` calls: started before the command that made them (the
             // connection is pooled first) and finished before a shutdown (pooled,
             // then closed as idle).
-            let mut releasing: FuturesUnordered<LocalBoxFuture<'_, ()>> = FuturesUnordered::new();
+            let mut releasing: FuturesUnordered<BoxFuture<'_, ()>> = FuturesUnordered::new();
             let instance = || continuity.lock().map_or(u64::MAX, |c| c.restarts);
             let stopped = loop {
                 tokio::select! {
@@ -803,7 +873,7 @@ fn release_call<'a>(
     guest: &'a GuestTransport<'a>,
     handle: ResourceAny,
     release: types::Release,
-) -> LocalBoxFuture<'a, ()> {
+) -> BoxFuture<'a, ()> {
     async move {
         crate::crossings::count(Crossing::ExportCall);
         if let Err(e) = guest
@@ -813,7 +883,7 @@ fn release_call<'a>(
             eprintln!("roundtrip: release failed: {e}");
         }
     }
-    .boxed_local()
+    .boxed()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -826,7 +896,7 @@ fn handle_command<'a>(
     pending: &'a Pending,
     continuity: &'a Arc<Mutex<Continuity>>,
     releases: &'a Arc<Releases>,
-) -> LocalBoxFuture<'a, ()> {
+) -> BoxFuture<'a, ()> {
     async move {
         match command {
             Command::RoundTrip(outgoing) => {
@@ -835,16 +905,18 @@ fn handle_command<'a>(
                     cancel,
                     reply,
                 } = *outgoing;
-                let id = pending.next.get() + 1;
-                pending.next.set(id);
-                pending.replies.borrow_mut().insert(id, reply);
+                let id = pending.next.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Ok(mut replies) = pending.replies.lock() {
+                    replies.insert(id, reply);
+                }
                 let call = Call {
                     id,
                     cancel,
                     releases: carried,
                 };
                 let result = round_trip(acc, guest, handle, request, call, continuity, releases).await;
-                if let Some(reply) = pending.replies.borrow_mut().remove(&id) {
+                let reply = pending.replies.lock().ok().and_then(|mut r| r.remove(&id));
+                if let Some(reply) = reply {
                     crate::crossings::count(Crossing::StoreToCaller);
                     let _ = reply.send(result);
                 }
@@ -880,7 +952,7 @@ fn handle_command<'a>(
             Command::Shutdown(_) | Command::Flush => {}
         }
     }
-    .boxed_local()
+    .boxed()
 }
 
 /// What a round trip's call carries besides the request: its id (its `cancel-id`),

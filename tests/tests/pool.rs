@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use roundtrip_host::events::{CloseReason, EventKind};
-use roundtrip_host::{Body, ConnectionInfo, ErrorKind};
+use roundtrip_host::{Body, ConnectionInfo, ErrorKind, Transport};
 use roundtrip_servers::{LocalServer, body_bytes};
 use roundtrip_tests::*;
 use tokio::io::AsyncWriteExt;
@@ -694,4 +694,55 @@ async fn a_whole_body_holds_its_connection_until_taken_and_dropped_unread_closes
             }),
         1
     );
+}
+
+/// Threads of this process named for a transport's store (the kernel's list:
+/// `/proc/self/task/*/comm`, which keeps 15 bytes of a name).
+fn store_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "roundtrip-trans")
+        .count()
+}
+
+/// `Transport::new` called within a runtime serves from a task of that runtime (no
+/// thread of its own); outside one, from a thread of its own. Either way it serves
+/// callers on other threads and runtimes, and reuses its connection.
+#[test]
+fn the_store_is_a_task_of_the_callers_runtime_and_a_thread_only_outside_one() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(LocalServer::start()).unwrap();
+    let url = server.url("/small");
+    let config = || roundtrip_host::Config {
+        inspect_from_env: false,
+        ..roundtrip_host::Config::default()
+    };
+    let in_runtime = runtime.block_on(async { Transport::new(config()) }).unwrap();
+    assert_eq!(store_threads(), 0, "a task of the runtime, no thread");
+    let outside = Transport::new(config()).unwrap();
+    assert_eq!(store_threads(), 1, "outside a runtime: a thread of its own");
+    for transport in [in_runtime, outside] {
+        let (url, transport) = (url.clone(), transport.clone());
+        // From another thread, on a runtime of its own.
+        let conns = std::thread::spawn(move || {
+            let caller = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            caller.block_on(async {
+                let first = get(&transport, &url).await.unwrap().conn;
+                let second = get(&transport, &url).await.unwrap().conn;
+                (first, second)
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(!conns.0.reused && conns.1.reused && conns.0.id == conns.1.id);
+    }
+    assert_eq!(server.connections(), 2);
 }
