@@ -676,15 +676,23 @@ impl AsyncWrite for H2Io {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(code)) => Poll::Ready(Err(io_error(&code))),
             Poll::Ready(Ok(())) => match writer.start_send(buf.to_vec()) {
-                Ok(()) => Poll::Ready(Ok(buf.len())),
+                Ok(()) => {
+                    // Started now; usually done at once. If not, the next write or
+                    // flush finishes it.
+                    if let Poll::Ready(Err(code)) = writer.poll_flush(cx) {
+                        return Poll::Ready(Err(io_error(&code)));
+                    }
+                    Poll::Ready(Ok(buf.len()))
+                }
                 Err(code) => Poll::Ready(Err(io_error(&code))),
             },
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The writer task writes every queued chunk in order; nothing waits here.
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer
+            .poll_flush(cx)
+            .map_err(|code| io_error(&code))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

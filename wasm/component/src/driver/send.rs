@@ -172,7 +172,7 @@ pub async fn write_request(
     framing: BodyFraming,
     wait_for_continue: Option<Continue>,
 ) -> Result<(), WriteError> {
-    let written = write_all(
+    let written = match write_all(
         &mut writer,
         &emitter,
         wire,
@@ -180,7 +180,16 @@ pub async fn write_request(
         framing,
         wait_for_continue,
     )
-    .await;
+    .await
+    {
+        // Written when the host has taken the last byte (and a write is never left
+        // pending on a connection going back to the pool).
+        Ok(()) => writer
+            .flush()
+            .await
+            .map_err(|code| connection(Progress::NoResponse, code)),
+        failed => failed,
+    };
     emitter.emit(wrote_request(&written));
     written
 }
@@ -208,10 +217,12 @@ async fn write_all(
     if let (true, Outgoing::Bytes(bytes)) = (coalesced, &body) {
         wire.extend_from_slice(bytes);
     }
-    writer
-        .write(wire)
-        .await
-        .map_err(|code| connection(Progress::NothingWritten, code))?;
+    let nothing_written = |code| connection(Progress::NothingWritten, code);
+    writer.write(wire).await.map_err(nothing_written)?;
+    if coalesced || matches!(body, Outgoing::Empty) {
+        // The head is all there is: written when the host has taken it.
+        writer.flush().await.map_err(nothing_written)?;
+    }
     emitter.emit(EventKind::WroteHeaders);
     if coalesced {
         return Ok(());
@@ -255,7 +266,7 @@ async fn write_stream(
     framing: BodyFraming,
 ) -> Result<(), WriteError> {
     // A task owns the caller's stream, so giving up on the body (a cancelled request,
-    // a connection closed) never cancels a component-model read (see `conn::Writer`).
+    // a connection closed) never cancels a component-model read (see `conn`).
     let (forward, mut pieces) = mpsc::channel(1);
     let declared = match framing {
         BodyFraming::Length(declared) => Some(declared),

@@ -12,11 +12,12 @@
 //! current one and with a waker that, on a wake from another task, counts once until
 //! the woken task runs again.
 //!
-//! Off (the default), [`spawn`] and [`export`] add one flag check and nothing else.
+//! Off (the default), [`spawn`] and [`export`] add one flag check and, after each
+//! turn, a look at the connections it pooled (`conn::watch_pooled`).
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -42,26 +43,38 @@ fn counting() -> bool {
 /// Spawns `future` on the current component-model task (`wit_bindgen::spawn_local`).
 pub fn spawn(future: impl Future<Output = ()> + 'static) {
     if !counting() {
-        wit_bindgen::spawn_local(future);
+        wit_bindgen::spawn_local(turns(future));
         return;
     }
     observe::count(GuestCrossing::TaskSpawn);
     let task = RUNNING.with(|r| r.borrow().clone()).unwrap_or_default();
-    wit_bindgen::spawn_local(Counted {
+    wit_bindgen::spawn_local(turns(Counted {
         task,
         future: Box::pin(future),
-    });
+    }));
 }
 
 /// Runs an export call's future as the component-model task it is.
 pub async fn export<T>(future: impl Future<Output = T>) -> T {
     if !counting() {
-        return future.await;
+        return turns(future).await;
     }
-    Counted {
+    turns(Counted {
         task: Arc::default(),
         future: Box::pin(future),
-    }
+    })
+    .await
+}
+
+/// Runs `future`, each of its turns ended by a look at the connections it pooled: those
+/// still idle are watched (`conn::watch_pooled`).
+async fn turns<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        super::conn::watch_pooled();
+        poll
+    })
     .await
 }
 

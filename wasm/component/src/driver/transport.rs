@@ -273,6 +273,8 @@ impl Shared {
                 if let Some(o) = offered.filter(|o| o.id == id && o.from == Source::Active) {
                     self.emit(Some(id), Some(o.req), Some(&key), EventKind::PutIdle(None));
                 }
+                // Handed on, it is not idle: nothing is to watch it.
+                conn.set_idle(false);
                 let waiter = self.state.borrow_mut().waiters.remove(&ticket);
                 let undelivered = match waiter {
                     Some(waiter) => waiter.reply.send(Ok(Handed::Conn(conn))).err(),
@@ -280,6 +282,7 @@ impl Shared {
                 };
                 // The waiter left after the hand was decided: give the connection back.
                 if let Some(Ok(Handed::Conn(conn))) = undelivered {
+                    conn.set_idle(true);
                     let now = self.now();
                     self.state
                         .borrow_mut()
