@@ -44,6 +44,8 @@ pub(crate) enum Crossing {
     TaskSpawn,
     /// A guest task woke one of another, sleeping, component-model task (ditto).
     InterTaskWakeup,
+    /// The guest's allocator handed out memory (ditto).
+    GuestAllocation,
 }
 
 /// The names `roundtrip get` prints, in the enum's order (`docs/performance.md`).
@@ -58,9 +60,10 @@ const NAMES: [&str; KINDS] = [
     "events emitted",
     "guest task spawns",
     "inter-task wake-ups",
+    "guest allocations",
 ];
 
-const KINDS: usize = Crossing::InterTaskWakeup as usize + 1;
+const KINDS: usize = Crossing::GuestAllocation as usize + 1;
 
 static COUNTS: [AtomicU64; KINDS] = [const { AtomicU64::new(0) }; KINDS];
 
@@ -71,8 +74,12 @@ pub fn is_enabled() -> bool {
 }
 
 pub(crate) fn count(crossing: Crossing) {
+    count_n(crossing, 1);
+}
+
+pub(crate) fn count_n(crossing: Crossing, n: u64) {
     if is_enabled() {
-        COUNTS[crossing as usize].fetch_add(1, Ordering::Relaxed);
+        COUNTS[crossing as usize].fetch_add(n, Ordering::Relaxed);
     }
 }
 

@@ -202,12 +202,14 @@ impl WasiView for State {
 impl types::Host for State {}
 
 impl observe::Host for State {
-    fn count(&mut self, what: observe::GuestCrossing) -> wasmtime::Result<()> {
-        use crate::crossings::{Crossing, count};
-        count(match what {
+    fn count(&mut self, what: observe::GuestCrossing, n: u32) -> wasmtime::Result<()> {
+        use crate::crossings::{Crossing, count_n};
+        let crossing = match what {
             observe::GuestCrossing::TaskSpawn => Crossing::TaskSpawn,
             observe::GuestCrossing::InterTaskWakeup => Crossing::InterTaskWakeup,
-        });
+            observe::GuestCrossing::Allocation => Crossing::GuestAllocation,
+        };
+        count_n(crossing, u64::from(n));
         Ok(())
     }
 

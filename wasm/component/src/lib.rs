@@ -10,3 +10,9 @@ pub mod core;
 
 #[cfg(target_arch = "wasm32")]
 mod driver;
+
+/// The target's allocator, counting what it hands out: reported for the crossing
+/// budget when `config.count-crossings` asks (`driver::tasks`).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;

@@ -216,23 +216,20 @@ async fn exchange(
         RequestBody::Stream(stream) => Body::Stream(Some(stream)),
     };
     let key = req.target.key.clone();
-    let summary = RequestSummary {
-        method: req.method.clone(),
-        url: format!(
-            "{}://{}{}",
-            req.target.scheme.as_str(),
-            req.target.authority,
-            req.target.path_and_query
-        ),
-    };
     let mut h2_retries = 0;
     loop {
-        shared.emit(
-            None,
-            Some(req.id),
-            Some(&key),
-            EventKind::GetConn(summary.clone()),
-        );
+        if shared.settings.emit_events {
+            let summary = RequestSummary {
+                method: req.method.clone(),
+                url: format!(
+                    "{}://{}{}",
+                    req.target.scheme.as_str(),
+                    req.target.authority,
+                    req.target.path_and_query
+                ),
+            };
+            shared.emit(None, Some(req.id), Some(&key), EventKind::GetConn(summary));
+        }
         let acquired =
             checkout::acquire(&shared, req.id, &req.target, req.options.connect_timeout).await?;
         let mut active = match acquired {

@@ -29,11 +29,29 @@ thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     /// The component-model task whose code runs now, if it is one of ours.
     static RUNNING: RefCell<Option<Arc<Task>>> = const { RefCell::new(None) };
+    /// Allocations (and reallocations) made up to the last report.
+    static REPORTED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Turns counting on for this instance (`config.count-crossings`).
 pub fn count_crossings() {
     COUNTING.with(|c| c.set(true));
+}
+
+/// Reports the allocations (and reallocations) made since the last report.
+fn report_allocations() {
+    if !counting() {
+        return;
+    }
+    let stats = crate::ALLOCATOR.stats();
+    let made = stats.allocations + stats.reallocations;
+    let new = made - REPORTED.with(|r| r.replace(made));
+    if new > 0 {
+        observe::count(
+            GuestCrossing::Allocation,
+            u32::try_from(new).unwrap_or(u32::MAX),
+        );
+    }
 }
 
 fn counting() -> bool {
@@ -46,7 +64,7 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
         wit_bindgen::spawn_local(turns(future));
         return;
     }
-    observe::count(GuestCrossing::TaskSpawn);
+    observe::count(GuestCrossing::TaskSpawn, 1);
     let task = RUNNING.with(|r| r.borrow().clone()).unwrap_or_default();
     wit_bindgen::spawn_local(turns(Counted {
         task,
@@ -73,6 +91,7 @@ async fn turns<F: Future>(future: F) -> F::Output {
     poll_fn(|cx| {
         let poll = future.as_mut().poll(cx);
         super::conn::watch_pooled();
+        report_allocations();
         poll
     })
     .await
@@ -127,7 +146,7 @@ impl Wake for CountingWaker {
                 .is_some_and(|running| !Arc::ptr_eq(running, &self.task))
         });
         if from_another && !self.task.woken.swap(true, Ordering::Relaxed) {
-            observe::count(GuestCrossing::InterTaskWakeup);
+            observe::count(GuestCrossing::InterTaskWakeup, 1);
         }
         self.inner.wake_by_ref();
     }
