@@ -31,28 +31,49 @@ pub enum NoReuse {
     AmbiguousFraming,
 }
 
+/// What the reuse decision needs of the two heads, taken when the response head
+/// arrives (its headers then go to the caller, not kept for the body's end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// The request asked to close (`Connection: close`).
+    pub request_asks_close: bool,
+    /// The response lets the connection live on (`ResponseHead::allows_keep_alive`).
+    pub response_keeps_alive: bool,
+    /// The response carried both `Transfer-Encoding` and `Content-Length`.
+    pub ambiguous_framing: bool,
+}
+
+impl Heads {
+    pub fn of(request_headers: &[(String, Vec<u8>)], response: &ResponseHead) -> Self {
+        Heads {
+            request_asks_close: asks_close(request_headers),
+            response_keeps_alive: response.allows_keep_alive(),
+            ambiguous_framing: response.has_ambiguous_framing(),
+        }
+    }
+}
+
 /// What the exchange knew when the response body ended.
 #[derive(Debug, Clone, Copy)]
-pub struct Finished<'a> {
+pub struct Finished {
     pub disable_keep_alives: bool,
-    pub request_headers: &'a [(String, Vec<u8>)],
+    pub heads: Heads,
     /// The whole request was written before the response came.
     pub request_complete: bool,
-    pub response: &'a ResponseHead,
     pub framing: Framing,
     /// Bytes received past the end of the response.
     pub trailing_bytes: usize,
 }
 
 /// `Ok(())` if the connection may go back to the idle pool.
-pub fn after_response(done: &Finished<'_>) -> Result<(), NoReuse> {
+pub fn after_response(done: &Finished) -> Result<(), NoReuse> {
     if done.disable_keep_alives {
         return Err(NoReuse::KeepAlivesDisabled);
     }
     if !done.framing.is_reusable() {
         return Err(NoReuse::ServerClosed);
     }
-    if asks_close(done.request_headers) || !done.response.allows_keep_alive() {
+    if done.heads.request_asks_close || !done.heads.response_keeps_alive {
         return Err(NoReuse::ConnectionClose);
     }
     if !done.request_complete {
@@ -61,7 +82,7 @@ pub fn after_response(done: &Finished<'_>) -> Result<(), NoReuse> {
     if done.trailing_bytes > 0 {
         return Err(NoReuse::TrailingBytes);
     }
-    if done.response.has_ambiguous_framing() {
+    if done.heads.ambiguous_framing {
         return Err(NoReuse::AmbiguousFraming);
     }
     Ok(())
@@ -116,12 +137,11 @@ mod tests {
             .0
     }
 
-    fn finished<'a>(head: &'a ResponseHead, req: &'a [(String, Vec<u8>)]) -> Finished<'a> {
+    fn finished(head: &ResponseHead, req: &[(String, Vec<u8>)]) -> Finished {
         Finished {
             disable_keep_alives: false,
-            request_headers: req,
+            heads: Heads::of(req, head),
             request_complete: true,
-            response: head,
             framing: Framing::Length(5),
             trailing_bytes: 0,
         }

@@ -30,8 +30,8 @@ use super::clock;
 use super::errors::{message, to_code};
 use super::send::{PendingWrite, WriteError};
 use crate::core::compression::Gunzip;
-use crate::core::decode::{BodyDecoder, Fields, Framing, ResponseHead};
-use crate::core::reuse::{self, NoReuse};
+use crate::core::decode::{BodyDecoder, Fields, Framing};
+use crate::core::reuse::{self, Heads, NoReuse};
 
 /// What the trailers future carries.
 pub type Trailers = Result<Option<Fields>, ErrorCode>;
@@ -39,10 +39,10 @@ pub type Trailers = Result<Option<Fields>, ErrorCode>;
 /// What the body task needs to decide the connection's fate at the end.
 pub struct BodyEnd {
     pub disable_keep_alives: bool,
-    pub request_headers: Fields,
+    /// What the reuse decision needs of the request's and the response's heads.
+    pub heads: Heads,
     /// The request's write, when the head came before it finished.
     pub unfinished_write: Option<PendingWrite>,
-    pub head: ResponseHead,
     pub framing: Framing,
     /// Set when the body is gzip the transport asked for: the caller gets it plain.
     pub gunzip: Option<Gunzip>,
@@ -182,9 +182,8 @@ pub fn settle(active: Active, end: &BodyEnd, total: u64, request_complete: bool)
     active.emit(EventKind::BodyEof(total));
     let verdict = reuse::after_response(&reuse::Finished {
         disable_keep_alives: end.disable_keep_alives,
-        request_headers: &end.request_headers,
+        heads: end.heads,
         request_complete,
-        response: &end.head,
         framing: end.framing,
         trailing_bytes: active.conn().buffered().len(),
     });

@@ -495,17 +495,23 @@ fn respond(
     } = answered;
     // Go's rule: only a gzip the transport asked for is undone, and transparently.
     let gunzip = (accept_gzip && is_gzipped(&head)).then(Gunzip::new);
-    let headers = if gunzip.is_some() {
-        decompressed_headers(&head.headers)
-    } else {
-        head.headers.clone()
-    };
     active.emit(EventKind::Response(head.status));
     // `read_head` checked the framing already.
     let framing = decode::framing(&req.method, &head).unwrap_or(Framing::UntilClose);
-    let status = head.status;
-    let reason = head.reason.clone();
-    let version = if head.version_minor == 0 {
+    // What the body's end decides by; the head's fields then go to the caller.
+    let heads = reuse::Heads::of(&req.headers, &head);
+    let ResponseHead {
+        status,
+        reason,
+        version_minor,
+        headers,
+    } = head;
+    let headers = if gunzip.is_some() {
+        decompressed_headers(&headers)
+    } else {
+        headers
+    };
+    let version = if version_minor == 0 {
         HttpVersion::Http10
     } else {
         HttpVersion::Http11
@@ -514,9 +520,8 @@ fn respond(
     let req_id = active.req();
     let end = BodyEnd {
         disable_keep_alives: shared.settings.disable_keep_alives,
-        request_headers: req.headers.clone(),
+        heads,
         unfinished_write,
-        head,
         framing,
         gunzip,
         between_bytes_timeout: req.options.between_bytes_timeout,
