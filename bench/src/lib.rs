@@ -32,11 +32,11 @@ pub use server::ServerKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Client {
-    /// This transport: the component in the host, on a thread of its own.
+    /// This transport as `Transport::new` runs it: a task of the caller's runtime.
     Roundtrip,
     /// This transport on the caller's thread (`Transport::new_local`).
     RoundtripLocal,
-    /// This transport with two shards (`Config::shards`): two store threads, two pools.
+    /// This transport with two shards (`Config::shards`): two store tasks, two pools.
     RoundtripShards2,
     /// hyper-util's legacy pooled client (what reqwest is built on).
     Hyper,

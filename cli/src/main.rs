@@ -328,8 +328,8 @@ fn usage_error(message: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    // One thread is enough: the transport runs on a thread of its own, and workers of
-    // `--concurrency` only wait on it.
+    // One thread is enough: the transport is a task of this runtime (or of the
+    // caller's `LocalSet`), and workers of `--concurrency` only wait on it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -76,7 +76,8 @@ pub struct Config {
     /// `ROUNDTRIP_INSPECT=HOST:PORT`, when it is set (so any program built on this
     /// library can be watched without changing it).
     pub inspect_from_env: bool,
-    /// Instances of the component, each on a thread of its own with a pool of its own
+    /// Instances of the component, each a task of the runtime (or a thread) of its own
+    /// with a pool of its own
     /// (Envoy's pool per worker), requests going to the one with the fewest in flight
     /// (the first on a tie, so one caller's sequential requests stay on one pool).
     /// Default 1: one pool, exactly Go's. With more, Go's caps are divided (see

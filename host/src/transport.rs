@@ -1,15 +1,18 @@
-//! `Transport`: one long-lived component instance with its pool, driven on a thread
-//! of its own.
+//! `Transport`: one long-lived component instance with its pool, served by one task —
+//! of the caller's runtime (`new` within one), of a thread of its own (`new` outside
+//! one), or of the caller's `LocalSet` (`new_local`).
 //!
 //! ```text
-//!  callers (any thread) ──Command──► store thread: run_concurrent loop
-//!                                      ├─ call round-trip (many at once)
+//!  callers (any thread) ──Command──► store task: run_concurrent loop
+//!                                      ├─ call round-trip (many at once; a whole
+//!                                      │  body's release rides on the next one)
 //!                                      ├─ pipe response body ─► mpsc ─► ResponseBody
-//!                                      └─ net tasks: sockets ◄─► guest streams
+//!                                      └─ sockets ◄─► guest streams
 //! ```
 //!
-//! The store, the guest's tasks and every socket live on that thread's
-//! current-thread tokio runtime, so the component is never touched from two threads.
+//! The store, the guest's tasks and every socket are that one task's, so the component
+//! is never touched from two threads at once. On a runtime's worker, tokio runs a task
+//! woken from that worker next on it: a request and its response cross no thread.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -108,8 +111,8 @@ pub struct Transport {
     host_events: Arc<HostEvents>,
 }
 
-/// One instance of the component with its pool, on a thread of its own (or the
-/// caller's, with `new_local`).
+/// One instance of the component with its pool: a task of the caller's runtime, a
+/// thread of its own, or (`new_local`) a task of the caller's `LocalSet`.
 struct Shard {
     commands: mpsc::UnboundedSender<Command>,
     /// Round trips sent here whose response head has not come back yet.

@@ -3,8 +3,10 @@
 //! It holds no protocol logic of its own: framing, reuse rules and pool bookkeeping
 //! come from [`crate::core`]; this layer moves bytes between `net` connections and the
 //! caller's streams, reads the clock, and reports every step through `observe`.
-//! Each round trip runs as a guest task; each response body is pumped by a task
-//! spawned with `spawn_local` (through `tasks::spawn`, which can count them), so one instance serves many requests at once.
+//! Each round trip runs as a guest task and does its connection's reads and writes
+//! itself; a response body that does not come whole is pumped by a task spawned with
+//! `spawn_local` (through `tasks::spawn`, which can count them) on the same
+//! component-model task, so one instance serves many requests at once.
 
 // Generated glue: the ABI needs `unsafe` and exported symbols.
 #[allow(unsafe_code)]
