@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 
-use super::active::Active;
+use super::h1::active::Active;
 use super::bindings::roundtrip::transport::net;
 use super::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,

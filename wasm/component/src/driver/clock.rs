@@ -36,7 +36,7 @@ pub fn display(ns: u64) -> String {
     let ms = ns / 1_000_000;
     if ms < 1_000 {
         format!("{ms}ms")
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{:.1}s", ms as f64 / 1_000.0)

@@ -11,7 +11,7 @@ use super::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
 use super::bindings::{wit_future, wit_stream};
-use super::body::Trailers;
+use super::response_body::Trailers;
 use super::errors::to_code;
 use super::transport::Shared;
 use crate::core::decode::Fields;

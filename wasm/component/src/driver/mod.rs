@@ -18,20 +18,23 @@ mod bindings {
     });
 }
 
-mod active;
-mod body;
+// Shared by both protocols.
 mod checkout;
 mod clock;
 mod conn;
 mod errors;
 mod exchange;
 mod file;
-mod h2;
-mod h2_exchange;
-mod send;
+mod request_body;
+mod response_body;
 mod tasks;
 mod transport;
 mod tunnel;
+
+// HTTP/1.1: a connection of its own per request.
+mod h1;
+// HTTP/2: streams of one connection.
+mod h2;
 
 use bindings::exports::roundtrip::transport::round_tripper::Guest;
 

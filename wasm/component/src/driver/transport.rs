@@ -90,8 +90,8 @@ pub struct Shared {
 
 /// A connection held for a whole body, with what settling it needs.
 pub struct Held {
-    pub active: super::active::Active,
-    pub end: super::body::BodyEnd,
+    pub active: super::h1::active::Active,
+    pub end: super::h1::body::BodyEnd,
     pub len: u64,
 }
 
@@ -216,7 +216,7 @@ impl Shared {
         let held = self.held.borrow_mut().remove(&conn);
         if let Some(Held { active, end, len }) = held {
             if read {
-                super::body::settle(active, &end, len, true);
+                super::h1::body::settle(active, &end, len, true);
             } else {
                 active.emit(EventKind::BodyClosedEarly(0));
                 active.close(CloseReason::EarlyBodyClose);
@@ -224,7 +224,7 @@ impl Shared {
         }
     }
 
-    /// The reader tasks' callback for input on an idle connection of `key`: the server
+    /// The idle watchers' callback for input on an idle connection of `key`: the server
     /// closed it or wrote to it unasked, so it leaves the pool and is closed now. Holds
     /// the transport weakly: connections must not keep it alive.
     pub fn idle_watch(self: &Rc<Self>, key: &str) -> IdleWatch {

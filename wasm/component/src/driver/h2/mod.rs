@@ -11,8 +11,8 @@
 //! ```text
 //!  dial (ALPN h2) ─► handshake ─► H2Conn in Shared::h2 ─► every waiter of the key
 //!                                    │                     is told to look again
-//!  request ─► lease a stream ─► h2_exchange ─► SendRequest ─┐
-//!  server bytes ─► reader task ─► H2Io ─► FrameWatcher (events) ─► h2 ◄─ drive task
+//!  request ─► lease a stream ─► exchange ──► SendRequest ──┐
+//!  server bytes ─► H2Io (read by the drive task) ─► FrameWatcher (events) ─► h2 ◄─ drive task
 //!  drive ends (error, GOAWAY and no streams, idle timeout, unanswered PING,
 //!  close-idle-connections, shutdown) ─► removed, closed, the pool's count freed
 //! ```
@@ -21,6 +21,8 @@
 //! being dialled waits for it instead of dialling another (better than Go, which
 //! dials and then closes the extra one: `addConnIfNeeded`). A dial that finishes
 //! while a usable connection exists is closed (`unneeded`).
+
+pub mod exchange;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -37,15 +39,15 @@ use futures::future::poll_fn;
 use h2::client::{Connection as H2Connection, SendRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::bindings::roundtrip::transport::net;
-use super::bindings::roundtrip::transport::observe::{
+use crate::driver::bindings::roundtrip::transport::net;
+use crate::driver::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, Goaway, H2Settings, StreamReset,
 };
-use super::bindings::roundtrip::transport::types::ErrorCode;
-use super::clock;
-use super::conn::{Conn, Reader, Writer};
-use super::errors::message;
-use super::transport::{Handed, Shared};
+use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
+use crate::driver::clock;
+use crate::driver::conn::{Conn, Reader, Writer};
+use crate::driver::errors::message;
+use crate::driver::transport::{Handed, Shared};
 use crate::core::Micros;
 use crate::core::h2_frames::{FrameWatcher, Seen, reason_name};
 use crate::core::pool::Ticket;
@@ -392,7 +394,7 @@ pub async fn start(shared: Rc<Shared>, conn: Conn, req: u64, key: String, ticket
             .push(Rc::clone(&conn));
         h2.known.insert(key.clone());
     }
-    super::tasks::spawn(drive(
+    crate::driver::tasks::spawn(drive(
         Rc::clone(&shared),
         Rc::clone(&conn),
         connection,

@@ -3,9 +3,9 @@
 
 use std::rc::Rc;
 
-use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
-use super::conn::Conn;
-use super::transport::Shared;
+use crate::driver::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
+use crate::driver::conn::Conn;
+use crate::driver::transport::Shared;
 use crate::core::pool::Source;
 
 /// A connection carrying one request (and then its body). It leaves either through
@@ -47,8 +47,8 @@ impl Active {
     }
 
     /// An event emitter for this connection and request that does not borrow it.
-    pub fn emitter(&self) -> super::exchange::Emitter {
-        super::exchange::Emitter {
+    pub fn emitter(&self) -> crate::driver::exchange::Emitter {
+        crate::driver::exchange::Emitter {
             shared: Rc::clone(&self.shared),
             conn: self.conn().id,
             req: self.req,

@@ -23,18 +23,15 @@ use futures::future::{Either, join, select};
 use wit_bindgen::{FutureWriter, StreamWriter};
 
 use super::active::Active;
-use super::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
-use super::bindings::roundtrip::transport::types::{ErrorCode, StreamedBody};
-use super::bindings::{wit_future, wit_stream};
-use super::clock;
-use super::errors::{message, to_code};
-use super::send::{PendingWrite, WriteError};
 use crate::core::compression::Gunzip;
-use crate::core::decode::{BodyDecoder, Fields, Framing};
+use crate::core::decode::{BodyDecoder, Framing};
 use crate::core::reuse::{self, Heads, NoReuse};
-
-/// What the trailers future carries.
-pub type Trailers = Result<Option<Fields>, ErrorCode>;
+use crate::driver::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
+use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
+use crate::driver::clock;
+use crate::driver::errors::{message, to_code};
+use crate::driver::request_body::{PendingWrite, WriteError};
+use crate::driver::response_body::{Cut, Sent, Trailers, WRITE_GRACE, deliver, paused};
 
 /// What the body task needs to decide the connection's fate at the end.
 pub struct BodyEnd {
@@ -48,21 +45,6 @@ pub struct BodyEnd {
     pub gunzip: Option<Gunzip>,
     /// Longest wait for each read of the body (the request's `between-bytes-timeout`).
     pub between_bytes_timeout: Option<u64>,
-}
-
-/// How long a write still going when the response has ended may take to finish and
-/// keep the connection reusable (Go's `maxWriteWaitBeforeConnReuse`), in nanoseconds.
-pub const WRITE_GRACE: u64 = 50_000_000;
-
-/// What `request-sent` carries.
-type Sent = Result<(), ErrorCode>;
-
-/// How copying the body ended, if not at its end.
-pub enum Cut {
-    /// The caller dropped the body stream after this many bytes.
-    ReaderGone(u64),
-    /// The connection or the framing failed.
-    Failed(ErrorCode),
 }
 
 pub async fn pump_body(
@@ -235,51 +217,6 @@ async fn copy_body(
             total += deliver(body, data, total).await?;
         }
     }
-}
-
-/// Writes body bytes to the caller; returns how many, or that the caller is gone.
-/// A body that paused longer than the request's between-bytes timeout.
-pub fn paused(between_bytes_timeout: Option<u64>) -> ErrorCode {
-    ErrorCode::ConnectionReadTimeout(format!(
-        "the response body paused longer than the request's between-bytes timeout of {}",
-        clock::display(between_bytes_timeout.unwrap_or_default())
-    ))
-}
-
-/// The streams and futures of a streamed response body: the guest's ends, and the
-/// `streamed-body` for the caller.
-pub fn channels() -> (
-    StreamWriter<u8>,
-    FutureWriter<Trailers>,
-    FutureWriter<Sent>,
-    StreamedBody,
-) {
-    let (body_tx, body_rx) = wit_stream::new::<u8>();
-    let (trailers_tx, trailers_rx) = wit_future::new::<Trailers>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the response body".to_owned(),
-        ))
-    });
-    let (sent_tx, sent_rx) = wit_future::new::<Sent>(|| {
-        Err(ErrorCode::InternalError(
-            "the transport dropped the request".to_owned(),
-        ))
-    });
-    let streamed = StreamedBody {
-        contents: body_rx,
-        trailers: trailers_rx,
-        request_sent: sent_rx,
-    };
-    (body_tx, trailers_tx, sent_tx, streamed)
-}
-
-/// Hands `data` to the caller; `so_far` bytes went before it.
-pub async fn deliver(body: &mut StreamWriter<u8>, data: Vec<u8>, so_far: u64) -> Result<u64, Cut> {
-    let len = data.len() as u64;
-    if len > 0 && !body.write_all(data).await.is_empty() {
-        return Err(Cut::ReaderGone(so_far));
-    }
-    Ok(len)
 }
 
 fn close_reason(why: NoReuse) -> CloseReason {

@@ -24,17 +24,17 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use wit_bindgen::{FutureWriter, StreamWriter};
 
-use super::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
-use super::bindings::roundtrip::transport::types::{
+use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
+use crate::driver::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
-use super::body::{self, Cut, Trailers, WRITE_GRACE};
-use super::clock;
-use super::errors::to_code;
-use super::exchange::{Checked, Failed, first_byte_timeout};
-use super::h2::StreamLease;
-use super::send::{self, Body, Outgoing, PendingWrite, Piece, WriteError};
-use super::transport::Shared;
+use crate::driver::response_body::{self as body, Cut, Trailers, WRITE_GRACE};
+use crate::driver::clock;
+use crate::driver::errors::to_code;
+use crate::driver::exchange::{Checked, Failed, first_byte_timeout};
+use super::StreamLease;
+use crate::driver::request_body::{self as send, Body, Outgoing, PendingWrite, Piece, WriteError};
+use crate::driver::transport::Shared;
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{Fields, ResponseHead};
 use crate::core::encode::BodyFraming;
@@ -302,7 +302,7 @@ async fn write_body(
 async fn write_stream(
     stream: &mut SendStream<Bytes>,
     limit: Option<u64>,
-    body: super::bindings::roundtrip::transport::types::BodyStream,
+    body: crate::driver::bindings::roundtrip::transport::types::BodyStream,
     framing: BodyFraming,
 ) -> Result<(), WriteError> {
     let declared = match framing {
@@ -310,7 +310,7 @@ async fn write_stream(
         _ => None,
     };
     let (forward, mut pieces) = mpsc::channel(1);
-    super::tasks::spawn(send::forward_stream(body, declared, forward));
+    crate::driver::tasks::spawn(send::forward_stream(body, declared, forward));
     while let Some(piece) = pieces.next().await {
         match piece {
             Piece::Data(chunk) => send_data(stream, limit, Bytes::from(chunk), false).await?,
@@ -521,7 +521,7 @@ fn stream_body(
     unfinished_write: Option<PendingWrite>,
 ) -> StreamedBody {
     let (body_tx, trailers_tx, sent_tx, streamed) = body::channels();
-    super::tasks::spawn(pump(
+    crate::driver::tasks::spawn(pump(
         lease,
         recv,
         gunzip,
