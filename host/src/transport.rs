@@ -1055,9 +1055,12 @@ async fn round_trip(
     let body = match response.body {
         types::ResponseBody::Whole(bytes) => {
             // An empty body held nothing: the component let its connection go.
-            // Connection 0 is none: nothing is held for the body.
-            let release = (!bytes.is_empty() && response.conn != 0)
-                .then(|| release(releases, continuity, response.conn));
+            // Connection 0 is none, and an HTTP/2 body's stream is over: nothing is
+            // held for the body.
+            let holds = !bytes.is_empty()
+                && response.conn != 0
+                && response.version != types::HttpVersion::Http2;
+            let release = holds.then(|| release(releases, continuity, response.conn));
             ResponseBody::whole(bytes.into(), release)
         }
         types::ResponseBody::Streamed(streamed) => stream_body(acc, streamed, continuity)?,

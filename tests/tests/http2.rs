@@ -423,6 +423,47 @@ async fn strict_max_concurrent_streams_makes_the_third_request_wait() {
     );
 }
 
+/// A small answer that arrived in full with its head comes whole (no stream to pump,
+/// no task), as HTTP/1.1's do; its stream is over, so nothing is held and the next
+/// request takes a stream of the same connection. A large one is still streamed.
+#[tokio::test]
+async fn a_small_h2_body_comes_whole_and_a_large_one_streamed() {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    let server = h2_server(&[]);
+    let (transport, recorder) = h2c(|_| {});
+    let echo = |id: &str, body: Vec<u8>| {
+        request(
+            "POST",
+            &url(&server, "/echo"),
+            id,
+            roundtrip_host::Body::from(body),
+        )
+    };
+    for i in 0..3 {
+        let response = transport
+            .round_trip(echo(&format!("small{i}"), b"hello".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(response.body().size_hint().exact(), Some(5), "came whole");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello");
+    }
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let response = transport.round_trip(echo("big", big.clone())).await.unwrap();
+    assert_eq!(response.body().size_hint().exact(), None, "streamed");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), big.as_slice());
+    settled(&transport).await;
+    let events = recorder.events();
+    assert_eq!(dials(&events), 1);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyEof { bytes: 5 })),
+        3
+    );
+    assert_eq!(processed_connections(&server), 1);
+}
+
 #[tokio::test]
 async fn a_body_much_larger_than_the_window_arrives_whole_with_its_trailers() {
     // The server grants 16 KiB per stream; 256 KiB goes out as its WINDOW_UPDATEs allow.

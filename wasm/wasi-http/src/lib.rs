@@ -126,6 +126,8 @@ impl Guest for Client {
                 // connection is let go once the guest has taken the bytes (or dropped
                 // the body).
                 let (mut writer, contents) = wit_stream::new::<u8>();
+                // An HTTP/2 body held nothing: its stream is over.
+                let holds = sent.conn != 0 && sent.version != rt::HttpVersion::Http2;
                 let conn = sent.conn;
                 // Each end when it is read: a guest may read the body before (or
                 // without ever) reading its transmit future.
@@ -136,7 +138,9 @@ impl Guest for Client {
                     let body = async {
                         if !bytes.is_empty() {
                             let read = writer.write_all(bytes).await.is_empty();
-                            transport.release(conn, read).await;
+                            if holds {
+                                transport.release(conn, read).await;
+                            }
                         }
                         drop(writer);
                         let _ = trailers_out.write(Ok(None)).await;

@@ -9,6 +9,9 @@ use super::bindings::{wit_future, wit_stream};
 use super::clock;
 use crate::core::decode::Fields;
 
+/// The largest body returned whole with its head (`response-body.whole`).
+pub const WHOLE_BODY_MAX: usize = 64 * 1024;
+
 /// What the trailers future carries.
 pub type Trailers = Result<Option<Fields>, ErrorCode>;
 

@@ -32,7 +32,7 @@ use crate::driver::clock;
 use crate::driver::conn::Reader;
 use crate::driver::errors::to_code;
 use crate::driver::exchange::{Checked, Emitter, Failed, first_byte_timeout};
-use crate::driver::response_body;
+use crate::driver::response_body::{self, WHOLE_BODY_MAX};
 use crate::driver::request_body::{Body, PendingWrite, WriteError};
 use crate::driver::transport::{Held, Shared};
 
@@ -285,8 +285,6 @@ pub fn respond(
     }
 }
 
-/// The largest body returned whole with its head.
-const WHOLE_BODY_MAX: usize = 64 * 1024;
 
 /// The body, when it came whole with the head (and the request is written, and no
 /// gzip is to be undone): no stream and no task. An empty one settles the connection

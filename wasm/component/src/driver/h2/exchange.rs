@@ -14,6 +14,7 @@
 //! stream the server refused (`REFUSED_STREAM`) or reset with `PROTOCOL_ERROR`.
 
 use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn,
 use crate::driver::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
-use crate::driver::response_body::{self as body, Cut, Trailers, WRITE_GRACE};
+use crate::driver::response_body::{self as body, Cut, Trailers, WHOLE_BODY_MAX, WRITE_GRACE};
 use crate::driver::clock;
 use crate::driver::errors::to_code;
 use crate::driver::exchange::{Checked, Failed, first_byte_timeout};
@@ -488,18 +489,31 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     let conn = lease.conn.id;
     let reused = lease.reused;
     let req_id = lease.req;
-    let body = if recv.is_end_stream() && unfinished_write.is_none() {
-        lease.emit(EventKind::BodyEof(0));
-        drop(lease);
-        ResponseBody::Whole(Vec::new())
+    let mut recv = recv;
+    let taken = if recv.is_end_stream() && unfinished_write.is_none() {
+        Ok(Vec::new())
+    } else if unfinished_write.is_none() && gunzip.is_none() {
+        take_whole(&mut recv)
     } else {
-        ResponseBody::Streamed(stream_body(
+        Err(Taken::default())
+    };
+    let body = match taken {
+        // All of it is here: no stream and no task, as HTTP/1.1's whole bodies (and
+        // the stream is over, so nothing is held).
+        Ok(bytes) => {
+            lease.emit(EventKind::BodyEof(bytes.len() as u64));
+            drop(recv);
+            drop(lease);
+            ResponseBody::Whole(bytes)
+        }
+        Err(taken) => ResponseBody::Streamed(stream_body(
             lease,
             recv,
+            taken,
             gunzip,
             req.options.between_bytes_timeout,
             unfinished_write,
-        ))
+        )),
     };
     Response {
         status,
@@ -513,9 +527,70 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     }
 }
 
+/// What `take_whole` took of a body that is not all here yet (or failed): the pump
+/// sends it first.
+#[derive(Default)]
+struct Taken {
+    bytes: Vec<u8>,
+    failed: Option<h2::Error>,
+    /// The trailers, when they were taken too (`poll_trailers` gives them once).
+    trailers: Option<Result<Option<HeaderMap>, h2::Error>>,
+}
+
+/// The whole body, when all of it (up to `WHOLE_BODY_MAX`) has already arrived, ending
+/// the stream with no trailers: taken without waiting. Otherwise what was taken so far.
+fn take_whole(recv: &mut RecvStream) -> Result<Vec<u8>, Taken> {
+    // A pump polls the stream at once if this does not take it all, so the no-op
+    // waker loses no wake-up.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = Vec::new();
+    loop {
+        match recv.poll_data(&mut cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                bytes.extend_from_slice(&data);
+                if bytes.len() > WHOLE_BODY_MAX {
+                    return Err(Taken {
+                        bytes,
+                        ..Taken::default()
+                    });
+                }
+            }
+            Poll::Ready(None) => break,
+            Poll::Ready(Some(Err(e))) => {
+                return Err(Taken {
+                    bytes,
+                    failed: Some(e),
+                    trailers: None,
+                });
+            }
+            Poll::Pending => {
+                return Err(Taken {
+                    bytes,
+                    ..Taken::default()
+                });
+            }
+        }
+    }
+    match recv.poll_trailers(&mut cx) {
+        Poll::Ready(Ok(None)) => Ok(bytes),
+        // Trailers (or their error) are the pump's to hand over; so is their wait.
+        Poll::Ready(trailers) => Err(Taken {
+            bytes,
+            failed: None,
+            trailers: Some(trailers),
+        }),
+        Poll::Pending => Err(Taken {
+            bytes,
+            ..Taken::default()
+        }),
+    }
+}
+
 fn stream_body(
     lease: StreamLease,
     recv: RecvStream,
+    taken: Taken,
     gunzip: Option<Gunzip>,
     between_bytes_timeout: Option<u64>,
     unfinished_write: Option<PendingWrite>,
@@ -524,6 +599,7 @@ fn stream_body(
     crate::driver::tasks::spawn(pump(
         lease,
         recv,
+        taken,
         gunzip,
         between_bytes_timeout,
         unfinished_write,
@@ -538,6 +614,7 @@ fn stream_body(
 async fn pump(
     lease: StreamLease,
     mut recv: RecvStream,
+    taken: Taken,
     gunzip: Option<Gunzip>,
     between_bytes_timeout: Option<u64>,
     unfinished_write: Option<PendingWrite>,
@@ -556,8 +633,17 @@ async fn pump(
         });
         let _ = request_sent.write(outcome).await;
     };
+    let mut taken = taken;
+    let taken_trailers = taken.trailers.take();
     let copy = async {
-        let copy = copy_body(&lease, &mut recv, &mut body, gunzip, between_bytes_timeout);
+        let copy = copy_body(
+            &lease,
+            &mut recv,
+            taken,
+            &mut body,
+            gunzip,
+            between_bytes_timeout,
+        );
         let Some(write) = unfinished_write else {
             let _ = sent.send(Ok(()));
             return copy.await;
@@ -585,7 +671,10 @@ async fn pump(
     let id = recv.stream_id().as_u32();
     let trailer_value = match outcome {
         Ok(total) => {
-            let trailers = poll_fn(|cx| recv.poll_trailers(cx)).await;
+            let trailers = match taken_trailers {
+                Some(trailers) => trailers,
+                None => poll_fn(|cx| recv.poll_trailers(cx)).await,
+            };
             lease.emit(EventKind::BodyEof(total));
             match trailers {
                 Ok(map) => Ok(map.map(|map| {
@@ -620,12 +709,22 @@ async fn pump(
 async fn copy_body(
     lease: &StreamLease,
     recv: &mut RecvStream,
+    taken: Taken,
     body: &mut StreamWriter<u8>,
     mut gunzip: Option<Gunzip>,
     between_bytes_timeout: Option<u64>,
 ) -> Result<u64, Cut> {
     let mut total: u64 = 0;
     let id = recv.stream_id().as_u32();
+    // What `take_whole` took first (never gzip: it takes none then).
+    if !taken.bytes.is_empty() {
+        total += body::deliver(body, taken.bytes, total).await?;
+    }
+    if let Some(e) = taken.failed {
+        return Err(Cut::Failed(
+            classify(&e, id, lease.conn.goaway_last_stream()).code,
+        ));
+    }
     loop {
         let next = clock::within(between_bytes_timeout, poll_fn(|cx| recv.poll_data(cx)))
             .await
