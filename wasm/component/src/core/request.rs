@@ -3,7 +3,7 @@
 //! Everything a server or an intermediary could misread (CR, LF or NUL in a value, a
 //! space in a method, a scheme we do not speak) is refused here, before a dial.
 
-use url::Url;
+use url::{Position, Url};
 
 use super::error::{Error, ErrorKind};
 use super::proxy::Route;
@@ -92,27 +92,26 @@ pub fn target(url: &str) -> Result<Target, Error> {
             )));
         }
     };
+    // `Url` re-serialises the host with brackets for IPv6 and lower-cased domains; the
+    // parts below are slices of that one serialisation (no formatting per request).
+    let host_text = parsed.host_str().unwrap_or_default();
     let host = match parsed.host() {
         Some(url::Host::Domain(domain)) if !domain.is_empty() => domain.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv4(_)) => host_text.to_owned(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         _ => return Err(invalid(format!("no host in request URL {url:?}"))),
     };
     let port = parsed
         .port_or_known_default()
         .ok_or_else(|| invalid(format!("no port for URL {url:?}")))?;
-    // `Url` re-serialises the host with brackets for IPv6 and lower-cased domains.
-    let host_text = parsed.host_str().unwrap_or(&host);
-    let authority = match parsed.port() {
-        Some(explicit) => format!("{host_text}:{explicit}"),
-        None => host_text.to_owned(),
+    let authority = parsed[Position::BeforeHost..Position::AfterPort].to_owned();
+    let path_and_query = parsed[Position::BeforePath..Position::AfterQuery].to_owned();
+    let port_text = match parsed.port() {
+        Some(_) => &parsed[Position::BeforePort..Position::AfterPort],
+        None if scheme == Scheme::Https => "443",
+        None => "80",
     };
-    let mut path_and_query = parsed.path().to_owned();
-    if let Some(query) = parsed.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
-    }
-    let origin = format!("{}://{host_text}:{port}", scheme.as_str());
+    let origin = [scheme.as_str(), "://", host_text, ":", port_text].concat();
     Ok(Target {
         scheme,
         host,
@@ -185,6 +184,19 @@ mod tests {
         assert_eq!(t.host, "::1");
         assert_eq!(t.authority, "[::1]:8080");
         assert_eq!(t.key, "http://[::1]:8080");
+        // User info never reaches the authority or the key; a default port written out
+        // is left out of the authority, kept in the key.
+        let t = target("http://user:pw@Example.com:8080/p?q").unwrap();
+        assert_eq!(t.host, "example.com");
+        assert_eq!(t.authority, "example.com:8080");
+        assert_eq!(t.key, "http://example.com:8080");
+        assert_eq!(t.path_and_query, "/p?q");
+        let t = target("https://user@example.com:443").unwrap();
+        assert_eq!(t.authority, "example.com");
+        assert_eq!(t.key, "https://example.com:443");
+        let t = target("http://10.0.0.1:9/x").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.1", 9));
+        assert_eq!(t.authority, "10.0.0.1:9");
     }
 
     #[test]
