@@ -450,14 +450,9 @@ fn start_shard(
         // runtime is waited for (the runtime may have no other thread to run it).
         // Nothing in an instance's start needs the runtime.
         let continuity = shard.continuity();
-        let instance = futures::executor::block_on(start_instance(
-            &pre,
-            &config,
-            &tls,
-            &shard,
-            &continuity,
-        ))
-        .map_err(Error::engine)?;
+        let instance =
+            futures::executor::block_on(start_instance(&pre, &config, &tls, &shard, &continuity))
+                .map_err(Error::engine)?;
         let first = First::Started(instance, continuity);
         runtime.spawn(serve(pre, config, tls, inbox, first, shard));
         return Ok((commands, None, None));
@@ -917,7 +912,8 @@ fn handle_command<'a>(
                     cancel,
                     releases: carried,
                 };
-                let result = round_trip(acc, guest, handle, request, call, continuity, releases).await;
+                let result =
+                    round_trip(acc, guest, handle, request, call, continuity, releases).await;
                 let reply = pending.replies.lock().ok().and_then(|mut r| r.remove(&id));
                 if let Some(reply) = reply {
                     crate::crossings::count(Crossing::StoreToCaller);

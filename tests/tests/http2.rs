@@ -450,7 +450,10 @@ async fn a_small_h2_body_comes_whole_and_a_large_one_streamed() {
         assert_eq!(body, "hello");
     }
     let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    let response = transport.round_trip(echo("big", big.clone())).await.unwrap();
+    let response = transport
+        .round_trip(echo("big", big.clone()))
+        .await
+        .unwrap();
     assert_eq!(response.body().size_hint().exact(), None, "streamed");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.as_ref(), big.as_slice());

@@ -650,14 +650,20 @@ async fn a_taken_whole_body_is_pooled_without_a_later_request_and_rides_on_one()
     for _ in 0..20 {
         let response = transport.round_trip(request()).await.unwrap();
         let conn = *response.extensions().get::<ConnectionInfo>().unwrap();
-        assert!(conn.reused && conn.id == first.id, "{conn:?} after {first:?}");
+        assert!(
+            conn.reused && conn.id == first.id,
+            "{conn:?} after {first:?}"
+        );
         response.into_body().collect().await.unwrap();
     }
     settled(&transport).await;
     let events = recorder.events();
     assert_eq!(dials(&events), 1);
     assert_eq!(
-        count(&events, |k| matches!(k, EventKind::PutIdle { ok: true, .. })),
+        count(&events, |k| matches!(
+            k,
+            EventKind::PutIdle { ok: true, .. }
+        )),
         21
     );
     assert_eq!(transport.stats().await.keys[0].idle, 1);
@@ -722,7 +728,9 @@ fn the_store_is_a_task_of_the_callers_runtime_and_a_thread_only_outside_one() {
         inspect_from_env: false,
         ..roundtrip_host::Config::default()
     };
-    let in_runtime = runtime.block_on(async { Transport::new(config()) }).unwrap();
+    let in_runtime = runtime
+        .block_on(async { Transport::new(config()) })
+        .unwrap();
     assert_eq!(store_threads(), 0, "a task of the runtime, no thread");
     let outside = Transport::new(config()).unwrap();
     assert_eq!(store_threads(), 1, "outside a runtime: a thread of its own");

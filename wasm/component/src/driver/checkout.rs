@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 
-use super::h1::active::Active;
 use super::bindings::roundtrip::transport::net;
 use super::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,
@@ -19,6 +18,7 @@ use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, Proto
 use super::clock;
 use super::conn::Conn;
 use super::errors::message;
+use super::h1::active::Active;
 use super::h2::{Pick, StreamLease};
 use super::transport::{Handed, Shared, Waiter};
 use super::tunnel;

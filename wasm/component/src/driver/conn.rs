@@ -550,10 +550,7 @@ impl Writer {
         if let Some(code) = &side.failed {
             return Err(code.clone());
         }
-        let stream = side
-            .stream
-            .take()
-            .ok_or_else(|| closed_while("writing"))?;
+        let stream = side.stream.take().ok_or_else(|| closed_while("writing"))?;
         side.in_flight = Some(write(stream, bytes));
         Ok(())
     }

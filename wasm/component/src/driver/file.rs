@@ -11,8 +11,8 @@ use super::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
 use super::bindings::{wit_future, wit_stream};
-use super::response_body::Trailers;
 use super::errors::to_code;
+use super::response_body::Trailers;
 use super::transport::Shared;
 use crate::core::decode::Fields;
 use crate::core::file::{self, Generated};

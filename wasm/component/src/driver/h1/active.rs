@@ -3,10 +3,10 @@
 
 use std::rc::Rc;
 
+use crate::core::pool::Source;
 use crate::driver::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use crate::driver::conn::Conn;
 use crate::driver::transport::Shared;
-use crate::core::pool::Source;
 
 /// A connection carrying one request (and then its body). It leaves either through
 /// [`Active::put_idle`] or [`Active::close`]; if it is dropped on any other path (a

@@ -32,8 +32,8 @@ use crate::driver::clock;
 use crate::driver::conn::Reader;
 use crate::driver::errors::to_code;
 use crate::driver::exchange::{Checked, Emitter, Failed, first_byte_timeout};
-use crate::driver::response_body::{self, WHOLE_BODY_MAX};
 use crate::driver::request_body::{Body, PendingWrite, WriteError};
+use crate::driver::response_body::{self, WHOLE_BODY_MAX};
 use crate::driver::transport::{Held, Shared};
 
 /// A response head, the request's write if it had not finished when the head came,
@@ -284,7 +284,6 @@ pub fn respond(
         req: req_id,
     }
 }
-
 
 /// The body, when it came whole with the head (and the request is written, and no
 /// gzip is to be undone): no stream and no task. An empty one settles the connection

@@ -14,8 +14,8 @@
 //! stream the server refused (`REFUSED_STREAM`) or reset with `PROTOCOL_ERROR`.
 
 use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -25,23 +25,23 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use wit_bindgen::{FutureWriter, StreamWriter};
 
-use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
-use crate::driver::bindings::roundtrip::transport::types::{
-    ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
-};
-use crate::driver::response_body::{self as body, Cut, Trailers, WHOLE_BODY_MAX, WRITE_GRACE};
-use crate::driver::clock;
-use crate::driver::errors::to_code;
-use crate::driver::exchange::{Checked, Failed, first_byte_timeout};
 use super::StreamLease;
-use crate::driver::request_body::{self as send, Body, Outgoing, PendingWrite, Piece, WriteError};
-use crate::driver::transport::Shared;
 use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
 use crate::core::decode::{Fields, ResponseHead};
 use crate::core::encode::BodyFraming;
 use crate::core::h2_frames::reason_name;
 use crate::core::request;
 use crate::core::reuse::Progress;
+use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
+use crate::driver::bindings::roundtrip::transport::types::{
+    ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
+};
+use crate::driver::clock;
+use crate::driver::errors::to_code;
+use crate::driver::exchange::{Checked, Failed, first_byte_timeout};
+use crate::driver::request_body::{self as send, Body, Outgoing, PendingWrite, Piece, WriteError};
+use crate::driver::response_body::{self as body, Cut, Trailers, WHOLE_BODY_MAX, WRITE_GRACE};
+use crate::driver::transport::Shared;
 
 /// A failed attempt on HTTP/2, and whether Go would retry it on another connection.
 pub struct H2Failed {

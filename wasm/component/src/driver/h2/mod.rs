@@ -39,6 +39,9 @@ use futures::future::poll_fn;
 use h2::client::{Connection as H2Connection, SendRequest};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::core::Micros;
+use crate::core::h2_frames::{FrameWatcher, Seen, reason_name};
+use crate::core::pool::Ticket;
 use crate::driver::bindings::roundtrip::transport::net;
 use crate::driver::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, Goaway, H2Settings, StreamReset,
@@ -48,9 +51,6 @@ use crate::driver::clock;
 use crate::driver::conn::{Conn, Reader, Writer};
 use crate::driver::errors::message;
 use crate::driver::transport::{Handed, Shared};
-use crate::core::Micros;
-use crate::core::h2_frames::{FrameWatcher, Seen, reason_name};
-use crate::core::pool::Ticket;
 
 /// Go's per-stream receive window (`transportDefaultStreamFlow`): 4 MiB.
 const STREAM_WINDOW: u32 = 4 << 20;
@@ -692,9 +692,7 @@ impl AsyncWrite for H2Io {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.writer
-            .poll_flush(cx)
-            .map_err(|code| io_error(&code))
+        self.writer.poll_flush(cx).map_err(|code| io_error(&code))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
