@@ -207,11 +207,7 @@ impl Transport {
             origin,
             inbox: commands.downgrade(),
         };
-        let continuity = shard.continuity();
-        let instance = start_instance(&pre, &config, &tls, &shard, &continuity)
-            .await
-            .map_err(Error::engine)?;
-        let first = First::Started(instance, continuity);
+        let first = start_first(&pre, &config, &tls, &shard).await?;
         tokio::task::spawn_local(serve(pre, config, tls, inbox, first, shard));
         Ok(Self::serving(
             vec![Shard::new(commands, None)],
@@ -449,11 +445,7 @@ fn start_shard(
         // Instantiated here, where a failure is `new`'s error: no task of the
         // runtime is waited for (the runtime may have no other thread to run it).
         // Nothing in an instance's start needs the runtime.
-        let continuity = shard.continuity();
-        let instance =
-            futures::executor::block_on(start_instance(&pre, &config, &tls, &shard, &continuity))
-                .map_err(Error::engine)?;
-        let first = First::Started(instance, continuity);
+        let first = futures::executor::block_on(start_first(&pre, &config, &tls, &shard))?;
         runtime.spawn(serve(pre, config, tls, inbox, first, shard));
         return Ok((commands, None, None));
     }
@@ -699,6 +691,21 @@ impl ShardStart {
             ..Continuity::default()
         }))
     }
+}
+
+/// A shard's first instance, started by the caller (`new` on a runtime, `new_local`),
+/// whose error a failure is.
+async fn start_first(
+    pre: &TransportPre<State>,
+    config: &Config,
+    tls: &Arc<rustls::ClientConfig>,
+    shard: &ShardStart,
+) -> Result<First, Error> {
+    let continuity = shard.continuity();
+    let instance = start_instance(pre, config, tls, shard, &continuity)
+        .await
+        .map_err(Error::engine)?;
+    Ok(First::Started(instance, continuity))
 }
 
 /// Instantiates the component and constructs its transport; on failure, the reason.

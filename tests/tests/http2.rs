@@ -440,22 +440,29 @@ async fn a_small_h2_body_comes_whole_and_a_large_one_streamed() {
             roundtrip_host::Body::from(body),
         )
     };
+    // Each exchange within the test's own limit: whether it came whole, and its bytes.
+    let exchange = |request| {
+        let transport = transport.clone();
+        async move {
+            let exchange = async {
+                let response = transport.round_trip(request).await.unwrap();
+                let exact = response.body().size_hint().exact();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (exact, body)
+            };
+            tokio::time::timeout(FETCH_LIMIT, exchange)
+                .await
+                .expect("no whole answer in time")
+        }
+    };
     for i in 0..3 {
-        let response = transport
-            .round_trip(echo(&format!("small{i}"), b"hello".to_vec()))
-            .await
-            .unwrap();
-        assert_eq!(response.body().size_hint().exact(), Some(5), "came whole");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let (exact, body) = exchange(echo(&format!("small{i}"), b"hello".to_vec())).await;
+        assert_eq!(exact, Some(5), "came whole");
         assert_eq!(body, "hello");
     }
     let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    let response = transport
-        .round_trip(echo("big", big.clone()))
-        .await
-        .unwrap();
-    assert_eq!(response.body().size_hint().exact(), None, "streamed");
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (exact, body) = exchange(echo("big", big.clone())).await;
+    assert_eq!(exact, None, "streamed");
     assert_eq!(body.as_ref(), big.as_slice());
     settled(&transport).await;
     let events = recorder.events();

@@ -465,7 +465,7 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
         unfinished_write,
         accept_gzip,
     } = head;
-    let (parts, recv) = response.into_parts();
+    let (parts, mut recv) = response.into_parts();
     let status = parts.status.as_u16();
     let fields: Fields = parts
         .headers
@@ -481,15 +481,17 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     lease.emit(EventKind::FirstByte);
     lease.emit(EventKind::Response(status));
     let gunzip = (accept_gzip && is_gzipped(&head) && req.method != "HEAD").then(Gunzip::new);
+    let ResponseHead {
+        reason, headers, ..
+    } = head;
     let headers = if gunzip.is_some() {
-        decompressed_headers(&head.headers)
+        decompressed_headers(&headers)
     } else {
-        head.headers.clone()
+        headers
     };
     let conn = lease.conn.id;
     let reused = lease.reused;
     let req_id = lease.req;
-    let mut recv = recv;
     let taken = if recv.is_end_stream() && unfinished_write.is_none() {
         Ok(Vec::new())
     } else if unfinished_write.is_none() && gunzip.is_none() {
@@ -517,7 +519,7 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     };
     Response {
         status,
-        reason: head.reason,
+        reason,
         version: HttpVersion::Http2,
         headers,
         body,
