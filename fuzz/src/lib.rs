@@ -142,6 +142,15 @@ pub fn request_roundtrip(data: &[u8]) {
             (!own.iter().any(|o| name.eq_ignore_ascii_case(o))).then_some((name, value))
         })
         .collect();
+    // As one `fields` block, the way they cross the boundary: it checks out and reads
+    // back to the same fields.
+    let block: Fields = headers.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    let checked = Fields::from_block(block.as_bytes().to_vec()).expect("a valid block refused");
+    assert!(
+        checked
+            .iter()
+            .eq(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+    );
     let chunked = body.first().is_some_and(|b| b % 2 == 1);
     let framing = if chunked {
         BodyFraming::Chunked
@@ -156,7 +165,7 @@ pub fn request_roundtrip(data: &[u8]) {
             target: &target,
             authority: "example.com",
             user_agent: "",
-            headers: &headers,
+            headers: &block,
             framing,
             close: false,
             accept_gzip: false,

@@ -184,7 +184,7 @@ impl From<&'static str> for Body {
     }
 }
 
-type Trailers = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
+type Trailers = Result<Option<Vec<u8>>, ErrorCode>;
 
 /// A response body from the component: whole when it came with the head (up to
 /// 64 KiB), otherwise streamed. Read a streamed
@@ -357,16 +357,35 @@ impl HttpBody for ResponseBody {
     }
 }
 
-/// Header fields in wire order into a map; fields `http` cannot hold are skipped.
-pub(crate) fn header_map(fields: Vec<(String, Vec<u8>)>) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
+/// A `fields` block (`name: value` CRLF each, in wire order) into a map whose values
+/// are slices of the one buffer, not copies; fields `http` cannot hold are skipped.
+pub(crate) fn header_map(block: Vec<u8>) -> HeaderMap {
+    let block = Bytes::from(block);
+    let lines = block.iter().filter(|&&b| b == b'\n').count();
+    let mut map = HeaderMap::with_capacity(lines);
+    for (name, value) in roundtrip_fields::Fields::iter_block(&block) {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(&value),
+            HeaderValue::from_maybe_shared(block.slice_ref(value)),
         ) {
             map.append(name, value);
         }
     }
     map
+}
+
+/// A map as one `fields` block for the component: one buffer, sized once.
+pub(crate) fn fields_block(map: &HeaderMap) -> Vec<u8> {
+    let size = map
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut block = Vec::with_capacity(size);
+    for (name, value) in map {
+        block.extend_from_slice(name.as_str().as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(b"\r\n");
+    }
+    block
 }

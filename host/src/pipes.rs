@@ -41,8 +41,9 @@ fn hand_over<D>(
     Poll::Ready(Ok(StreamResult::Completed))
 }
 
-/// How a caller's streamed request body ended (its `body-stream.end`).
-pub type BodyEnd = Result<Option<Vec<(String, Vec<u8>)>>, ErrorCode>;
+/// How a caller's streamed request body ended (its `body-stream.end`; trailers as one
+/// `fields` block).
+pub type BodyEnd = Result<Option<Vec<u8>>, ErrorCode>;
 
 /// Feeds a guest's read end of a `stream<u8>` from a stream of frames (a caller's
 /// request body, a file's chunks): data goes to the guest; trailers, an error or the
@@ -111,11 +112,10 @@ impl<D> StreamProducer<D> for FramesProducer {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => me.pending = data,
                     Err(frame) => {
-                        let trailers = frame.into_trailers().ok().map(|map| {
-                            map.iter()
-                                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                                .collect()
-                        });
+                        let trailers = frame
+                            .into_trailers()
+                            .ok()
+                            .map(|map| crate::body::fields_block(&map));
                         return me.finish(Ok(trailers));
                     }
                 },

@@ -81,8 +81,9 @@ impl ProxyConfig {
             connect_headers: self
                 .connect_headers
                 .iter()
-                .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
-                .collect(),
+                .map(|(name, value)| (name.as_str(), value))
+                .collect::<roundtrip_fields::Fields>()
+                .into_block(),
         }
     }
 }

@@ -33,7 +33,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use crate::bindings::roundtrip::transport::{files, net, observe, types};
 use crate::bindings::{Transport as World, TransportPre};
-use crate::body::{Body, Inner, RequestOptions, ResponseBody, header_map};
+use crate::body::{Body, Inner, RequestOptions, ResponseBody, fields_block, header_map};
 use crate::config::Config;
 use crate::crossings::Crossing;
 use crate::error::{Error, ErrorKind};
@@ -985,11 +985,7 @@ async fn round_trip(
         releases: carried,
     } = call;
     let (parts, body) = request.into_parts();
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
+    let headers = fields_block(&parts.headers);
     let body = match body.0 {
         Inner::Empty => types::RequestBody::Empty,
         Inner::Bytes(bytes) => types::RequestBody::Bytes(bytes.to_vec()),

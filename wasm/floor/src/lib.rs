@@ -80,18 +80,15 @@ impl GuestTransport for Transport {
         head.extend_from_slice(req.method.as_bytes());
         head.push(b' ');
         head.extend_from_slice(path.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        head.extend_from_slice(authority.as_bytes());
-        head.extend_from_slice(b"\r\n");
-        for (name, value) in &req.headers {
-            if name.eq_ignore_ascii_case("host") {
-                continue;
-            }
-            head.extend_from_slice(name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value);
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        if !has_host(&req.headers) {
+            head.extend_from_slice(b"Host: ");
+            head.extend_from_slice(authority.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
+        // The caller's fields are already `name: value` CRLF (the floor trusts them
+        // and sends no `Host` of its own when they carry one).
+        head.extend_from_slice(&req.headers);
         match &req.body {
             RequestBody::Empty => head.extend_from_slice(b"\r\n"),
             RequestBody::Bytes(bytes) => {
@@ -177,6 +174,13 @@ async fn read_response(open: &mut Open) -> Result<Response, ErrorCode> {
     }
 }
 
+/// Whether a `fields` block has a `Host` line.
+fn has_host(fields: &[u8]) -> bool {
+    fields
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() > 5 && line[..5].eq_ignore_ascii_case(b"host:"))
+}
+
 /// A whole response at the front of `buffered` (taken out of it), or `None` for more.
 fn parse(buffered: &mut Vec<u8>) -> Result<Option<Response>, ErrorCode> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -187,7 +191,7 @@ fn parse(buffered: &mut Vec<u8>) -> Result<Option<Response>, ErrorCode> {
         Err(e) => return Err(ErrorCode::HttpProtocolError(e.to_string())),
     };
     let mut body_length = 0;
-    let mut fields = Vec::with_capacity(head.headers.len());
+    let mut fields = Vec::with_capacity(length);
     for header in head.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             body_length = std::str::from_utf8(header.value)
@@ -195,7 +199,10 @@ fn parse(buffered: &mut Vec<u8>) -> Result<Option<Response>, ErrorCode> {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or_else(|| ErrorCode::HttpProtocolError("bad Content-Length".into()))?;
         }
-        fields.push((header.name.to_owned(), header.value.to_vec()));
+        fields.extend_from_slice(header.name.as_bytes());
+        fields.extend_from_slice(b": ");
+        fields.extend_from_slice(header.value);
+        fields.extend_from_slice(b"\r\n");
     }
     if buffered.len() < length + body_length {
         return Ok(None);

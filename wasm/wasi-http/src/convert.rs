@@ -81,11 +81,10 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// The response's headers as wasi:http `fields`, hop-by-hop ones left out; a header
 /// the host still refuses is dropped rather than failing the response.
-pub fn response_headers(headers: &[(String, Vec<u8>)]) -> Fields {
-    let kept: Vec<(String, Vec<u8>)> = headers
-        .iter()
+pub fn response_headers(block: &[u8]) -> Fields {
+    let kept: Vec<(String, Vec<u8>)> = roundtrip_fields::Fields::iter_block(block)
         .filter(|(name, _)| !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)))
-        .cloned()
+        .map(|(name, value)| (name.to_owned(), value.to_vec()))
         .collect();
     Fields::from_list(&kept).unwrap_or_else(|_| {
         let fields = Fields::new();
@@ -94,6 +93,14 @@ pub fn response_headers(headers: &[(String, Vec<u8>)]) -> Fields {
         }
         fields
     })
+}
+
+/// wasi:http fields (already checked by the host) as one transport `fields` block.
+pub fn block(list: &[(String, Vec<u8>)]) -> Vec<u8> {
+    list.iter()
+        .map(|(name, value)| (name.as_str(), value))
+        .collect::<roundtrip_fields::Fields>()
+        .into_block()
 }
 
 /// The transport's error as wasi:http's closest code; where wasi:http has no words

@@ -102,7 +102,7 @@ impl Guest for Client {
             .round_trip(rt::Request {
                 method,
                 url,
-                headers,
+                headers: convert::block(&headers),
                 body,
                 options,
                 cancel_id: 0,
@@ -269,7 +269,7 @@ fn stream_body(
         let end = async {
             match trailers.await {
                 Ok(None) => Ok(None),
-                Ok(Some(fields)) => Ok(Some(fields.copy_all())),
+                Ok(Some(fields)) => Ok(Some(convert::block(&fields.copy_all()))),
                 Err(code) => {
                     let words = format!("the guest's request body failed: {code:?}");
                     *guest_error.borrow_mut() = Some(code);

@@ -17,8 +17,7 @@ use std::ops::Range;
 
 use super::error::{Error, ErrorKind};
 
-/// A header list in wire order.
-pub type Fields = Vec<(String, Vec<u8>)>;
+pub use super::fields::Fields;
 
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +32,7 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// Values of every header named `name`, in order.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.values(name)
     }
 
     /// Whether a comma-separated header named `name` lists `token` (case-insensitive).
@@ -87,10 +83,18 @@ pub fn parse_response_head(
     buf: &[u8],
     max_bytes: usize,
 ) -> Result<Option<(ResponseHead, usize)>, Error> {
+    // Most heads fit the slots on the stack; a larger one is asked again with more.
+    let mut on_stack = [httparse::EMPTY_HEADER; INITIAL_HEADER_SLOTS];
+    let mut on_heap = Vec::new();
     let mut slots = INITIAL_HEADER_SLOTS;
     loop {
-        let mut headers = vec![httparse::EMPTY_HEADER; slots];
-        let mut response = httparse::Response::new(&mut headers);
+        let headers: &mut [httparse::Header<'_>] = if slots == INITIAL_HEADER_SLOTS {
+            &mut on_stack
+        } else {
+            on_heap.resize(slots, httparse::EMPTY_HEADER);
+            &mut on_heap
+        };
+        let mut response = httparse::Response::new(headers);
         // RFC 9112 §5.2: a user agent must accept obs-fold in a response, as SP.
         let mut config = httparse::ParserConfig::default();
         config.allow_obsolete_multiline_headers_in_responses(true);
@@ -106,21 +110,32 @@ pub fn parse_response_head(
                 if consumed > max_bytes {
                     return Err(header_too_large(max_bytes));
                 }
+                // One buffer for every field: the head's bytes less the status line.
+                let mut fields = Fields::with_capacity(consumed);
+                for header in response.headers.iter() {
+                    push_unfolded(&mut fields, header.name, header.value);
+                }
                 let head = ResponseHead {
                     status: response.code.unwrap_or_default(),
                     reason: response.reason.unwrap_or_default().to_owned(),
                     version_minor: response.version.unwrap_or_default(),
-                    headers: response
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), unfold(h.value)))
-                        .collect(),
+                    headers: fields,
                 };
                 return Ok(Some((head, consumed)));
             }
             Err(httparse::Error::TooManyHeaders) if slots < MAX_HEADER_SLOTS => slots *= 4,
             Err(error) => return Err(head_error(buf, error)),
         }
+    }
+}
+
+/// Appends a field whose value may hold obs-folds (CRLF or LF followed by spaces or
+/// tabs), each replaced by one space.
+fn push_unfolded(fields: &mut Fields, name: &str, value: &[u8]) {
+    if !value.contains(&b'\n') {
+        fields.push(name, value);
+    } else {
+        fields.push(name, &unfold(value));
     }
 }
 
@@ -535,10 +550,7 @@ fn parse_trailers(bytes: &[u8]) -> Result<Option<Option<Fields>>, Error> {
     let mut headers = vec![httparse::EMPTY_HEADER; 64];
     match httparse::parse_headers(bytes, &mut headers) {
         Ok(httparse::Status::Complete((_, parsed))) => Ok(Some(Some(
-            parsed
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
+            parsed.iter().map(|h| (h.name, h.value)).collect(),
         ))),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(error) => Err(Error::protocol(format!(
@@ -644,10 +656,11 @@ mod tests {
             wire,
             false,
             b"hello world",
-            Some(vec![
-                ("Expires".into(), b"never".to_vec()),
-                ("X-Sum".into(), b"42".to_vec()),
-            ]),
+            Some(
+                [("Expires", "never"), ("X-Sum", "42")]
+                    .into_iter()
+                    .collect(),
+            ),
         );
     }
 
@@ -714,7 +727,7 @@ mod tests {
         assert_eq!(parsed.status, 200);
         assert_eq!(parsed.reason, "OK");
         assert_eq!(parsed.version_minor, 1);
-        assert_eq!(parsed.headers[1], ("X-A".to_string(), b"b".to_vec()));
+        assert_eq!(parsed.headers.iter().nth(1), Some(("X-A", &b"b"[..])));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Request encoding: the head and the body framing, as exact wire bytes.
 
+use super::fields::Fields;
+
 /// How the request body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -22,7 +24,7 @@ pub struct RequestHead<'a> {
     /// Sent unless empty or the caller's headers carry a `User-Agent`.
     pub user_agent: &'a str,
     /// Caller headers, already checked.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a Fields,
     pub framing: BodyFraming,
     /// Add `Connection: close` unless the caller already asked for it.
     pub close: bool,
@@ -36,7 +38,7 @@ fn is_framing_header(name: &str) -> bool {
 }
 
 /// Whether `headers` ask for `Connection: close`.
-pub fn asks_close(headers: &[(String, Vec<u8>)]) -> bool {
+pub fn asks_close(headers: &Fields) -> bool {
     headers.iter().any(|(name, value)| {
         name.eq_ignore_ascii_case("connection")
             && value
@@ -47,11 +49,7 @@ pub fn asks_close(headers: &[(String, Vec<u8>)]) -> bool {
 
 /// Appends the request head to `out`.
 pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
-    let has = |wanted: &str| {
-        head.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(wanted))
-    };
+    let has = |wanted: &str| head.headers.contains(wanted);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -62,15 +60,23 @@ pub fn encode_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
     if !head.user_agent.is_empty() && !has("user-agent") {
         put_header(out, "User-Agent", head.user_agent.as_bytes());
     }
-    for (name, value) in head.headers.iter().filter(|(n, _)| !is_framing_header(n)) {
-        put_header(out, name, value);
+    if head.headers.iter().any(|(n, _)| is_framing_header(n)) {
+        for (name, value) in head.headers.iter().filter(|(n, _)| !is_framing_header(n)) {
+            put_header(out, name, value);
+        }
+    } else {
+        // The caller's block is already in wire form.
+        out.extend_from_slice(head.headers.as_bytes());
     }
     if head.accept_gzip {
         put_header(out, "Accept-Encoding", b"gzip");
     }
     match head.framing {
         BodyFraming::None => {}
-        BodyFraming::Length(n) => put_header(out, "Content-Length", n.to_string().as_bytes()),
+        BodyFraming::Length(n) => {
+            let mut digits = itoa::Buffer::new();
+            put_header(out, "Content-Length", digits.format(n).as_bytes());
+        }
         BodyFraming::Chunked => put_header(out, "Transfer-Encoding", b"chunked"),
     }
     if head.close && !asks_close(head.headers) {
@@ -114,7 +120,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Appends the last chunk and a trailer section holding `trailers` (already checked
 /// like headers; framing fields are not allowed there and are left out, RFC 9110 §6.5.1).
-pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: &[(String, Vec<u8>)]) {
+pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: &Fields) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.iter().filter(|(n, _)| !is_framing_header(n)) {
         put_header(out, name, value);
@@ -133,7 +139,13 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    fn base<'a>(headers: &'a [(String, Vec<u8>)]) -> RequestHead<'a> {
+    fn fields(list: &[(&str, &str)]) -> Fields {
+        list.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    const NONE: &Fields = &Fields::new();
+
+    fn base<'a>(headers: &'a Fields) -> RequestHead<'a> {
         RequestHead {
             method: "GET",
             target: "/a?b=c",
@@ -148,7 +160,7 @@ mod tests {
 
     #[test]
     fn get_head_is_exact() {
-        let headers = vec![("Accept".to_string(), b"*/*".to_vec())];
+        let headers = fields(&[("Accept", "*/*")]);
         assert_eq!(
             head_bytes(base(&headers)),
             "GET /a?b=c HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: roundtrip/0.1\r\nAccept: */*\r\n\r\n"
@@ -157,12 +169,12 @@ mod tests {
 
     #[test]
     fn caller_host_and_user_agent_win_and_framing_headers_are_ours() {
-        let headers = vec![
-            ("host".to_string(), b"other".to_vec()),
-            ("User-Agent".to_string(), b"me".to_vec()),
-            ("Content-Length".to_string(), b"999".to_vec()),
-            ("Transfer-Encoding".to_string(), b"gzip".to_vec()),
-        ];
+        let headers = fields(&[
+            ("host", "other"),
+            ("User-Agent", "me"),
+            ("Content-Length", "999"),
+            ("Transfer-Encoding", "gzip"),
+        ]);
         let mut head = base(&headers);
         head.method = "POST";
         head.framing = BodyFraming::Length(3);
@@ -174,7 +186,7 @@ mod tests {
 
     #[test]
     fn chunked_and_close_headers() {
-        let mut head = base(&[]);
+        let mut head = base(NONE);
         head.user_agent = "";
         head.framing = BodyFraming::Chunked;
         head.close = true;
@@ -186,7 +198,7 @@ mod tests {
 
     #[test]
     fn accept_gzip_follows_the_caller_headers() {
-        let mut head = base(&[]);
+        let mut head = base(NONE);
         head.accept_gzip = true;
         assert_eq!(
             head_bytes(head),
@@ -196,7 +208,7 @@ mod tests {
 
     #[test]
     fn close_is_sent_exactly_once() {
-        let headers = vec![("Connection".to_string(), b"Close".to_vec())];
+        let headers = fields(&[("Connection", "Close")]);
         let mut head = base(&headers);
         head.close = true;
         assert_eq!(head_bytes(head).matches("onnection").count(), 1);
@@ -217,13 +229,10 @@ mod tests {
     #[test]
     fn trailers_follow_the_last_chunk() {
         let mut out = Vec::new();
-        encode_last_chunk(&mut out, &[]);
+        encode_last_chunk(&mut out, NONE);
         assert_eq!(out, LAST_CHUNK);
         out.clear();
-        let trailers = vec![
-            ("Checksum".to_string(), b"abc".to_vec()),
-            ("Content-Length".to_string(), b"3".to_vec()),
-        ];
+        let trailers = fields(&[("Checksum", "abc"), ("Content-Length", "3")]);
         encode_last_chunk(&mut out, &trailers);
         assert_eq!(out, b"0\r\nChecksum: abc\r\n\r\n");
     }

@@ -34,6 +34,13 @@ pub struct Error {
     pub message: String,
 }
 
+/// A header field or block that cannot be sent.
+impl From<roundtrip_fields::Invalid> for Error {
+    fn from(invalid: roundtrip_fields::Invalid) -> Self {
+        Error::new(ErrorKind::HeaderInvalid, invalid.0)
+    }
+}
+
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {

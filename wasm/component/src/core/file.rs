@@ -84,16 +84,12 @@ pub fn content_type(path: &str) -> &'static str {
 
 /// Headers of a file answer.
 pub fn file_headers(path: &str, size: u64, modified: Option<u64>) -> Fields {
-    let mut headers = vec![
-        (
-            "Content-Type".to_owned(),
-            content_type(path).as_bytes().to_vec(),
-        ),
-        ("Content-Length".to_owned(), size.to_string().into_bytes()),
-    ];
+    let mut headers = Fields::new();
+    headers.push("Content-Type", content_type(path).as_bytes());
+    headers.push("Content-Length", size.to_string().as_bytes());
     if let Some(secs) = modified {
         let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
-        headers.push(("Last-Modified".to_owned(), date.into_bytes()));
+        headers.push("Last-Modified", date.as_bytes());
     }
     headers
 }
@@ -109,19 +105,17 @@ pub struct Generated {
 
 impl Generated {
     fn text(status: u16, reason: &'static str, body: &str) -> Self {
+        Self::typed(status, reason, "text/plain; charset=utf-8", body)
+    }
+
+    fn typed(status: u16, reason: &'static str, content_type: &str, body: &str) -> Self {
+        let mut headers = Fields::new();
+        headers.push("Content-Type", content_type.as_bytes());
+        headers.push("Content-Length", body.len().to_string().as_bytes());
         Self {
             status,
             reason,
-            headers: vec![
-                (
-                    "Content-Type".to_owned(),
-                    b"text/plain; charset=utf-8".to_vec(),
-                ),
-                (
-                    "Content-Length".to_owned(),
-                    body.len().to_string().into_bytes(),
-                ),
-            ],
+            headers,
             body: body.as_bytes().to_vec(),
         }
     }
@@ -133,9 +127,7 @@ impl Generated {
 
     pub fn method_not_allowed() -> Self {
         let mut answer = Self::text(405, "Method Not Allowed", "405 method not allowed\n");
-        answer
-            .headers
-            .push(("Allow".to_owned(), b"GET, HEAD".to_vec()));
+        answer.headers.push("Allow", b"GET, HEAD");
         answer
     }
 
@@ -144,9 +136,7 @@ impl Generated {
         let last = path.rsplit('/').next().unwrap_or_default();
         let location = format!("{}/", utf8_percent_encode(last, HREF));
         let mut answer = Self::text(301, "Moved Permanently", "");
-        answer
-            .headers
-            .push(("Location".to_owned(), location.into_bytes()));
+        answer.headers.push("Location", location.as_bytes());
         answer
     }
 
@@ -164,9 +154,7 @@ impl Generated {
             ));
         }
         html.push_str("</pre>\n");
-        let mut answer = Self::text(200, "OK", &html);
-        answer.headers[0].1 = b"text/html; charset=utf-8".to_vec();
-        answer
+        Self::typed(200, "OK", "text/html; charset=utf-8", &html)
     }
 }
 
@@ -233,8 +221,8 @@ mod tests {
         let value = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
         };
         assert_eq!(value("Content-Type").unwrap(), "text/html; charset=utf-8");
         assert_eq!(value("Content-Length").unwrap(), "42");
@@ -263,10 +251,9 @@ mod tests {
         assert!(html.contains("<a href=\"q%3F.md\">q?.md</a>\n"));
         let redirect = Generated::redirect_to_directory("/srv/my dir");
         assert_eq!(redirect.status, 301);
-        assert!(
-            redirect
-                .headers
-                .contains(&("Location".to_owned(), b"my%20dir/".to_vec()))
+        assert_eq!(
+            redirect.headers.values("location").collect::<Vec<_>>(),
+            [b"my%20dir/"]
         );
         assert_eq!(Generated::not_found().body, b"404 page not found\n");
         assert!(!is_readable_method("POST") && is_readable_method("HEAD"));

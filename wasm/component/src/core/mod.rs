@@ -5,6 +5,7 @@ pub mod compression;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub use roundtrip_fields as fields;
 pub mod file;
 pub mod h2_frames;
 pub mod pool;

@@ -125,13 +125,7 @@ pub fn target(url: &str) -> Result<Target, Error> {
 }
 
 /// RFC 9110 `tchar`.
-fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-pub fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(is_token_byte)
-}
+pub use roundtrip_fields::is_token;
 
 pub fn check_method(method: &str) -> Result<(), Error> {
     if is_token(method) {
@@ -145,24 +139,7 @@ pub fn check_method(method: &str) -> Result<(), Error> {
 }
 
 pub fn check_header(name: &str, value: &[u8]) -> Result<(), Error> {
-    if !is_token(name) {
-        return Err(Error::new(
-            ErrorKind::HeaderInvalid,
-            format!("invalid header field name {name:?}"),
-        ));
-    }
-    // RFC 9110 §5.5: field values are visible characters, SP, HTAB and obs-text;
-    // no other control byte (Go's httpguts.ValidHeaderFieldValue says the same).
-    if let Some(bad) = value
-        .iter()
-        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
-        return Err(Error::new(
-            ErrorKind::HeaderInvalid,
-            format!("invalid header field value for {name:?}: contains byte {bad:#04x}"),
-        ));
-    }
-    Ok(())
+    roundtrip_fields::check(name, value).map_err(Error::from)
 }
 
 #[cfg(test)]

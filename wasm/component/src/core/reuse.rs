@@ -8,7 +8,7 @@
 //! while it sat idle) and either nothing of it was written, or it is replayable
 //! (Go's `Request.isReplayable` plus `persistConn.shouldRetryRequest`).
 
-use super::decode::{Framing, ResponseHead};
+use super::decode::{Fields, Framing, ResponseHead};
 use super::encode::asks_close;
 
 /// Why a connection is closed after its response instead of being pooled.
@@ -44,7 +44,7 @@ pub struct Heads {
 }
 
 impl Heads {
-    pub fn of(request_headers: &[(String, Vec<u8>)], response: &ResponseHead) -> Self {
+    pub fn of(request_headers: &Fields, response: &ResponseHead) -> Self {
         Heads {
             request_asks_close: asks_close(request_headers),
             response_keeps_alive: response.allows_keep_alive(),
@@ -101,7 +101,7 @@ pub enum Progress {
 
 /// Whether a request is safe to send twice (Go's `isReplayable`): its body can be
 /// produced again, and its method is idempotent or it carries an idempotency key.
-pub fn is_replayable(method: &str, headers: &[(String, Vec<u8>)], body_replayable: bool) -> bool {
+pub fn is_replayable(method: &str, headers: &Fields, body_replayable: bool) -> bool {
     let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE"].contains(&method);
     let keyed = headers.iter().any(|(name, _)| {
         name.eq_ignore_ascii_case("idempotency-key")
@@ -137,7 +137,13 @@ mod tests {
             .0
     }
 
-    fn finished(head: &ResponseHead, req: &[(String, Vec<u8>)]) -> Finished {
+    const NONE: &Fields = &Fields::new();
+
+    fn fields(list: &[(&str, &str)]) -> Fields {
+        list.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    fn finished(head: &ResponseHead, req: &Fields) -> Finished {
         Finished {
             disable_keep_alives: false,
             heads: Heads::of(req, head),
@@ -150,23 +156,23 @@ mod tests {
     #[test]
     fn keep_alive_response_is_reusable() {
         let head = response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!(after_response(&finished(&head, &[])), Ok(()));
+        assert_eq!(after_response(&finished(&head, NONE)), Ok(()));
     }
 
     #[test]
     fn each_reason_not_to_reuse() {
         let head = response("HTTP/1.1 200 OK\r\n\r\n");
-        let mut done = finished(&head, &[]);
+        let mut done = finished(&head, NONE);
         done.disable_keep_alives = true;
         assert_eq!(after_response(&done), Err(NoReuse::KeepAlivesDisabled));
 
         let done = Finished {
             framing: Framing::UntilClose,
-            ..finished(&head, &[])
+            ..finished(&head, NONE)
         };
         assert_eq!(after_response(&done), Err(NoReuse::ServerClosed));
 
-        let close = vec![("Connection".to_string(), b"close".to_vec())];
+        let close = fields(&[("Connection", "close")]);
         assert_eq!(
             after_response(&finished(&head, &close)),
             Err(NoReuse::ConnectionClose)
@@ -174,19 +180,19 @@ mod tests {
 
         let head_close = response("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
         assert_eq!(
-            after_response(&finished(&head_close, &[])),
+            after_response(&finished(&head_close, NONE)),
             Err(NoReuse::ConnectionClose)
         );
 
         let old = response("HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!(
-            after_response(&finished(&old, &[])),
+            after_response(&finished(&old, NONE)),
             Err(NoReuse::ConnectionClose)
         );
 
         let done = Finished {
             trailing_bytes: 3,
-            ..finished(&head, &[])
+            ..finished(&head, NONE)
         };
         assert_eq!(after_response(&done), Err(NoReuse::TrailingBytes));
 
@@ -194,23 +200,23 @@ mod tests {
             response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
         let done = Finished {
             framing: Framing::Chunked,
-            ..finished(&both, &[])
+            ..finished(&both, NONE)
         };
         assert_eq!(after_response(&done), Err(NoReuse::AmbiguousFraming));
     }
 
     #[test]
     fn replayable_follows_go() {
-        assert!(is_replayable("GET", &[], true));
-        assert!(is_replayable("HEAD", &[], true));
+        assert!(is_replayable("GET", NONE, true));
+        assert!(is_replayable("HEAD", NONE, true));
         assert!(
-            !is_replayable("GET", &[], false),
+            !is_replayable("GET", NONE, false),
             "a consumed stream body cannot be replayed"
         );
-        assert!(!is_replayable("POST", &[], true));
-        let keyed = vec![("Idempotency-Key".to_string(), b"abc".to_vec())];
+        assert!(!is_replayable("POST", NONE, true));
+        let keyed = fields(&[("Idempotency-Key", "abc")]);
         assert!(is_replayable("POST", &keyed, true));
-        let keyed = vec![("x-idempotency-key".to_string(), b"abc".to_vec())];
+        let keyed = fields(&[("x-idempotency-key", "abc")]);
         assert!(is_replayable("PUT", &keyed, true));
     }
 

@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn connect_request_is_exact() {
-        let headers = vec![("X-Trace".to_owned(), b"1".to_vec())];
+        let headers: Fields = [("X-Trace", "1")].into_iter().collect();
         let wire = connect_request("example.com:443", "rt/1", Some("Basic dTpw"), &headers);
         assert_eq!(
             String::from_utf8(wire).unwrap(),
@@ -240,7 +240,7 @@ mod tests {
              Proxy-Authorization: Basic dTpw\r\nX-Trace: 1\r\n\r\n"
         );
         // The caller's own Proxy-Authorization wins; no User-Agent when empty.
-        let headers = vec![("Proxy-Authorization".to_owned(), b"Bearer t".to_vec())];
+        let headers: Fields = [("Proxy-Authorization", "Bearer t")].into_iter().collect();
         let wire = connect_request("[::1]:8443", "", Some("Basic dTpw"), &headers);
         assert_eq!(
             String::from_utf8(wire).unwrap(),
@@ -253,7 +253,7 @@ mod tests {
             status,
             reason: reason.to_owned(),
             version_minor: 1,
-            headers: Vec::new(),
+            headers: Fields::new(),
         }
     }
 

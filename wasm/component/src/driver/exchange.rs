@@ -161,7 +161,7 @@ async fn exchange(
     shared: Rc<Shared>,
     method: String,
     url: String,
-    headers: Fields,
+    headers: Vec<u8>,
     body: RequestBody,
     options: Vec<RequestOption>,
 ) -> Result<Response, ErrorCode> {
@@ -172,19 +172,14 @@ async fn exchange(
     // Nothing reaches the network before the whole request checks out.
     let target = request::target(&url).map_err(to_code)?;
     request::check_method(&method).map_err(to_code)?;
-    for (name, value) in &headers {
-        request::check_header(name, value).map_err(to_code)?;
-    }
+    let mut headers = Fields::from_block(headers).map_err(|e| to_code(e.into()))?;
     let route = shared.settings.proxies.route(&target).map_err(to_code)?;
     let target = target.through(route);
-    let mut headers = headers;
     if let Route::Forward(proxy) = &target.route
         && let Some(auth) = proxy.basic_auth()
-        && !headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("proxy-authorization"))
+        && !headers.contains("proxy-authorization")
     {
-        headers.push(("Proxy-Authorization".to_owned(), auth.into_bytes()));
+        headers.push("Proxy-Authorization", auth.as_bytes());
     }
     let req = Checked {
         id: shared.next_request_id(),

@@ -116,7 +116,7 @@ fn response(req: u64, status: u16, reason: &str, headers: Fields, body: Response
         status,
         reason: reason.to_owned(),
         version: HttpVersion::Http11,
-        headers,
+        headers: headers.into_block(),
         body,
         conn: 0,
         reused: false,

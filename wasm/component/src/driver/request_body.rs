@@ -196,14 +196,18 @@ pub async fn forward_stream(
 
 /// The caller's verdict on a body that ended after `seen` bytes.
 async fn ended(
-    end: FutureReader<Result<Option<Fields>, ErrorCode>>,
+    end: FutureReader<Result<Option<Vec<u8>>, ErrorCode>>,
     declared: Option<u64>,
     seen: u64,
 ) -> Result<Option<Fields>, ErrorCode> {
     let verdict = end.await?;
     match declared {
         Some(declared) if seen < declared => Err(size_mismatch(declared, seen)),
-        _ => Ok(verdict),
+        // Trailers are checked like headers before a byte of them is sent.
+        _ => verdict
+            .map(Fields::from_block)
+            .transpose()
+            .map_err(|e| super::errors::to_code(e.into())),
     }
 }
 

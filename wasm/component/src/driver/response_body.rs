@@ -7,13 +7,12 @@ use wit_bindgen::{FutureWriter, StreamWriter};
 use super::bindings::roundtrip::transport::types::{ErrorCode, StreamedBody};
 use super::bindings::{wit_future, wit_stream};
 use super::clock;
-use crate::core::decode::Fields;
 
 /// The largest body returned whole with its head (`response-body.whole`).
 pub const WHOLE_BODY_MAX: usize = 64 * 1024;
 
-/// What the trailers future carries.
-pub type Trailers = Result<Option<Fields>, ErrorCode>;
+/// What the trailers future carries: the trailers as one `fields` block.
+pub type Trailers = Result<Option<Vec<u8>>, ErrorCode>;
 
 /// How long a write still going when the response has ended may take to finish and
 /// keep the connection reusable (Go's `maxWriteWaitBeforeConnReuse`), in nanoseconds.

@@ -14,6 +14,7 @@ use super::bindings::roundtrip::transport::types::{
 };
 use super::clock;
 use super::conn::{Conn, IdleInput, IdleWatch};
+use super::errors::to_code;
 use super::h2::H2Pool;
 use crate::core::Micros;
 use crate::core::decode::Fields;
@@ -34,7 +35,9 @@ pub struct Settings {
     pub user_agent: String,
     pub proxies: Proxies,
     pub proxy_connect_timeout: Option<u64>,
-    pub proxy_connect_headers: Fields,
+    /// Headers sent with every `CONNECT`; a block that breaks the `fields` rules fails
+    /// each request that would send it, with the cause.
+    pub proxy_connect_headers: Result<Fields, ErrorCode>,
     /// Whether the host wants events (`config.emit-events`).
     pub emit_events: bool,
     pub protocols: Protocols,
@@ -392,7 +395,8 @@ impl GuestTransport for Transport {
             ),
             proxy_connect_timeout: config.proxy_connect_timeout,
             emit_events: config.emit_events,
-            proxy_connect_headers: config.proxy.connect_headers,
+            proxy_connect_headers: Fields::from_block(config.proxy.connect_headers)
+                .map_err(|e| to_code(e.into())),
             protocols: config.protocols,
             strict_max_concurrent_streams: config.strict_max_concurrent_streams,
             read_idle_timeout: config.read_idle_timeout.filter(|t| *t > 0),

@@ -56,12 +56,12 @@ async fn http_connect(
 ) -> Result<(), ErrorCode> {
     let authority = target.host_port();
     let auth = proxy.basic_auth();
-    let request = tunnel::connect_request(
-        &authority,
-        &settings.user_agent,
-        auth.as_deref(),
-        &settings.proxy_connect_headers,
-    );
+    let headers = settings
+        .proxy_connect_headers
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let request =
+        tunnel::connect_request(&authority, &settings.user_agent, auth.as_deref(), headers);
     let mut io = Handshake::new(socket, &proxy.display);
     io.write(request).await?;
     loop {

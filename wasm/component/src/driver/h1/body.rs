@@ -24,7 +24,7 @@ use wit_bindgen::{FutureWriter, StreamWriter};
 
 use super::active::Active;
 use crate::core::compression::Gunzip;
-use crate::core::decode::{BodyDecoder, Framing};
+use crate::core::decode::{BodyDecoder, Fields, Framing};
 use crate::core::reuse::{self, Heads, NoReuse};
 use crate::driver::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
 use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
@@ -138,7 +138,7 @@ async fn finish(
     let trailer_value = match outcome {
         Ok(total) => {
             settle(active, &end, total, request_complete);
-            Ok(decoder.take_trailers())
+            Ok(decoder.take_trailers().map(Fields::into_block))
         }
         Err(Cut::ReaderGone(bytes)) => {
             active.emit(EventKind::BodyClosedEarly(bytes));

@@ -250,7 +250,7 @@ pub fn respond(
         headers,
     } = head;
     let headers = if gunzip.is_some() {
-        decompressed_headers(&headers)
+        decompressed_headers(headers)
     } else {
         headers
     };
@@ -277,7 +277,7 @@ pub fn respond(
         status,
         reason,
         version,
-        headers,
+        headers: headers.into_block(),
         body,
         conn,
         reused,

@@ -20,13 +20,11 @@ use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 
 use crate::core::encode::{self, BodyFraming};
-use crate::core::request;
 use crate::core::reuse::Progress;
 use crate::driver::bindings::roundtrip::transport::observe::EventKind;
 use crate::driver::bindings::roundtrip::transport::types::{BodyStream, ErrorCode};
 use crate::driver::clock;
 use crate::driver::conn::Writer;
-use crate::driver::errors::to_code;
 use crate::driver::exchange::{Emitter, Failed};
 use crate::driver::request_body::{Outgoing, Piece, WriteError, forward_stream, wrote_request};
 
@@ -155,9 +153,6 @@ async fn write_stream(
                          leave the length out to send it chunked"
                             .to_owned(),
                     )));
-                }
-                for (name, value) in &trailers {
-                    request::check_header(name, value).map_err(|e| WriteError::Body(to_code(e)))?;
                 }
                 let mut last = Vec::with_capacity(64);
                 encode::encode_last_chunk(&mut last, &trailers);

@@ -30,7 +30,6 @@ use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_
 use crate::core::decode::{Fields, ResponseHead};
 use crate::core::encode::BodyFraming;
 use crate::core::h2_frames::reason_name;
-use crate::core::request;
 use crate::core::reuse::Progress;
 use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
 use crate::driver::bindings::roundtrip::transport::types::{
@@ -323,7 +322,6 @@ async fn write_stream(
                 }
                 let mut map = HeaderMap::new();
                 for (name, value) in &trailers {
-                    request::check_header(name, value).map_err(|e| WriteError::Body(to_code(e)))?;
                     let (Ok(name), Ok(value)) = (
                         HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
                         HeaderValue::from_bytes(value),
@@ -458,6 +456,19 @@ fn classify(e: &h2::Error, id: u32, goaway: Option<u32>) -> H2Failed {
     )))
 }
 
+/// A header map as one block (an `http` value holds no CR or LF).
+fn fields_of(map: &HeaderMap) -> Fields {
+    let bytes = map
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut fields = Fields::with_capacity(bytes);
+    for (name, value) in map {
+        fields.push(name.as_str(), value.as_bytes());
+    }
+    fields
+}
+
 /// Builds the response; its body whole when the head ended the stream.
 fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     let Head {
@@ -467,11 +478,7 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
     } = head;
     let (parts, mut recv) = response.into_parts();
     let status = parts.status.as_u16();
-    let fields: Fields = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
+    let fields = fields_of(&parts.headers);
     let head = ResponseHead {
         status,
         reason: parts.status.canonical_reason().unwrap_or("").to_owned(),
@@ -485,7 +492,7 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
         reason, headers, ..
     } = head;
     let headers = if gunzip.is_some() {
-        decompressed_headers(&headers)
+        decompressed_headers(headers)
     } else {
         headers
     };
@@ -521,7 +528,7 @@ fn respond(lease: StreamLease, req: &Checked, head: Head) -> Response {
         status,
         reason,
         version: HttpVersion::Http2,
-        headers,
+        headers: headers.into_block(),
         body,
         conn,
         reused,
@@ -679,11 +686,7 @@ async fn pump(
             };
             lease.emit(EventKind::BodyEof(total));
             match trailers {
-                Ok(map) => Ok(map.map(|map| {
-                    map.iter()
-                        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                        .collect()
-                })),
+                Ok(map) => Ok(map.map(|map| fields_of(&map).into_block())),
                 Err(e) => Err(classify(&e, id, lease.conn.goaway_last_stream()).code),
             }
         }

@@ -1,0 +1,287 @@
+//! A header list kept as it crosses Roundtrip's component boundary: one buffer.
+//!
+//! WIT `fields` (`wit/types.wit`) is `list<u8>` holding each field as `name: value`
+//! CRLF, in wire order, with no blank line after the last. A request's headers come
+//! into the component as one allocation and are written to the wire, or looked up,
+//! straight from it; a response's head goes out the same way, and the host builds its
+//! `HeaderMap` from slices of that one buffer (`docs/performance.md`, "the head as
+//! raw bytes"). The component, the wasi:http face and the host share this crate.
+
+use std::fmt;
+
+/// A field, or a line of a block, that cannot be sent; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Whether `text` is an RFC 9110 token (a method or a field name).
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(is_token_byte)
+}
+
+/// Checks one field: its name a token, its value visible bytes, SP and HTAB only.
+pub fn check(name: &str, value: &[u8]) -> Result<(), Invalid> {
+    if !is_token(name) {
+        return Err(Invalid(format!("invalid header field name {name:?}")));
+    }
+    // RFC 9110 §5.5: field values are visible characters, SP, HTAB and obs-text;
+    // no other control byte (Go's httpguts.ValidHeaderFieldValue says the same).
+    if let Some(bad) = value
+        .iter()
+        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(Invalid(format!(
+            "invalid header field value for {name:?}: contains byte {bad:#04x}"
+        )));
+    }
+    Ok(())
+}
+
+/// A header list in wire order, as one `name: value` CRLF buffer.
+///
+/// Every line holds a token name and a value with no control byte but HTAB: a block
+/// from outside is checked once, in [`Fields::from_block`]; [`Fields::push`] takes
+/// parts that are already valid (parsed by `httparse` or `h2`, or the transport's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(Vec<u8>);
+
+impl Fields {
+    /// No fields.
+    pub const fn new() -> Self {
+        Fields(Vec::new())
+    }
+
+    /// No fields yet, with room for `bytes` of them.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Fields(Vec::with_capacity(bytes))
+    }
+
+    /// Takes a block from a caller, checking each line: a name that is not a token, a
+    /// value with a control byte, or a line not of the form `name: value` CRLF fails,
+    /// named in the error.
+    pub fn from_block(block: Vec<u8>) -> Result<Self, Invalid> {
+        let mut rest = block.as_slice();
+        while !rest.is_empty() {
+            let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                return Err(malformed("does not end with CRLF", rest));
+            };
+            let line = &rest[..end];
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(malformed("has no `:`", line));
+            };
+            let Some(value) = line[colon + 1..].strip_prefix(b" ") else {
+                return Err(malformed("has no space after its `:`", line));
+            };
+            let name = std::str::from_utf8(&line[..colon])
+                .map_err(|_| malformed("has a name that is not ASCII", line))?;
+            check(name, value)?;
+            rest = &rest[end + 2..];
+        }
+        Ok(Fields(block))
+    }
+
+    /// Appends a field whose name is a token and whose value holds no CR or LF (the
+    /// caller has checked it, or it came from a parser that did). Anything else is
+    /// written as it is, and the block then fails [`Fields::from_block`] on the other
+    /// side, naming the line.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.0.reserve(name.len() + value.len() + 4);
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// The fields in order, as (name, value).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(&self.0)
+    }
+
+    /// The fields of a block taken on trust (one this crate built, on the other side
+    /// of the boundary). A malformed line comes out as a field whose name is the
+    /// whole line, which no header map accepts.
+    pub fn iter_block(block: &[u8]) -> Iter<'_> {
+        Iter(block)
+    }
+
+    /// Values of every field named `name` (case-insensitive), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether a field named `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// Keeps only the fields `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        if self.iter().all(|(n, v)| keep(n, v)) {
+            return;
+        }
+        let mut kept = Fields::with_capacity(self.0.len());
+        for (name, value) in self.iter() {
+            if keep(name, value) {
+                kept.push(name, value);
+            }
+        }
+        *self = kept;
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The block, `name: value` CRLF each.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The block, for the boundary.
+    pub fn into_block(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a, V: AsRef<[u8]> + ?Sized + 'a> FromIterator<(&'a str, &'a V)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a V)>>(fields: I) -> Self {
+        let mut out = Fields::new();
+        for (name, value) in fields {
+            out.push(name, value.as_ref());
+        }
+        out
+    }
+}
+
+/// The fields of a [`Fields`], in order.
+pub struct Iter<'a>(&'a [u8]);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Checked on the way in: every line is `name: value` CRLF, and a value holds
+        // no CR, so the first CR (or LF, in a block taken on trust) ends the line.
+        if self.0.is_empty() {
+            return None;
+        }
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(self.0.len());
+        let line = &self.0[..end];
+        let skip = if self.0[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        self.0 = self.0.get(end + skip..).unwrap_or_default();
+        let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        let name = std::str::from_utf8(&line[..colon]).unwrap_or_default();
+        let value = line.get(colon + 2..).unwrap_or_default();
+        Some((name, value))
+    }
+}
+
+/// A line of a block that is not `name: value` CRLF, named in the message.
+fn malformed(why: &str, line: &[u8]) -> Invalid {
+    let shown = String::from_utf8_lossy(&line[..line.len().min(64)]);
+    Invalid(format!("malformed header field {shown:?}: it {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_block_round_trips_field_by_field() {
+        let mut fields = Fields::new();
+        fields.push("Host", b"example.com");
+        fields.push("X-Empty", b"");
+        fields.push("X-A", b" spaced\tvalue ");
+        assert_eq!(
+            fields.as_bytes(),
+            b"Host: example.com\r\nX-Empty: \r\nX-A:  spaced\tvalue \r\n"
+        );
+        let back = Fields::from_block(fields.as_bytes().to_vec()).unwrap();
+        let listed: Vec<_> = back.iter().collect();
+        assert_eq!(
+            listed,
+            [
+                ("Host", &b"example.com"[..]),
+                ("X-Empty", b""),
+                ("X-A", b" spaced\tvalue "),
+            ]
+        );
+        assert_eq!(back.len(), 3);
+        assert!(back.contains("x-empty"));
+        assert_eq!(back.values("HOST").collect::<Vec<_>>(), [b"example.com"]);
+    }
+
+    #[test]
+    fn a_malformed_block_is_refused_with_its_cause() {
+        for (block, why) in [
+            (&b"Host: a"[..], "does not end with CRLF"),
+            (b"Host a\r\n", "has no `:`"),
+            (b"Host:a\r\n", "\"Host:a\": it has no space after"),
+            (b"Bad Name: a\r\n", "invalid header field name"),
+            (b"X: a\nb\r\n", "contains byte 0x0a"),
+            (b"X: a\rb\r\n", "contains byte 0x0d"),
+            (b"X: a\0\r\n", "contains byte 0x00"),
+        ] {
+            let error = Fields::from_block(block.to_vec()).unwrap_err();
+            assert!(error.0.contains(why), "{block:?}: {error}");
+        }
+        assert!(Fields::from_block(Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_block_taken_on_trust_is_read_line_by_line_whatever_it_holds() {
+        let listed: Vec<_> = Fields::iter_block(b"A: 1\r\nbroken\nB: 2").collect();
+        assert_eq!(
+            listed,
+            [("A", &b"1"[..]), ("broken", b""), ("B", b"2")],
+            "a line without `: ` keeps its bytes in the name, which no map accepts"
+        );
+        assert_eq!(Fields::iter_block(b"").count(), 0);
+    }
+
+    #[test]
+    fn retain_keeps_order_and_drops_the_rest() {
+        let mut fields: Fields = [("A", "1"), ("Content-Length", "2"), ("B", "3")]
+            .into_iter()
+            .collect();
+        fields.retain(|name, _| !name.eq_ignore_ascii_case("content-length"));
+        assert_eq!(fields.as_bytes(), b"A: 1\r\nB: 3\r\n");
+    }
+}
