@@ -10,10 +10,11 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::error::Error;
+use crate::pipes::CaughtUp;
 use crate::state::Continuity;
 
 /// A request body: empty, bytes in memory (sent with `Content-Length` and replayable
@@ -235,10 +236,9 @@ impl Whole {
 struct Streamed {
     data: mpsc::Receiver<Bytes>,
     trailers: Option<oneshot::Receiver<Trailers>>,
-    /// One permit per chunk asked for (see `pipes::BytesConsumer::on_demand`).
-    demand: Arc<Semaphore>,
-    /// A permit is out and its chunk has not arrived yet.
-    asked: bool,
+    /// Told when the caller has taken every chunk (see
+    /// `pipes::BytesConsumer::windowed`): the body's end waits for that.
+    caught_up: Arc<CaughtUp>,
     /// To tell a body cut off by a restart (trap) from one cut off by a shutdown.
     continuity: Arc<Mutex<Continuity>>,
     restarts_at_start: u64,
@@ -246,8 +246,8 @@ struct Streamed {
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        // Wakes a guest write waiting for demand: the reader is gone.
-        self.demand.close();
+        // Wakes a guest write waiting for the caller: the reader is gone.
+        self.caught_up.close();
     }
 }
 
@@ -269,15 +269,14 @@ impl ResponseBody {
     pub(crate) fn streamed(
         data: mpsc::Receiver<Bytes>,
         trailers: oneshot::Receiver<Trailers>,
-        demand: Arc<Semaphore>,
+        caught_up: Arc<CaughtUp>,
         continuity: Arc<Mutex<Continuity>>,
     ) -> Self {
         let restarts_at_start = continuity.lock().map_or(0, |c| c.restarts);
         ResponseBody(Source::Streamed(Streamed {
             data,
             trailers: Some(trailers),
-            demand,
-            asked: false,
+            caught_up,
             continuity,
             restarts_at_start,
         }))
@@ -294,14 +293,17 @@ impl Streamed {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        if !self.asked {
-            self.asked = true;
-            self.demand.add_permits(1);
-            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
-        }
+        let full = self.data.len() == self.data.max_capacity();
         match self.data.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {
-                self.asked = false;
+                if full {
+                    // Room in a full window wakes the store's waiting write.
+                    crate::crossings::count(crate::crossings::Crossing::CallerToStore);
+                }
+                if self.data.is_empty() {
+                    // Every chunk taken: a body's end may be waiting for that.
+                    self.caught_up.drained();
+                }
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             Poll::Ready(None) => {}

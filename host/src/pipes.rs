@@ -13,10 +13,12 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
-use tokio_util::sync::{PollSemaphore, PollSender};
+use futures::task::AtomicWaker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::PollSender;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
     Destination, FutureConsumer, Lift, Source, StreamConsumer, StreamProducer, StreamResult,
@@ -137,20 +139,71 @@ impl<D> StreamProducer<D> for FramesProducer {
 /// channel's receiver is gone, the guest's writes fail: that is how it learns the
 /// reader went away (e.g. a response body dropped early).
 ///
-/// A chunk is taken only against a permit (`demand`) the reader adds when it
-/// wants more: the guest's write completes when the caller reads, not when a buffer
-/// has room. That keeps Go's rule honest: a connection returns to the pool when the
-/// caller has read its body, not when the host has buffered it.
+/// A window of chunks: the guest's writes complete while the channel has room
+/// (`BODY_CHUNKS`), so the caller's reads and the guest's writes overlap and the caller
+/// wakes the store only when it frees a full window. Go's rule stays honest through the
+/// body's last step: before it pools the connection, the component makes a zero-length
+/// write, and that completes only once the caller has taken every chunk
+/// ([`CaughtUp`]): the body is read to its end (Go's `Read` returns EOF with a
+/// body's last bytes), not merely buffered.
 pub struct BytesConsumer {
     chunks: PollSender<Bytes>,
-    demand: PollSemaphore,
+    caught_up: Arc<CaughtUp>,
+}
+
+/// The caller's side of a body's end: the zero-length write waiting for the caller to
+/// take the last chunk, woken when it does or when the caller goes away.
+#[derive(Default)]
+pub struct CaughtUp {
+    /// The reader is gone.
+    closed: AtomicBool,
+    /// The store's side, waiting in a zero-length write.
+    waker: AtomicWaker,
+}
+
+impl CaughtUp {
+    /// The caller took the last chunk in the window.
+    pub fn drained(&self) {
+        if let Some(waker) = self.waker.take() {
+            crate::crossings::count(crate::crossings::Crossing::CallerToStore);
+            waker.wake();
+        }
+    }
+
+    /// The reader is gone: a write waiting for it ends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 impl BytesConsumer {
-    pub fn on_demand(chunks: mpsc::Sender<Bytes>, demand: Arc<Semaphore>) -> Self {
+    pub fn windowed(chunks: mpsc::Sender<Bytes>, caught_up: Arc<CaughtUp>) -> Self {
         Self {
             chunks: PollSender::new(chunks),
-            demand: PollSemaphore::new(demand),
+            caught_up,
+        }
+    }
+
+    /// A zero-length write: ready once the caller has taken every chunk.
+    fn poll_caught_up(&self, cx: &mut Context<'_>, finish: bool) -> Poll<StreamResult> {
+        let ready = || {
+            let gone = self.caught_up.closed.load(Ordering::Acquire);
+            match self.chunks.get_ref() {
+                Some(tx) if !gone && !tx.is_closed() => {
+                    (tx.capacity() == tx.max_capacity()).then_some(StreamResult::Completed)
+                }
+                _ => Some(StreamResult::Dropped),
+            }
+        };
+        if let Some(result) = ready() {
+            return Poll::Ready(result);
+        }
+        self.caught_up.waker.register(cx.waker());
+        match ready() {
+            Some(result) => Poll::Ready(result),
+            None if finish => Poll::Ready(StreamResult::Cancelled),
+            None => Poll::Pending,
         }
     }
 }
@@ -170,19 +223,14 @@ impl<D> StreamConsumer<D> for BytesConsumer {
         let me = self.get_mut();
         let mut source = source.as_direct(store);
         if source.remaining().is_empty() {
-            // A zero-length write asks whether there is room; say yes.
-            return Poll::Ready(Ok(StreamResult::Completed));
+            return match me.poll_caught_up(cx, finish) {
+                Poll::Ready(result) => Poll::Ready(Ok(result)),
+                Poll::Pending => crate::crossings::suspended(),
+            };
         }
         match me.chunks.poll_reserve(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Poll::Ready(Ok(StreamResult::Dropped)),
-            Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
-            Poll::Pending => return crate::crossings::suspended(),
-        }
-        match me.demand.poll_acquire(cx) {
-            Poll::Ready(Some(permit)) => permit.forget(),
-            // The reader closed the demand: it is gone.
-            Poll::Ready(None) => return Poll::Ready(Ok(StreamResult::Dropped)),
             Poll::Pending if finish => return Poll::Ready(Ok(StreamResult::Cancelled)),
             Poll::Pending => return crate::crossings::suspended(),
         }

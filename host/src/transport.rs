@@ -40,13 +40,14 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::files::Files;
 use crate::net::Net;
-use crate::pipes::{BytesConsumer, FramesProducer, OneshotConsumer};
+use crate::pipes::{BytesConsumer, CaughtUp, FramesProducer, OneshotConsumer};
 use crate::state::{Continuity, GuestLimits, Spread, State};
 
 /// The transport component, built by `wasm/build.rs`.
 pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 
-/// Response body chunks buffered between the component and the caller.
+/// The window of a streamed response body: chunks (up to 64 KiB each) the component
+/// may hand over ahead of the caller's reads.
 const BODY_CHUNKS: usize = 8;
 
 /// Which connection carried a response (in `http::Response::extensions`).
@@ -1102,8 +1103,8 @@ fn release(
     })
 }
 
-/// Pipes a streamed body from the component to the caller, a chunk each time the
-/// caller asks for one.
+/// Pipes a streamed body from the component to the caller, a window of chunks ahead of
+/// the caller's reads (`BODY_CHUNKS`).
 fn stream_body(
     acc: &Accessor<State>,
     streamed: types::StreamedBody,
@@ -1111,7 +1112,7 @@ fn stream_body(
 ) -> Result<ResponseBody, Error> {
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
-    let demand = Arc::new(tokio::sync::Semaphore::new(0));
+    let caught_up = Arc::new(CaughtUp::default());
     acc.with(|mut access| {
         // The body's own end says whether a request body failed after the head;
         // `request-sent` is taken and let go (a closed reader would leave the
@@ -1120,7 +1121,7 @@ fn stream_body(
             &mut access,
             OneshotConsumer::<Result<(), types::ErrorCode>>(None),
         )?;
-        let consumer = BytesConsumer::on_demand(data_tx, Arc::clone(&demand));
+        let consumer = BytesConsumer::windowed(data_tx, Arc::clone(&caught_up));
         streamed.contents.pipe(&mut access, consumer)?;
         streamed
             .trailers
@@ -1130,7 +1131,7 @@ fn stream_body(
     Ok(ResponseBody::streamed(
         data_rx,
         trailers_rx,
-        demand,
+        caught_up,
         Arc::clone(continuity),
     ))
 }

@@ -715,6 +715,73 @@ async fn a_whole_body_holds_its_connection_until_taken_and_dropped_unread_closes
     );
 }
 
+/// A streamed body comes a window of chunks ahead of the caller's reads, but its
+/// connection is pooled only once the caller has taken the last of them (Go's `Read`
+/// returns EOF with a body's last bytes): a body the host holds whole in its window
+/// and the caller drops after one chunk still closes its connection.
+#[tokio::test]
+async fn a_windowed_body_pools_its_connection_only_once_the_caller_has_taken_it_all() {
+    const SIZE: usize = 300_000; // five 64 KiB chunks: streamed, and within the window.
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let url = server.url(&format!("/bytes/{SIZE}"));
+    let exchange = async {
+        // Read to the last byte, and not one poll further.
+        let response = transport
+            .round_trip(http::Request::get(&url).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let first = *response.extensions().get::<ConnectionInfo>().unwrap();
+        let mut body = response.into_body();
+        let mut read = 0;
+        while read < SIZE {
+            let frame = body.frame().await.unwrap().unwrap();
+            read += frame.into_data().unwrap().len();
+        }
+        let pooled = wait_for_event(&recorder, |k| {
+            matches!(k, EventKind::PutIdle { ok: true, .. })
+        })
+        .await;
+        assert!(
+            pooled,
+            "not pooled at its last byte: {:?}",
+            recorder.names()
+        );
+        drop(body);
+
+        // Taken one chunk of; the rest waits in the window, the connection busy.
+        let response = transport
+            .round_trip(http::Request::get(&url).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let second = *response.extensions().get::<ConnectionInfo>().unwrap();
+        assert!(
+            second.reused && second.id == first.id,
+            "{second:?} after {first:?}"
+        );
+        let mut body = response.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stats = transport.stats().await;
+        assert_eq!((stats.keys[0].active, stats.keys[0].idle), (1, 0));
+        assert_eq!(
+            count(&recorder.events(), |k| matches!(
+                k,
+                EventKind::BodyEof { .. }
+            )),
+            1
+        );
+        drop(body);
+        assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
+        let next = get(&transport, &server.url("/small")).await.unwrap();
+        assert!(!next.conn.reused);
+    };
+    tokio::time::timeout(FETCH_LIMIT, exchange)
+        .await
+        .expect("the exchanges did not end in time");
+    assert_eq!(server.connections(), 2);
+}
+
 /// Threads of this process named for a transport's store (the kernel's list:
 /// `/proc/self/task/*/comm`, which keeps 15 bytes of a name).
 fn store_threads() -> usize {

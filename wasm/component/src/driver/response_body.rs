@@ -2,7 +2,7 @@
 //! future and `request-sent` (`channels`), each chunk delivered as the caller reads
 //! (`deliver`), and how a copy was cut short (`Cut`).
 
-use wit_bindgen::{FutureWriter, StreamWriter};
+use wit_bindgen::{FutureWriter, StreamResult, StreamWriter};
 
 use super::bindings::roundtrip::transport::types::{ErrorCode, StreamedBody};
 use super::bindings::{wit_future, wit_stream};
@@ -71,4 +71,16 @@ pub async fn deliver(body: &mut StreamWriter<u8>, data: Vec<u8>, so_far: u64) ->
         return Err(Cut::ReaderGone(so_far));
     }
     Ok(len)
+}
+
+/// Waits until the caller has taken every byte handed over: a zero-length write, which
+/// the host completes only then (`pipes::CaughtUp`), a guest reader when it next reads.
+/// The host takes chunks a window ahead of its caller's reads; this keeps Go's rule at
+/// the body's end: its connection is pooled once the body is read to its end (Go's
+/// `Read` returns EOF with a body's last bytes), not once it is buffered.
+pub async fn read_to_end(body: &mut StreamWriter<u8>, total: u64) -> Result<(), Cut> {
+    match body.write(Vec::new()).await.0 {
+        StreamResult::Dropped => Err(Cut::ReaderGone(total)),
+        StreamResult::Complete(_) | StreamResult::Cancelled => Ok(()),
+    }
 }

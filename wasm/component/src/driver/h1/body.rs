@@ -31,7 +31,9 @@ use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
 use crate::driver::clock;
 use crate::driver::errors::{message, to_code};
 use crate::driver::request_body::{PendingWrite, WriteError};
-use crate::driver::response_body::{Cut, Sent, Trailers, WRITE_GRACE, deliver, paused};
+use crate::driver::response_body::{
+    Cut, Sent, Trailers, WRITE_GRACE, deliver, paused, read_to_end,
+};
 
 /// What the body task needs to decide the connection's fate at the end.
 pub struct BodyEnd {
@@ -189,6 +191,7 @@ async fn copy_body(
                 let rest = gunzip.finish().map_err(|e| Cut::Failed(to_code(e)))?;
                 total += deliver(body, rest, total).await?;
             }
+            read_to_end(body, total).await?;
             return Ok(total);
         }
         if active.conn().buffered().is_empty() {
