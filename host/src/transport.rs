@@ -50,7 +50,7 @@ pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 /// may hand over ahead of the caller's reads. Two: the caller's read of one overlaps
 /// the component's write of the next. Eight cost more than they saved: a 256 MiB body
 /// then left up to half a MiB of chunks to free at once, glibc trimmed its heap and
-/// grew it again (1 552 `brk` calls, a page fault per page copied) and the body came
+/// grew it again (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came
 /// at 858 MB/s instead of 1 436 (docs/performance.md).
 const BODY_CHUNKS: usize = 2;
 
