@@ -111,7 +111,7 @@ pub fn parse_response_head(
                     return Err(header_too_large(max_bytes));
                 }
                 // One buffer for every field: the head's bytes less the status line.
-                let mut fields = Fields::with_capacity(consumed);
+                let mut fields = Fields::with_capacity(consumed, response.headers.len());
                 for header in response.headers.iter() {
                     push_unfolded(&mut fields, header.name, header.value);
                 }

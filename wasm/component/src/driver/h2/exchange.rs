@@ -463,7 +463,7 @@ fn fields_of(map: &HeaderMap) -> Fields {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut fields = Fields::with_capacity(bytes);
+    let mut fields = Fields::with_capacity(bytes, map.len());
     for (name, value) in map {
         fields.push(name.as_str(), value.as_bytes());
     }
