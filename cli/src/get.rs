@@ -323,17 +323,51 @@ async fn body(payload: &Option<Payload>) -> Result<(Body, Option<u64>), String> 
 /// Bodies are written in request order even when workers finish out of order.
 struct Output {
     out: Box<dyn Write + Send>,
+    /// The request whose output is written now, as it comes.
     next: usize,
-    waiting: BTreeMap<usize, Vec<u8>>,
+    /// Output of later requests, held until every earlier one is written.
+    waiting: BTreeMap<usize, Held>,
+}
+
+/// A later request's output so far, and whether it is all there.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    done: bool,
 }
 
 impl Output {
-    fn finish(&mut self, index: usize, bytes: Vec<u8>) {
-        self.waiting.insert(index, bytes);
-        while let Some(bytes) = self.waiting.remove(&self.next) {
-            let _ = self.out.write_all(&bytes);
+    /// Writes `bytes` of request `index`: at once if it is the one being written (a
+    /// big body streams through, as curl's does), else held in order.
+    fn write(&mut self, index: usize, bytes: &[u8]) {
+        if index == self.next {
+            let _ = self.out.write_all(bytes);
+            let _ = self.out.flush();
+        } else {
+            self.waiting
+                .entry(index)
+                .or_default()
+                .bytes
+                .extend_from_slice(bytes);
+        }
+    }
+
+    /// Request `index` has written all it will: the ones after it that are done go
+    /// out, and the first that is not writes from now on as it comes.
+    fn finish(&mut self, index: usize) {
+        self.waiting.entry(index).or_default().done = true;
+        loop {
+            let Some(held) = self.waiting.get_mut(&self.next) else {
+                break;
+            };
+            let _ = self.out.write_all(&std::mem::take(&mut held.bytes));
+            if !held.done {
+                break;
+            }
+            self.waiting.remove(&self.next);
             self.next += 1;
         }
+        let _ = self.out.flush();
     }
 }
 
@@ -374,7 +408,7 @@ async fn fetch(
         }
         Err(message) => {
             eprintln!("roundtrip: {url}: {message}");
-            output.lock().await.finish(index, Vec::new());
+            output.lock().await.finish(index);
             return false;
         }
     };
@@ -382,7 +416,7 @@ async fn fetch(
         Ok(request) => request,
         Err(e) => {
             eprintln!("roundtrip: {url}: invalid URL: {e}");
-            output.lock().await.finish(index, Vec::new());
+            output.lock().await.finish(index);
             return false;
         }
     };
@@ -393,11 +427,10 @@ async fn fetch(
         Ok(response) => response,
         Err(e) => {
             eprintln!("roundtrip: {url}: {e}");
-            output.lock().await.finish(index, Vec::new());
+            output.lock().await.finish(index);
             return false;
         }
     };
-    let mut bytes = Vec::new();
     if args.include || args.verbose {
         let reason = response
             .extensions()
@@ -423,7 +456,7 @@ async fn fetch(
             }
         }
         if args.include {
-            bytes.extend_from_slice(head.as_bytes());
+            output.lock().await.write(index, head.as_bytes());
         }
     }
     let mut body = response.into_body();
@@ -432,7 +465,7 @@ async fn fetch(
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
+                    output.lock().await.write(index, &data);
                 }
             }
             Err(e) => {
@@ -442,6 +475,6 @@ async fn fetch(
             }
         }
     }
-    output.lock().await.finish(index, bytes);
+    output.lock().await.finish(index);
     ok
 }

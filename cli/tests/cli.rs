@@ -376,6 +376,83 @@ fn request_line_recorder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Strin
     (addr, seen)
 }
 
+/// `get` writes a body as it comes, as curl does, not once it has all of it: the
+/// server sends half, and the first half is on stdout while the server still holds
+/// the rest (a 256 MiB body no longer sits whole in memory either).
+#[test]
+fn get_streams_a_body_to_stdout_as_it_comes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::mpsc;
+    const HALF: usize = 100_000;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (go_on, hold) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(socket.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let mut socket = socket;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 2 * HALF);
+        socket.write_all(head.as_bytes()).unwrap();
+        socket.write_all(&[b'a'; HALF]).unwrap();
+        // The rest only once the test has seen the first half (or gives up).
+        let _ = hold.recv_timeout(std::time::Duration::from_secs(60));
+        let _ = socket.write_all(&[b'b'; HALF]);
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["get", &url])
+        .env_remove("ROUNDTRIP_INSPECT")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (got_tx, got) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || got_tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let limit = std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while seen.len() < HALF {
+        match got.recv_timeout(limit) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "only {} bytes on stdout while the server held the rest",
+                    seen.len()
+                );
+            }
+        }
+    }
+    assert_eq!(seen, vec![b'a'; HALF]);
+    go_on.send(()).unwrap();
+    while let Ok(bytes) = got.recv_timeout(limit) {
+        seen.extend(bytes);
+    }
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("roundtrip get had not ended {limit:?} after its body");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert_eq!(seen.len(), 2 * HALF);
+    assert!(seen[HALF..].iter().all(|&b| b == b'b'));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_takes_proxies_from_the_environment_as_go_and_curl_do() {
     let (proxy, seen) = request_line_recorder();
