@@ -47,12 +47,13 @@ use crate::state::{Continuity, GuestLimits, Spread, State};
 pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 
 /// The window of a streamed response body: chunks (up to 64 KiB each) the component
-/// may hand over ahead of the caller's reads. Two: the caller's read of one overlaps
-/// the component's write of the next. Eight cost more than they saved: a 256 MiB body
-/// then left up to half a MiB of chunks to free at once, glibc trimmed its heap and
-/// grew it again (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came
-/// at 858 MB/s instead of 1 436 (docs/performance.md).
-const BODY_CHUNKS: usize = 2;
+/// may hand over ahead of the caller's reads. One: the caller's read of a chunk overlaps
+/// the component's write of the next, and no permit crosses per chunk. More cost more
+/// than they saved (256 MiB bodies, one run each, `roundtrip local` ÷ the raw loop):
+/// with eight, glibc trimmed and regrew its heap under half a MiB of chunks freed at
+/// once (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came at 0.53×;
+/// with two, 0.89×; with one, 1.02× (docs/performance.md).
+const BODY_CHUNKS: usize = 1;
 
 /// Which connection carried a response (in `http::Response::extensions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -303,3 +303,75 @@ async fn a_host_written_from_scratch_reuses_one_connection_per_scheme() {
         "{events}"
     );
 }
+
+/// A host hands `fields` over as one buffer (`name: value` CRLF each): a block that
+/// breaks the rules is refused before any dial, the line named, and a good one goes to
+/// the wire as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_block_is_checked_once_and_a_bad_line_is_named_before_any_dial() {
+    let ca = ServerTls::generate().unwrap();
+    let plain = LocalServer::start().await.unwrap();
+    let (mut store, instance, _stderr) = instantiate(TrustedCa::new(&ca)).await;
+    let url = plain.url("/small");
+    let blocks = [
+        b"Accept: */*\r\nX-Bad:value\r\n".to_vec(),
+        b"Accept: */*".to_vec(),
+        b"Accept: */*\r\nX-Inject: a\nb\r\n".to_vec(),
+        b"Accept: */*\r\nX-Fine: yes\r\n".to_vec(),
+    ];
+    let outcomes = store
+        .run_concurrent(async |acc| {
+            let transport = instance.roundtrip_transport_round_tripper().transport();
+            let pool = transport
+                .call_constructor(acc, go_defaults())
+                .await
+                .unwrap();
+            let mut outcomes = Vec::new();
+            for headers in &blocks {
+                let request = types::Request {
+                    method: "GET".to_owned(),
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    body: types::RequestBody::Empty,
+                    options: Vec::new(),
+                    cancel_id: 0,
+                    releases: Vec::new(),
+                };
+                let response = transport.call_round_trip(acc, pool, request).await.unwrap();
+                outcomes.push(response.map(|r| {
+                    let headers = roundtrip_fields::Fields::iter_block(&r.headers)
+                        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+                        .collect::<Vec<_>>();
+                    (r.status, headers)
+                }));
+            }
+            outcomes
+        })
+        .await
+        .unwrap();
+    let refused = |outcome: &Result<_, types::ErrorCode>| match outcome {
+        Err(types::ErrorCode::HttpRequestHeaderInvalid(why)) => why.clone(),
+        other => panic!("not refused: {other:?}"),
+    };
+    assert!(
+        refused(&outcomes[0]).contains("\"X-Bad:value\""),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        refused(&outcomes[1]).contains("does not end with CRLF"),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(refused(&outcomes[2]).contains("0x0a"), "{:?}", outcomes[2]);
+    let (status, headers) = outcomes[3].as_ref().unwrap();
+    assert_eq!(*status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "content-length" && v == b"13"),
+        "the response's block reads back: {headers:?}"
+    );
+    // Only the good block reached the server.
+    assert_eq!(plain.connections(), 1);
+}
