@@ -8,7 +8,8 @@ use roundtrip_component::core::decode::{
 use roundtrip_component::core::encode::{
     BodyFraming, LAST_CHUNK, RequestHead, encode_chunk, encode_head,
 };
-use roundtrip_component::core::request::{check_header, check_method};
+use roundtrip_component::core::fields::check;
+use roundtrip_component::core::request::check_method;
 
 /// A decoded body, its trailers, and the input bytes the decoder consumed.
 pub type Decoded = (Vec<u8>, Option<Fields>, usize);
@@ -136,7 +137,7 @@ pub fn request_roundtrip(data: &[u8]) {
         .filter_map(|pair| {
             let name = std::str::from_utf8(pair.first()?).ok()?.to_owned();
             let value = pair.get(1)?.to_vec();
-            check_header(&name, &value).ok()?;
+            check(&name, &value).ok()?;
             // Framing and Host are the encoder's own.
             let own = ["content-length", "transfer-encoding", "host"];
             (!own.iter().any(|o| name.eq_ignore_ascii_case(o))).then_some((name, value))

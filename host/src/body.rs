@@ -378,16 +378,5 @@ pub(crate) fn header_map(block: Vec<u8>) -> HeaderMap {
 
 /// A map as one `fields` block for the component: one buffer, sized once.
 pub(crate) fn fields_block(map: &HeaderMap) -> Vec<u8> {
-    let size = map
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    let mut block = Vec::with_capacity(size);
-    for (name, value) in map {
-        block.extend_from_slice(name.as_str().as_bytes());
-        block.extend_from_slice(b": ");
-        block.extend_from_slice(value.as_bytes());
-        block.extend_from_slice(b"\r\n");
-    }
-    block
+    roundtrip_fields::block_of(|| map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }

@@ -78,12 +78,11 @@ impl ProxyConfig {
             https_proxy: self.https_proxy.clone(),
             no_proxy: self.no_proxy.clone(),
             loopback_direct: self.loopback_direct,
-            connect_headers: self
-                .connect_headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value))
-                .collect::<roundtrip_fields::Fields>()
-                .into_block(),
+            connect_headers: roundtrip_fields::block_of(|| {
+                self.connect_headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            }),
         }
     }
 }

@@ -51,7 +51,7 @@ pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 /// the component's write of the next, and no permit crosses per chunk. More cost more
 /// than they saved (256 MiB bodies, one run each, `roundtrip local` ÷ the raw loop):
 /// with eight, glibc trimmed and regrew its heap under half a MiB of chunks freed at
-/// once (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came at 0.53×;
+/// once (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came at 0.49×;
 /// with two, 0.89×; with one, 1.02× (docs/performance.md).
 const BODY_CHUNKS: usize = 1;
 

@@ -134,6 +134,27 @@ fn go_defaults() -> types::Config {
     }
 }
 
+/// One instance, one pool, for as long as connections should be reused: the
+/// transport's interface and a pool on it with Go's defaults.
+async fn new_pool<'a>(
+    acc: &Accessor<Host>,
+    instance: &'a Embedded,
+) -> (GuestTransport<'a>, ResourceAny) {
+    let transport = instance.roundtrip_transport_round_tripper().transport();
+    let pool = transport
+        .call_constructor(acc, go_defaults())
+        .await
+        .unwrap();
+    (transport, pool)
+}
+
+/// A test's whole exchange, failed rather than left hanging after a minute.
+async fn within_limit<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the exchanges did not end within a minute")
+}
+
 /// GET `url` on `pool`; returns the status, whether the connection was reused, and
 /// the body, read to its end (which is what returns the connection to the pool).
 async fn get(
@@ -264,22 +285,15 @@ async fn a_host_written_from_scratch_reuses_one_connection_per_scheme() {
         secure.url("/small"),
         secure.url("/small"),
     ];
-    let results = store
-        .run_concurrent(async |acc| {
-            let transport = instance.roundtrip_transport_round_tripper().transport();
-            // One instance, one pool, for as long as connections should be reused.
-            let pool = transport
-                .call_constructor(acc, go_defaults())
-                .await
-                .unwrap();
-            let mut results = Vec::new();
-            for url in &urls {
-                results.push(get(acc, &transport, pool, url).await);
-            }
-            results
-        })
-        .await
-        .unwrap();
+    let run = store.run_concurrent(async |acc| {
+        let (transport, pool) = new_pool(acc, &instance).await;
+        let mut results = Vec::new();
+        for url in &urls {
+            results.push(get(acc, &transport, pool, url).await);
+        }
+        results
+    });
+    let results = within_limit(run).await.unwrap();
     let seen: Vec<(u16, bool, Vec<u8>)> = results.into_iter().map(Result::unwrap).collect();
     assert_eq!(
         seen,
@@ -319,36 +333,30 @@ async fn a_header_block_is_checked_once_and_a_bad_line_is_named_before_any_dial(
         b"Accept: */*\r\nX-Inject: a\nb\r\n".to_vec(),
         b"Accept: */*\r\nX-Fine: yes\r\n".to_vec(),
     ];
-    let outcomes = store
-        .run_concurrent(async |acc| {
-            let transport = instance.roundtrip_transport_round_tripper().transport();
-            let pool = transport
-                .call_constructor(acc, go_defaults())
-                .await
-                .unwrap();
-            let mut outcomes = Vec::new();
-            for headers in &blocks {
-                let request = types::Request {
-                    method: "GET".to_owned(),
-                    url: url.clone(),
-                    headers: headers.clone(),
-                    body: types::RequestBody::Empty,
-                    options: Vec::new(),
-                    cancel_id: 0,
-                    releases: Vec::new(),
-                };
-                let response = transport.call_round_trip(acc, pool, request).await.unwrap();
-                outcomes.push(response.map(|r| {
-                    let headers = roundtrip_fields::Fields::iter_block(&r.headers)
-                        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
-                        .collect::<Vec<_>>();
-                    (r.status, headers)
-                }));
-            }
-            outcomes
-        })
-        .await
-        .unwrap();
+    let run = store.run_concurrent(async |acc| {
+        let (transport, pool) = new_pool(acc, &instance).await;
+        let mut outcomes = Vec::new();
+        for headers in &blocks {
+            let request = types::Request {
+                method: "GET".to_owned(),
+                url: url.clone(),
+                headers: headers.clone(),
+                body: types::RequestBody::Empty,
+                options: Vec::new(),
+                cancel_id: 0,
+                releases: Vec::new(),
+            };
+            let response = transport.call_round_trip(acc, pool, request).await.unwrap();
+            outcomes.push(response.map(|r| {
+                let headers = roundtrip_fields::Fields::iter_block(&r.headers)
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+                    .collect::<Vec<_>>();
+                (r.status, headers)
+            }));
+        }
+        outcomes
+    });
+    let outcomes = within_limit(run).await.unwrap();
     let refused = |outcome: &Result<_, types::ErrorCode>| match outcome {
         Err(types::ErrorCode::HttpRequestHeaderInvalid(why)) => why.clone(),
         other => panic!("not refused: {other:?}"),

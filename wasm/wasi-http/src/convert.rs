@@ -97,10 +97,10 @@ pub fn response_headers(block: &[u8]) -> Fields {
 
 /// wasi:http fields (already checked by the host) as one transport `fields` block.
 pub fn block(list: &[(String, Vec<u8>)]) -> Vec<u8> {
-    list.iter()
-        .map(|(name, value)| (name.as_str(), value))
-        .collect::<roundtrip_fields::Fields>()
-        .into_block()
+    roundtrip_fields::block_of(|| {
+        list.iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+    })
 }
 
 /// The transport's error as wasi:http's closest code; where wasi:http has no words

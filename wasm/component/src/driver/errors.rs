@@ -3,7 +3,8 @@
 use super::bindings::roundtrip::transport::types::ErrorCode;
 use crate::core::error::{Error, ErrorKind};
 
-pub fn to_code(error: Error) -> ErrorCode {
+pub fn to_code(error: impl Into<Error>) -> ErrorCode {
+    let error = error.into();
     let message = error.message;
     match error.kind {
         ErrorKind::MethodInvalid => ErrorCode::HttpRequestMethodInvalid(message),

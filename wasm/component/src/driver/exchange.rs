@@ -28,8 +28,10 @@ use super::errors::{message, to_code};
 use super::h1::exchange::{attempt, respond};
 use super::h2;
 use super::request_body::Body;
-use super::transport::Shared;
+use super::transport::{Settings, Shared};
+use crate::core::compression::should_request_gzip;
 use crate::core::decode::Fields;
+use crate::core::encode::BodyFraming;
 use crate::core::proxy::Route;
 use crate::core::request::{self, Target};
 use crate::core::reuse::{self, Progress};
@@ -70,6 +72,20 @@ pub struct Checked {
     pub target: Target,
     pub headers: Fields,
     pub options: Limits,
+}
+
+impl Checked {
+    /// How the body goes on the wire, and whether the transport asks for gzip: what
+    /// both protocols decide alike before a byte is written.
+    pub fn framing(
+        &self,
+        body: &Body,
+        settings: &Settings,
+    ) -> Result<(BodyFraming, bool), ErrorCode> {
+        let framing = body.framing(&self.method, &self.headers)?;
+        let gzip = should_request_gzip(settings.disable_compression, &self.method, &self.headers);
+        Ok((framing, gzip))
+    }
 }
 
 /// A request's own limits (`request.options`), nanoseconds; `None`: the transport's.
@@ -172,7 +188,7 @@ async fn exchange(
     // Nothing reaches the network before the whole request checks out.
     let target = request::target(&url).map_err(to_code)?;
     request::check_method(&method).map_err(to_code)?;
-    let mut headers = Fields::from_block(headers).map_err(|e| to_code(e.into()))?;
+    let mut headers = Fields::from_block(headers).map_err(to_code)?;
     let route = shared.settings.proxies.route(&target).map_err(to_code)?;
     let target = target.through(route);
     if let Route::Forward(proxy) = &target.route

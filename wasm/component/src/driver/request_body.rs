@@ -207,7 +207,7 @@ async fn ended(
         _ => verdict
             .map(Fields::from_block)
             .transpose()
-            .map_err(|e| super::errors::to_code(e.into())),
+            .map_err(super::errors::to_code),
     }
 }
 

@@ -396,7 +396,7 @@ impl GuestTransport for Transport {
             proxy_connect_timeout: config.proxy_connect_timeout,
             emit_events: config.emit_events,
             proxy_connect_headers: Fields::from_block(config.proxy.connect_headers)
-                .map_err(|e| to_code(e.into())),
+                .map_err(to_code),
             protocols: config.protocols,
             strict_max_concurrent_streams: config.strict_max_concurrent_streams,
             read_idle_timeout: config.read_idle_timeout.filter(|t| *t > 0),

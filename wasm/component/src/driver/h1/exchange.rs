@@ -20,7 +20,7 @@ use futures::future::{Either, select};
 use super::active::Active;
 use super::body::{self, BodyEnd, pump_body};
 use super::send::{Continue, write_request};
-use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
+use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped};
 use crate::core::decode::{self, Fields, Framing, ResponseHead};
 use crate::core::encode::{self, RequestHead};
 use crate::core::reuse::{self, Progress};
@@ -79,10 +79,9 @@ async fn exchange_head(
     body: &mut Body,
 ) -> Result<Answered, Failed> {
     let settings = &shared.settings;
-    let framing = body
-        .framing(&req.method, &req.headers)
+    let (framing, accept_gzip) = req
+        .framing(body, settings)
         .map_err(Failed::at(Progress::NothingWritten))?;
-    let accept_gzip = should_request_gzip(settings.disable_compression, &req.method, &req.headers);
     let mut wire = Vec::with_capacity(512);
     encode::encode_head(
         &mut wire,

@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use wit_bindgen::{FutureWriter, StreamWriter};
 
 use super::StreamLease;
-use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped, should_request_gzip};
+use crate::core::compression::{Gunzip, decompressed_headers, is_gzipped};
 use crate::core::decode::{Fields, ResponseHead};
 use crate::core::encode::BodyFraming;
 use crate::core::h2_frames::reason_name;
@@ -96,10 +96,7 @@ async fn exchange_head(
     body: &mut Body,
 ) -> Result<Head, H2Failed> {
     let settings = &shared.settings;
-    let framing = body
-        .framing(&req.method, &req.headers)
-        .map_err(H2Failed::fatal)?;
-    let accept_gzip = should_request_gzip(settings.disable_compression, &req.method, &req.headers);
+    let (framing, accept_gzip) = req.framing(body, settings).map_err(H2Failed::fatal)?;
     let request = build_request(shared, req, framing, accept_gzip).map_err(H2Failed::fatal)?;
     let mut sender = lease.conn.sender();
     // A connection that cannot take a stream now (it is going away) is Go's
@@ -459,15 +456,7 @@ fn classify(e: &h2::Error, id: u32, goaway: Option<u32>) -> H2Failed {
 
 /// A header map as one block (an `http` value holds no CR or LF).
 fn fields_of(map: &HeaderMap) -> Fields {
-    let bytes = map
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    let mut fields = Fields::with_capacity(bytes, map.len());
-    for (name, value) in map {
-        fields.push(name.as_str(), value.as_bytes());
-    }
-    fields
+    Fields::from_pairs(|| map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }
 
 /// Builds the response; its body whole when the head ended the stream.
