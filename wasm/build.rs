@@ -37,6 +37,12 @@ fn main() {
         "wasm/examples/hello/src",
         "wasm/examples/hello/wit",
         "wasm/examples/hello/Cargo.toml",
+        "wasm/examples/relay/src",
+        "wasm/examples/relay/wit",
+        "wasm/examples/relay/Cargo.toml",
+        "wasm/examples/relay-p2/src",
+        "wasm/examples/relay-p2/wit",
+        "wasm/examples/relay-p2/Cargo.toml",
         "wasm/wasi-http/src",
         "wasm/wasi-http/Cargo.toml",
         "wasm/wasi-sockets/src",
@@ -66,6 +72,9 @@ fn main() {
         // Guests for the tests of `roundtrip run` and stock wasmtime.
         .args(["--package", "roundtrip-example-checks"])
         .args(["--package", "roundtrip-example-hello"])
+        // Services for `roundtrip serve`'s tests and bench.
+        .args(["--package", "roundtrip-example-relay"])
+        .args(["--package", "roundtrip-example-relay-p2"])
         .args(["--package", "roundtrip-wasi-http"])
         .args(["--package", "roundtrip-wasi-sockets"])
         // The bench's floor (`roundtrip bench`, docs/performance.md).
@@ -102,6 +111,14 @@ fn main() {
             "roundtrip_example_fetch.wasm",
         ),
         ("ROUNDTRIP_FLOOR_WASM", "roundtrip_floor.wasm"),
+        (
+            "ROUNDTRIP_EXAMPLE_RELAY_WASM",
+            "roundtrip_example_relay.wasm",
+        ),
+        (
+            "ROUNDTRIP_EXAMPLE_RELAY_P2_WASM",
+            "roundtrip_example_relay_p2.wasm",
+        ),
     ] {
         let wasm = built.join(file);
         check_exists(&wasm);

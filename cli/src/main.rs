@@ -9,6 +9,7 @@ mod get;
 mod narrate;
 mod proxy;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Plug this transport into a wasi:http guest's `wasi:http/client` import, as one component.
     Compose(compose::ComposeArgs),
+    /// Serve HTTP with a wasi:http service (0.3 or 0.2), as `wasmtime serve` does, its
+    /// instances' outgoing requests all through one pool.
+    Serve(Box<serve::ServeArgs>),
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -54,6 +58,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::Run(args) => run::run(*args).await,
         Command::Compose(args) => compose::run(args),
+        Command::Serve(args) => serve::run(*args).await,
     }
 }
 
@@ -97,9 +102,10 @@ impl EventArgs {
 /// Pool and timeout knobs (Go's Transport fields, Go's defaults).
 #[derive(Args, Clone)]
 pub struct PoolArgs {
-    /// Idle connections kept per host (Go MaxIdleConnsPerHost).
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    max_idle_per_host: u32,
+    /// Idle connections kept per host (Go MaxIdleConnsPerHost) [default: 2; `serve`: 100,
+    /// room for every instance's connections to one upstream]
+    #[arg(long, value_name = "N")]
+    max_idle_per_host: Option<u32>,
     /// Idle connections kept in all (Go MaxIdleConns; 0 = no limit).
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_idle: u32,
@@ -248,7 +254,7 @@ impl PoolArgs {
         let write_byte = seconds("write-byte-timeout", self.write_byte_timeout)?;
         Ok(Config {
             max_idle_conns: self.max_idle,
-            max_idle_conns_per_host: self.max_idle_per_host,
+            max_idle_conns_per_host: self.max_idle_per_host.unwrap_or(2),
             max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: (!idle.is_zero()).then_some(idle),
             dial_timeout: Some(seconds("dial-timeout", self.dial_timeout)?),

@@ -45,16 +45,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .file_stem()
         .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned());
     let argv: Vec<String> = std::iter::once(name).chain(args.args).collect();
-    let env: Vec<(String, String)> = args
-        .env
-        .iter()
-        .filter_map(|entry| match entry.split_once('=') {
-            Some((name, value)) => Some((name.to_owned(), value.to_owned())),
-            None => std::env::var(entry)
-                .ok()
-                .map(|value| (entry.clone(), value)),
-        })
-        .collect();
+    let env = environment(&args.env);
     match roundtrip_host::run::run(&guest, &argv, &env, config).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -63,4 +54,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--env` entries: `NAME=VALUE`, or `NAME` for this process's value (left out when
+/// it has none).
+pub fn environment(entries: &[String]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter_map(|entry| match entry.split_once('=') {
+            Some((name, value)) => Some((name.to_owned(), value.to_owned())),
+            None => std::env::var(entry)
+                .ok()
+                .map(|value| (entry.clone(), value)),
+        })
+        .collect()
 }

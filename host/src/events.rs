@@ -198,6 +198,53 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// `roundtrip serve`: a guest instance was made (ids count from 1).
+    InstanceStart {
+        instance: u64,
+    },
+    /// `roundtrip serve`: an instance was retired (its reuse limit, idle timeout, or a
+    /// trap: `error`) after `requests` incoming requests. The pool's connections are
+    /// not its own: none closes with it.
+    InstanceEnd {
+        instance: u64,
+        requests: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// `roundtrip serve`: an incoming request (`incoming` counts from 1) was handed to
+    /// instance `instance`.
+    IncomingStart {
+        incoming: u64,
+        instance: u64,
+        method: String,
+        path: String,
+    },
+    /// `roundtrip serve`: the guest answered an incoming request (`status`, its head)
+    /// or failed to (`error`), `elapsed_us` after it came.
+    IncomingDone {
+        incoming: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        elapsed_us: u64,
+    },
+    /// A guest's outgoing request through the hooks, when its head came (`status`,
+    /// with `conn` and `req`) or it failed (`error`): the instance that sent it and the
+    /// incoming request it served (absent when the instance was handling several at
+    /// once).
+    Outgoing {
+        instance: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incoming: Option<u64>,
+        method: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        elapsed_us: u64,
+    },
     /// `watch`: a TCP connection of a watched process, from the kernel's socket table
     /// (no proxy): its two ends and the process that holds it.
     SocketOpen {
@@ -345,6 +392,11 @@ impl Event {
             EventKind::SocketOpen { .. } => "socket_open",
             EventKind::SocketActivity { .. } => "socket_activity",
             EventKind::SocketClose { .. } => "socket_close",
+            EventKind::InstanceStart { .. } => "instance_start",
+            EventKind::InstanceEnd { .. } => "instance_end",
+            EventKind::IncomingStart { .. } => "incoming_start",
+            EventKind::IncomingDone { .. } => "incoming_done",
+            EventKind::Outgoing { .. } => "outgoing",
         }
     }
 
@@ -792,6 +844,69 @@ impl Sink for Tracing {
                 event,
                 bytes_up = *bytes_up,
                 bytes_down = *bytes_down
+            ),
+            EventKind::InstanceStart { instance } => {
+                traced!("roundtrip::serve", DEBUG, event, instance = *instance)
+            }
+            EventKind::InstanceEnd {
+                instance,
+                requests,
+                error,
+            } => traced!(
+                "roundtrip::serve",
+                DEBUG,
+                event,
+                instance = *instance,
+                requests = *requests,
+                error = error.as_deref()
+            ),
+            EventKind::IncomingStart {
+                incoming,
+                instance,
+                method,
+                path,
+            } => traced!(
+                "roundtrip::serve",
+                DEBUG,
+                event,
+                incoming = *incoming,
+                instance = *instance,
+                method = %method,
+                path = %path
+            ),
+            EventKind::IncomingDone {
+                incoming,
+                status,
+                error,
+                elapsed_us,
+            } => traced!(
+                "roundtrip::serve",
+                DEBUG,
+                event,
+                incoming = *incoming,
+                status = *status,
+                error = error.as_deref(),
+                elapsed_us = *elapsed_us
+            ),
+            EventKind::Outgoing {
+                instance,
+                incoming,
+                method,
+                url,
+                status,
+                error,
+                elapsed_us,
+            } => traced!(
+                "roundtrip::serve",
+                DEBUG,
+                event,
+                instance = *instance,
+                incoming = *incoming,
+                method = %method,
+                url = %url,
+                status = *status,
+                error = error.as_deref(),
+                elapsed_us = *elapsed_us
             ),
         }
     }

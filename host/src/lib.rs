@@ -8,7 +8,9 @@
 //!
 //! This crate is the library alone: the `roundtrip` CLI (`roundtrip-cli`), the
 //! benchmark (`roundtrip-bench`), the proxy, demos and test servers (`tools/`) and the
-//! inspector live in crates of their own. The feature `run` adds [`run`]: any
+//! inspector live in crates of their own. The feature `hooks` adds [`hooks`]:
+//! wasmtime-wasi-http's `WasiHttpHooks` on a shared `Transport`, so every wasi:http
+//! guest (0.2 or 0.3) of an embedder sends through one pool; `run` adds [`run`]: any
 //! `wasi:cli` command with the transport plugged into its `wasi:http/client` import.
 //!
 //! ```no_run
@@ -32,12 +34,16 @@ pub mod egress;
 mod error;
 pub mod events;
 mod files;
+#[cfg(feature = "hooks")]
+pub mod hooks;
 pub mod metrics;
 mod net;
 mod pipes;
 mod proxies;
 #[cfg(feature = "run")]
 pub mod run;
+#[cfg(feature = "run")]
+pub mod serve;
 mod service;
 mod state;
 mod tls;
@@ -48,4 +54,6 @@ pub use config::{Config, Protocols};
 pub use error::{Error, ErrorKind};
 pub use proxies::ProxyConfig;
 pub use tls::ClientCert;
-pub use transport::{COMPONENT_WASM, ConnectionInfo, KeyStats, PoolStats, ReasonPhrase, Transport};
+pub use transport::{
+    COMPONENT_WASM, ConnectionInfo, KeyStats, PoolStats, ReasonPhrase, RequestSent, Transport,
+};

@@ -66,6 +66,33 @@ pub struct ConnectionInfo {
     pub req: u64,
 }
 
+/// How writing the request ended, for a response whose head came while the request
+/// body may still have been going out (in `http::Response::extensions` of a streamed
+/// body): resolves once the last byte is written, or to the error that stopped it.
+/// Dropping it changes nothing. wasi:http's transmit future (the hooks) reports it.
+#[derive(Clone)]
+pub struct RequestSent(futures::future::Shared<oneshot::Receiver<Result<(), types::ErrorCode>>>);
+
+impl std::fmt::Debug for RequestSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestSent")
+    }
+}
+
+impl std::future::Future for RequestSent {
+    type Output = Result<(), Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.poll_unpin(cx).map(|sent| match sent {
+            Ok(outcome) => outcome.map_err(Error::from),
+            Err(_) => Err(Error::shutdown()),
+        })
+    }
+}
+
 /// The reason phrase the server sent (in `http::Response::extensions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReasonPhrase(pub String);
@@ -518,7 +545,7 @@ impl Drop for ThreadGuard {
 }
 
 /// The engine, made once per process, with the thread that advances its epoch.
-fn engine() -> Result<&'static Engine, Error> {
+pub(crate) fn engine() -> Result<&'static Engine, Error> {
     static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
@@ -1057,6 +1084,7 @@ async fn round_trip(
         }
     };
     let response = response.map_err(Error::engine)??;
+    let mut request_sent = None;
     let body = match response.body {
         types::ResponseBody::Whole(bytes) => {
             // An empty body held nothing: the component let its connection go.
@@ -1068,7 +1096,11 @@ async fn round_trip(
             let release = holds.then(|| release(releases, continuity, response.conn));
             ResponseBody::whole(bytes.into(), release)
         }
-        types::ResponseBody::Streamed(streamed) => stream_body(acc, streamed, continuity)?,
+        types::ResponseBody::Streamed(streamed) => {
+            let (body, sent) = stream_body(acc, streamed, continuity)?;
+            request_sent = Some(sent);
+            body
+        }
     };
     let mut builder = http::Response::builder()
         .status(response.status)
@@ -1083,6 +1115,9 @@ async fn round_trip(
             req: request_id(continuity, response.req),
         })
         .extension(ReasonPhrase(response.reason));
+    if let Some(sent) = request_sent {
+        builder = builder.extension(sent);
+    }
     if let Some(headers) = builder.headers_mut() {
         *headers = header_map(response.headers);
     }
@@ -1114,18 +1149,17 @@ fn stream_body(
     acc: &Accessor<State>,
     streamed: types::StreamedBody,
     continuity: &Arc<Mutex<Continuity>>,
-) -> Result<ResponseBody, Error> {
+) -> Result<(ResponseBody, RequestSent), Error> {
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
+    let (sent_tx, sent_rx) = oneshot::channel();
     let caught_up = Arc::new(CaughtUp::default());
     acc.with(|mut access| {
-        // The body's own end says whether a request body failed after the head;
-        // `request-sent` is taken and let go (a closed reader would leave the
-        // guest's write waiting in wasmtime 48).
-        streamed.request_sent.pipe(
-            &mut access,
-            OneshotConsumer::<Result<(), types::ErrorCode>>(None),
-        )?;
+        // Always taken (a closed reader would leave the guest's write waiting in
+        // wasmtime 48), whether or not the caller looks at `RequestSent`.
+        streamed
+            .request_sent
+            .pipe(&mut access, OneshotConsumer(Some(sent_tx)))?;
         let consumer = BytesConsumer::windowed(data_tx, Arc::clone(&caught_up));
         streamed.contents.pipe(&mut access, consumer)?;
         streamed
@@ -1133,12 +1167,8 @@ fn stream_body(
             .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
     })
     .map_err(Error::engine)?;
-    Ok(ResponseBody::streamed(
-        data_rx,
-        trailers_rx,
-        caught_up,
-        Arc::clone(continuity),
-    ))
+    let body = ResponseBody::streamed(data_rx, trailers_rx, caught_up, Arc::clone(continuity));
+    Ok((body, RequestSent(sent_rx.shared())))
 }
 
 /// Notes a connection id the caller sees (with no sink, no event tells the store's

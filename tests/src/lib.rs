@@ -399,6 +399,34 @@ impl Nginx {
     /// Like [`Nginx::start`], with parameters after `listen 127.0.0.1:PORT` (e.g.
     /// `ssl http2`, or `http2` for h2c).
     pub fn start_listening(listen: &str, server_directives: &str) -> Self {
+        Self::launch(listen, server_directives, "access_log off;")
+    }
+
+    /// Like [`Nginx::start`], logging each request's connection serial
+    /// (`$connection`) and its count on that connection: the server's own account of
+    /// how many connections its clients opened ([`Nginx::connections`]).
+    pub fn start_counting(server_directives: &str) -> Self {
+        Self::launch(
+            "",
+            server_directives,
+            "log_format conns '$connection $connection_requests';\n  \
+             access_log logs/conns.log conns;",
+        )
+    }
+
+    /// Distinct connections that carried a request, and the requests, from the log
+    /// of [`Nginx::start_counting`] (nginx writes a line as each request ends).
+    pub fn connections(&self) -> (usize, usize) {
+        let log =
+            std::fs::read_to_string(self._prefix.path().join("logs/conns.log")).unwrap_or_default();
+        let serials: std::collections::HashSet<&str> = log
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        (serials.len(), log.lines().count())
+    }
+
+    fn launch(listen: &str, server_directives: &str, logging: &str) -> Self {
         let prefix = tempfile::tempdir().unwrap();
         let port = free_port();
         let root = prefix.path();
@@ -408,7 +436,7 @@ impl Nginx {
         let config = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
              error_log {root}/logs/error.log;\nevents {{ worker_connections 128; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {root}/tmp_body;\n\
+             http {{\n  {logging}\n  client_body_temp_path {root}/tmp_body;\n\
              proxy_temp_path {root}/tmp_proxy;\n  fastcgi_temp_path {root}/tmp_fcgi;\n\
              uwsgi_temp_path {root}/tmp_uwsgi;\n  scgi_temp_path {root}/tmp_scgi;\n\
              server {{\n    listen 127.0.0.1:{port} {listen};\n    root {root}/html;\n    {server_directives}\n  }}\n}}\n",

@@ -8,6 +8,7 @@
 //!  wasm/wasi-http/     roundtrip-wasi-http    the wasi:http/client face over round-tripper
 //!  wasm/wasi-sockets/  roundtrip-wasi-sockets `net` on wasi:sockets + wasi:tls
 //!  wasm/examples/      fetch, checks, hello   wasi:http 0.3 commands (bench peer, tests)
+//!                      relay, relay-p2        wasi:http 0.3 and 0.2 services (`roundtrip serve`)
 //!  wasm/floor/         roundtrip-floor        the bench's floor: round-tripper at its least
 //! ```
 
@@ -28,6 +29,13 @@ pub const WASI_HTTP_CLIENT_STANDALONE: &[u8] =
 
 /// `wasm/examples/fetch`: an ordinary wasi:http 0.3 command (the wasm peer of `roundtrip bench`).
 pub const EXAMPLE_FETCH: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_FETCH_WASM"));
+
+/// `wasm/examples/relay`: a wasi:http 0.3 service forwarding each request to the URL
+/// in its `url` header (`roundtrip serve`'s tests and bench).
+pub const EXAMPLE_RELAY: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_RELAY_WASM"));
+
+/// `wasm/examples/relay-p2`: the same as a wasi:http 0.2 `proxy` component.
+pub const EXAMPLE_RELAY_P2: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_RELAY_P2_WASM"));
 
 /// `wasm/floor`: the least a component exporting `round-tripper` can do per request
 /// (plain HTTP/1.1, no pool rules, no events), the floor `roundtrip bench` measures.

@@ -1,0 +1,565 @@
+//! (feature `run`) `roundtrip serve`: what `wasmtime serve` does — an HTTP/1.1 server
+//! whose every request is handled by an instance of a wasi:http service, a 0.3
+//! `service` (exports `wasi:http/handler@0.3.0`) or a 0.2 `proxy` (exports
+//! `wasi:http/incoming-handler@0.2.x`) — with one difference: every instance's
+//! outgoing requests go through ONE [`Transport`] (the [`hooks`](crate::hooks)), so
+//! they share one pool, Go's caps count across instances, and retiring an instance
+//! closes none of its connections.
+//!
+//! ```text
+//!  client ──HTTP/1.1──► hyper ──► wasmtime-wasi-http ProxyHandler ──► instance 1..N
+//!                                   (instance reuse, concurrency)       │ client.send /
+//!                                                                       ▼ outgoing-handler
+//!                                               Hooks ──► Transport (one pool) ──► upstream
+//! ```
+//!
+//! Instances are made and retired as `wasmtime serve` 48 makes them (the same
+//! defaults: a 0.3 instance serves up to 128 requests, 16 at once; a 0.2 instance
+//! one; idle instances go after 1 s). Events: `instance_start`/`instance_end`,
+//! `incoming_start`/`incoming_done`, and an `outgoing` event per guest request naming
+//! the instance and the incoming request it served (docs/events.md).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use wasmtime::component::{GuestTaskId, Linker, ResourceTable};
+use wasmtime::{Store, StoreContextMut};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
+    WorkerStatus,
+};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::events::{Event, EventKind};
+use crate::hooks::{Caller, Hooks, WasiError};
+use crate::state::GuestLimits;
+use crate::transport::Transport;
+
+/// `wasmtime serve` 48's defaults.
+const P3_MAX_REUSE: usize = 128;
+const P3_MAX_CONCURRENT: usize = 16;
+const P2_MAX_REUSE: usize = 1;
+
+/// How instances are made and kept (`wasmtime serve`'s flags of the same names).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests an instance serves before it is retired (`None`: 128 for a 0.3
+    /// service, 1 for a 0.2 proxy).
+    pub max_instance_reuse_count: Option<usize>,
+    /// Requests an instance serves at once (`None`: 16; a 0.2 proxy always 1).
+    pub max_instance_concurrent_reuse_count: Option<usize>,
+    /// How long an idle instance is kept for reuse (1 s).
+    pub idle_instance_timeout: Duration,
+    /// The guests' environment (nothing else of this process's).
+    pub env: Vec<(String, String)>,
+    /// Most linear memory an instance may use.
+    pub max_guest_memory: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_instance_reuse_count: None,
+            max_instance_concurrent_reuse_count: None,
+            idle_instance_timeout: Duration::from_secs(1),
+            env: Vec::new(),
+            max_guest_memory: 256 << 20,
+        }
+    }
+}
+
+/// Which wasi:http world the service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// wasi:http 0.3 `service`.
+    P3,
+    /// wasi:http 0.2 `proxy`.
+    P2,
+}
+
+impl World {
+    pub fn describe(self) -> &'static str {
+        match self {
+            World::P3 => "a wasi:http 0.3 service",
+            World::P2 => "a wasi:http 0.2 proxy",
+        }
+    }
+}
+
+/// A service ready to serve: compiled, linked, its instances' limits decided.
+pub struct Service {
+    handler: ProxyHandler<Handler>,
+    world: World,
+}
+
+/// What every incoming request is labelled with until its instance answers.
+pub(crate) struct IncomingData {
+    id: u64,
+    method: String,
+    path: String,
+}
+
+impl Service {
+    /// Compiles `guest` (a 0.3 service or a 0.2 proxy) for instances whose outgoing
+    /// requests go through `transport`.
+    pub fn new(guest: &[u8], transport: Transport, options: Options) -> Result<Self, String> {
+        let engine = crate::transport::engine().map_err(|e| e.to_string())?;
+        let component = crate::compiled::component(engine, guest)
+            .map_err(|e| format!("cannot compile the service: {e:#}"))?;
+        let linker = linker(engine).map_err(|e| format!("{e:#}"))?;
+        let instance = linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("cannot link the service: {e:#}"))?;
+        let (pre, world) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance.clone())
+        {
+            Ok(pre) => (ProxyPre::P3(pre), World::P3),
+            Err(p3) => match wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance) {
+                Ok(pre) => (ProxyPre::P2(pre), World::P2),
+                Err(p2) => {
+                    return Err(format!(
+                        "the component is not a wasi:http service: it exports neither \
+                             wasi:http/handler@0.3.0 ({p3:#}) nor \
+                             wasi:http/incoming-handler@0.2.x ({p2:#})"
+                    ));
+                }
+            },
+        };
+        let (reuse, concurrent) = match world {
+            World::P3 => (
+                options.max_instance_reuse_count.unwrap_or(P3_MAX_REUSE),
+                options
+                    .max_instance_concurrent_reuse_count
+                    .unwrap_or(P3_MAX_CONCURRENT),
+            ),
+            World::P2 => (options.max_instance_reuse_count.unwrap_or(P2_MAX_REUSE), 1),
+        };
+        let handler = ProxyHandler::new(Handler {
+            pre,
+            transport,
+            options,
+            reuse: reuse.max(1),
+            concurrent: concurrent.max(1),
+            next_instance: AtomicU64::new(1),
+            next_incoming: AtomicU64::new(1),
+            callers: Callers::default(),
+            stopping: CancellationToken::new(),
+            live: Arc::default(),
+        });
+        Ok(Self { handler, world })
+    }
+
+    /// The world the service speaks.
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    /// The transport every instance sends through.
+    pub fn transport(&self) -> &Transport {
+        &self.handler.state().transport
+    }
+
+    /// Serves HTTP/1.1 on `listener` until `shutdown` resolves; then stops accepting,
+    /// lets the requests in flight finish (connections close once their current
+    /// request is answered), and shuts the transport down: its idle connections close
+    /// with their events.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), String> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, as hyper's examples do.
+                        eprintln!("roundtrip serve: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // As wasmtime serve: small response writes are not held back (Nagle).
+            let _ = stream.set_nodelay(true);
+            let handler = self.handler.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handle(&handler, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await
+                    && !e.is_incomplete_message()
+                {
+                    eprintln!("roundtrip serve: connection: {e}");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        // Every request answered: idle instances go now, not after their timeout.
+        let state = self.handler.state();
+        state.stopping.cancel();
+        let transport = state.transport.clone();
+        let live = Arc::clone(&state.live);
+        drop(self);
+        let gone = async {
+            while live.count.load(Ordering::Acquire) > 0 {
+                let notified = live.changed.notified();
+                if live.count.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        // A guest still busy after its last response (post-return work) is not
+        // waited for long.
+        let _ = tokio::time::timeout(Duration::from_secs(10), gone).await;
+        transport.shutdown().await;
+        Ok(())
+    }
+}
+
+/// One incoming request: handed to an instance, answered with what it produced, or
+/// `500` as `wasmtime serve` answers when the guest fails.
+async fn handle(
+    handler: &ProxyHandler<Handler>,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<WasiBody> {
+    let state = handler.state();
+    let started = Instant::now();
+    let data = IncomingData {
+        id: state.next_incoming.fetch_add(1, Ordering::Relaxed),
+        method: request.method().as_str().to_owned(),
+        path: request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    };
+    let id = data.id;
+    let request = request.map(|body| body.map_err(WasiError::from).boxed_unsync());
+    let outcome = handler.handle(data, request).await;
+    // The instance no longer serves this request: later outgoing ones are not its.
+    if let Some(caller) = state.callers.lock().ok().and_then(|mut c| c.remove(&id)) {
+        caller.finished(id);
+    }
+    emit(
+        &state.transport,
+        EventKind::IncomingDone {
+            incoming: id,
+            status: outcome.as_ref().ok().map(|r| r.status().as_u16()),
+            error: outcome.as_ref().err().map(|e| format!("{e:#}")),
+            elapsed_us: started.elapsed().as_micros() as u64,
+        },
+    );
+    match outcome {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("roundtrip serve: request {id}: {e:#}");
+            let body = Full::new(Bytes::from_static(b"500 Internal Server Error\n"))
+                .map_err(|never: Infallible| match never {})
+                .boxed_unsync();
+            let mut response = http::Response::new(body);
+            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
+}
+
+fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest>> {
+    let mut linker = Linker::new(engine);
+    // All of WASI, as `wasmtime serve -Scli` gives: services built with a language's
+    // standard library import more than the `proxy` world.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// What an instance's store holds.
+pub(crate) struct Guest {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: Hooks,
+    limits: GuestLimits,
+}
+
+impl WasiView for Guest {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Guest {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+struct Handler {
+    pre: ProxyPre<Guest>,
+    transport: Transport,
+    options: Options,
+    reuse: usize,
+    concurrent: usize,
+    next_instance: AtomicU64,
+    next_incoming: AtomicU64,
+    /// Incoming requests in flight → the instance serving them.
+    callers: Callers,
+    /// Cancelled on shutdown: idle instances are retired at once.
+    stopping: CancellationToken,
+    live: Arc<Live>,
+}
+
+/// Instances alive, and a wake-up when one goes.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+type Callers = Arc<Mutex<HashMap<u64, Arc<InstanceCaller>>>>;
+
+impl HandlerState for Handler {
+    type StoreData = Guest;
+    type WorkerExpiration = Expiration;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<Guest, Expiration, Worker>> {
+        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let caller = Arc::new(InstanceCaller {
+            instance: id,
+            serving: Mutex::new(Vec::new()),
+        });
+        let engine = crate::transport::engine().map_err(wasmtime::Error::msg)?;
+        let mut store = Store::new(
+            engine,
+            Guest {
+                wasi: WasiCtx::builder()
+                    .envs(&self.options.env)
+                    .inherit_stdout()
+                    .inherit_stderr()
+                    .build(),
+                table: ResourceTable::new(),
+                http: WasiHttpCtx::new(),
+                hooks: Hooks::with_caller(self.transport.clone(), caller.clone()),
+                limits: GuestLimits {
+                    max_memory: self.options.max_guest_memory,
+                    memory: 0,
+                },
+            },
+        );
+        store.limiter(|guest| &mut guest.limits);
+        // The engine interrupts guests every tick: a busy one yields to the others.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.live.count.fetch_add(1, Ordering::AcqRel);
+        emit(&self.transport, EventKind::InstanceStart { instance: id });
+        Ok(Instance {
+            store,
+            proxy,
+            view: Guest::http,
+            expiration: Expiration {
+                idle: self.options.idle_instance_timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
+                stopping: Box::pin(self.stopping.clone().cancelled_owned()),
+            },
+            state: Worker {
+                caller,
+                reuse: self.reuse,
+                concurrent: self.concurrent,
+                handled: AtomicU64::new(0),
+                transport: self.transport.clone(),
+                callers: Arc::clone(&self.callers),
+                live: Arc::clone(&self.live),
+            },
+        })
+    }
+}
+
+/// An instance's caller for the hooks: which incoming requests it serves now.
+struct InstanceCaller {
+    instance: u64,
+    serving: Mutex<Vec<u64>>,
+}
+
+impl InstanceCaller {
+    fn finished(&self, incoming: u64) {
+        if let Ok(mut serving) = self.serving.lock() {
+            serving.retain(|&id| id != incoming);
+        }
+    }
+}
+
+impl Caller for InstanceCaller {
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// The one incoming request the instance serves; with several at once, which
+    /// one sent a request is not known here.
+    fn incoming(&self) -> Option<u64> {
+        let serving = self.serving.lock().ok()?;
+        match serving.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+/// Retires an idle instance after `idle`, or at once on shutdown; requests have no
+/// time limit (as `wasmtime serve` without `-W timeout`).
+pub(crate) struct Expiration {
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    stopping: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        if status != WorkerStatus::Idle {
+            return Poll::Pending;
+        }
+        if self.stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let Some(deadline) = start.checked_add(self.idle) else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+pub(crate) struct Worker {
+    caller: Arc<InstanceCaller>,
+    reuse: usize,
+    concurrent: usize,
+    handled: AtomicU64,
+    transport: Transport,
+    callers: Callers,
+    live: Arc<Live>,
+}
+
+impl WorkerState for Worker {
+    type StoreData = Guest;
+    type RequestData = IncomingData;
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.reuse {
+            ShouldAccept::Never
+        } else if concurrent >= self.concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, Guest>,
+        data: IncomingData,
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut serving) = self.caller.serving.lock() {
+            serving.push(data.id);
+        }
+        if let Ok(mut callers) = self.callers.lock() {
+            callers.insert(data.id, Arc::clone(&self.caller));
+        }
+        emit(
+            &self.transport,
+            EventKind::IncomingStart {
+                incoming: data.id,
+                instance: self.caller.instance,
+                method: data.method,
+                path: data.path,
+            },
+        );
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, store: Store<Guest>, result: wasmtime::Result<()>) {
+        if let Err(e) = &result {
+            eprintln!(
+                "roundtrip serve: instance {} failed: {e:#}",
+                self.caller.instance
+            );
+        }
+        drop(store);
+        emit(
+            &self.transport,
+            EventKind::InstanceEnd {
+                instance: self.caller.instance,
+                requests: self.handled.load(Ordering::Relaxed),
+                error: result.err().map(|e| format!("{e:#}")),
+            },
+        );
+        self.live.count.fetch_sub(1, Ordering::AcqRel);
+        self.live.changed.notify_waiters();
+    }
+}
+
+fn emit(transport: &Transport, kind: EventKind) {
+    if transport.has_event_sinks() {
+        transport.emit_event(Event {
+            ts_us: 0,
+            kind,
+            conn: None,
+            req: None,
+            key: None,
+            tunnel: None,
+            app_conn: None,
+        });
+    }
+}
+
+/// Binds `addr` as `wasmtime serve` does (`SO_REUSEADDR`, so a restart finds the
+/// port free while old connections sit in `TIME_WAIT`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

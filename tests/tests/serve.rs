@@ -1,0 +1,223 @@
+//! `roundtrip serve`'s engine (`roundtrip_host::serve::Service`) serving the example
+//! relays (`wasm/examples/relay`, a wasi:http 0.3 service; `relay-p2`, a 0.2 proxy)
+//! to curl, their outgoing requests going to nginx. The upstream connections are
+//! counted by nginx's own log (`$connection`), never by our events.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use roundtrip_host::events::{CloseReason, EventKind, Recorder};
+use roundtrip_host::serve::{Options, Service, World};
+use roundtrip_tests::*;
+use tokio::sync::oneshot;
+
+/// How long one test's serving may take before it fails.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A running service on a free loopback port; stopped (gracefully) by `stop`.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<Result<(), String>>,
+    recorder: Recorder,
+}
+
+impl Served {
+    async fn start(guest: &[u8], options: Options) -> Self {
+        let (transport, recorder) = transport(|config| {
+            // As `roundtrip serve` keeps them: room for every instance's connections.
+            config.max_idle_conns_per_host = 100;
+        });
+        let service = Service::new(guest, transport, options).unwrap();
+        let listener = roundtrip_host::serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(service.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop,
+            done,
+            recorder,
+        }
+    }
+
+    async fn stop(self) -> Recorder {
+        let _ = self.stop.send(());
+        tokio::time::timeout(LIMIT, self.done)
+            .await
+            .expect("serve did not stop")
+            .unwrap()
+            .unwrap();
+        self.recorder
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+/// curl sends `count` requests to `url`, each with `url: upstream`, `parallel` at a
+/// time (keeping its connections to the service alive, as a browser does); returns
+/// the status codes it got. Bounded by curl's own `--max-time` per request and a
+/// limit on the whole run.
+async fn curl(url: &str, upstream: &str, count: usize, parallel: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("urls");
+    let mut lines = String::new();
+    for _ in 0..count {
+        lines.push_str(&format!("url = \"{url}\"\noutput = \"/dev/null\"\n"));
+    }
+    std::fs::write(&config, lines).unwrap();
+    let mut command = Command::new("curl");
+    command
+        .args(["-s", "--max-time", "30", "-w", "%{http_code}\\n"])
+        .args(["-H", &format!("url: {upstream}")])
+        .arg("--config")
+        .arg(&config);
+    if parallel > 1 {
+        command.args(["--parallel", "--parallel-max", &parallel.to_string()]);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap());
+    let output = tokio::time::timeout(LIMIT, output)
+        .await
+        .expect("curl did not finish")
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn all_ok(statuses: &[String], count: usize) {
+    assert_eq!(statuses.len(), count, "{statuses:?}");
+    assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_03_relay_sends_300_sequential_requests_on_one_upstream_connection() {
+    let nginx = Nginx::start_counting("location / { }");
+    let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, Options::default()).await;
+    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 1).await;
+    all_ok(&statuses, 300);
+    assert_eq!(
+        nginx.connections(),
+        (1, 300),
+        "nginx's (connections, requests)"
+    );
+    let events = served.stop().await.events();
+    // Every outgoing request names the instance and the incoming request it served.
+    let outgoing: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Outgoing { incoming, .. } => Some(*incoming),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outgoing.len(), 300);
+    let mut labels: Vec<u64> = outgoing.iter().map(|i| i.unwrap()).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    assert_eq!(labels.len(), 300, "one outgoing request per incoming one");
+    // Stopped: the idle connection closed with its event.
+    assert_eq!(closes(&events), vec![CloseReason::TransportShutdown]);
+}
+
+#[tokio::test]
+async fn a_03_relay_at_concurrency_8_uses_at_most_8_upstream_connections() {
+    let nginx = Nginx::start_counting("location / { }");
+    let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, Options::default()).await;
+    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
+    all_ok(&statuses, 300);
+    let (connections, requests) = nginx.connections();
+    assert_eq!(requests, 300);
+    assert!(
+        connections <= 8,
+        "{connections} upstream connections for 8 at a time"
+    );
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn retiring_instances_closes_none_of_the_pools_connections() {
+    let nginx = Nginx::start_counting("location / { }");
+    let options = Options {
+        // A new instance every 5 requests, 2 at once: dozens retired during the run.
+        max_instance_reuse_count: Some(5),
+        max_instance_concurrent_reuse_count: Some(2),
+        ..Options::default()
+    };
+    let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, options).await;
+    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
+    all_ok(&statuses, 300);
+    let (connections, requests) = nginx.connections();
+    assert_eq!(requests, 300);
+    assert!(
+        connections <= 8,
+        "{connections} upstream connections for 8 at a time"
+    );
+    let events = served.stop().await.events();
+    let retired = count(&events, |k| {
+        matches!(k, EventKind::InstanceEnd { error: None, .. })
+    });
+    assert!(retired >= 300 / 5, "only {retired} instances retired");
+    assert!(
+        closes(&events)
+            .iter()
+            .all(|reason| *reason == CloseReason::TransportShutdown),
+        "a connection closed before shutdown: {:?}",
+        closes(&events)
+    );
+}
+
+#[tokio::test]
+async fn a_02_relay_a_new_instance_per_request_still_shares_one_pool() {
+    let nginx = Nginx::start_counting("location / { }");
+    let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY_P2, Options::default()).await;
+    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 1).await;
+    all_ok(&statuses, 300);
+    assert_eq!(
+        nginx.connections(),
+        (1, 300),
+        "nginx's (connections, requests)"
+    );
+    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
+    all_ok(&statuses, 300);
+    let (connections, requests) = nginx.connections();
+    assert_eq!(requests, 600);
+    assert!(
+        connections <= 8,
+        "{connections} upstream connections for 8 at a time"
+    );
+    let events = served.stop().await.events();
+    // wasmtime serve's rule for 0.2: one instance per request.
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::InstanceStart { .. })),
+        600
+    );
+}
+
+#[tokio::test]
+async fn both_worlds_are_recognised_and_a_command_is_refused_by_name() {
+    let (transport, _) = transport(|_| {});
+    let p3 = Service::new(
+        roundtrip_wasm::EXAMPLE_RELAY,
+        transport.clone(),
+        Options::default(),
+    );
+    assert_eq!(p3.unwrap().world(), World::P3);
+    let p2 = Service::new(
+        roundtrip_wasm::EXAMPLE_RELAY_P2,
+        transport.clone(),
+        Options::default(),
+    );
+    assert_eq!(p2.unwrap().world(), World::P2);
+    let Err(message) = Service::new(roundtrip_wasm::EXAMPLE_FETCH, transport, Options::default())
+    else {
+        panic!("a command was taken for a service");
+    };
+    assert!(message.contains("not a wasi:http service"), "{message}");
+}
