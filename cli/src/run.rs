@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use roundtrip_host::run::Client;
 
 use super::{EventArgs, ReachArgs, usage_error};
 
@@ -18,12 +19,24 @@ pub struct RunArgs {
     /// process's value when `=VALUE` is left out (repeatable; e.g. `--env HTTP_PROXY`).
     #[arg(long, value_name = "NAME[=VALUE]")]
     env: Vec<String>,
-    /// The guest: a component exporting `wasi:cli/run@0.3.0` and importing
-    /// `wasi:http/client@0.3.0`.
+    /// A 0.3 guest's HTTP client: `plugged` (the transport plugged into its
+    /// `wasi:http/client` import; `ROUNDTRIP_*` knobs from `--env`) or `host` (the
+    /// host's wasi:http on this transport, as `roundtrip serve` gives services and
+    /// 0.2 guests always get).
+    #[arg(long, value_enum, default_value = "plugged")]
+    client: ClientArg,
+    /// The guest: a wasi:cli command (0.3, or 0.2 importing
+    /// `wasi:http/outgoing-handler`).
     guest: PathBuf,
     /// Arguments for the guest.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClientArg {
+    Plugged,
+    Host,
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -46,7 +59,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .map_or_else(|| "guest".to_owned(), |s| s.to_string_lossy().into_owned());
     let argv: Vec<String> = std::iter::once(name).chain(args.args).collect();
     let env = environment(&args.env);
-    match roundtrip_host::run::run(&guest, &argv, &env, config).await {
+    let client = match args.client {
+        ClientArg::Plugged => Client::Plugged,
+        ClientArg::Host => Client::Host,
+    };
+    match roundtrip_host::run::run(&guest, &argv, &env, config, client).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(message) => {

@@ -60,6 +60,10 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// For [`ErrorKind::RequestBodySize`]: the bytes the body held when the difference
+    /// showed (as wasmtime-wasi-http counts them: past the length, the accepted bytes
+    /// and the offending write).
+    pub body_size: Option<u64>,
 }
 
 impl Error {
@@ -67,6 +71,7 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            body_size: None,
         }
     }
 
@@ -119,7 +124,12 @@ impl From<ErrorCode> for Error {
             ErrorCode::HttpRequestUriInvalid(m) => (K::UriInvalid, m),
             ErrorCode::HttpRequestHeaderInvalid(m) => (K::HeaderInvalid, m),
             ErrorCode::HttpRequestBodyError(m) => (K::RequestBodyError, m),
-            ErrorCode::HttpRequestBodySize(size) => (K::RequestBodySize, size.message),
+            ErrorCode::HttpRequestBodySize(size) => {
+                return Error {
+                    body_size: Some(size.actual),
+                    ..Error::new(K::RequestBodySize, size.message)
+                };
+            }
             ErrorCode::HttpResponseIncomplete(m) => (K::ResponseIncomplete, m),
             ErrorCode::HttpResponseHeaderSectionSize(m) => (K::ResponseHeaderSectionSize, m),
             ErrorCode::HttpResponseTransferCoding(m) => (K::ResponseTransferCoding, m),

@@ -27,9 +27,10 @@
 //! the request's transmit future carrying how writing the request really ended.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use http::Method;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
@@ -100,16 +101,21 @@ impl WasiHttpHooks for Hooks {
             .as_ref()
             .filter(|_| transport.has_event_sinks())
             .map(|caller| Outgoing::start(caller.as_ref(), &request));
-        let request = into_request(request, options);
+        let failure = BodyFailure::default();
+        let request = into_request(request, options, &failure);
         Box::new(async move {
             let outcome = transport.round_trip(request).await;
             if let Some(report) = report {
                 report.emit(&transport, &outcome);
             }
-            let mut response = outcome.map_err(|e| to_wasi(&e))?;
+            let mut response = outcome.map_err(|e| failure.to_wasi(&e))?;
             let sent = response.extensions_mut().remove::<RequestSent>();
-            let response = response.map(|body| body.map_err(|e| to_wasi(&e)).boxed_unsync());
-            Ok((response, io_future(sent)))
+            let body_failure = failure.clone();
+            let response = response.map(|body| {
+                body.map_err(move |e| body_failure.to_wasi(&e))
+                    .boxed_unsync()
+            });
+            Ok((response, io_future(sent, failure)))
         })
     }
 }
@@ -119,6 +125,7 @@ impl WasiHttpHooks for Hooks {
 fn into_request(
     request: http::Request<WasiBody>,
     options: Option<wasmtime_wasi_http::RequestOptions>,
+    failure: &BodyFailure,
 ) -> http::Request<Body> {
     let (mut parts, body) = request.into_parts();
     if let Some(options) = options {
@@ -128,20 +135,143 @@ fn into_request(
             between_bytes_timeout: options.between_bytes_timeout,
         });
     }
-    let body = if http_body::Body::is_end_stream(&body) {
+    // As wasmtime's own client (hyper) sends them: a `GET`, `HEAD` or `CONNECT` body
+    // of unknown length is none at all, not an empty chunked one (a guest that ends
+    // its body only after `send` returns would otherwise wait on a server that reads
+    // the body before it answers).
+    let unframed = matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let body = if unframed || http_body::Body::is_end_stream(&body) {
         Body::empty()
     } else {
-        Body::wrap(body)
+        let failure = failure.clone();
+        Body::wrap(body.map_err(move |e| failure.keep(e)))
     };
     http::Request::from_parts(parts, body)
 }
 
 /// How writing the request ended: ready at once when it ended before the head came
 /// (wasmtime then spawns nothing), else when the transport says.
-fn io_future(sent: Option<RequestSent>) -> IoFuture {
+fn io_future(sent: Option<RequestSent>, failure: BodyFailure) -> IoFuture {
     match sent {
         None => Box::new(std::future::ready(Ok(()))),
-        Some(sent) => Box::new(async move { sent.await.map_err(|e| to_wasi(&e)) }),
+        Some(sent) => Box::new(async move { sent.await.map_err(|e| failure.to_wasi(&e)) }),
+    }
+}
+
+/// The error the guest's request body ended with (its own `error-code`, or
+/// wasmtime's `HTTP-request-body-size` for a body that broke its `Content-Length`),
+/// kept so that the request, its response body and its transmit future fail with that
+/// code, as they do with wasmtime's own client, not with the transport's account of it.
+#[derive(Clone, Default)]
+struct BodyFailure(Arc<Mutex<Option<WasiError>>>);
+
+impl BodyFailure {
+    /// Keeps `error`; the transport gets its text.
+    fn keep(&self, error: WasiError) -> crate::BoxError {
+        let text = error.to_string();
+        if let Ok(mut kept) = self.0.lock() {
+            kept.get_or_insert(error);
+        }
+        text.into()
+    }
+
+    /// `error` as the guest should see it: the body's own error when that is what
+    /// failed the request.
+    fn to_wasi(&self, error: &Error) -> WasiError {
+        if matches!(
+            error.kind,
+            ErrorKind::RequestBodyError | ErrorKind::RequestBodySize
+        ) && let Some(kept) = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|kept| kept.as_ref().map(duplicate))
+        {
+            return kept;
+        }
+        to_wasi(error)
+    }
+}
+
+/// A copy of `error` (the type has no `Clone`): its code and details; an I/O error
+/// only by its text.
+fn duplicate(error: &WasiError) -> WasiError {
+    use WasiError as W;
+    match error {
+        W::HttpRequestBodySize(size) => W::HttpRequestBodySize(*size),
+        W::DnsTimeout => W::DnsTimeout,
+        W::DnsError { rcode, info_code } => W::DnsError {
+            rcode: rcode.clone(),
+            info_code: *info_code,
+        },
+        W::DestinationNotFound => W::DestinationNotFound,
+        W::DestinationUnavailable => W::DestinationUnavailable,
+        W::DestinationIpProhibited => W::DestinationIpProhibited,
+        W::DestinationIpUnroutable => W::DestinationIpUnroutable,
+        W::ConnectionRefused => W::ConnectionRefused,
+        W::ConnectionTerminated => W::ConnectionTerminated,
+        W::ConnectionTimeout => W::ConnectionTimeout,
+        W::ConnectionReadTimeout => W::ConnectionReadTimeout,
+        W::ConnectionWriteTimeout => W::ConnectionWriteTimeout,
+        W::ConnectionLimitReached => W::ConnectionLimitReached,
+        W::TlsProtocolError => W::TlsProtocolError,
+        W::TlsCertificateError => W::TlsCertificateError,
+        W::TlsAlertReceived {
+            alert_id,
+            alert_message,
+        } => W::TlsAlertReceived {
+            alert_id: *alert_id,
+            alert_message: alert_message.clone(),
+        },
+        W::HttpRequestDenied => W::HttpRequestDenied,
+        W::HttpRequestLengthRequired => W::HttpRequestLengthRequired,
+        W::HttpRequestMethodInvalid => W::HttpRequestMethodInvalid,
+        W::HttpRequestUriInvalid => W::HttpRequestUriInvalid,
+        W::HttpRequestUriTooLong => W::HttpRequestUriTooLong,
+        W::HttpRequestHeaderSectionSize(size) => W::HttpRequestHeaderSectionSize(*size),
+        W::HttpRequestHeaderSize {
+            field_name,
+            field_size,
+        } => W::HttpRequestHeaderSize {
+            field_name: field_name.clone(),
+            field_size: *field_size,
+        },
+        W::HttpRequestTrailerSectionSize(size) => W::HttpRequestTrailerSectionSize(*size),
+        W::HttpRequestTrailerSize {
+            field_name,
+            field_size,
+        } => W::HttpRequestTrailerSize {
+            field_name: field_name.clone(),
+            field_size: *field_size,
+        },
+        W::HttpResponseIncomplete => W::HttpResponseIncomplete,
+        W::HttpResponseHeaderSectionSize(size) => W::HttpResponseHeaderSectionSize(*size),
+        W::HttpResponseHeaderSize {
+            field_name,
+            field_size,
+        } => W::HttpResponseHeaderSize {
+            field_name: field_name.clone(),
+            field_size: *field_size,
+        },
+        W::HttpResponseBodySize(size) => W::HttpResponseBodySize(*size),
+        W::HttpResponseTrailerSectionSize(size) => W::HttpResponseTrailerSectionSize(*size),
+        W::HttpResponseTrailerSize {
+            field_name,
+            field_size,
+        } => W::HttpResponseTrailerSize {
+            field_name: field_name.clone(),
+            field_size: *field_size,
+        },
+        W::HttpResponseTransferCoding(coding) => W::HttpResponseTransferCoding(coding.clone()),
+        W::HttpResponseContentCoding(coding) => W::HttpResponseContentCoding(coding.clone()),
+        W::HttpResponseTimeout => W::HttpResponseTimeout,
+        W::HttpUpgradeFailed => W::HttpUpgradeFailed,
+        W::HttpProtocolError => W::HttpProtocolError,
+        W::LoopDetected => W::LoopDetected,
+        W::ConfigurationError => W::ConfigurationError,
+        W::InternalError(message) => W::InternalError(message.clone()),
+        other => W::InternalError(Some(other.to_string())),
     }
 }
 
@@ -172,7 +302,7 @@ pub fn to_wasi(error: &Error) -> WasiError {
         K::TlsProtocolError => W::TlsProtocolError,
         K::MethodInvalid => W::HttpRequestMethodInvalid,
         K::UriInvalid => W::HttpRequestUriInvalid,
-        K::RequestBodySize => W::HttpRequestBodySize(None),
+        K::RequestBodySize => W::HttpRequestBodySize(error.body_size),
         K::ResponseIncomplete => W::HttpResponseIncomplete,
         K::ResponseHeaderSectionSize => W::HttpResponseHeaderSectionSize(None),
         K::ResponseTransferCoding => W::HttpResponseTransferCoding(message()),

@@ -17,6 +17,12 @@
 //! the pool's idle connections are closed (their `close` events end the story).
 //!
 //! A command that does not import `wasi:http/client` runs as it is.
+//!
+//! A wasi:http **0.2** command (`wasi:cli/run@0.2.x`, importing
+//! `wasi:http/outgoing-handler@0.2.x`), and a 0.3 one with [`Client::Host`], send
+//! through the host instead: wasmtime-wasi-http's own `wasi:http` with
+//! [`Hooks`](crate::hooks::Hooks) on a [`Transport`](crate::Transport) made from
+//! `config` — the pool `roundtrip serve` gives its services.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +44,9 @@ pub use roundtrip_wasm::{
 /// The client interface a guest imports to send requests.
 const WASI_HTTP_CLIENT: &str = "wasi:http/client@0.3.0";
 
+/// The prefix of wasi:http 0.2's client interface (`@0.2.0` … `@0.2.12`).
+const WASI_HTTP_P2: &str = "wasi:http/outgoing-handler@0.2.";
+
 /// The face's pool control, exported next to the guest's exports by `roundtrip run`.
 const POOL: &str = "roundtrip:transport/pool@0.1.0";
 
@@ -53,19 +62,36 @@ pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot plug the transport into the guest: {e}"))
 }
 
-/// Runs `guest` (a component exporting `wasi:cli/run@0.3.0` and importing
-/// `wasi:http/client@0.3.0`) with `args` (the first is the program's name), the
-/// environment `env` (the guest sees nothing else of this process's) and this
-/// process's stdio. Returns whether the guest's `run` returned `ok`.
+/// What a 0.3 guest's `wasi:http/client` import is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Client {
+    /// The wasi:http face with the transport inside, plugged into the guest
+    /// (`ROUNDTRIP_*` knobs from the guest's environment; one pool per run).
+    #[default]
+    Plugged,
+    /// The host's wasi:http with the [`Hooks`](crate::hooks::Hooks) on a `Transport`
+    /// made from `config` (as 0.2 guests always are).
+    Host,
+}
+
+/// Runs `guest` (a component exporting `wasi:cli/run` 0.3 or 0.2) with `args` (the
+/// first is the program's name), the environment `env` (the guest sees nothing else
+/// of this process's) and this process's stdio. Returns whether the guest's `run`
+/// returned `ok`.
 pub async fn run(
     guest: &[u8],
     args: &[String],
     env: &[(String, String)],
     config: Config,
+    client: Client,
 ) -> Result<bool, String> {
+    let imports = roundtrip_wasm::compose::imports(guest)?;
+    let p2 = imports.iter().any(|name| name.starts_with(WASI_HTTP_P2));
+    if p2 || client == Client::Host {
+        return run_with_hooks(guest, args, env, config).await;
+    }
     let (pre, config, tls) = crate::transport::prepare(config).map_err(|e| e.to_string())?;
     let engine = pre.engine().clone();
-    let imports = roundtrip_wasm::compose::imports(guest)?;
     let plugged = imports.iter().any(|name| name == WASI_HTTP_CLIENT);
     let composed = if plugged {
         roundtrip_wasm::compose::plug(guest, WASI_HTTP_CLIENT_WASM, &[POOL])
@@ -139,6 +165,98 @@ pub async fn run(
         .and_then(|result| result)
         .map_err(|e| format!("the guest trapped: {e:#}"))?;
     Ok(outcome.is_ok())
+}
+
+/// A command whose requests go through the host's wasi:http and the hooks.
+async fn run_with_hooks(
+    guest: &[u8],
+    args: &[String],
+    env: &[(String, String)],
+    config: Config,
+) -> Result<bool, String> {
+    let max_memory = config.max_guest_memory;
+    let transport = crate::Transport::new(config).map_err(|e| e.to_string())?;
+    let engine = crate::transport::engine().map_err(|e| e.to_string())?;
+    let component = crate::compiled::component(engine, guest)
+        .map_err(|e| format!("cannot compile the guest: {e:#}"))?;
+    let mut linker: Linker<Hosted> = Linker::new(engine);
+    let linked = (|| {
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)
+    })();
+    linked.map_err(|e| format!("{e:#}"))?;
+    let state = Hosted {
+        wasi: WasiCtx::builder()
+            .args(args)
+            .envs(env)
+            .inherit_stdio()
+            .build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        hooks: crate::hooks::Hooks::new(transport.clone()),
+        limits: GuestLimits {
+            max_memory,
+            memory: 0,
+        },
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+    let instance = linker
+        .instantiate_async(&mut store, &component)
+        .await
+        .map_err(|e| format!("cannot instantiate the guest: {e:#}"))?;
+    let trapped = |e: wasmtime::Error| format!("the guest trapped: {e:#}");
+    let outcome = if let Ok(command) = Command::new(&mut store, &instance) {
+        store
+            .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+            .await
+            .and_then(|result| result)
+            .map_err(trapped)?
+    } else {
+        let command = wasmtime_wasi::p2::bindings::Command::new(&mut store, &instance)
+            .map_err(|e| format!("the guest is not a wasi:cli command: {e:#}"))?;
+        command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .await
+            .map_err(trapped)?
+    };
+    // The pool's idle connections close with their events before `run` returns.
+    drop(store);
+    transport.shutdown().await;
+    Ok(outcome.is_ok())
+}
+
+/// The store's data when the host's wasi:http serves the guest.
+struct Hosted {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: crate::hooks::Hooks,
+    limits: GuestLimits,
+}
+
+impl WasiView for Hosted {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Hosted {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
 }
 
 fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Run>> {
