@@ -611,3 +611,40 @@ pub async fn run_app(proxy: &roundtrip_proxy::ForwardProxy, program: &str, args:
     );
     pid
 }
+
+/// Where `scripts/test` installs componentize-py 0.25.1 from PyPI (`pip --target`).
+const PY_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/py");
+
+/// `wasm/examples/EXAMPLE/app.py` built by componentize-py (world `world` of the WIT
+/// in `wit`, relative to the example) into `out`: a guest from another toolchain.
+pub fn componentize_py(example: &str, wit: &str, world: &str, out: &std::path::Path) -> Vec<u8> {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../wasm/examples");
+    assert!(
+        std::path::Path::new(PY_TOOLS)
+            .join("componentize_py")
+            .exists(),
+        "componentize-py is not installed in {PY_TOOLS}: run scripts/test"
+    );
+    let status = Command::new("python3")
+        .env("PYTHONPATH", PY_TOOLS)
+        .current_dir(format!("{examples}/{example}"))
+        .args([
+            "-c",
+            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+            "-d",
+            wit,
+            "-w",
+            world,
+            "componentize",
+            "app",
+            "-o",
+        ])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "componentize-py failed to build {example}"
+    );
+    std::fs::read(out).unwrap()
+}

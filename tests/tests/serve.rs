@@ -222,46 +222,17 @@ async fn both_worlds_are_recognised_and_a_command_is_refused_by_name() {
     assert!(message.contains("not a wasi:http service"), "{message}");
 }
 
-/// Where `scripts/test` installs componentize-py 0.25.1 from PyPI (`pip --target`).
-const PY_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/py");
-
-/// `wasm/examples/relay-py/app.py` built by componentize-py into a wasi:http 0.2
-/// `proxy` component: a guest from another toolchain.
-fn python_relay(out: &std::path::Path) -> Vec<u8> {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../wasm/examples");
-    assert!(
-        std::path::Path::new(PY_TOOLS)
-            .join("componentize_py")
-            .exists(),
-        "componentize-py is not installed in {PY_TOOLS}: run scripts/test"
-    );
-    let status = Command::new("python3")
-        .env("PYTHONPATH", PY_TOOLS)
-        .current_dir(format!("{examples}/relay-py"))
-        .args([
-            "-c",
-            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-            "-d",
-            "../relay-p2/wit",
-            "-w",
-            "wasi:http/proxy@0.2.12",
-            "componentize",
-            "app",
-            "-o",
-        ])
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "componentize-py failed");
-    std::fs::read(out).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_02_guest_built_by_componentize_py_shares_one_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let guest = tokio::task::spawn_blocking({
-        let out = dir.path().join("relay-py.wasm");
-        move || python_relay(&out)
+    let out = dir.path().join("relay-py.wasm");
+    let guest = tokio::task::spawn_blocking(move || {
+        componentize_py(
+            "relay-py",
+            "../relay-p2/wit",
+            "wasi:http/proxy@0.2.12",
+            &out,
+        )
     })
     .await
     .unwrap();
