@@ -47,6 +47,8 @@ fn main() {
         "wasm/wasi-http/Cargo.toml",
         "wasm/wasi-sockets/src",
         "wasm/wasi-sockets/Cargo.toml",
+        "wasm/no-tls/src",
+        "wasm/no-tls/Cargo.toml",
         "wasm/floor/src",
         "wasm/floor/Cargo.toml",
         "wit",
@@ -77,6 +79,8 @@ fn main() {
         .args(["--package", "roundtrip-example-relay-p2"])
         .args(["--package", "roundtrip-wasi-http"])
         .args(["--package", "roundtrip-wasi-sockets"])
+        // wasi:tls that fails every handshake: `roundtrip compose --no-tls`.
+        .args(["--package", "roundtrip-no-tls"])
         // The bench's floor (`roundtrip bench`, docs/performance.md).
         .args(["--package", "roundtrip-floor"])
         .args(["--target", "wasm32-wasip2", "--profile", &profile])
@@ -139,6 +143,9 @@ fn main() {
     let sockets = read("roundtrip_wasi_sockets.wasm");
     let standalone = compose::plug(&client, &sockets, &[])
         .unwrap_or_else(|e| panic!("cannot compose the standalone client: {e}"));
+    // And with no TLS at all, for hosts that link no wasi:tls (`wasmtime serve`).
+    let plain = compose::plug(&standalone, &read("roundtrip_no_tls.wasm"), &[])
+        .unwrap_or_else(|e| panic!("cannot compose the client without TLS: {e}"));
     // `round-tripper` uses `types`, now the plug's: it is exported beside it.
     let transport_standalone = compose::plug(
         &read("roundtrip_component.wasm"),
@@ -156,6 +163,11 @@ fn main() {
             "ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM",
             "roundtrip_wasi_http_client_standalone.wasm",
             standalone,
+        ),
+        (
+            "ROUNDTRIP_WASI_HTTP_CLIENT_PLAIN_WASM",
+            "roundtrip_wasi_http_client_plain.wasm",
+            plain,
         ),
         (
             "ROUNDTRIP_TRANSPORT_STANDALONE_WASM",

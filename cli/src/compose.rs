@@ -5,20 +5,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use roundtrip_host::run::Composition;
 
 use super::usage_error;
 
 #[derive(Args)]
 pub struct ComposeArgs {
-    /// The guest: a component importing `wasi:http/client@0.3.0`.
+    /// The guest: a component importing `wasi:http/client@0.3.0` (a command or a
+    /// service).
     guest: PathBuf,
     /// Where to write the composed component.
     #[arg(short, long, value_name = "OUT.wasm")]
     output: PathBuf,
     /// Leave `net`, `files` and `observe` as imports for a host that supplies them
     /// (as `roundtrip run` does) instead of plugging in their WASI 0.3 versions.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_tls")]
     host_net: bool,
+    /// Import no `wasi:tls`, for a host that links none (stock `wasmtime serve`):
+    /// `http://` only; an `https://` request fails with `internal-error` naming why.
+    #[arg(long)]
+    no_tls: bool,
 }
 
 pub fn run(args: ComposeArgs) -> ExitCode {
@@ -26,7 +32,14 @@ pub fn run(args: ComposeArgs) -> ExitCode {
         Ok(guest) => guest,
         Err(e) => return usage_error(&format!("cannot read {}: {e}", args.guest.display())),
     };
-    let composed = match roundtrip_host::run::compose(&guest, args.host_net) {
+    let composition = if args.host_net {
+        Composition::HostNet
+    } else if args.no_tls {
+        Composition::NoTls
+    } else {
+        Composition::Standalone
+    };
+    let composed = match roundtrip_host::run::compose(&guest, composition) {
         Ok(composed) => composed,
         Err(message) => {
             eprintln!("roundtrip compose: {message}");

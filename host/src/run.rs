@@ -50,13 +50,24 @@ const WASI_HTTP_P2: &str = "wasi:http/outgoing-handler@0.2.";
 /// The face's pool control, exported next to the guest's exports by `roundtrip run`.
 const POOL: &str = "roundtrip:transport/pool@0.1.0";
 
-/// `guest` with the transport plugged into its `wasi:http/client` import: the
-/// standalone client, or (`host_net`) the one whose host supplies `net`.
-pub fn compose(guest: &[u8], host_net: bool) -> Result<Vec<u8>, String> {
-    let client = if host_net {
-        WASI_HTTP_CLIENT_WASM
-    } else {
-        WASI_HTTP_CLIENT_STANDALONE_WASM
+/// Which client `compose` plugs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Composition {
+    /// WASI 0.3 alone, TLS from `wasi:tls` (the stock `wasmtime run -S tls`).
+    Standalone,
+    /// WASI 0.3 without `wasi:tls` (stock `wasmtime serve`, which links none):
+    /// `https://` fails, naming why.
+    NoTls,
+    /// `net`, `files` and `observe` left for the host (`roundtrip run`'s).
+    HostNet,
+}
+
+/// `guest` with the transport plugged into its `wasi:http/client` import.
+pub fn compose(guest: &[u8], composition: Composition) -> Result<Vec<u8>, String> {
+    let client = match composition {
+        Composition::Standalone => WASI_HTTP_CLIENT_STANDALONE_WASM,
+        Composition::NoTls => roundtrip_wasm::WASI_HTTP_CLIENT_PLAIN,
+        Composition::HostNet => WASI_HTTP_CLIENT_WASM,
     };
     roundtrip_wasm::compose::plug(guest, client, &[])
         .map_err(|e| format!("cannot plug the transport into the guest: {e}"))

@@ -255,3 +255,73 @@ async fn a_python_02_guest_built_by_componentize_py_shares_one_pool() {
     );
     served.stop().await;
 }
+
+/// Stock `wasmtime serve` (48, installed by `scripts/stock-wasmtime` with the `serve`
+/// feature) on a free port, killed when dropped.
+struct StockServe {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StockServe {
+    fn start(component: &std::path::Path) -> Self {
+        let binary = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".to_owned());
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["serve", "-Scli", "-Sp3", "-Wcomponent-model-async=y"])
+            .args(["-Sinherit-network", "-Sallow-ip-name-lookup"])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg(component)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} cannot run ({e}): run scripts/stock-wasmtime"));
+        wait_for_port(port, "wasmtime serve");
+        Self { child, port }
+    }
+}
+
+impl Drop for StockServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the wasmtime CLI with `serve`: scripts/stock-wasmtime"]
+async fn stock_wasmtime_serve_runs_the_composed_relay_with_a_pool_per_instance() {
+    use roundtrip_host::run::{Composition, compose};
+    let dir = tempfile::tempdir().unwrap();
+    let composed = dir.path().join("relay-plain.wasm");
+    // `roundtrip compose --no-tls`: stock serve links no wasi:tls.
+    let bytes = compose(roundtrip_wasm::EXAMPLE_RELAY, Composition::NoTls).unwrap();
+    std::fs::write(&composed, bytes).unwrap();
+    let imports = roundtrip_wasm::compose::imports(&std::fs::read(&composed).unwrap()).unwrap();
+    assert!(
+        !imports.iter().any(|i| i.starts_with("wasi:tls")),
+        "{imports:?}"
+    );
+    let serve = StockServe::start(&composed);
+    let url = format!("http://127.0.0.1:{}/", serve.port);
+    let nginx = Nginx::start_counting("location / { }");
+    all_ok(&curl(&url, &nginx.url("/small"), 300, 1).await, 300);
+    let (sequential, requests) = nginx.connections();
+    assert_eq!(requests, 300);
+    all_ok(&curl(&url, &nginx.url("/small"), 300, 8).await, 300);
+    let (total, requests) = nginx.connections();
+    assert_eq!(requests, 600);
+    eprintln!(
+        "stock wasmtime serve, composed relay: 300 sequential on {sequential} upstream \
+         connections, 300 at 8 on {}",
+        total - sequential
+    );
+    // A pool per instance: an instance serves 128 requests, so three served the
+    // sequential ones, each on a connection of its own (wasmtime's client: 300). At 8
+    // at once, serve runs several instances, each dialling its own (measured 8 to 18;
+    // `roundtrip serve`'s one pool: at most 8).
+    assert!(sequential <= 3, "{sequential}");
+    assert!(total - sequential < 100, "{}", total - sequential);
+    // https: the composition has no TLS, and says so.
+    let statuses = curl(&url, "https://127.0.0.1:9/", 1, 1).await;
+    assert_eq!(statuses, ["500"]);
+}

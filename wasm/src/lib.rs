@@ -27,6 +27,12 @@ pub const WASI_HTTP_CLIENT: &[u8] = include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLI
 pub const WASI_HTTP_CLIENT_STANDALONE: &[u8] =
     include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_STANDALONE_WASM"));
 
+/// The standalone client with wasi:tls replaced by `wasm/no-tls` (every handshake
+/// fails, naming why): it imports no `wasi:tls`, so a host without it (stock
+/// `wasmtime serve`) loads it; `http://` only (`roundtrip compose --no-tls`).
+pub const WASI_HTTP_CLIENT_PLAIN: &[u8] =
+    include_bytes!(env!("ROUNDTRIP_WASI_HTTP_CLIENT_PLAIN_WASM"));
+
 /// `wasm/examples/fetch`: an ordinary wasi:http 0.3 command (the wasm peer of `roundtrip bench`).
 pub const EXAMPLE_FETCH: &[u8] = include_bytes!(env!("ROUNDTRIP_EXAMPLE_FETCH_WASM"));
 

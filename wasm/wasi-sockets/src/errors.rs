@@ -61,7 +61,11 @@ fn describe(error: &SocketError) -> String {
 pub fn tls(server_name: &str, error: &TlsError) -> ErrorCode {
     let text = error.to_debug_string();
     let message = format!("tls handshake with {server_name}: {text}");
-    if text.contains("UnknownIssuer") {
+    // `wasm/no-tls` (`roundtrip compose --no-tls`): no TLS at all. Its sentence travels
+    // in `internal-error` through the wasi:http face, which has no code for it.
+    if text.starts_with("no TLS in this composition") {
+        ErrorCode::ConnectionFailed(message)
+    } else if text.contains("UnknownIssuer") {
         ErrorCode::TlsCertificateUnknownIssuer(message)
     } else if text.contains("NotValidForName") {
         ErrorCode::TlsCertificateNameMismatch(message)
