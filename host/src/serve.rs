@@ -483,6 +483,13 @@ impl WorkerState for Worker {
     type RequestData = IncomingData;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if concurrent == 0 {
+            // Every request it took has been answered, though `handle` may not have
+            // heard yet: none of them sends the next outgoing request.
+            if let Ok(mut serving) = self.caller.serving.lock() {
+                serving.clear();
+            }
+        }
         if total >= self.reuse {
             ShouldAccept::Never
         } else if concurrent >= self.concurrent {

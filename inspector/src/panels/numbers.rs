@@ -113,8 +113,83 @@ fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
     });
 }
 
+/// Above a served app's instances.
+pub const SERVED_HEADING: &str =
+    "what the service did — its instances and the requests they served";
+
+/// Above a served app's pool.
+pub const SERVED_POOL_HEADING: &str = "the one pool — every instance's upstream connections";
+
+/// Incoming ids shown per instance before the rest are counted.
+const SHOWN_INCOMING: usize = 8;
+
+/// A served app (`roundtrip serve`): each instance, the incoming requests it handled,
+/// and the outgoing requests they sent through the one pool.
+fn served(ui: &mut egui::Ui, view: &crate::model::View) {
+    let served = &view.served;
+    ui.strong(SERVED_HEADING);
+    ui.label(format!(
+        "{} instances ({} alive) · {} incoming requests · {} outgoing, all through the one pool below",
+        served.instances.len(),
+        served.live(),
+        served.incoming.len(),
+        view.requests.len()
+    ));
+    egui::Grid::new("served").striped(true).show(ui, |ui| {
+        for title in [
+            "instance",
+            "state",
+            "incoming",
+            "outgoing",
+            "incoming requests",
+        ] {
+            ui.strong(title);
+        }
+        ui.end_row();
+        for instance in served.instances.values() {
+            ui.label(format!("#{}", instance.instance));
+            ui.label(match (&instance.end, &instance.error) {
+                (None, _) => "alive".to_owned(),
+                (Some(_), None) => "retired".to_owned(),
+                (Some(_), Some(error)) => format!("failed: {error}"),
+            });
+            ui.label(instance.incoming.len().to_string());
+            let outgoing: usize = instance
+                .incoming
+                .iter()
+                .filter_map(|id| served.incoming.get(id))
+                .map(|row| row.outgoing.len())
+                .sum();
+            ui.label(outgoing.to_string());
+            let mut list: Vec<String> = instance
+                .incoming
+                .iter()
+                .take(SHOWN_INCOMING)
+                .filter_map(|id| served.incoming.get(id))
+                .map(|row| {
+                    let status = row.status.map_or_else(|| "…".to_owned(), |s| s.to_string());
+                    format!("#{} {} {} {status}", row.incoming, row.method, row.path)
+                })
+                .collect();
+            if instance.incoming.len() > SHOWN_INCOMING {
+                list.push(format!(
+                    "+{} more",
+                    instance.incoming.len() - SHOWN_INCOMING
+                ));
+            }
+            ui.label(list.join(" · "));
+            ui.end_row();
+        }
+    });
+    ui.add_space(6.0);
+}
+
 /// The apps' counters, then the pool's per key and in all.
 fn tables(ui: &mut egui::Ui, view: &crate::model::View) {
+    if !view.served.is_empty() {
+        served(ui, view);
+        ui.strong(SERVED_POOL_HEADING);
+    }
     if !view.apps.is_empty() {
         apps(ui, view);
         // `watch` has no proxy, so no pool.

@@ -15,7 +15,7 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
         .show_rows(ui, row_height, rows.len(), |ui, range| {
             egui::Grid::new("requests-grid")
                 .striped(true)
-                .num_columns(8)
+                .num_columns(9)
                 .start_row(range.start)
                 .show(ui, |ui| {
                     for row in &rows[range] {
@@ -40,8 +40,23 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                             Outcome::ClosedEarly => "closed early",
                             Outcome::Failed => "failed",
                         });
+                        if let Some(caused_by) = row.caused_by {
+                            ui.label(caused(&source.view.served, caused_by));
+                        }
                         ui.end_row();
                     }
                 });
         });
+}
+
+/// `for incoming #5 GET /path · instance 2`: the incoming request a served app's request
+/// served (or only its instance, when it was handling several at once).
+pub fn caused(served: &crate::model::served::Served, by: crate::model::served::CausedBy) -> String {
+    match by.incoming.and_then(|id| served.incoming.get(&id)) {
+        Some(incoming) => format!(
+            "for incoming #{} {} {} · instance {}",
+            incoming.incoming, incoming.method, incoming.path, by.instance
+        ),
+        None => format!("for instance {}", by.instance),
+    }
 }
