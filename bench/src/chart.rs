@@ -49,6 +49,9 @@ fn colour(client: Client) -> RGBColor {
         Client::Raw => RGBColor(0x7f, 0x7f, 0x7f),
         Client::Floor => RGBColor(0x2c, 0xa0, 0x2c),
         Client::FloorLocal => RGBColor(0x98, 0xdf, 0x8a),
+        Client::ServeRoundtrip => RGBColor(0x1f, 0x77, 0xb4),
+        Client::ServeDefaultClient => RGBColor(0xd6, 0x27, 0x28),
+        Client::ServeStock => RGBColor(0x94, 0x67, 0xbd),
     }
 }
 

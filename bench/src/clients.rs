@@ -85,6 +85,13 @@ pub async fn run(spec: &Spec) -> Result<Outcome, String> {
         }
         Client::WasiHttp => return super::wasi_http::run(spec, tls_config(&cas)?).await,
         Client::Raw => raw_fan_out(spec, per_task, tls_config(&cas)?).await,
+        // Hosts, not clients: `serve.rs` runs them and drives them with the raw loop.
+        Client::ServeRoundtrip | Client::ServeDefaultClient | Client::ServeStock => {
+            return Err(format!(
+                "{} is a serve host, not a client",
+                spec.client.name()
+            ));
+        }
     };
     let elapsed = started.elapsed();
     let guest_memory = match measured {
@@ -213,14 +220,14 @@ fn hyper_client(max_idle: usize, mut tls: rustls::ClientConfig) -> HyperClient {
 }
 
 /// The CA certificates in `pem`.
-fn trusted(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn trusted(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("bad CA PEM: {e}"))
 }
 
 /// A rustls client config trusting `cas` only, offering `http/1.1`.
-fn tls_config(cas: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(cas: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
         roots.add(ca.clone()).map_err(|e| e.to_string())?;
@@ -256,8 +263,13 @@ async fn raw_fan_out(spec: &Spec, per_task: Budget, tls: rustls::ClientConfig) -
         }];
     };
     let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let extra: String = spec
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request: Arc<[u8]> = format!(
-        "GET {} HTTP/1.1\r\nHost: {authority}\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n",
         uri.path_and_query().map_or("/", |p| p.as_str())
     )
     .into_bytes()
@@ -448,7 +460,10 @@ pub async fn idle_memory(spec: &Spec) -> Result<Outcome, String> {
         | Client::RoundtripShards2
         | Client::WasiHttp
         | Client::Floor
-        | Client::FloorLocal => {
+        | Client::FloorLocal
+        | Client::ServeRoundtrip
+        | Client::ServeDefaultClient
+        | Client::ServeStock => {
             Err("idle memory is measured for `roundtrip` and `hyper-util`".to_owned())
         }
     }

@@ -16,10 +16,13 @@
 pub mod chart;
 mod clients;
 mod link;
-mod report;
+pub(crate) mod report;
+mod serve;
 mod server;
 mod sockets;
 mod wasi_http;
+
+pub use wasi_http::DefaultClient;
 
 use std::time::Duration;
 
@@ -50,6 +53,14 @@ pub enum Client {
     Floor,
     /// The floor on the caller's thread (`Transport::new_local`).
     FloorLocal,
+    /// `--serve`: the relay under `roundtrip serve` (every instance on one pool).
+    ServeRoundtrip,
+    /// `--serve`: the relay under `roundtrip serve --peer-default-client`: wasmtime
+    /// serve's instance rules with wasmtime's default client (a connection per request;
+    /// the bench's CA trusted, which stock wasmtime cannot be told).
+    ServeDefaultClient,
+    /// `--serve`: the relay under the stock `wasmtime serve` binary (plain HTTP only).
+    ServeStock,
 }
 
 impl Client {
@@ -68,7 +79,10 @@ impl Client {
     pub fn is_ours(self) -> bool {
         matches!(
             self,
-            Client::Roundtrip | Client::RoundtripLocal | Client::RoundtripShards2
+            Client::Roundtrip
+                | Client::RoundtripLocal
+                | Client::RoundtripShards2
+                | Client::ServeRoundtrip
         )
     }
 
@@ -82,6 +96,9 @@ impl Client {
             Client::Raw => "raw loop",
             Client::Floor => "floor",
             Client::FloorLocal => "floor local",
+            Client::ServeRoundtrip => "roundtrip serve",
+            Client::ServeDefaultClient => "serve, default client",
+            Client::ServeStock => "wasmtime serve (stock)",
         }
     }
 
@@ -172,6 +189,9 @@ pub struct Spec {
     /// Run for this long rather than for `requests`.
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// Header fields every request carries (the raw loop's; the relay's `url`).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
 }
 
 /// What a worker measures.
@@ -332,10 +352,18 @@ pub struct Options {
     pub cold_start: bool,
     /// Add the 60 s soak at concurrency 64 (each client once).
     pub soak: bool,
+    /// Run the serve workloads (`serve::workloads`) instead: the relay under
+    /// `roundtrip serve` and under wasmtime serve with its default client.
+    pub serve: bool,
+    /// The `roundtrip` executable (the serve hosts run it).
+    pub exe: Option<std::path::PathBuf>,
 }
 
 /// How many worker runs `options` makes (for a progress bar).
 pub fn planned_runs(options: &Options) -> u64 {
+    if options.serve {
+        return serve::planned_runs(options);
+    }
     let measured: usize = workloads(options.scale, options.soak)
         .iter()
         .filter(|w| {
@@ -364,6 +392,9 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
     let server = server::Server::start(options.server).await?;
+    if options.serve {
+        return serve::run(options, &server, worker, progress).await;
+    }
     // The delayed links, one per server port, started when a workload needs one.
     let mut links = Vec::new();
     let mut rows = Vec::new();
@@ -400,6 +431,7 @@ pub async fn run(
                 mode: Mode::Workload,
                 ca_pem: server.ca_pem(),
                 seconds: workload.seconds,
+                headers: Vec::new(),
             };
             let mut runs = Vec::new();
             let repetitions = repetitions(options, &workload);
@@ -436,6 +468,7 @@ pub async fn run(
                 mode: Mode::IdleMemory,
                 ca_pem: String::new(),
                 seconds: None,
+                headers: Vec::new(),
             };
             let measured = run_in_worker(&worker, &spec).await?;
             if let Some(memory) = measured.idle {
@@ -460,6 +493,7 @@ pub async fn run(
                 mode: Mode::ColdStart,
                 ca_pem: String::new(),
                 seconds: None,
+                headers: Vec::new(),
             };
             let command = |spec: &Spec| {
                 let mut command = worker(spec);
@@ -510,7 +544,10 @@ fn repetitions(options: &Options, workload: &Workload) -> usize {
 }
 
 /// `url` with its port swapped for a delayed link's in front of it.
-async fn through_link(url: &str, links: &mut Vec<(u16, link::Link)>) -> Result<String, String> {
+pub(crate) async fn through_link(
+    url: &str,
+    links: &mut Vec<(u16, link::Link)>,
+) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let port = uri.port_u16().ok_or(format!("no port in {url}"))?;
     let link = match links.iter().find(|(to, _)| *to == port) {
@@ -529,13 +566,23 @@ async fn run_in_worker(
     worker: &impl Fn(&Spec) -> std::process::Command,
     spec: &Spec,
 ) -> Result<Measurement, String> {
-    let mut command = tokio::process::Command::from(worker(spec));
-    command.kill_on_drop(true);
     let port = spec
         .url
         .parse::<http::Uri>()
         .ok()
         .and_then(|uri| uri.port_u16());
+    run_in_worker_on(worker, spec, port).await
+}
+
+/// [`run_in_worker`], counting the sockets of `port` (the server's, or a serve
+/// host's upstream).
+pub(crate) async fn run_in_worker_on(
+    worker: &impl Fn(&Spec) -> std::process::Command,
+    spec: &Spec,
+    port: Option<u16>,
+) -> Result<Measurement, String> {
+    let mut command = tokio::process::Command::from(worker(spec));
+    command.kill_on_drop(true);
     let before = port.map(sockets::count).unwrap_or_default();
     let mut peak_open = 0;
     let output = tokio::time::timeout(Duration::from_secs(600), async {

@@ -140,8 +140,19 @@ impl WasiHttpView for Peer {
 /// same steps (a new TCP connection, a full TLS handshake, hyper's HTTP/1
 /// handshake, one request) with the benchmark's CA trusted: the default trusts only
 /// the public web roots, which a loopback test server cannot be under.
-struct DefaultClient {
+#[derive(Clone)]
+pub struct DefaultClient {
     tls: Arc<rustls::ClientConfig>,
+}
+
+impl DefaultClient {
+    /// The default client trusting the CAs in `ca_pem` for `https` (each request a
+    /// full handshake: no session resumption, as the default client has none).
+    pub fn new(ca_pem: &str) -> Result<Self, String> {
+        let mut tls = super::clients::tls_config(&super::clients::trusted(ca_pem)?)?;
+        tls.resumption = rustls::client::Resumption::disabled();
+        Ok(Self { tls: Arc::new(tls) })
+    }
 }
 
 type SendFuture = Box<

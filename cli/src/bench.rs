@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// Also run the 60 s soak at concurrency 64 (each client once; 6 s with --quick).
     #[arg(long)]
     soak: bool,
+    /// Instead of the clients: the relay service (wasm/examples/relay) under
+    /// `roundtrip serve`, under wasmtime serve's rules with wasmtime's default client,
+    /// and under the stock `wasmtime serve` where installed (plain HTTP) — req/s,
+    /// the host's CPU per request, upstream connections and TIME_WAIT.
+    #[arg(long)]
+    serve: bool,
     /// Only these clients (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "CLIENT")]
     clients: Vec<Client>,
@@ -79,10 +85,16 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         },
         cold_start: !args.no_cold_start,
         soak: args.soak,
+        serve: args.serve,
+        exe: None,
     };
     let Ok(exe) = std::env::current_exe() else {
         eprintln!("roundtrip bench: cannot find its own executable");
         return ExitCode::from(1);
+    };
+    let options = bench::Options {
+        exe: Some(exe.clone()),
+        ..options
     };
     let worker_command = |spec: &Spec| {
         let mut command = std::process::Command::new(&exe);

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (the shared pool per upstream host) on ADDR, at /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// The bench's peer (`roundtrip bench --serve`): wasmtime's default client (a
+    /// connection per request) in place of the pool, trusting `--cacert`.
+    #[arg(long, hide = true)]
+    peer_default_client: bool,
     /// The service: a component exporting `wasi:http/handler@0.3.0` or
     /// `wasi:http/incoming-handler@0.2.x`.
     service: PathBuf,
@@ -84,7 +88,24 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(transport) => transport,
         Err(e) => return fail(&e.to_string()),
     };
-    let service = match Service::new(&guest, transport, options) {
+    let service = if args.peer_default_client {
+        let mut pem = String::new();
+        for file in &args.pool.reach.cacert {
+            pem.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        match roundtrip_bench::DefaultClient::new(&pem) {
+            Ok(client) => Service::with_hooks(
+                &guest,
+                transport,
+                options,
+                std::sync::Arc::new(move || Box::new(client.clone())),
+            ),
+            Err(message) => Err(message),
+        }
+    } else {
+        Service::new(&guest, transport, options)
+    };
+    let service = match service {
         Ok(service) => service,
         Err(message) => return fail(&message),
     };

@@ -41,7 +41,7 @@ use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
     WorkerStatus,
 };
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::events::{Event, EventKind};
 use crate::hooks::{Caller, Hooks, WasiError};
@@ -116,6 +116,27 @@ impl Service {
     /// Compiles `guest` (a 0.3 service or a 0.2 proxy) for instances whose outgoing
     /// requests go through `transport`.
     pub fn new(guest: &[u8], transport: Transport, options: Options) -> Result<Self, String> {
+        Self::build(guest, transport, options, None)
+    }
+
+    /// The same, each instance's outgoing requests sent by the hooks `make` returns
+    /// instead (`roundtrip bench`'s peer: wasmtime's default client, a connection per
+    /// request); `transport` then only carries the events.
+    pub fn with_hooks(
+        guest: &[u8],
+        transport: Transport,
+        options: Options,
+        make: MakeHooks,
+    ) -> Result<Self, String> {
+        Self::build(guest, transport, options, Some(make))
+    }
+
+    fn build(
+        guest: &[u8],
+        transport: Transport,
+        options: Options,
+        make_hooks: Option<MakeHooks>,
+    ) -> Result<Self, String> {
         let engine = crate::transport::engine().map_err(|e| e.to_string())?;
         let component = crate::compiled::component(engine, guest)
             .map_err(|e| format!("cannot compile the service: {e:#}"))?;
@@ -149,6 +170,7 @@ impl Service {
         let handler = ProxyHandler::new(Handler {
             pre,
             transport,
+            make_hooks,
             options,
             reuse: reuse.max(1),
             concurrent: concurrent.max(1),
@@ -301,7 +323,7 @@ pub(crate) struct Guest {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    hooks: Hooks,
+    hooks: Box<dyn WasiHttpHooks>,
     limits: GuestLimits,
 }
 
@@ -319,14 +341,18 @@ impl WasiHttpView for Guest {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut *self.hooks,
         }
     }
 }
 
+/// Makes the hooks of a new instance's store.
+pub type MakeHooks = Arc<dyn Fn() -> Box<dyn WasiHttpHooks> + Send + Sync>;
+
 struct Handler {
     pre: ProxyPre<Guest>,
     transport: Transport,
+    make_hooks: Option<MakeHooks>,
     options: Options,
     reuse: usize,
     concurrent: usize,
@@ -370,7 +396,10 @@ impl HandlerState for Handler {
                     .build(),
                 table: ResourceTable::new(),
                 http: WasiHttpCtx::new(),
-                hooks: Hooks::with_caller(self.transport.clone(), caller.clone()),
+                hooks: match &self.make_hooks {
+                    Some(make) => make(),
+                    None => Box::new(Hooks::with_caller(self.transport.clone(), caller.clone())),
+                },
                 limits: GuestLimits {
                     max_memory: self.options.max_guest_memory,
                     memory: 0,

@@ -1,0 +1,246 @@
+//! `roundtrip bench --serve`: the relay service (`wasm/examples/relay`: each request
+//! forwarded to the URL in its `url` header) served by different hosts to the same
+//! load (the raw keep-alive loop in a worker process), its upstream the bench's
+//! server — straight, over HTTPS, or through the 2 ms-RTT link.
+//!
+//! ```text
+//!  worker (raw loop, C sockets) ──► host: the relay ──► upstream (nginx)
+//!                                   roundtrip serve            ▲ counted here:
+//!                                   serve + default client     │ peak open, TIME_WAIT
+//!                                   wasmtime serve (stock)
+//! ```
+//!
+//! Each host is a process of its own; its CPU per request is read from
+//! `/proc/PID/stat` around each run, and the upstream sockets are counted on the
+//! server's port. A warm-up run (discarded) goes first: the instances' compile and the
+//! first connections are not what is measured.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::server::Server;
+use super::{Client, Measurement, Mode, Options, Report, Row, Spec};
+
+/// One serve workload.
+struct Workload {
+    name: &'static str,
+    requests: usize,
+    concurrency: usize,
+    tls: bool,
+    slow_link: bool,
+}
+
+fn workloads(scale: f64) -> Vec<Workload> {
+    let n = |full: usize| ((full as f64 * scale).round() as usize).max(1);
+    let relay = |name, requests, concurrency, tls, slow_link| Workload {
+        name,
+        requests: n(requests),
+        concurrency,
+        tls,
+        slow_link,
+    };
+    vec![
+        relay("relay sequential", 3_000, 1, false, false),
+        relay("relay concurrency 64", 20_000, 64, false, false),
+        relay("relay HTTPS sequential", 2_000, 1, true, false),
+        relay("relay HTTPS concurrency 64", 10_000, 64, true, false),
+        relay("relay 2 ms RTT sequential", 500, 1, false, true),
+        relay("relay 2 ms RTT concurrency 64", 5_000, 64, false, true),
+    ]
+}
+
+/// The hosts compared on `workload`: the stock binary only on plain HTTP (it
+/// trusts only the public web roots) and only where it is installed.
+fn hosts(workload: &Workload, stock: Option<&Path>) -> Vec<Client> {
+    let mut hosts = vec![Client::ServeRoundtrip, Client::ServeDefaultClient];
+    if !workload.tls && stock.is_some() {
+        hosts.push(Client::ServeStock);
+    }
+    hosts
+}
+
+/// The stock `wasmtime` CLI with `serve` (`WASMTIME`, else on the `PATH`).
+fn stock_wasmtime() -> Option<PathBuf> {
+    let binary = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".to_owned());
+    let output = Command::new(&binary).arg("serve").output().ok()?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    // Built without `serve`, it takes `serve` for a file name.
+    (!said.contains("failed to open wasm module")).then(|| PathBuf::from(binary))
+}
+
+fn selected<'a>(options: &'a Options, all: Vec<Workload>) -> impl Iterator<Item = Workload> + 'a {
+    all.into_iter().filter(|w| {
+        options
+            .only
+            .as_deref()
+            .is_none_or(|only| w.name.contains(only))
+    })
+}
+
+pub fn planned_runs(options: &Options) -> u64 {
+    let stock = stock_wasmtime();
+    selected(options, workloads(options.scale))
+        .map(|w| hosts(&w, stock.as_deref()).len() * options.repetitions)
+        .sum::<usize>() as u64
+}
+
+/// A host serving the relay on a free loopback port; killed when dropped.
+struct Host {
+    child: Child,
+    port: u16,
+}
+
+impl Host {
+    fn start(
+        client: Client,
+        exe: &Path,
+        stock: Option<&Path>,
+        relay: &Path,
+        ca: &Path,
+    ) -> Result<Self, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = match client {
+            Client::ServeStock => {
+                let mut command = Command::new(stock.ok_or("no stock wasmtime")?);
+                command
+                    .args(["serve", "-Scli", "-Sp3", "-Wcomponent-model-async=y"])
+                    .args(["-Sinherit-network", "-Sallow-ip-name-lookup"]);
+                command
+            }
+            _ => {
+                let mut command = Command::new(exe);
+                command.arg("serve").arg("--cacert").arg(ca);
+                if client == Client::ServeDefaultClient {
+                    command.arg("--peer-default-client");
+                }
+                command
+            }
+        };
+        let child = command
+            .args(["--addr", &addr])
+            .arg(relay)
+            .env_remove("ROUNDTRIP_INSPECT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", client.name()))?;
+        let host = Host { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{} did not listen within a minute", client.name()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(host)
+    }
+
+    /// User + system CPU seconds of the host process so far.
+    fn cpu_seconds(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let user: f64 = fields.get(11)?.parse().ok()?;
+                let system: f64 = fields.get(12)?.parse().ok()?;
+                Some((user + system) / 100.0)
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn run(
+    options: &Options,
+    server: &Server,
+    worker: impl Fn(&Spec) -> Command,
+    mut progress: impl FnMut(&str),
+) -> Result<Report, String> {
+    let exe = options
+        .exe
+        .clone()
+        .ok_or("no roundtrip executable to serve with")?;
+    let stock = stock_wasmtime();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let relay = dir.path().join("relay.wasm");
+    std::fs::write(&relay, roundtrip_wasm::EXAMPLE_RELAY).map_err(|e| e.to_string())?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem()).map_err(|e| e.to_string())?;
+    let mut links = Vec::new();
+    let mut rows = Vec::new();
+    for workload in selected(options, workloads(options.scale)) {
+        let mut upstream = server.url("/small", workload.tls);
+        if workload.slow_link {
+            upstream = super::through_link(&upstream, &mut links).await?;
+        }
+        let upstream_port = upstream
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| uri.port_u16());
+        for client in hosts(&workload, stock.as_deref()) {
+            let host = Host::start(client, &exe, stock.as_deref(), &relay, &ca)?;
+            let spec = |requests| Spec {
+                client: Client::Raw,
+                url: format!("http://127.0.0.1:{}/", host.port),
+                requests,
+                concurrency: workload.concurrency,
+                mode: Mode::Workload,
+                ca_pem: String::new(),
+                seconds: None,
+                headers: vec![("url".to_owned(), upstream.clone())],
+            };
+            // Warm-up: instances made and compiled, first connections dialled.
+            super::run_in_worker_on(&worker, &spec(workload.concurrency * 4), upstream_port)
+                .await?;
+            let mut runs: Vec<Measurement> = Vec::new();
+            for rep in 0..options.repetitions {
+                let before = host.cpu_seconds();
+                let mut measured =
+                    super::run_in_worker_on(&worker, &spec(workload.requests), upstream_port)
+                        .await?;
+                // The host's CPU, not the load generator's.
+                measured.cpu_seconds = host.cpu_seconds() - before;
+                progress(&format!(
+                    "{:<30} {:<24} run {}/{}: {:.0} req/s, {} errors",
+                    workload.name,
+                    client.name(),
+                    rep + 1,
+                    options.repetitions,
+                    measured.requests_per_second(),
+                    measured.errors
+                ));
+                runs.push(measured);
+            }
+            drop(host);
+            runs.sort_by(|a, b| a.requests_per_second().total_cmp(&b.requests_per_second()));
+            rows.push(Row {
+                workload: workload.name.to_owned(),
+                client,
+                runs: runs.len(),
+                median: runs[runs.len() / 2].clone(),
+            });
+        }
+    }
+    Ok(Report {
+        server: format!(
+            "{} (upstream); hosts serve wasm/examples/relay; load: the raw keep-alive loop",
+            server.describe()
+        ),
+        machine: super::report::machine(),
+        rows,
+        idle: Vec::new(),
+        cold_start: Vec::new(),
+    })
+}
