@@ -234,6 +234,10 @@ pub struct Measurement {
     /// memory never shrinks, so its high-water mark.
     #[serde(default)]
     pub guest_memory_kib: Option<u64>,
+    /// `--serve`: connections the upstream accepted during the run (the kernel's
+    /// passive opens, less the load's own connections to the host).
+    #[serde(default)]
+    pub upstream_opened: Option<u64>,
 }
 
 /// Memory held by idle connections, measured against the same process after one

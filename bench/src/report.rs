@@ -39,6 +39,9 @@ impl Report {
     /// Markdown: one line per workload and client, the ratio being ours (the better of
     /// `roundtrip` and `roundtrip local`) ÷ theirs (above 1: this transport is faster).
     pub fn table(&self) -> String {
+        if self.rows.iter().any(|r| r.median.upstream_opened.is_some()) {
+            return self.serve_table();
+        }
         let mut out = String::from(
             "| workload | client | req/s | p50 µs | p99 µs | MB/s | CPU s / 10k req | peak RSS MiB | peak conns | TIME_WAIT left | errors | roundtrip ÷ client |\n\
              |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -124,6 +127,51 @@ impl Report {
                 };
                 out.push_str(&format!("| {how} | {millis:.1} |\n"));
             }
+        }
+        out
+    }
+
+    /// `--serve`: per host, the throughput, the host's CPU per request, and what the
+    /// upstream saw; the ratios are `roundtrip serve`'s (req/s: ours ÷ theirs; CPU:
+    /// theirs ÷ ours, above 1: ours spends less).
+    fn serve_table(&self) -> String {
+        let mut out = String::from(
+            "| workload | host | req/s | p50 µs | p99 µs | host CPU s / 10k req | upstream conns opened | peak upstream conns | TIME_WAIT left | errors | req/s ratio | CPU ratio |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.rows {
+            let m = &row.median;
+            let ours = self
+                .rows
+                .iter()
+                .find(|r| r.workload == row.workload && r.client.is_ours())
+                .map(|r| &r.median);
+            let (rps_ratio, cpu_ratio) = match ours {
+                Some(_) if row.client.is_ours() => ("—".to_owned(), "—".to_owned()),
+                Some(ours) => (
+                    format!(
+                        "{:.2}×",
+                        ours.requests_per_second() / m.requests_per_second().max(1e-9)
+                    ),
+                    format!("{:.2}×", m.cpu_per_10k() / ours.cpu_per_10k().max(1e-9)),
+                ),
+                None => ("?".to_owned(), "?".to_owned()),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                row.workload,
+                row.client.name(),
+                m.requests_per_second(),
+                m.p50_us,
+                m.p99_us,
+                m.cpu_per_10k(),
+                m.upstream_opened.unwrap_or_default(),
+                m.peak_open,
+                m.time_wait,
+                m.errors,
+                rps_ratio,
+                cpu_ratio
+            ));
         }
         out
     }

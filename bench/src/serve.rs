@@ -189,41 +189,69 @@ pub async fn run(
             .parse::<http::Uri>()
             .ok()
             .and_then(|uri| uri.port_u16());
-        for client in hosts(&workload, stock.as_deref()) {
-            let host = Host::start(client, &exe, stock.as_deref(), &relay, &ca)?;
-            let spec = |requests| Spec {
-                client: Client::Raw,
-                url: format!("http://127.0.0.1:{}/", host.port),
-                requests,
-                concurrency: workload.concurrency,
-                mode: Mode::Workload,
-                ca_pem: String::new(),
-                seconds: None,
-                headers: vec![("url".to_owned(), upstream.clone())],
-            };
-            // Warm-up: instances made and compiled, first connections dialled.
-            super::run_in_worker_on(&worker, &spec(workload.concurrency * 4), upstream_port)
-                .await?;
-            let mut runs: Vec<Measurement> = Vec::new();
-            for rep in 0..options.repetitions {
-                let before = host.cpu_seconds();
+        // Every host up first, and the repetitions taken in turn: a slow minute of
+        // the machine weighs on each host alike.
+        let hosts: Vec<(Client, Host)> = hosts(&workload, stock.as_deref())
+            .into_iter()
+            .map(|client| {
+                Ok((
+                    client,
+                    Host::start(client, &exe, stock.as_deref(), &relay, &ca)?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        let spec = |host: &Host, requests| Spec {
+            client: Client::Raw,
+            url: format!("http://127.0.0.1:{}/", host.port),
+            requests,
+            concurrency: workload.concurrency,
+            mode: Mode::Workload,
+            ca_pem: String::new(),
+            seconds: None,
+            headers: vec![("url".to_owned(), upstream.clone())],
+        };
+        // Warm-up: instances made and compiled, first connections dialled.
+        for (_, host) in &hosts {
+            super::run_in_worker_on(
+                &worker,
+                &spec(host, workload.concurrency * 4),
+                upstream_port,
+            )
+            .await?;
+        }
+        let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); hosts.len()];
+        for rep in 0..options.repetitions {
+            for (i, (client, host)) in hosts.iter().enumerate() {
+                let cpu = host.cpu_seconds();
+                let opens = passive_opens();
                 let mut measured =
-                    super::run_in_worker_on(&worker, &spec(workload.requests), upstream_port)
+                    super::run_in_worker_on(&worker, &spec(host, workload.requests), upstream_port)
                         .await?;
                 // The host's CPU, not the load generator's.
-                measured.cpu_seconds = host.cpu_seconds() - before;
+                measured.cpu_seconds = host.cpu_seconds() - cpu;
+                // Accepted: the load's connections to the host, then the upstream's
+                // (through the link, each one twice: by the link, then by nginx).
+                let accepted = passive_opens().saturating_sub(opens);
+                let upstream = accepted.saturating_sub(workload.concurrency as u64);
+                measured.upstream_opened = Some(if workload.slow_link {
+                    upstream / 2
+                } else {
+                    upstream
+                });
                 progress(&format!(
-                    "{:<30} {:<24} run {}/{}: {:.0} req/s, {} errors",
+                    "{:<30} {:<24} run {}/{}: {:.0} req/s, {} upstream conns, {} errors",
                     workload.name,
                     client.name(),
                     rep + 1,
                     options.repetitions,
                     measured.requests_per_second(),
+                    measured.upstream_opened.unwrap_or_default(),
                     measured.errors
                 ));
-                runs.push(measured);
+                runs[i].push(measured);
             }
-            drop(host);
+        }
+        for ((client, _), mut runs) in hosts.into_iter().zip(runs) {
             runs.sort_by(|a, b| a.requests_per_second().total_cmp(&b.requests_per_second()));
             rows.push(Row {
                 workload: workload.name.to_owned(),
@@ -243,4 +271,20 @@ pub async fn run(
         idle: Vec::new(),
         cold_start: Vec::new(),
     })
+}
+
+/// TCP connections this machine has accepted so far (`Tcp: PassiveOpens` of
+/// `/proc/net/snmp`): the bench is all that accepts while it runs.
+fn passive_opens() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|line| line.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "PassiveOpens")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
 }

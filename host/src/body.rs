@@ -246,8 +246,9 @@ struct Streamed {
 
 impl Drop for Streamed {
     fn drop(&mut self) {
-        // Wakes a guest write waiting for the caller: the reader is gone.
-        self.caught_up.close();
+        // Wakes a guest write waiting for the caller: the reader is gone, with every
+        // chunk handed to it taken, or not.
+        self.caught_up.close(self.data.is_empty());
     }
 }
 

@@ -157,6 +157,10 @@ pub struct BytesConsumer {
 pub struct CaughtUp {
     /// The reader is gone.
     closed: AtomicBool,
+    /// It went having taken every chunk handed to it: had the body's end come, it had
+    /// read it all (hyper's server, for one, drops a body once its `Content-Length`
+    /// is written, without asking for an end it knows is there).
+    drained_when_closed: AtomicBool,
     /// The store's side, waiting in a zero-length write.
     waker: AtomicWaker,
 }
@@ -170,8 +174,10 @@ impl CaughtUp {
         }
     }
 
-    /// The reader is gone: a write waiting for it ends.
-    pub fn close(&self) {
+    /// The reader is gone — having taken every chunk (`drained`) or not: a write
+    /// waiting for it ends.
+    pub fn close(&self, drained: bool) {
+        self.drained_when_closed.store(drained, Ordering::Release);
         self.closed.store(true, Ordering::Release);
         self.waker.wake();
     }
@@ -185,13 +191,19 @@ impl BytesConsumer {
         }
     }
 
-    /// A zero-length write: ready once the caller has taken every chunk.
+    /// A zero-length write: ready once the caller has taken every chunk. The
+    /// component makes it only when the body's last byte has been handed over, so a
+    /// reader gone after taking every chunk read the body to its end (Go's `Read`
+    /// returns EOF with the last bytes): that completes it too.
     fn poll_caught_up(&self, cx: &mut Context<'_>, finish: bool) -> Poll<StreamResult> {
         let ready = || {
             let gone = self.caught_up.closed.load(Ordering::Acquire);
             match self.chunks.get_ref() {
                 Some(tx) if !gone && !tx.is_closed() => {
                     (tx.capacity() == tx.max_capacity()).then_some(StreamResult::Completed)
+                }
+                _ if self.caught_up.drained_when_closed.load(Ordering::Acquire) => {
+                    Some(StreamResult::Completed)
                 }
                 _ => Some(StreamResult::Dropped),
             }

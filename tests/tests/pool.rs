@@ -834,3 +834,57 @@ fn the_store_is_a_task_of_the_callers_runtime_and_a_thread_only_outside_one() {
     }
     assert_eq!(server.connections(), 2);
 }
+
+/// Go's `Read` returns EOF with a body's last bytes: a caller that drops the body
+/// once it has every byte (hyper's server writing a `Content-Length` body does) read
+/// it to its end, and the connection goes back to the pool.
+#[tokio::test]
+async fn a_body_dropped_right_after_its_last_byte_was_read_to_its_end() {
+    use http_body_util::BodyExt;
+    let server = roundtrip_servers::LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    let length = 200_000; // past the whole-body limit: streamed
+    let request = http::Request::get(server.url(&format!("/bytes/{length}")))
+        .body(roundtrip_host::Body::empty())
+        .unwrap();
+    let response = tokio::time::timeout(FETCH_LIMIT, transport.round_trip(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < length {
+        let frame = tokio::time::timeout(FETCH_LIMIT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        read += frame.into_data().map_or(0, |data| data.len());
+    }
+    // Every byte taken; the end never asked for. The component pools the connection
+    // as it learns the caller is gone (the same turn a read of the end would have).
+    drop(body);
+    assert!(
+        wait_for_event(&recorder, |k| matches!(
+            k,
+            EventKind::PutIdle { ok: true, .. }
+        ))
+        .await,
+        "the connection was not pooled"
+    );
+    let again = get(&transport, &server.url("/small")).await.unwrap();
+    assert!(again.conn.reused, "the connection was not pooled");
+    let events = recorder.events();
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::BodyClosedEarly { .. })),
+        0
+    );
+    assert_eq!(
+        count(
+            &events,
+            |k| matches!(k, EventKind::BodyEof { bytes } if *bytes == length as u64)
+        ),
+        1
+    );
+    assert_eq!(server.connections(), 1);
+}
