@@ -319,7 +319,21 @@ pub fn run_worker(spec: &Spec) -> Result<Measurement, String> {
 /// CPU seconds (user + system) and peak RSS of this process, from Linux's /proc
 /// (`/proc/self/stat` counts in USER_HZ, 100 per second on Linux's ABI).
 fn process_usage() -> (f64, u64) {
-    let cpu = std::fs::read_to_string("/proc/self/stat")
+    let cpu = cpu_seconds("self");
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+/// User + system CPU seconds of process `pid` (`self`: this one) so far, from
+/// `/proc/PID/stat` (in USER_HZ, 100 per second on Linux's ABI); 0 when unreadable.
+pub(crate) fn cpu_seconds(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             // Fields after the command name, which is in parentheses and may hold spaces.
@@ -329,15 +343,7 @@ fn process_usage() -> (f64, u64) {
             let system: f64 = fields.get(12)?.parse().ok()?;
             Some((user + system) / 100.0)
         })
-        .unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0);
-    (cpu, rss)
+        .unwrap_or(0.0)
 }
 
 /// How a whole benchmark runs.

@@ -142,16 +142,7 @@ impl Host {
 
     /// User + system CPU seconds of the host process so far.
     fn cpu_seconds(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|stat| {
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let user: f64 = fields.get(11)?.parse().ok()?;
-                let system: f64 = fields.get(12)?.parse().ok()?;
-                Some((user + system) / 100.0)
-            })
-            .unwrap_or(0.0)
+        super::cpu_seconds(&self.child.id().to_string())
     }
 }
 

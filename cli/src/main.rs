@@ -81,6 +81,19 @@ impl EventArgs {
 
     /// The sinks asked for (`ROUNDTRIP_INSPECT` is added by the transport unless
     /// `--inspect` names an inspector).
+    /// [`EventArgs::events`], and a Prometheus sink beside them when `metrics` (for
+    /// `--metrics ADDR`).
+    fn events_and_metrics(
+        &self,
+        metrics: bool,
+    ) -> Result<(Events, Option<roundtrip_host::metrics::Metrics>), String> {
+        let events = self.events()?;
+        Ok(match metrics.then(roundtrip_host::metrics::Metrics::new) {
+            Some(metrics) => (events.with(metrics.clone()), Some(metrics)),
+            None => (events, None),
+        })
+    }
+
     fn events(&self) -> Result<Events, String> {
         let mut events = Events::new();
         match self.events.as_deref() {

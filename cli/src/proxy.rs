@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use clap::Args;
 use roundtrip_host::Transport;
-use roundtrip_host::metrics::Metrics;
 use roundtrip_proxy::{ForwardProxy, MetricsServer, Mitm, ProxyOptions};
 
 use super::{EventArgs, PoolArgs, ProxyDefault, usage_error};
@@ -37,14 +36,10 @@ pub struct ProxyArgs {
 }
 
 pub async fn run(args: ProxyArgs) -> ExitCode {
-    let mut events = match args.events.events() {
-        Ok(events) => events,
+    let (events, metrics) = match args.events.events_and_metrics(args.metrics.is_some()) {
+        Ok(both) => both,
         Err(message) => return usage_error(&message),
     };
-    let metrics = args.metrics.as_ref().map(|_| Metrics::new());
-    if let Some(metrics) = &metrics {
-        events = events.with(metrics.clone());
-    }
     let config =
         match args
             .pool

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use roundtrip_host::metrics::Metrics;
 use roundtrip_host::serve::{Options, Service};
 use roundtrip_proxy::MetricsServer;
 
@@ -54,14 +53,10 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let mut events = match args.events.events() {
-        Ok(events) => events,
+    let (events, metrics) = match args.events.events_and_metrics(args.metrics.is_some()) {
+        Ok(both) => both,
         Err(message) => return usage_error(&message),
     };
-    let metrics = args.metrics.as_ref().map(|_| Metrics::new());
-    if let Some(metrics) = &metrics {
-        events = events.with(metrics.clone());
-    }
     let mut config = match args.pool.config(
         events,
         args.events.inspect_from_env(),

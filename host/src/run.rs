@@ -26,7 +26,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p3::bindings::Command;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -136,12 +135,7 @@ pub async fn run(
         },
         http: WasiHttpCtx::new(),
     };
-    let mut store = Store::new(&engine, state);
-    store.limiter(|state| &mut state.transport.limits);
-    // The engine interrupts guests every tick; a program may compute as long as it
-    // likes, so each deadline only yields to the host's event loop.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+    let mut store = crate::state::guest_store(&engine, state, |run| &mut run.transport.limits);
     let instance = linker
         .instantiate_async(&mut store, &component)
         .await
@@ -212,10 +206,7 @@ async fn run_with_hooks(
             memory: 0,
         },
     };
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+    let mut store = crate::state::guest_store(engine, state, |hosted| &mut hosted.limits);
     let instance = linker
         .instantiate_async(&mut store, &component)
         .await

@@ -386,7 +386,7 @@ impl HandlerState for Handler {
             serving: Mutex::new(Vec::new()),
         });
         let engine = crate::transport::engine().map_err(wasmtime::Error::msg)?;
-        let mut store = Store::new(
+        let mut store = crate::state::guest_store(
             engine,
             Guest {
                 wasi: WasiCtx::builder()
@@ -405,11 +405,8 @@ impl HandlerState for Handler {
                     memory: 0,
                 },
             },
+            |guest| &mut guest.limits,
         );
-        store.limiter(|guest| &mut guest.limits);
-        // The engine interrupts guests every tick: a busy one yields to the others.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         let proxy = self.pre.instantiate_async(&mut store).await?;
         self.live.count.fetch_add(1, Ordering::AcqRel);
         emit(&self.transport, EventKind::InstanceStart { instance: id });

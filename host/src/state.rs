@@ -78,6 +78,21 @@ pub struct GuestLimits {
 /// Tables hold function references; a component needs a handful.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+/// A store for a guest program (`roundtrip run`, `roundtrip serve`): its memory held
+/// to the limits `limits` finds in its data, and the engine's every-tick deadline only
+/// a yield to the host's event loop — a program may compute as long as it likes.
+pub(crate) fn guest_store<T: 'static>(
+    engine: &wasmtime::Engine,
+    data: T,
+    limits: fn(&mut T) -> &mut GuestLimits,
+) -> wasmtime::Store<T> {
+    let mut store = wasmtime::Store::new(engine, data);
+    store.limiter(move |data| limits(data));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+    store
+}
+
 impl ResourceLimiter for GuestLimits {
     fn memory_growing(
         &mut self,

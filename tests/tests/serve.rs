@@ -97,17 +97,42 @@ fn all_ok(statuses: &[String], count: usize) {
     assert!(statuses.iter().all(|s| s == "200"), "{statuses:?}");
 }
 
+/// `count` requests relayed one after another, all answered, on ONE upstream
+/// connection by nginx's log (`before`: the requests it had logged already).
+async fn sequential_on_one_connection(served: &Served, nginx: &Nginx, count: usize, before: usize) {
+    let statuses = curl(&served.url(), &nginx.url("/small"), count, 1).await;
+    all_ok(&statuses, count);
+    let (connections, requests) = nginx.connections();
+    assert_eq!(
+        (connections, requests),
+        (1, before + count),
+        "nginx's (connections, requests)"
+    );
+}
+
+/// `count` requests relayed 8 at a time, all answered, on at most 8 upstream
+/// connections by nginx's log (`before`: the requests it had logged already).
+async fn eight_at_a_time_on_at_most_eight(
+    served: &Served,
+    nginx: &Nginx,
+    count: usize,
+    before: usize,
+) {
+    let statuses = curl(&served.url(), &nginx.url("/small"), count, 8).await;
+    all_ok(&statuses, count);
+    let (connections, requests) = nginx.connections();
+    assert_eq!(requests, before + count);
+    assert!(
+        connections <= 8,
+        "{connections} upstream connections for 8 at a time"
+    );
+}
+
 #[tokio::test]
 async fn a_03_relay_sends_300_sequential_requests_on_one_upstream_connection() {
     let nginx = Nginx::start_counting("location / { }");
     let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, Options::default()).await;
-    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 1).await;
-    all_ok(&statuses, 300);
-    assert_eq!(
-        nginx.connections(),
-        (1, 300),
-        "nginx's (connections, requests)"
-    );
+    sequential_on_one_connection(&served, &nginx, 300, 0).await;
     let events = served.stop().await.events();
     // Every outgoing request names the instance and the incoming request it served.
     let outgoing: Vec<_> = events
@@ -130,14 +155,7 @@ async fn a_03_relay_sends_300_sequential_requests_on_one_upstream_connection() {
 async fn a_03_relay_at_concurrency_8_uses_at_most_8_upstream_connections() {
     let nginx = Nginx::start_counting("location / { }");
     let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, Options::default()).await;
-    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
-    all_ok(&statuses, 300);
-    let (connections, requests) = nginx.connections();
-    assert_eq!(requests, 300);
-    assert!(
-        connections <= 8,
-        "{connections} upstream connections for 8 at a time"
-    );
+    eight_at_a_time_on_at_most_eight(&served, &nginx, 300, 0).await;
     served.stop().await;
 }
 
@@ -151,14 +169,7 @@ async fn retiring_instances_closes_none_of_the_pools_connections() {
         ..Options::default()
     };
     let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, options).await;
-    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
-    all_ok(&statuses, 300);
-    let (connections, requests) = nginx.connections();
-    assert_eq!(requests, 300);
-    assert!(
-        connections <= 8,
-        "{connections} upstream connections for 8 at a time"
-    );
+    eight_at_a_time_on_at_most_eight(&served, &nginx, 300, 0).await;
     let events = served.stop().await.events();
     let retired = count(&events, |k| {
         matches!(k, EventKind::InstanceEnd { error: None, .. })
@@ -177,21 +188,8 @@ async fn retiring_instances_closes_none_of_the_pools_connections() {
 async fn a_02_relay_a_new_instance_per_request_still_shares_one_pool() {
     let nginx = Nginx::start_counting("location / { }");
     let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY_P2, Options::default()).await;
-    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 1).await;
-    all_ok(&statuses, 300);
-    assert_eq!(
-        nginx.connections(),
-        (1, 300),
-        "nginx's (connections, requests)"
-    );
-    let statuses = curl(&served.url(), &nginx.url("/small"), 300, 8).await;
-    all_ok(&statuses, 300);
-    let (connections, requests) = nginx.connections();
-    assert_eq!(requests, 600);
-    assert!(
-        connections <= 8,
-        "{connections} upstream connections for 8 at a time"
-    );
+    sequential_on_one_connection(&served, &nginx, 300, 0).await;
+    eight_at_a_time_on_at_most_eight(&served, &nginx, 300, 300).await;
     let events = served.stop().await.events();
     // wasmtime serve's rule for 0.2: one instance per request.
     assert_eq!(
@@ -238,21 +236,8 @@ async fn a_python_02_guest_built_by_componentize_py_shares_one_pool() {
     .unwrap();
     let nginx = Nginx::start_counting("location / { }");
     let served = Served::start(&guest, Options::default()).await;
-    let statuses = curl(&served.url(), &nginx.url("/small"), 50, 1).await;
-    all_ok(&statuses, 50);
-    assert_eq!(
-        nginx.connections(),
-        (1, 50),
-        "nginx's (connections, requests)"
-    );
-    let statuses = curl(&served.url(), &nginx.url("/small"), 100, 8).await;
-    all_ok(&statuses, 100);
-    let (connections, requests) = nginx.connections();
-    assert_eq!(requests, 150);
-    assert!(
-        connections <= 8,
-        "{connections} upstream connections for 8 at a time"
-    );
+    sequential_on_one_connection(&served, &nginx, 50, 0).await;
+    eight_at_a_time_on_at_most_eight(&served, &nginx, 100, 50).await;
     served.stop().await;
 }
 
