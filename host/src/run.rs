@@ -33,6 +33,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::Config;
 use crate::bindings::roundtrip::transport::{files, net, observe, types};
+use crate::serve::Guest;
 use crate::state::{GuestLimits, State};
 
 pub use roundtrip_wasm::{
@@ -184,7 +185,7 @@ async fn run_with_hooks(
     let engine = crate::transport::engine().map_err(|e| e.to_string())?;
     let component = crate::compiled::component(engine, guest)
         .map_err(|e| format!("cannot compile the guest: {e:#}"))?;
-    let mut linker: Linker<Hosted> = Linker::new(engine);
+    let mut linker: Linker<Guest> = Linker::new(engine);
     let linked = (|| {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -192,21 +193,13 @@ async fn run_with_hooks(
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)
     })();
     linked.map_err(|e| format!("{e:#}"))?;
-    let state = Hosted {
-        wasi: WasiCtx::builder()
-            .args(args)
-            .envs(env)
-            .inherit_stdio()
-            .build(),
-        table: ResourceTable::new(),
-        http: WasiHttpCtx::new(),
-        hooks: crate::hooks::Hooks::new(transport.clone()),
-        limits: GuestLimits {
-            max_memory,
-            memory: 0,
-        },
-    };
-    let mut store = crate::state::guest_store(engine, state, |hosted| &mut hosted.limits);
+    let wasi = WasiCtx::builder()
+        .args(args)
+        .envs(env)
+        .inherit_stdio()
+        .build();
+    let hooks = Box::new(crate::hooks::Hooks::new(transport.clone()));
+    let mut store = Guest::new(wasi, hooks, max_memory).store(engine);
     let instance = linker
         .instantiate_async(&mut store, &component)
         .await
@@ -231,34 +224,6 @@ async fn run_with_hooks(
     drop(store);
     transport.shutdown().await;
     Ok(outcome.is_ok())
-}
-
-/// The store's data when the host's wasi:http serves the guest.
-struct Hosted {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    http: WasiHttpCtx,
-    hooks: crate::hooks::Hooks,
-    limits: GuestLimits,
-}
-
-impl WasiView for Hosted {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Hosted {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
 }
 
 fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Run>> {

@@ -318,13 +318,34 @@ fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest>> {
     Ok(linker)
 }
 
-/// What an instance's store holds.
+/// What a guest's store holds when the host's wasi:http serves it (an instance of a
+/// service, or a command under `roundtrip run` with the hooks).
 pub(crate) struct Guest {
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
     hooks: Box<dyn WasiHttpHooks>,
     limits: GuestLimits,
+}
+
+impl Guest {
+    pub(crate) fn new(wasi: WasiCtx, hooks: Box<dyn WasiHttpHooks>, max_memory: usize) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks,
+            limits: GuestLimits {
+                max_memory,
+                memory: 0,
+            },
+        }
+    }
+
+    /// A store for it on `engine` (`state::guest_store`).
+    pub(crate) fn store(self, engine: &wasmtime::Engine) -> Store<Guest> {
+        crate::state::guest_store(engine, self, |guest| &mut guest.limits)
+    }
 }
 
 impl WasiView for Guest {
@@ -386,27 +407,16 @@ impl HandlerState for Handler {
             serving: Mutex::new(Vec::new()),
         });
         let engine = crate::transport::engine().map_err(wasmtime::Error::msg)?;
-        let mut store = crate::state::guest_store(
-            engine,
-            Guest {
-                wasi: WasiCtx::builder()
-                    .envs(&self.options.env)
-                    .inherit_stdout()
-                    .inherit_stderr()
-                    .build(),
-                table: ResourceTable::new(),
-                http: WasiHttpCtx::new(),
-                hooks: match &self.make_hooks {
-                    Some(make) => make(),
-                    None => Box::new(Hooks::with_caller(self.transport.clone(), caller.clone())),
-                },
-                limits: GuestLimits {
-                    max_memory: self.options.max_guest_memory,
-                    memory: 0,
-                },
-            },
-            |guest| &mut guest.limits,
-        );
+        let wasi = WasiCtx::builder()
+            .envs(&self.options.env)
+            .inherit_stdout()
+            .inherit_stderr()
+            .build();
+        let hooks: Box<dyn WasiHttpHooks> = match &self.make_hooks {
+            Some(make) => make(),
+            None => Box::new(Hooks::with_caller(self.transport.clone(), caller.clone())),
+        };
+        let mut store = Guest::new(wasi, hooks, self.options.max_guest_memory).store(engine);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         self.live.count.fetch_add(1, Ordering::AcqRel);
         emit(&self.transport, EventKind::InstanceStart { instance: id });
