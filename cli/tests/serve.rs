@@ -69,25 +69,18 @@ impl Drop for Serve {
 }
 
 /// curl: `count` requests to the relay for `upstream`, `parallel` at a time; the
-/// bodies, or the status codes when `codes`.
+/// status codes, one a line.
 fn curl(port: u16, upstream: &str, count: usize, parallel: usize) -> String {
     let mut command = Command::new("curl");
     command
-        .args([
-            "-s",
-            "--max-time",
-            "30",
-            "-w",
-            "%{http_code}\\n",
-            "-o",
-            "/dev/null",
-        ])
+        .args(["-s", "--max-time", "30", "-w", "%{http_code}\\n"])
         .args(["-H", &format!("url: {upstream}")]);
     if parallel > 1 {
         command.args(["--parallel", "--parallel-max", &parallel.to_string()]);
     }
     for _ in 0..count {
-        command.arg(format!("http://127.0.0.1:{port}/"));
+        // `-o` goes with one URL: each its own.
+        command.args(["-o", "/dev/null", &format!("http://127.0.0.1:{port}/")]);
     }
     let output = command.output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -109,7 +102,7 @@ async fn max_conns_per_host_is_one_quota_across_every_instance() {
     let codes = tokio::task::spawn_blocking(move || curl(port, &upstream, 40, 8))
         .await
         .unwrap();
-    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 40, "{codes}");
+    assert_eq!(codes, "200\n".repeat(40), "{codes}");
     assert!(
         origin.connections() <= 2,
         "{} connections",
@@ -170,4 +163,47 @@ async fn ctrl_c_lets_requests_in_flight_finish_and_closes_idle_connections_with_
         last_end < first_close,
         "a connection closed before the instances ended"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_shared_pools_dials_and_reuses() {
+    let origin = LocalServer::start().await.unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    // An instance per request: three instances, one connection.
+    let serve = Serve::start(&["--metrics", &listen, "--max-instance-reuse-count", "1"]);
+    let port = serve.port;
+    let upstream = origin.url("/small");
+    let codes = tokio::task::spawn_blocking(move || curl(port, &upstream, 3, 1))
+        .await
+        .unwrap();
+    assert_eq!(codes, "200\n200\n200\n");
+    let metrics = tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://{listen}/metrics"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    let key = origin.url("");
+    let key = key.trim_end_matches('/');
+    for line in [
+        format!("roundtrip_dials_total{{key=\"{key}\"}} 1"),
+        format!("roundtrip_reuses_total{{key=\"{key}\"}} 2"),
+        format!("roundtrip_requests_total{{key=\"{key}\"}} 3"),
+    ] {
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+    assert_eq!(origin.connections(), 1);
 }

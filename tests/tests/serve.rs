@@ -300,11 +300,12 @@ async fn stock_wasmtime_serve_runs_the_composed_relay_with_a_pool_per_instance()
          connections, 300 at 8 on {}",
         total - sequential
     );
-    // A pool per instance: an instance serves 128 requests, so three served the
-    // sequential ones, each on a connection of its own (wasmtime's client: 300). At 8
-    // at once, serve runs several instances, each dialling its own (measured 8 to 18;
-    // `roundtrip serve`'s one pool: at most 8).
-    assert!(sequential <= 3, "{sequential}");
+    // A pool per instance: an instance serves up to 128 requests, so at least three
+    // served the sequential ones, each on a connection of its own (measured 3, and 5
+    // on a busy machine, where an instance idle for its 1 s is retired); at 8 at once,
+    // serve runs several instances, each dialling its own (measured 8 to 18).
+    // Wasmtime's own client: 300 each; `roundtrip serve`'s one pool: 1 and at most 8.
+    assert!((3..30).contains(&sequential), "{sequential}");
     assert!(total - sequential < 100, "{}", total - sequential);
     // https: the composition has no TLS, and says so.
     let statuses = curl(&url, "https://127.0.0.1:9/", 1, 1).await;
