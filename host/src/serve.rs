@@ -137,7 +137,7 @@ impl Service {
         options: Options,
         make_hooks: Option<MakeHooks>,
     ) -> Result<Self, String> {
-        let engine = crate::transport::engine().map_err(|e| e.to_string())?;
+        let engine = crate::transport::serve_engine().map_err(|e| e.to_string())?;
         let component = crate::compiled::component(engine, guest)
             .map_err(|e| format!("cannot compile the service: {e:#}"))?;
         let linker = linker(engine).map_err(|e| format!("{e:#}"))?;
@@ -406,7 +406,7 @@ impl HandlerState for Handler {
             instance: id,
             serving: Mutex::new(Vec::new()),
         });
-        let engine = crate::transport::engine().map_err(wasmtime::Error::msg)?;
+        let engine = crate::transport::serve_engine().map_err(wasmtime::Error::msg)?;
         let wasi = WasiCtx::builder()
             .envs(&self.options.env)
             .inherit_stdout()

@@ -548,32 +548,56 @@ impl Drop for ThreadGuard {
 pub(crate) fn engine() -> Result<&'static Engine, Error> {
     static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            let mut config = wasmtime::Config::new();
-            config.wasm_component_model_async(true);
-            config.concurrency_support(true);
-            // Deadlines every tick: a busy guest yields, a stuck one is stopped.
-            config.epoch_interruption(true);
-            // `perf` can name the component's functions (`/tmp/perf-PID.map`).
-            if std::env::var_os("ROUNDTRIP_PERF_MAP").is_some_and(|v| v == "1") {
-                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-            }
-            let engine = Engine::new(&config).map_err(Error::engine)?;
-            let ticking = engine.clone();
-            std::thread::Builder::new()
-                .name("roundtrip-epoch".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(TICK);
-                        TICKS.fetch_add(1, Ordering::Relaxed);
-                        ticking.increment_epoch();
-                    }
-                })
-                .map_err(Error::engine)?;
-            Ok(engine)
-        })
+        .get_or_init(|| make_engine(false))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The engine `roundtrip serve` runs its guests on: the same with wasmtime's pooling
+/// allocator, as `wasmtime serve` makes its own by default, so that making an instance
+/// per request, or per 128, takes slots from a pool rather than fresh mappings. Epochs
+/// stay: a busy guest yields every tick, so one cannot hold up the others, nor the
+/// transport, on `serve`'s one thread.
+pub(crate) fn serve_engine() -> Result<&'static Engine, Error> {
+    static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| make_engine(true))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn make_engine(pooling: bool) -> Result<Engine, Error> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model_async(true);
+    config.concurrency_support(true);
+    // Deadlines every tick: a busy guest yields, a stuck one is stopped.
+    config.epoch_interruption(true);
+    if pooling {
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+            wasmtime::PoolingAllocationConfig::default(),
+        ));
+    }
+    // `perf` can name the component's functions (`/tmp/perf-PID.map`).
+    if std::env::var_os("ROUNDTRIP_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let engine = Engine::new(&config).map_err(Error::engine)?;
+    let ticking = engine.clone();
+    std::thread::Builder::new()
+        .name("roundtrip-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                // The transport's count of ticks (its stuck-guest limit) is its own
+                // engine's.
+                if !pooling {
+                    TICKS.fetch_add(1, Ordering::Relaxed);
+                }
+                ticking.increment_epoch();
+            }
+        })
+        .map_err(Error::engine)?;
+    Ok(engine)
 }
 
 /// `wasm` (the transport, or `Config::component`) compiled and linked, once per
