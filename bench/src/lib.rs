@@ -603,7 +603,12 @@ pub(crate) async fn run_in_worker_on(
                 done = &mut output => break done,
                 _ = sampling.tick() => {
                     if let Some(port) = port {
-                        peak_open = peak_open.max(sockets::count(port).open);
+                        // Off this thread: reading the kernel's tables takes a while
+                        // with thousands of sockets in TIME_WAIT.
+                        let open = tokio::task::spawn_blocking(move || sockets::count(port).open)
+                            .await
+                            .unwrap_or_default();
+                        peak_open = peak_open.max(open);
                     }
                 }
             }

@@ -356,10 +356,7 @@ impl Output {
     /// out, and the first that is not writes from now on as it comes.
     fn finish(&mut self, index: usize) {
         self.waiting.entry(index).or_default().done = true;
-        loop {
-            let Some(held) = self.waiting.get_mut(&self.next) else {
-                break;
-            };
+        while let Some(held) = self.waiting.get_mut(&self.next) {
             let _ = self.out.write_all(&std::mem::take(&mut held.bytes));
             if !held.done {
                 break;

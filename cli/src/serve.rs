@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use roundtrip_host::serve::{Options, Service};
+use roundtrip_host::serve::{Options, Runtimes, Service};
 use roundtrip_proxy::MetricsServer;
 
 use super::{EventArgs, PoolArgs, ProxyDefault, usage_error};
@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// How long an idle instance is kept for reuse (e.g. `1s`, `250ms`).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     idle_instance_timeout: Duration,
+    /// Threads serving connections [default: one per core, as `wasmtime serve`].
+    /// Each has its own instances and its own shard of the pool (the caps divided
+    /// among them, so each still holds in all); a connection, and every request it
+    /// causes, stays on the thread with the fewest connections when it came. 1: one
+    /// pool, exactly Go's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Serve Prometheus metrics (the shared pool per upstream host) on ADDR, at /metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
@@ -79,7 +86,23 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         env: super::run::environment(&args.env),
         max_guest_memory: config.max_guest_memory,
     };
-    let transport = match roundtrip_host::Transport::new(config) {
+    let threads = match args.threads {
+        Some(threads) => usize::from(threads),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    if threads > 1 && config.shards > 1 {
+        return usage_error("--shards and --threads: give one (each thread is a shard)");
+    }
+    let runtimes = match Runtimes::start(threads) {
+        Ok(runtimes) => runtimes,
+        Err(e) => return fail(&format!("cannot start the serving threads: {e}")),
+    };
+    let transport = if threads > 1 {
+        roundtrip_host::Transport::new_on(config, runtimes.handles())
+    } else {
+        roundtrip_host::Transport::new(config)
+    };
+    let transport = match transport {
         Ok(transport) => transport,
         Err(e) => return fail(&e.to_string()),
     };
@@ -119,8 +142,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         _ => None,
     };
     let addr = listener.local_addr().unwrap_or(args.addr);
+    let pool = match service.transport().shard_count() {
+        1 => "every instance's requests through one pool".to_owned(),
+        n => format!("{n} threads, each with its instances and its shard of the pool"),
+    };
     eprintln!(
-        "Serving HTTP on http://{addr}/ ({}; every instance's requests through one pool)",
+        "Serving HTTP on http://{addr}/ ({}; {pool})",
         service.world().describe()
     );
     let shutdown = async {
@@ -128,7 +155,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         eprintln!("roundtrip serve: finishing the requests in flight (Ctrl-C again to quit now)");
     };
     let served = tokio::select! {
-        served = service.serve(listener, shutdown) => served,
+        served = service.serve_on(listener, shutdown, runtimes.handles()) => served,
         _ = async {
             let _ = tokio::signal::ctrl_c().await;
             let _ = tokio::signal::ctrl_c().await;

@@ -174,13 +174,31 @@ impl Service {
             options,
             reuse: reuse.max(1),
             concurrent: concurrent.max(1),
-            next_instance: AtomicU64::new(1),
-            next_incoming: AtomicU64::new(1),
-            callers: Callers::default(),
+            shared: Arc::default(),
             stopping: CancellationToken::new(),
-            live: Arc::default(),
         });
         Ok(Self { handler, world })
+    }
+
+    /// A handler of the same service for the thread of shard `index`: its instances
+    /// are that thread's (wasmtime-wasi-http spawns them on the runtime it is called
+    /// in) and send through that shard ([`Transport::pinned`]); ids, the requests in
+    /// flight and shutdown are shared with every other thread's.
+    fn handler_for(&self, index: usize) -> ProxyHandler<Handler> {
+        let state = self.handler.state();
+        ProxyHandler::new(Handler {
+            pre: match &state.pre {
+                ProxyPre::P3(pre) => ProxyPre::P3(pre.clone()),
+                ProxyPre::P2(pre) => ProxyPre::P2(pre.clone()),
+            },
+            transport: state.transport.pinned(index),
+            make_hooks: state.make_hooks.clone(),
+            options: state.options.clone(),
+            reuse: state.reuse,
+            concurrent: state.concurrent,
+            shared: Arc::clone(&state.shared),
+            stopping: state.stopping.clone(),
+        })
     }
 
     /// The world the service speaks.
@@ -196,12 +214,46 @@ impl Service {
     /// Serves HTTP/1.1 on `listener` until `shutdown` resolves; then stops accepting,
     /// lets the requests in flight finish (connections close once their current
     /// request is answered), and shuts the transport down: its idle connections close
-    /// with their events.
+    /// with their events. Everything runs on the caller's runtime.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
+        self.serve_on(listener, shutdown, &[]).await
+    }
+
+    /// [`Service::serve`], thread per core: each accepted connection is served on
+    /// one of `runtimes` (current-thread runtimes, one per thread, that run until this
+    /// returns) — the one with the fewest connections open, the first of those on a
+    /// tie — by instances of that thread, whose requests go to shard `i` of a
+    /// transport made with [`Transport::new_on`] on the same runtimes. A connection
+    /// and everything it causes then stay on one thread, as nginx's and Envoy's
+    /// workers keep theirs, each with its own pool of upstream connections (caps
+    /// divided among them). With fewer than two runtimes: [`Service::serve`].
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+        runtimes: &[tokio::runtime::Handle],
+    ) -> Result<(), String> {
+        let lanes: Vec<Lane> = if runtimes.len() < 2 {
+            vec![Lane {
+                runtime: None,
+                handler: self.handler.clone(),
+                open: Arc::default(),
+            }]
+        } else {
+            runtimes
+                .iter()
+                .enumerate()
+                .map(|(index, runtime)| Lane {
+                    runtime: Some(runtime.clone()),
+                    handler: self.handler_for(index),
+                    open: Arc::default(),
+                })
+                .collect()
+        };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -219,20 +271,30 @@ impl Service {
             };
             // As wasmtime serve: small response writes are not held back (Nagle).
             let _ = stream.set_nodelay(true);
-            let handler = self.handler.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handle(&handler, request).await) }
-            });
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await
-                    && !e.is_incomplete_message()
-                {
-                    eprintln!("roundtrip serve: connection: {e}");
+            let lane = lanes
+                .iter()
+                .min_by_key(|lane| lane.open.load(Ordering::Relaxed))
+                .unwrap_or(&lanes[0]);
+            lane.open.fetch_add(1, Ordering::Relaxed);
+            let open = OpenGuard(Arc::clone(&lane.open));
+            let handler = lane.handler.clone();
+            let watcher = graceful.watcher();
+            let Some(runtime) = &lane.runtime else {
+                tokio::spawn(connection(stream, handler, watcher, open));
+                continue;
+            };
+            // Off this runtime's reactor, onto the lane's.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    eprintln!("roundtrip serve: cannot hand a connection over: {e}");
+                    continue;
+                }
+            };
+            runtime.spawn(async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => connection(stream, handler, watcher, open).await,
+                    Err(e) => eprintln!("roundtrip serve: cannot take a connection: {e}"),
                 }
             });
         }
@@ -242,7 +304,8 @@ impl Service {
         let state = self.handler.state();
         state.stopping.cancel();
         let transport = state.transport.clone();
-        let live = Arc::clone(&state.live);
+        let live = Arc::clone(&state.shared.live);
+        drop(lanes);
         drop(self);
         let gone = async {
             while live.count.load(Ordering::Acquire) > 0 {
@@ -261,6 +324,45 @@ impl Service {
     }
 }
 
+/// A thread's connections, and how many of them are open.
+struct Lane {
+    /// `None`: the caller's runtime.
+    runtime: Option<tokio::runtime::Handle>,
+    handler: ProxyHandler<Handler>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection open on its lane until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted connection with `handler` until it closes (or, on
+/// shutdown, once its request in flight is answered).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    handler: ProxyHandler<Handler>,
+    watcher: hyper_util::server::graceful::Watcher,
+    _open: OpenGuard,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handle(&handler, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(connection).await
+        && !e.is_incomplete_message()
+    {
+        eprintln!("roundtrip serve: connection: {e}");
+    }
+}
+
 /// One incoming request: handed to an instance, answered with what it produced, or
 /// `500` as `wasmtime serve` answers when the guest fails.
 async fn handle(
@@ -270,7 +372,7 @@ async fn handle(
     let state = handler.state();
     let started = Instant::now();
     let data = IncomingData {
-        id: state.next_incoming.fetch_add(1, Ordering::Relaxed),
+        id: state.shared.next_incoming.fetch_add(1, Ordering::Relaxed),
         method: request.method().as_str().to_owned(),
         path: request
             .uri()
@@ -281,7 +383,13 @@ async fn handle(
     let request = request.map(|body| body.map_err(WasiError::from).boxed_unsync());
     let outcome = handler.handle(data, request).await;
     // The instance no longer serves this request: later outgoing ones are not its.
-    if let Some(caller) = state.callers.lock().ok().and_then(|mut c| c.remove(&id)) {
+    if let Some(caller) = state
+        .shared
+        .callers
+        .lock()
+        .ok()
+        .and_then(|mut c| c.remove(&id))
+    {
         caller.finished(id);
     }
     emit(
@@ -377,13 +485,30 @@ struct Handler {
     options: Options,
     reuse: usize,
     concurrent: usize,
+    /// What every thread's handler shares (`Service::handler_for`).
+    shared: Arc<Shared>,
+    /// Cancelled on shutdown: idle instances are retired at once.
+    stopping: CancellationToken,
+}
+
+/// Ids, the incoming requests in flight and the instances alive, across threads.
+struct Shared {
     next_instance: AtomicU64,
     next_incoming: AtomicU64,
     /// Incoming requests in flight → the instance serving them.
     callers: Callers,
-    /// Cancelled on shutdown: idle instances are retired at once.
-    stopping: CancellationToken,
     live: Arc<Live>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            next_instance: AtomicU64::new(1),
+            next_incoming: AtomicU64::new(1),
+            callers: Callers::default(),
+            live: Arc::default(),
+        }
+    }
 }
 
 /// Instances alive, and a wake-up when one goes.
@@ -401,7 +526,7 @@ impl HandlerState for Handler {
     type WorkerState = Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<Guest, Expiration, Worker>> {
-        let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_instance.fetch_add(1, Ordering::Relaxed);
         let caller = Arc::new(InstanceCaller {
             instance: id,
             serving: Mutex::new(Vec::new()),
@@ -418,7 +543,7 @@ impl HandlerState for Handler {
         };
         let mut store = Guest::new(wasi, hooks, self.options.max_guest_memory).store(engine);
         let proxy = self.pre.instantiate_async(&mut store).await?;
-        self.live.count.fetch_add(1, Ordering::AcqRel);
+        self.shared.live.count.fetch_add(1, Ordering::AcqRel);
         emit(&self.transport, EventKind::InstanceStart { instance: id });
         Ok(Instance {
             store,
@@ -435,8 +560,8 @@ impl HandlerState for Handler {
                 concurrent: self.concurrent,
                 handled: AtomicU64::new(0),
                 transport: self.transport.clone(),
-                callers: Arc::clone(&self.callers),
-                live: Arc::clone(&self.live),
+                callers: Arc::clone(&self.shared.callers),
+                live: Arc::clone(&self.shared.live),
             },
         })
     }
@@ -605,4 +730,69 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// Current-thread runtimes, one per thread, for [`Transport::new_on`] and
+/// [`Service::serve_on`]: the caller's runtime first, then each of the others on a
+/// thread of its own, serving until this is dropped.
+pub struct Runtimes {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Runtimes {
+    /// `count` runtimes (at least one): the one this is called in, and `count - 1`
+    /// new ones (sockets and timers).
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let current = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let mut runtimes = Runtimes {
+            handles: vec![current],
+            threads: Vec::new(),
+        };
+        for index in 1..count.max(1) {
+            let (started, handle) = std::sync::mpsc::channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("roundtrip-serve-{index}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_io()
+                        .enable_time()
+                        .build();
+                    match runtime {
+                        Ok(runtime) => {
+                            let _ = started.send(Ok(runtime.handle().clone()));
+                            runtime.block_on(async {
+                                let _ = stopped.await;
+                            });
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    }
+                })?;
+            let handle = handle
+                .recv()
+                .map_err(|_| std::io::Error::other("a serving thread exited while starting"))??;
+            runtimes.handles.push(handle);
+            runtimes.threads.push((stop, thread));
+        }
+        Ok(runtimes)
+    }
+
+    pub fn handles(&self) -> &[tokio::runtime::Handle] {
+        &self.handles
+    }
+}
+
+impl Drop for Runtimes {
+    fn drop(&mut self) {
+        for (stop, thread) in self.threads.drain(..) {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
 }

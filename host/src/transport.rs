@@ -140,6 +140,9 @@ enum Command {
 #[derive(Clone)]
 pub struct Transport {
     shards: Arc<[Shard]>,
+    /// The shard every round trip goes to ([`Transport::pinned`]); `None`: the least
+    /// busy one.
+    home: Option<usize>,
     /// Events the host side adds (proxy tunnels), on the component's time base.
     host_events: Arc<HostEvents>,
 }
@@ -182,11 +185,29 @@ impl Transport {
     /// used from any thread — a runtime's task while that runtime runs; a
     /// [`Transport::shutdown`] before it stops has every event out.
     pub fn new(config: Config) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        Self::start(config, |_| runtime.clone())
+    }
+
+    /// Instantiates the component with one shard per runtime in `runtimes` (fewer
+    /// when a cap is smaller than their count, [`Config::effective_shards`]), shard
+    /// `i` a task of `runtimes[i]`: a program with a current-thread runtime per core
+    /// (a thread-per-core server) gives each its own store and pool, and sends a
+    /// thread's requests to its own with [`Transport::pinned`]. Each cap is divided
+    /// among the shards ([`Config::shard`]), so it still holds across them.
+    pub fn new_on(mut config: Config, runtimes: &[tokio::runtime::Handle]) -> Result<Self, Error> {
+        config.shards = runtimes.len().max(1);
+        Self::start(config, |index| runtimes.get(index).cloned())
+    }
+
+    fn start(
+        config: Config,
+        runtime: impl Fn(usize) -> Option<tokio::runtime::Handle>,
+    ) -> Result<Self, Error> {
         let (pre, config, tls) = prepare(config)?;
         let events = config.events.clone();
         let origin = Instant::now();
         let count = config.effective_shards();
-        let runtime = tokio::runtime::Handle::try_current().ok();
         let starting: Vec<_> = (0..count)
             .map(|index| {
                 let spread = Spread {
@@ -194,7 +215,7 @@ impl Transport {
                     count: count as u64,
                 };
                 start_shard(
-                    runtime.as_ref(),
+                    runtime(index).as_ref(),
                     pre.clone(),
                     config.shard(index, count),
                     Arc::clone(&tls),
@@ -217,9 +238,26 @@ impl Transport {
         Ok(Self::serving(shards, events, origin))
     }
 
+    /// The same transport (its pools, caps and events), sending every round trip to
+    /// shard `index` (modulo the shards there are) instead of the least busy one: a
+    /// thread's own shard under [`Transport::new_on`], so that a request and its
+    /// response cross no thread. Closing, stats and shutdown still cover every shard.
+    pub fn pinned(&self, index: usize) -> Transport {
+        Transport {
+            home: Some(index % self.shards.len()),
+            ..self.clone()
+        }
+    }
+
+    /// How many shards (stores, pools) this transport runs.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
     fn serving(shards: Vec<Shard>, events: Events, started: Instant) -> Self {
         Self {
             shards: shards.into(),
+            home: None,
             host_events: Arc::new(HostEvents { events, started }),
         }
     }
@@ -251,6 +289,9 @@ impl Transport {
 
     /// The shard with the fewest round trips in flight; the first of those on a tie.
     fn pick(&self) -> &Shard {
+        if let Some(home) = self.home {
+            return &self.shards[home];
+        }
         let first = &self.shards[0];
         if self.shards.len() == 1 {
             return first;

@@ -340,7 +340,7 @@ pub async fn tls_server_slow_handshake(
 }
 
 /// Answers each request on a TLS connection with `hello`.
-async fn answer_hello(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+pub async fn answer_hello(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

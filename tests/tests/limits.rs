@@ -119,3 +119,85 @@ async fn a_waiting_request_takes_the_connection_that_frees_up_first() {
     );
     assert_eq!(transport.stats().await.keys[0].idle, 2);
 }
+
+/// Chromium's rule for socket late binding: dials in progress never outnumber the
+/// requests waiting. A request that finds no idle connection, while a dial is under
+/// way whose own request was served by a connection that freed up first, waits for
+/// that dial instead of opening another: connections never outnumber the requests
+/// at once. (Go would dial a third connection here.) Counted by the server.
+#[tokio::test]
+async fn a_request_waits_for_a_dial_no_one_needs_instead_of_dialling_another() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = pki(&["localhost"]);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
+        let accepted = Arc::clone(&accepted);
+        RawServer::start(move |index, socket| {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            async move {
+                // The second connection's handshake takes a second.
+                if index == 1 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                if let Ok(tls) = acceptor.accept(socket).await {
+                    answer_hello(tls).await;
+                }
+            }
+        })
+        .await
+    };
+    let ca = pki.ca_file.path().to_owned();
+    let (transport, recorder) = transport(move |c| c.extra_ca_files = vec![ca]);
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let request = || {
+        http::Request::get(url.as_str())
+            .body(Body::empty())
+            .unwrap()
+    };
+    let limit = Duration::from_secs(10);
+    let first = tokio::time::timeout(limit, transport.round_trip(request()))
+        .await
+        .unwrap()
+        .unwrap();
+    // The second request dials (slowly)...
+    let second = tokio::spawn({
+        let (transport, request) = (transport.clone(), request());
+        async move { transport.round_trip(request).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(transport.stats().await.keys[0].dialing, 1);
+    // ...and is served by connection 1 once the first body is read; it keeps its
+    // body unread, so connection 1 stays busy.
+    first.into_body().collect().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(700), second)
+        .await
+        .expect("served before its own dial finished")
+        .unwrap();
+    // The third request finds nothing idle and the second's dial needed by no one.
+    let third = tokio::spawn({
+        let (transport, url) = (transport.clone(), url.clone());
+        async move { get(&transport, &url).await.unwrap() }
+    });
+    assert!(
+        wait_for(&recorder, |e| e.kind
+            == EventKind::WaitForConn {
+                reason: "dial_in_progress".into()
+            })
+        .await,
+        "the third request waits for the dial under way"
+    );
+    let third = tokio::time::timeout(limit, third)
+        .await
+        .expect("the third request was not served")
+        .unwrap();
+    assert_eq!(third.body, "hello");
+    drop(second);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "connections the server accepted for at most two requests at once"
+    );
+}

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use roundtrip_host::events::{CloseReason, EventKind, Recorder};
-use roundtrip_host::serve::{Options, Service, World};
+use roundtrip_host::serve::{Options, Runtimes, Service, World};
+use roundtrip_host::{Config, Transport};
 use roundtrip_tests::*;
 use tokio::sync::oneshot;
 
@@ -26,17 +27,39 @@ struct Served {
 
 impl Served {
     async fn start(guest: &[u8], options: Options) -> Self {
-        let (transport, recorder) = transport(|config| {
+        Self::start_on(guest, options, None).await
+    }
+
+    /// Thread per core: served on `runtimes`, the transport a shard on each.
+    async fn start_on(guest: &[u8], options: Options, runtimes: Option<&Runtimes>) -> Self {
+        let recorder = Recorder::new();
+        let config = Config {
+            events: roundtrip_host::events::Events::new().with(recorder.clone()),
+            inspect_from_env: false,
             // As `roundtrip serve` keeps them: room for every instance's connections.
-            config.max_idle_conns_per_host = 100;
-        });
+            max_idle_conns_per_host: 100,
+            ..Config::default()
+        };
+        let transport = match runtimes {
+            Some(runtimes) => Transport::new_on(config, runtimes.handles()).unwrap(),
+            None => Transport::new(config).unwrap(),
+        };
         let service = Service::new(guest, transport, options).unwrap();
         let listener = roundtrip_host::serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(service.serve(listener, async {
-            let _ = stopped.await;
-        }));
+        let handles = runtimes.map_or_else(Vec::new, |r| r.handles().to_vec());
+        let done = tokio::spawn(async move {
+            service
+                .serve_on(
+                    listener,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    &handles,
+                )
+                .await
+        });
         Self {
             addr,
             stop,
@@ -157,6 +180,48 @@ async fn a_03_relay_at_concurrency_8_uses_at_most_8_upstream_connections() {
     let served = Served::start(roundtrip_wasm::EXAMPLE_RELAY, Options::default()).await;
     eight_at_a_time_on_at_most_eight(&served, &nginx, 300, 0).await;
     served.stop().await;
+}
+
+/// Thread per core (`roundtrip serve` on more than one core): each thread's
+/// instances send through that thread's own shard, and the upstream connections
+/// still number no more than the requests at once.
+#[tokio::test]
+async fn thread_per_core_keeps_each_instances_requests_on_its_own_threads_shard() {
+    let nginx = Nginx::start_counting("location / { }");
+    let runtimes = Runtimes::start(2).unwrap();
+    let served = Served::start_on(
+        roundtrip_wasm::EXAMPLE_RELAY,
+        Options::default(),
+        Some(&runtimes),
+    )
+    .await;
+    eight_at_a_time_on_at_most_eight(&served, &nginx, 300, 0).await;
+    let recorder = served.stop().await;
+    // A connection's id tells its shard: shard `i` of 2 numbers its connections
+    // i + 1, i + 3, …
+    let mut shards_of_instance: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    for event in recorder.events() {
+        if let (EventKind::Outgoing { instance, .. }, Some(conn)) = (&event.kind, event.conn) {
+            shards_of_instance
+                .entry(*instance)
+                .or_default()
+                .push((conn - 1) % 2);
+        }
+    }
+    let requests: usize = shards_of_instance.values().map(Vec::len).sum();
+    assert_eq!(requests, 300, "outgoing events");
+    for (instance, shards) in &shards_of_instance {
+        assert!(
+            shards.iter().all(|&s| s == shards[0]),
+            "instance {instance} sent through both shards: {shards:?}"
+        );
+    }
+    let used: std::collections::HashSet<u64> = shards_of_instance
+        .values()
+        .map(|shards| shards[0])
+        .collect();
+    assert_eq!(used.len(), 2, "both threads served: {shards_of_instance:?}");
+    drop(runtimes);
 }
 
 #[tokio::test]

@@ -10,8 +10,10 @@
 //!  checkout ──► idle? ── yes ──► Checkout::Idle (active)
 //!                 │ no
 //!                 ▼
-//!            waiter queued ── under max-conns-per-key? ── yes ──► Action::Dial
-//!                 │                                      no ──► waits (wait_for_conn)
+//!            waiter queued ── a dial under way that no waiter needs? ── yes ──► waits for it
+//!                 │                                                              (wait_for_conn)
+//!                 ├── under max-conns-per-key? ── yes ──► Action::Dial
+//!                 │                              no ──► waits (wait_for_conn)
 //!                 ▼
 //!   a connection is offered (a dial finished, or a body reached EOF)
 //!       ├─ first waiter of the key ──► Action::Hand   (socket late binding: whichever
@@ -78,9 +80,22 @@ pub enum Checkout<C> {
     /// An idle connection, now active.
     Idle(Reused<C>),
     /// None is idle: the request waits with this ticket for [`Action::Hand`].
-    /// `dialing` says whether a dial was started for it ([`Action::Dial`]), or it
-    /// waits because the key is at `max_conns_per_key`.
-    Waiting { ticket: Ticket, dialing: bool },
+    Waiting { ticket: Ticket, wait: Wait },
+}
+
+/// What a request with no idle connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A dial started for it ([`Action::Dial`]), or any connection freed first.
+    Dial,
+    /// A dial already under way that no waiting request needs (its request was
+    /// served by a connection freed first, or gave up): no second one is started
+    /// while it lasts. Chromium's rule for socket late binding: dials in progress
+    /// never outnumber the requests waiting, so connections never outnumber the
+    /// requests at once.
+    SpareDial,
+    /// The key is at `max_conns_per_key`.
+    AtCap,
 }
 
 /// Where an offered connection comes from.
@@ -225,7 +240,14 @@ impl<C> Pool<C> {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         let cap = self.config.max_conns_per_key;
-        let dialing = cap == 0 || state.open() < cap;
+        let wait = if state.dialing > state.waiters.len() {
+            Wait::SpareDial
+        } else if cap == 0 || state.open() < cap {
+            Wait::Dial
+        } else {
+            Wait::AtCap
+        };
+        let dialing = wait == Wait::Dial;
         state.waiters.push_back(Waiter {
             ticket,
             dial_started: dialing,
@@ -238,7 +260,7 @@ impl<C> Pool<C> {
                 ticket,
             });
         }
-        Checkout::Waiting { ticket, dialing }
+        Checkout::Waiting { ticket, wait }
     }
 
     /// The waiter `ticket` gave up (its request was dropped): it leaves the queue at once.
@@ -378,14 +400,16 @@ impl<C> Pool<C> {
         self.capacity_freed(key);
     }
 
-    /// A connection of `key` went away: the first waiters blocked by
-    /// `max_conns_per_key` may dial now.
+    /// A connection or a dial of `key` went away: the first waiters with no dial
+    /// of their own (blocked by `max_conns_per_key`, or counting on a spare dial that
+    /// failed) may dial now, as long as dials do not outnumber waiters.
     fn capacity_freed(&mut self, key: &str) {
         let cap = self.config.max_conns_per_key;
         if let Some(state) = self.keys.get_mut(key) {
             let mut open = state.open();
+            let waiting = state.waiters.len();
             for waiter in state.waiters.iter_mut() {
-                if cap != 0 && open >= cap {
+                if (cap != 0 && open >= cap) || state.dialing >= waiting {
                     break;
                 }
                 if !waiter.dial_started {
@@ -541,7 +565,7 @@ mod tests {
     /// A checkout that finds nothing idle: its ticket, after checking whether it dials.
     fn waiting(p: &mut Pool<&'static str>, key: &str, dials: bool) -> Ticket {
         match p.checkout(key, 0) {
-            Checkout::Waiting { ticket, dialing } if dialing == dials => ticket,
+            Checkout::Waiting { ticket, wait } if (wait == Wait::Dial) == dials => ticket,
             other => panic!("expected a wait (dialing: {dials}), got {other:?}"),
         }
     }
@@ -621,7 +645,7 @@ mod tests {
     fn dial(p: &mut Pool<&'static str>, key: &str, id: u64, conn: &'static str, now: Micros) {
         let Checkout::Waiting {
             ticket,
-            dialing: true,
+            wait: Wait::Dial,
         } = p.checkout(key, now)
         else {
             panic!("expected a dial");
@@ -750,12 +774,15 @@ mod tests {
         });
         let Checkout::Waiting {
             ticket: first,
-            dialing: true,
+            wait: Wait::Dial,
         } = p.checkout("k", 0)
         else {
             panic!()
         };
-        let Checkout::Waiting { dialing: false, .. } = p.checkout("k", 0) else {
+        let Checkout::Waiting {
+            wait: Wait::AtCap, ..
+        } = p.checkout("k", 0)
+        else {
             panic!()
         };
         assert_eq!(
@@ -851,7 +878,7 @@ mod tests {
         // Request 2 finds nothing idle and starts its own dial...
         let Checkout::Waiting {
             ticket: 2,
-            dialing: true,
+            wait: Wait::Dial,
         } = p.checkout("k", 0)
         else {
             panic!()
@@ -896,5 +923,62 @@ mod tests {
         assert_eq!(p.remove_idle_conn("k", 1), None);
         assert!(p.counts().is_empty());
         assert!(take(&mut p, "k", 1).is_none(), "it is never handed out");
+    }
+
+    /// Dials in progress never outnumber the requests waiting: a request that finds
+    /// a dial no one needs any more waits for it instead of dialling another, so the
+    /// connections never outnumber the requests at once. If that dial fails, the
+    /// request dials for itself.
+    #[test]
+    fn a_dial_no_request_needs_serves_the_next_request_instead_of_a_second_dial() {
+        let mut p = pool(100, 100, None);
+        dial(&mut p, "k", 1, "busy", 0);
+        // Request 2 dials; connection 1 frees up first and serves it.
+        let second = waiting(&mut p, "k", true);
+        p.offer("k", 1, "busy", Source::Active, 10);
+        assert_eq!(
+            actions(&mut p),
+            [
+                format!("dial k for {second}"),
+                format!("hand #1 to {second}")
+            ]
+        );
+        // Request 3 finds nothing idle, but request 2's dial is still under way and
+        // nobody waits for it: request 3 waits for that one.
+        let third = match p.checkout("k", 20) {
+            Checkout::Waiting { ticket, wait } => {
+                assert_eq!(wait, Wait::SpareDial);
+                ticket
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(actions(&mut p), Vec::<String>::new());
+        // Request 4 has no spare dial left to wait for: it dials.
+        let fourth = waiting(&mut p, "k", true);
+        assert_eq!(actions(&mut p), [format!("dial k for {fourth}")]);
+        p.offer("k", 2, "spare", Source::Dial, 30);
+        assert_eq!(actions(&mut p), [format!("hand #2 to {third}")]);
+        p.offer("k", 3, "own", Source::Dial, 40);
+        assert_eq!(actions(&mut p), [format!("hand #3 to {fourth}")]);
+        assert_eq!(p.dials(), 3, "three connections for three requests at once");
+
+        // A spare dial that fails: the request counting on it dials for itself.
+        let mut p = pool(100, 100, None);
+        dial(&mut p, "k", 1, "busy", 0);
+        let second = waiting(&mut p, "k", true);
+        p.offer("k", 1, "busy", Source::Active, 10);
+        actions(&mut p);
+        let third = match p.checkout("k", 20) {
+            Checkout::Waiting {
+                ticket,
+                wait: Wait::SpareDial,
+            } => ticket,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            !p.dial_failed("k", second),
+            "request 2 was served meanwhile"
+        );
+        assert_eq!(actions(&mut p), [format!("dial k for {third}")]);
     }
 }

@@ -22,7 +22,7 @@ use super::h1::active::Active;
 use super::h2::{Pick, StreamLease};
 use super::transport::{Handed, Shared, Waiter};
 use super::tunnel;
-use crate::core::pool::{Checkout, Source, Ticket};
+use crate::core::pool::{Checkout, Source, Ticket, Wait};
 use crate::core::proxy::Route;
 use crate::core::request::{Scheme, Target};
 
@@ -106,7 +106,7 @@ async fn acquire_conn(
     let key = &target.key;
     let now = shared.now();
     let checkout = shared.state.borrow_mut().pool.checkout(key, now);
-    let (ticket, dialing) = match checkout {
+    let (ticket, wait) = match checkout {
         Checkout::Idle(reused) => {
             // Input on it is the request's from now on, not a sign of a dead connection.
             reused.conn.set_idle(false);
@@ -126,7 +126,7 @@ async fn acquire_conn(
             );
             return Ok(Handed::Conn(reused.conn));
         }
-        Checkout::Waiting { ticket, dialing } => (ticket, dialing),
+        Checkout::Waiting { ticket, wait } => (ticket, wait),
     };
     // The waiter is registered before the pool's actions run: its dial needs it.
     let (reply, handed) = oneshot::channel();
@@ -145,12 +145,17 @@ async fn acquire_conn(
         ticket,
         done: false,
     };
-    if !dialing {
+    let reason = match wait {
+        Wait::Dial => None,
+        Wait::SpareDial => Some("dial_in_progress"),
+        Wait::AtCap => Some("max_conns_per_host"),
+    };
+    if let Some(reason) = reason {
         shared.emit(
             None,
             Some(req),
             Some(key),
-            EventKind::WaitForConn("max_conns_per_host".to_owned()),
+            EventKind::WaitForConn(reason.to_owned()),
         );
     }
     shared.run_actions();
