@@ -581,15 +581,16 @@ async fn run_in_worker(
         .parse::<http::Uri>()
         .ok()
         .and_then(|uri| uri.port_u16());
-    run_in_worker_on(worker, spec, port).await
+    run_in_worker_on(worker, spec, port, None).await
 }
 
 /// [`run_in_worker`], counting the sockets of `port` (the server's, or a serve
-/// host's upstream).
+/// host's upstream); the open ones only `owner`'s when given.
 pub(crate) async fn run_in_worker_on(
     worker: &impl Fn(&Spec) -> std::process::Command,
     spec: &Spec,
     port: Option<u16>,
+    owner: Option<u32>,
 ) -> Result<Measurement, String> {
     let mut command = tokio::process::Command::from(worker(spec));
     command.kill_on_drop(true);
@@ -605,7 +606,7 @@ pub(crate) async fn run_in_worker_on(
                     if let Some(port) = port {
                         // Off this thread: reading the kernel's tables takes a while
                         // with thousands of sockets in TIME_WAIT.
-                        let open = tokio::task::spawn_blocking(move || sockets::count(port).open)
+                        let open = tokio::task::spawn_blocking(move || sockets::count_of(port, owner).open)
                             .await
                             .unwrap_or_default();
                         peak_open = peak_open.max(open);
@@ -631,7 +632,7 @@ pub(crate) async fn run_in_worker_on(
         )
     })?;
     if let Some(port) = port {
-        let after = sockets::count(port);
+        let after = sockets::count_of(port, owner);
         measured.peak_open = peak_open.max(after.open);
         measured.time_wait = after.time_wait.saturating_sub(before.time_wait);
     }

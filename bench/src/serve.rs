@@ -207,6 +207,7 @@ pub async fn run(
                 &worker,
                 &spec(host, workload.concurrency * 4),
                 upstream_port,
+                Some(host.child.id()),
             )
             .await?;
         }
@@ -215,9 +216,13 @@ pub async fn run(
             for (i, (client, host)) in hosts.iter().enumerate() {
                 let cpu = host.cpu_seconds();
                 let opens = passive_opens();
-                let mut measured =
-                    super::run_in_worker_on(&worker, &spec(host, workload.requests), upstream_port)
-                        .await?;
+                let mut measured = super::run_in_worker_on(
+                    &worker,
+                    &spec(host, workload.requests),
+                    upstream_port,
+                    Some(host.child.id()),
+                )
+                .await?;
                 // The host's CPU, not the load generator's.
                 measured.cpu_seconds = host.cpu_seconds() - cpu;
                 // Accepted: the load's connections to the host, then the upstream's

@@ -14,6 +14,26 @@ pub struct Count {
 }
 
 pub fn count(port: u16) -> Count {
+    count_of(port, None)
+}
+
+/// [`count`], the open connections only those of process `owner` (by the socket
+/// inodes among its descriptors): a serve host's own upstream connections, not those
+/// another host is still closing.
+pub fn count_of(port: u16, owner: Option<u32>) -> Count {
+    let owned: Option<std::collections::HashSet<u64>> = owner.map(|pid| {
+        let fds = i32::try_from(pid)
+            .ok()
+            .and_then(|pid| procfs::process::Process::new(pid).ok())
+            .and_then(|process| process.fd().ok());
+        fds.into_iter()
+            .flatten()
+            .filter_map(|fd| match fd.ok()?.target {
+                procfs::process::FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+            .collect()
+    });
     let entries: Vec<TcpNetEntry> = [procfs::net::tcp(), procfs::net::tcp6()]
         .into_iter()
         .flat_map(|table| table.unwrap_or_default())
@@ -21,8 +41,11 @@ pub fn count(port: u16) -> Count {
     let mut count = Count::default();
     for entry in entries {
         let to_port = entry.remote_address.port() == port;
+        let ours = owned
+            .as_ref()
+            .is_none_or(|owned| owned.contains(&entry.inode));
         match entry.state {
-            TcpState::Established if to_port => count.open += 1,
+            TcpState::Established if to_port && ours => count.open += 1,
             TcpState::TimeWait if to_port || entry.local_address.port() == port => {
                 count.time_wait += 1
             }
@@ -45,6 +68,8 @@ mod tests {
             .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
             .collect();
         assert_eq!(count(port).open, before + 3);
+        assert_eq!(count_of(port, Some(std::process::id())).open, 3);
+        assert_eq!(count_of(port, Some(1)).open, 0, "not init's");
         drop(clients);
     }
 }

@@ -348,10 +348,10 @@ fn usage_error(message: &str) -> ExitCode {
 fn main() -> ExitCode {
     let args = Cli::parse();
     // One thread is enough: the transport is a task of this runtime (or of the
-    // caller's `LocalSet`), and workers of `--concurrency` only wait on it. `serve` too:
-    // on a thread per core its relayed requests ran 0.94× as fast at 64 at once (every
-    // round trip a wake-up of the transport's task from another thread; bench --serve,
-    // 2026-12-06), where `wasmtime serve`'s own client gained from them.
+    // caller's `LocalSet`), and workers of `--concurrency` only wait on it. `serve`
+    // adds a current-thread runtime per further core, each with its own shard of the
+    // transport (`serve::Runtimes`): on tokio's multi-thread runtime every relayed
+    // round trip woke the transport's task from another thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
