@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use futures::task::AtomicWaker;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio_util::sync::PollSender;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -157,6 +157,10 @@ pub struct BytesConsumer {
 pub struct CaughtUp {
     /// The reader is gone.
     closed: AtomicBool,
+    /// The store's count of bodies read to their end whose component has yet to
+    /// take it in (`Settling`); this body counted in it while `counted`.
+    settling: Option<Arc<Settling>>,
+    counted: AtomicBool,
     /// It went having taken every chunk handed to it: had the body's end come, it had
     /// read it all (hyper's server, for one, drops a body once its `Content-Length`
     /// is written, without asking for an end it knows is there).
@@ -166,9 +170,20 @@ pub struct CaughtUp {
 }
 
 impl CaughtUp {
+    /// For a body of a store that counts its `settling` ends.
+    pub fn counting(settling: Arc<Settling>) -> Self {
+        Self {
+            settling: Some(settling),
+            ..Self::default()
+        }
+    }
+
     /// The caller took the last chunk in the window.
     pub fn drained(&self) {
         if let Some(waker) = self.waker.take() {
+            // The component waits at the body's end (it writes nothing more before
+            // the caller has taken every chunk): the body is read to its end.
+            self.count_in();
             crate::crossings::count(crate::crossings::Crossing::CallerToStore);
             waker.wake();
         }
@@ -179,7 +194,73 @@ impl CaughtUp {
     pub fn close(&self, drained: bool) {
         self.drained_when_closed.store(drained, Ordering::Release);
         self.closed.store(true, Ordering::Release);
-        self.waker.wake();
+        if let Some(waker) = self.waker.take() {
+            if drained {
+                self.count_in();
+            }
+            waker.wake();
+        }
+    }
+
+    /// The component has taken the body's end in (its trailers came, or never will).
+    pub fn settled(&self) {
+        if self.counted.swap(false, Ordering::AcqRel)
+            && let Some(settling) = &self.settling
+        {
+            settling.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn count_in(&self) {
+        if let Some(settling) = &self.settling
+            && !self.counted.swap(true, Ordering::AcqRel)
+        {
+            settling.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A store's bodies that its callers have read to their end while the component
+/// waited at the end (`response_body::read_to_end`): the component pools their
+/// connections on its next turn. A request the store takes meanwhile lets it have
+/// that turn first (`Settling::pending`), so that it finds those connections idle,
+/// as a Go caller's next request finds a connection its last `Read` returned EOF on.
+#[derive(Default)]
+pub struct Settling(AtomicUsize);
+
+impl Settling {
+    pub fn pending(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// The trailers of a body whose end `caught_up` may have counted in: it is settled
+/// once they come, or once the component drops their future.
+pub struct TrailersConsumer<T> {
+    pub inner: OneshotConsumer<T>,
+    pub caught_up: Arc<CaughtUp>,
+}
+
+impl<D, T: Lift + Send + 'static> FutureConsumer<D> for TrailersConsumer<T> {
+    type Item = T;
+
+    fn poll_consume(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        store: StoreContextMut<D>,
+        source: Source<'_, T>,
+        finish: bool,
+    ) -> Poll<wasmtime::Result<()>> {
+        let me = self.get_mut();
+        let done = Pin::new(&mut me.inner).poll_consume(cx, store, source, finish);
+        me.caught_up.settled();
+        done
+    }
+}
+
+impl<T> Drop for TrailersConsumer<T> {
+    fn drop(&mut self) {
+        self.caught_up.settled();
     }
 }
 

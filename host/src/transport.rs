@@ -40,7 +40,9 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::files::Files;
 use crate::net::Net;
-use crate::pipes::{BytesConsumer, CaughtUp, FramesProducer, OneshotConsumer};
+use crate::pipes::{
+    BytesConsumer, CaughtUp, FramesProducer, OneshotConsumer, Settling, TrailersConsumer,
+};
 use crate::state::{Continuity, GuestLimits, Spread, State};
 
 /// The transport component, built by `wasm/build.rs`.
@@ -54,6 +56,10 @@ pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 /// once (1 552 `brk` calls in `roundtrip get`, 11 with two) and the body came at 0.49×;
 /// with two, 0.89×; with one, 1.02× (docs/performance.md).
 const BODY_CHUNKS: usize = 1;
+
+/// Event-loop turns a request gives the component, at most, to take in bodies read
+/// to their end (`Settling`) before it asks for a connection.
+const SETTLE_TURNS: usize = 4;
 
 /// Which connection carried a response (in `http::Response::extensions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,6 +442,8 @@ impl Drop for InFlight<'_> {
 /// timeout running) at once.
 struct Releases {
     queue: Mutex<Vec<Queued>>,
+    /// Streamed bodies read to their end that the component has yet to take in.
+    settling: Arc<Settling>,
     /// The store's own inbox (weakly: it ends when every `Transport` is gone).
     inbox: mpsc::WeakUnboundedSender<Command>,
 }
@@ -450,6 +458,7 @@ impl Releases {
     fn new(inbox: mpsc::WeakUnboundedSender<Command>) -> Self {
         Releases {
             queue: Mutex::new(Vec::new()),
+            settling: Arc::default(),
             inbox,
         }
     }
@@ -910,7 +919,17 @@ async fn run_instance(
                             other => other,
                         };
                         let carried = match &command {
-                            Some(Command::RoundTrip(_)) => releases.take(instance()),
+                            Some(Command::RoundTrip(_)) => {
+                                // Bodies just read to their end: their connections
+                                // are pooled on the component's next turn; this
+                                // request lets it have that turn, and finds them.
+                                let mut turns = 0;
+                                while releases.settling.pending() && turns < SETTLE_TURNS {
+                                    tokio::task::yield_now().await;
+                                    turns += 1;
+                                }
+                                releases.take(instance())
+                            }
                             _ => {
                                 for release in releases.take(instance()) {
                                     let mut call = release_call(acc, &guest, handle, release);
@@ -1162,7 +1181,7 @@ async fn round_trip(
             ResponseBody::whole(bytes.into(), release)
         }
         types::ResponseBody::Streamed(streamed) => {
-            let (body, sent) = stream_body(acc, streamed, continuity)?;
+            let (body, sent) = stream_body(acc, streamed, continuity, &releases.settling)?;
             request_sent = Some(sent);
             body
         }
@@ -1214,11 +1233,12 @@ fn stream_body(
     acc: &Accessor<State>,
     streamed: types::StreamedBody,
     continuity: &Arc<Mutex<Continuity>>,
+    settling: &Arc<Settling>,
 ) -> Result<(ResponseBody, RequestSent), Error> {
     let (data_tx, data_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (trailers_tx, trailers_rx) = oneshot::channel();
     let (sent_tx, sent_rx) = oneshot::channel();
-    let caught_up = Arc::new(CaughtUp::default());
+    let caught_up = Arc::new(CaughtUp::counting(Arc::clone(settling)));
     acc.with(|mut access| {
         // Always taken (a closed reader would leave the guest's write waiting in
         // wasmtime 48), whether or not the caller looks at `RequestSent`.
@@ -1227,9 +1247,13 @@ fn stream_body(
             .pipe(&mut access, OneshotConsumer(Some(sent_tx)))?;
         let consumer = BytesConsumer::windowed(data_tx, Arc::clone(&caught_up));
         streamed.contents.pipe(&mut access, consumer)?;
-        streamed
-            .trailers
-            .pipe(&mut access, OneshotConsumer(Some(trailers_tx)))
+        streamed.trailers.pipe(
+            &mut access,
+            TrailersConsumer {
+                inner: OneshotConsumer(Some(trailers_tx)),
+                caught_up: Arc::clone(&caught_up),
+            },
+        )
     })
     .map_err(Error::engine)?;
     let body = ResponseBody::streamed(data_rx, trailers_rx, caught_up, Arc::clone(continuity));

@@ -888,3 +888,50 @@ async fn a_body_dropped_right_after_its_last_byte_was_read_to_its_end() {
     );
     assert_eq!(server.connections(), 1);
 }
+
+/// A request sent the moment the last body was read to its end (or dropped with
+/// every byte taken) finds that body's connection idle, with no wait for the pool to
+/// hear of it: Go pools a connection before its body's last `Read` returns EOF. Each
+/// of 50 rounds reads a streamed body and sends the next request at once; the server
+/// counts the connections.
+#[tokio::test]
+async fn a_request_right_after_a_body_was_read_to_its_end_reuses_its_connection() {
+    use http_body_util::BodyExt;
+    let server = roundtrip_servers::LocalServer::start().await.unwrap();
+    let (transport, _recorder) = transport(|_| {});
+    let length = 100_000; // past the whole-body limit: streamed
+    let url = server.url(&format!("/bytes/{length}"));
+    for round in 0..50 {
+        let request = http::Request::get(url.as_str())
+            .body(roundtrip_host::Body::empty())
+            .unwrap();
+        let response = tokio::time::timeout(FETCH_LIMIT, transport.round_trip(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut body = response.into_body();
+        let mut read = 0;
+        while read < length {
+            let frame = tokio::time::timeout(FETCH_LIMIT, body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            read += frame.into_data().map_or(0, |data| data.len());
+        }
+        // Half the rounds read the end too; the others drop the body with every
+        // byte taken, as hyper's server does.
+        if round % 2 == 0 {
+            let end = tokio::time::timeout(FETCH_LIMIT, body.frame())
+                .await
+                .unwrap();
+            assert!(end.is_none_or(|frame| frame.is_ok_and(|f| f.is_trailers())));
+        }
+        drop(body);
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "connections for 50 requests one after another"
+    );
+}
