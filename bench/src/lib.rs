@@ -106,6 +106,14 @@ impl Client {
     pub fn is_floor(self) -> bool {
         matches!(self, Client::Floor | Client::FloorLocal)
     }
+
+    /// A host of `--serve`.
+    pub fn is_serve(self) -> bool {
+        matches!(
+            self,
+            Client::ServeRoundtrip | Client::ServeDefaultClient | Client::ServeStock
+        )
+    }
 }
 
 /// One workload: what to fetch, how often, how many at once.

@@ -184,6 +184,10 @@ pub async fn run(
         // the machine weighs on each host alike.
         let hosts: Vec<(Client, Host)> = hosts(&workload, stock.as_deref())
             .into_iter()
+            // `--clients` naming serve hosts narrows the run to them.
+            .filter(|client| {
+                !options.clients.iter().any(|c| c.is_serve()) || options.clients.contains(client)
+            })
             .map(|client| {
                 Ok((
                     client,

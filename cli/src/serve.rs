@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// Threads serving connections [default: one per core, as `wasmtime serve`].
     /// Each has its own instances and its own shard of the pool (the caps divided
     /// among them, so each still holds in all); a connection, and every request it
-    /// causes, stays on the thread with the fewest connections when it came. 1: one
+    /// causes, stays on one thread: the first with none open, else the next in turn. 1: one
     /// pool, exactly Go's.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,

@@ -225,8 +225,8 @@ impl Service {
 
     /// [`Service::serve`], thread per core: each accepted connection is served on
     /// one of `runtimes` (current-thread runtimes, one per thread, that run until this
-    /// returns) — the one with the fewest connections open, the first of those on a
-    /// tie — by instances of that thread, whose requests go to shard `i` of a
+    /// returns) — the first with no connection open, else the next in turn — by
+    /// instances of that thread, whose requests go to shard `i` of a
     /// transport made with [`Transport::new_on`] on the same runtimes. A connection
     /// and everything it causes then stay on one thread, as nginx's and Envoy's
     /// workers keep theirs, each with its own pool of upstream connections (caps
@@ -256,6 +256,7 @@ impl Service {
         };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut turn = 0;
         loop {
             let stream = tokio::select! {
                 () = &mut shutdown => break,
@@ -271,10 +272,7 @@ impl Service {
             };
             // As wasmtime serve: small response writes are not held back (Nagle).
             let _ = stream.set_nodelay(true);
-            let lane = lanes
-                .iter()
-                .min_by_key(|lane| lane.open.load(Ordering::Relaxed))
-                .unwrap_or(&lanes[0]);
+            let lane = pick_lane(&lanes, &mut turn);
             lane.open.fetch_add(1, Ordering::Relaxed);
             let open = OpenGuard(Arc::clone(&lane.open));
             let handler = lane.handler.clone();
@@ -330,6 +328,24 @@ struct Lane {
     runtime: Option<tokio::runtime::Handle>,
     handler: ProxyHandler<Handler>,
     open: Arc<AtomicUsize>,
+}
+
+/// The lane for a new connection: the first with none open (a client that opens a
+/// connection per request stays on one thread, and one shard's pool), else the next
+/// in turn. In turn, not the fewest open: a client that closes its connections and
+/// opens as many again finds the counts still holding closed ones for a moment, more
+/// on one thread than another, and by the fewest its new connections would pile
+/// onto the other thread, whose shard would then dial a connection for each (seen
+/// in `roundtrip bench --serve`: 128 upstream connections for 64 at once).
+fn pick_lane<'a>(lanes: &'a [Lane], turn: &mut usize) -> &'a Lane {
+    *turn = match lanes
+        .iter()
+        .position(|lane| lane.open.load(Ordering::Relaxed) == 0)
+    {
+        Some(free) => free,
+        None => (*turn + 1) % lanes.len(),
+    };
+    &lanes[*turn]
 }
 
 /// Counts a connection open on its lane until dropped.
