@@ -840,27 +840,10 @@ fn the_store_is_a_task_of_the_callers_runtime_and_a_thread_only_outside_one() {
 /// it to its end, and the connection goes back to the pool.
 #[tokio::test]
 async fn a_body_dropped_right_after_its_last_byte_was_read_to_its_end() {
-    use http_body_util::BodyExt;
     let server = roundtrip_servers::LocalServer::start().await.unwrap();
     let (transport, recorder) = transport(|_| {});
     let length = 200_000; // past the whole-body limit: streamed
-    let request = http::Request::get(server.url(&format!("/bytes/{length}")))
-        .body(roundtrip_host::Body::empty())
-        .unwrap();
-    let response = tokio::time::timeout(FETCH_LIMIT, transport.round_trip(request))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut body = response.into_body();
-    let mut read = 0;
-    while read < length {
-        let frame = tokio::time::timeout(FETCH_LIMIT, body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        read += frame.into_data().map_or(0, |data| data.len());
-    }
+    let body = every_byte_of(&transport, &server.url(&format!("/bytes/{length}")), length).await;
     // Every byte taken; the end never asked for. The component pools the connection
     // as it learns the caller is gone (the same turn a read of the end would have).
     drop(body);
@@ -896,29 +879,12 @@ async fn a_body_dropped_right_after_its_last_byte_was_read_to_its_end() {
 /// counts the connections.
 #[tokio::test]
 async fn a_request_right_after_a_body_was_read_to_its_end_reuses_its_connection() {
-    use http_body_util::BodyExt;
     let server = roundtrip_servers::LocalServer::start().await.unwrap();
     let (transport, _recorder) = transport(|_| {});
     let length = 100_000; // past the whole-body limit: streamed
     let url = server.url(&format!("/bytes/{length}"));
     for round in 0..50 {
-        let request = http::Request::get(url.as_str())
-            .body(roundtrip_host::Body::empty())
-            .unwrap();
-        let response = tokio::time::timeout(FETCH_LIMIT, transport.round_trip(request))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut body = response.into_body();
-        let mut read = 0;
-        while read < length {
-            let frame = tokio::time::timeout(FETCH_LIMIT, body.frame())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            read += frame.into_data().map_or(0, |data| data.len());
-        }
+        let mut body = every_byte_of(&transport, &url, length).await;
         // Half the rounds read the end too; the others drop the body with every
         // byte taken, as hyper's server does.
         if round % 2 == 0 {
@@ -934,4 +900,31 @@ async fn a_request_right_after_a_body_was_read_to_its_end_reuses_its_connection(
         1,
         "connections for 50 requests one after another"
     );
+}
+
+/// GETs `url` and takes the `length` bytes of its body, frame by frame, without
+/// asking for its end; returns the body.
+async fn every_byte_of(
+    transport: &roundtrip_host::Transport,
+    url: &str,
+    length: usize,
+) -> roundtrip_host::ResponseBody {
+    let request = http::Request::get(url)
+        .body(roundtrip_host::Body::empty())
+        .unwrap();
+    let response = tokio::time::timeout(FETCH_LIMIT, transport.round_trip(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < length {
+        let frame = tokio::time::timeout(FETCH_LIMIT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        read += frame.into_data().map_or(0, |data| data.len());
+    }
+    body
 }
