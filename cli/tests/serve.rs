@@ -21,11 +21,7 @@ struct Serve {
 
 impl Serve {
     fn start(flags: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
             .arg("serve")
             .args(["--addr", &format!("127.0.0.1:{port}")])
@@ -66,6 +62,15 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// curl: `count` requests to the relay for `upstream`, `parallel` at a time; the
@@ -168,12 +173,7 @@ async fn ctrl_c_lets_requests_in_flight_finish_and_closes_idle_connections_with_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_shared_pools_dials_and_reuses() {
     let origin = LocalServer::start().await.unwrap();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{metrics_port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     // An instance per request: three instances, one connection.
     let serve = Serve::start(&["--metrics", &listen, "--max-instance-reuse-count", "1"]);
     let port = serve.port;

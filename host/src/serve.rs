@@ -302,7 +302,8 @@ impl Service {
         let state = self.handler.state();
         state.stopping.cancel();
         let transport = state.transport.clone();
-        let live = Arc::clone(&state.shared.live);
+        let shared = Arc::clone(&state.shared);
+        let live = &shared.live;
         drop(lanes);
         drop(self);
         let gone = async {
@@ -513,7 +514,7 @@ struct Shared {
     next_incoming: AtomicU64,
     /// Incoming requests in flight → the instance serving them.
     callers: Callers,
-    live: Arc<Live>,
+    live: Live,
 }
 
 impl Default for Shared {
@@ -522,7 +523,7 @@ impl Default for Shared {
             next_instance: AtomicU64::new(1),
             next_incoming: AtomicU64::new(1),
             callers: Callers::default(),
-            live: Arc::default(),
+            live: Live::default(),
         }
     }
 }
@@ -534,7 +535,7 @@ struct Live {
     changed: tokio::sync::Notify,
 }
 
-type Callers = Arc<Mutex<HashMap<u64, Arc<InstanceCaller>>>>;
+type Callers = Mutex<HashMap<u64, Arc<InstanceCaller>>>;
 
 impl HandlerState for Handler {
     type StoreData = Guest;
@@ -576,8 +577,7 @@ impl HandlerState for Handler {
                 concurrent: self.concurrent,
                 handled: AtomicU64::new(0),
                 transport: self.transport.clone(),
-                callers: Arc::clone(&self.shared.callers),
-                live: Arc::clone(&self.shared.live),
+                shared: Arc::clone(&self.shared),
             },
         })
     }
@@ -651,8 +651,7 @@ pub(crate) struct Worker {
     concurrent: usize,
     handled: AtomicU64,
     transport: Transport,
-    callers: Callers,
-    live: Arc<Live>,
+    shared: Arc<Shared>,
 }
 
 impl WorkerState for Worker {
@@ -686,7 +685,7 @@ impl WorkerState for Worker {
         if let Ok(mut serving) = self.caller.serving.lock() {
             serving.push(data.id);
         }
-        if let Ok(mut callers) = self.callers.lock() {
+        if let Ok(mut callers) = self.shared.callers.lock() {
             callers.insert(data.id, Arc::clone(&self.caller));
         }
         emit(
@@ -717,8 +716,8 @@ impl WorkerState for Worker {
                 error: result.err().map(|e| format!("{e:#}")),
             },
         );
-        self.live.count.fetch_sub(1, Ordering::AcqRel);
-        self.live.changed.notify_waiters();
+        self.shared.live.count.fetch_sub(1, Ordering::AcqRel);
+        self.shared.live.changed.notify_waiters();
     }
 }
 

@@ -596,11 +596,7 @@ impl Drop for ThreadGuard {
 
 /// The engine, made once per process, with the thread that advances its epoch.
 pub(crate) fn engine() -> Result<&'static Engine, Error> {
-    static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| make_engine(false))
-        .as_ref()
-        .map_err(Clone::clone)
+    shared_engine(false)
 }
 
 /// The engine `roundtrip serve` runs its guests on: the same with wasmtime's pooling
@@ -609,9 +605,16 @@ pub(crate) fn engine() -> Result<&'static Engine, Error> {
 /// stay: a busy guest yields every tick, so one cannot hold up the others, nor the
 /// transport, on `serve`'s one thread.
 pub(crate) fn serve_engine() -> Result<&'static Engine, Error> {
-    static ENGINE: OnceLock<Result<Engine, Error>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| make_engine(true))
+    shared_engine(true)
+}
+
+/// The process's engine of each kind, made on first use.
+fn shared_engine(pooling: bool) -> Result<&'static Engine, Error> {
+    static PLAIN: OnceLock<Result<Engine, Error>> = OnceLock::new();
+    static POOLING: OnceLock<Result<Engine, Error>> = OnceLock::new();
+    let engine = if pooling { &POOLING } else { &PLAIN };
+    engine
+        .get_or_init(|| make_engine(pooling))
         .as_ref()
         .map_err(Clone::clone)
 }

@@ -168,10 +168,16 @@ async fn a_request_waits_for_a_dial_no_one_needs_instead_of_dialling_another() {
         async move { transport.round_trip(request).await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(transport.stats().await.keys[0].dialing, 1);
+    let stats = tokio::time::timeout(limit, transport.stats())
+        .await
+        .unwrap();
+    assert_eq!(stats.keys[0].dialing, 1);
     // ...and is served by connection 1 once the first body is read; it keeps its
     // body unread, so connection 1 stays busy.
-    first.into_body().collect().await.unwrap();
+    tokio::time::timeout(limit, first.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
     let second = tokio::time::timeout(Duration::from_millis(700), second)
         .await
         .expect("served before its own dial finished")
