@@ -194,10 +194,14 @@ impl CaughtUp {
     pub fn close(&self, drained: bool) {
         self.drained_when_closed.store(drained, Ordering::Release);
         self.closed.store(true, Ordering::Release);
+        // Counted in whether or not the component waits at the end yet: a caller
+        // that knows the body's length (hyper's server) goes with its last chunk,
+        // and its next request may come before the component has even reached
+        // the end, which it then finds read.
+        if drained {
+            self.count_in();
+        }
         if let Some(waker) = self.waker.take() {
-            if drained {
-                self.count_in();
-            }
             waker.wake();
         }
     }
@@ -207,7 +211,8 @@ impl CaughtUp {
         if self.counted.swap(false, Ordering::AcqRel)
             && let Some(settling) = &self.settling
         {
-            settling.0.fetch_sub(1, Ordering::AcqRel);
+            settling.pending.fetch_sub(1, Ordering::AcqRel);
+            settling.settled.notify_waiters();
         }
     }
 
@@ -215,22 +220,44 @@ impl CaughtUp {
         if let Some(settling) = &self.settling
             && !self.counted.swap(true, Ordering::AcqRel)
         {
-            settling.0.fetch_add(1, Ordering::AcqRel);
+            settling.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
 
 /// A store's bodies that its callers have read to their end while the component
 /// waited at the end (`response_body::read_to_end`): the component pools their
-/// connections on its next turn. A request the store takes meanwhile lets it have
-/// that turn first (`Settling::pending`), so that it finds those connections idle,
-/// as a Go caller's next request finds a connection its last `Read` returned EOF on.
+/// connections on its next turns. A request the store takes meanwhile waits for
+/// those turns first (`Settling::wait`, bounded), so that it finds those connections
+/// idle, as a Go caller's next request finds a connection its last `Read` returned
+/// EOF on.
 #[derive(Default)]
-pub struct Settling(AtomicUsize);
+pub struct Settling {
+    pending: AtomicUsize,
+    settled: tokio::sync::Notify,
+}
 
 impl Settling {
     pub fn pending(&self) -> bool {
-        self.0.load(Ordering::Acquire) > 0
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits until no body is settling, or until `deadline`: the component takes a
+    /// body's end in on a turn of its own, which a busy store may give it only after
+    /// many others' (seen at 64 requests at once: a 65th connection dialled for a
+    /// request that came while the body before it settled).
+    pub async fn wait(&self, deadline: tokio::time::Instant) {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if !self.pending() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

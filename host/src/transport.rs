@@ -57,9 +57,10 @@ pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
 /// with two, 0.89×; with one, 1.02× (docs/performance.md).
 const BODY_CHUNKS: usize = 1;
 
-/// Event-loop turns a request gives the component, at most, to take in bodies read
-/// to their end (`Settling`) before it asks for a connection.
-const SETTLE_TURNS: usize = 4;
+/// How long a request waits, at most, for the component to take in bodies read to
+/// their end (`Settling`) before it asks for a connection: far less than a dial costs
+/// on any network, and what a busy store takes to give those bodies their turns.
+const SETTLE_WAIT: Duration = Duration::from_millis(1);
 
 /// Which connection carried a response (in `http::Response::extensions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -910,29 +911,39 @@ async fn run_instance(
             // then closed as idle).
             let mut releasing: FuturesUnordered<BoxFuture<'_, ()>> = FuturesUnordered::new();
             let instance = || continuity.lock().map_or(u64::MAX, |c| c.restarts);
+            // A request held back, until this deadline at most, while bodies read to
+            // their end settle: their connections are pooled on the component's
+            // turns, and the request then finds them. Commands behind it wait too.
+            let mut held: Option<(Command, tokio::time::Instant)> = None;
             let stopped = loop {
+                let deadline = held
+                    .as_ref()
+                    .map_or_else(tokio::time::Instant::now, |(_, deadline)| *deadline);
                 tokio::select! {
                     biased;
                     Some(()) = releasing.next(), if !releasing.is_empty() => {}
-                    command = inbox.recv() => {
+                    () = releases.settling.wait(deadline), if held.is_some() => {
+                        if let Some((command, _)) = held.take() {
+                            let carried = releases.take(instance());
+                            calls.push(handle_command(
+                                acc, &guest, handle, command, carried, pending, continuity,
+                                releases,
+                            ));
+                        }
+                    }
+                    command = inbox.recv(), if held.is_none() => {
                         // A flush with the caller's next command already behind it
                         // leaves the releases to that command.
                         let command = match command {
                             Some(Command::Flush) => inbox.try_recv().ok().or(Some(Command::Flush)),
                             other => other,
                         };
-                        let carried = match &command {
-                            Some(Command::RoundTrip(_)) => {
-                                // Bodies just read to their end: their connections
-                                // are pooled on the component's next turn; this
-                                // request lets it have that turn, and finds them.
-                                let mut turns = 0;
-                                while releases.settling.pending() && turns < SETTLE_TURNS {
-                                    tokio::task::yield_now().await;
-                                    turns += 1;
-                                }
-                                releases.take(instance())
+                        let carried = match command {
+                            Some(command @ Command::RoundTrip(_)) if releases.settling.pending() => {
+                                held = Some((command, tokio::time::Instant::now() + SETTLE_WAIT));
+                                continue;
                             }
+                            Some(Command::RoundTrip(_)) => releases.take(instance()),
                             _ => {
                                 for release in releases.take(instance()) {
                                     let mut call = release_call(acc, &guest, handle, release);

@@ -902,6 +902,48 @@ async fn a_request_right_after_a_body_was_read_to_its_end_reuses_its_connection(
     );
 }
 
+/// The same under load, as `roundtrip serve` meets it at 64 requests at once: while 16
+/// other callers keep the store busy, one takes a streamed body's last bytes and drops
+/// it (hyper's server does, once its `Content-Length` is written: it never asks for the
+/// end), then sends its next request at once. The component may not even have reached
+/// the body's end yet; the request still waits for it and finds the connection pooled
+/// instead of dialling one more (seen before: 65 upstream connections for 64 callers).
+#[tokio::test]
+async fn a_request_right_after_its_last_body_under_load_reuses_its_connection() {
+    let server = roundtrip_servers::LocalServer::start().await.unwrap();
+    let (transport, _recorder) = transport(|config| config.max_idle_conns_per_host = 64);
+    let length = 100_000; // past the whole-body limit: streamed
+    let url = server.url(&format!("/bytes/{length}"));
+    let small = server.url("/bytes/100");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise: Vec<_> = (0..16)
+        .map(|_| {
+            let (transport, small, stop) = (transport.clone(), small.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let request = http::Request::get(&small).body(Body::empty()).unwrap();
+                    let _ = fetch(&transport, request).await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        drop(every_byte_of(&transport, &url, length).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in noise {
+        tokio::time::timeout(FETCH_LIMIT, task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        server.connections() <= 17,
+        "{} connections for 17 callers",
+        server.connections()
+    );
+}
+
 /// GETs `url` and takes the `length` bytes of its body, frame by frame, without
 /// asking for its end; returns the body.
 async fn every_byte_of(
