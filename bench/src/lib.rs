@@ -246,6 +246,14 @@ pub struct Measurement {
     /// passive opens, less the load's own connections to the host).
     #[serde(default)]
     pub upstream_opened: Option<u64>,
+    /// `--serve`: the upstream connections that carried the run's requests, by
+    /// nginx's own log (distinct `$connection` serials); in a report's row, the most
+    /// of any run.
+    #[serde(default)]
+    pub upstream_conns: Option<u64>,
+    /// `--serve`: the run's requests nginx logged (each relayed request once).
+    #[serde(default)]
+    pub upstream_requests: Option<u64>,
 }
 
 /// Memory held by idle connections, measured against the same process after one
@@ -409,7 +417,7 @@ pub async fn run(
     worker: impl Fn(&Spec) -> std::process::Command,
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
-    let server = server::Server::start(options.server).await?;
+    let server = server::Server::start(options.server, options.serve).await?;
     if options.serve {
         return serve::run(options, &server, worker, progress).await;
     }

@@ -136,8 +136,8 @@ impl Report {
     /// theirs ÷ ours, above 1: ours spends less).
     fn serve_table(&self) -> String {
         let mut out = String::from(
-            "| workload | host | req/s | p50 µs | p99 µs | host CPU s / 10k req | upstream conns opened | peak upstream conns | TIME_WAIT left | errors | req/s ratio | CPU ratio |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| workload | host | req/s | p50 µs | p99 µs | host CPU s / 10k req | upstream conns (nginx's log, most in a run) | opened in the run | peak open (sampled) | TIME_WAIT left | errors | req/s ratio | CPU ratio |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.rows {
             let m = &row.median;
@@ -158,13 +158,15 @@ impl Report {
                 None => ("?".to_owned(), "?".to_owned()),
             };
             out.push_str(&format!(
-                "| {} | {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
                 row.workload,
                 row.client.name(),
                 m.requests_per_second(),
                 m.p50_us,
                 m.p99_us,
                 m.cpu_per_10k(),
+                m.upstream_conns
+                    .map_or_else(|| "—".to_owned(), |n| n.to_string()),
                 m.upstream_opened.unwrap_or_default(),
                 m.peak_open,
                 m.time_wait,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::server::Server;
+use super::server::{LOG_FLUSH, Server};
 use super::{Client, Measurement, Mode, Options, Report, Row, Spec};
 
 /// One serve workload.
@@ -215,9 +215,18 @@ pub async fn run(
             )
             .await?;
         }
+        let log = server.connection_log();
         let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); hosts.len()];
         for rep in 0..options.repetitions {
             for (i, (client, host)) in hosts.iter().enumerate() {
+                // What nginx has logged so far, its buffer flushed first.
+                let logged = match &log {
+                    Some(log) => {
+                        tokio::time::sleep(LOG_FLUSH * 2).await;
+                        Some(file_len(log))
+                    }
+                    None => None,
+                };
                 let cpu = host.cpu_seconds();
                 let opens = passive_opens();
                 let mut measured = super::run_in_worker_on(
@@ -238,14 +247,24 @@ pub async fn run(
                 } else {
                     upstream
                 });
+                if let (Some(log), Some(from)) = (&log, logged) {
+                    tokio::time::sleep(LOG_FLUSH * 2).await;
+                    let serials = Serials::read(log, from)?;
+                    measured.upstream_conns = Some(serials.connections);
+                    measured.upstream_requests = Some(serials.requests);
+                }
                 progress(&format!(
-                    "{:<30} {:<24} run {}/{}: {:.0} req/s, {} upstream conns, {} errors",
+                    "{:<30} {:<24} run {}/{}: {:.0} req/s, upstream: {} conns opened, {} in use \
+                     (nginx's log: {} requests on {} conns), {} errors",
                     workload.name,
                     client.name(),
                     rep + 1,
                     options.repetitions,
                     measured.requests_per_second(),
                     measured.upstream_opened.unwrap_or_default(),
+                    measured.peak_open,
+                    measured.upstream_requests.unwrap_or_default(),
+                    measured.upstream_conns.unwrap_or_default(),
                     measured.errors
                 ));
                 runs[i].push(measured);
@@ -253,11 +272,14 @@ pub async fn run(
         }
         for ((client, _), mut runs) in hosts.into_iter().zip(runs) {
             runs.sort_by(|a, b| a.requests_per_second().total_cmp(&b.requests_per_second()));
+            let mut median = runs[runs.len() / 2].clone();
+            // A bound on upstream connections holds only if it holds in every run.
+            median.upstream_conns = runs.iter().filter_map(|r| r.upstream_conns).max();
             rows.push(Row {
                 workload: workload.name.to_owned(),
                 client,
                 runs: runs.len(),
-                median: runs[runs.len() / 2].clone(),
+                median,
             });
         }
     }
@@ -271,6 +293,35 @@ pub async fn run(
         idle: Vec::new(),
         cold_start: Vec::new(),
     })
+}
+
+/// What nginx's connection log says of one run: its lines past an offset.
+struct Serials {
+    /// Requests logged.
+    requests: u64,
+    /// Distinct connections they came on.
+    connections: u64,
+}
+
+impl Serials {
+    fn read(log: &Path, from: u64) -> Result<Self, String> {
+        let text = std::fs::read(log).map_err(|e| format!("cannot read {}: {e}", log.display()))?;
+        let run = text.get(from as usize..).unwrap_or_default();
+        let mut serials = std::collections::HashSet::new();
+        let mut requests = 0;
+        for line in String::from_utf8_lossy(run).lines() {
+            requests += 1;
+            serials.insert(line.trim().to_owned());
+        }
+        Ok(Serials {
+            requests,
+            connections: serials.len() as u64,
+        })
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// TCP connections this machine has accepted so far (`Tcp: PassiveOpens` of

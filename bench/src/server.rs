@@ -24,6 +24,7 @@ pub enum Server {
         /// `ssl http2`: HTTP/2 where ALPN agrees.
         h2_port: u16,
         tls: ServerTls,
+        connection_log: Option<std::path::PathBuf>,
         child: Child,
         _dir: tempfile::TempDir,
     },
@@ -36,7 +37,9 @@ pub enum Server {
 }
 
 impl Server {
-    pub async fn start(kind: ServerKind) -> Result<Server, String> {
+    /// With `log_connections`, nginx writes each request's connection serial
+    /// (`$connection`) to [`Server::connection_log`]: the upstream's own count.
+    pub async fn start(kind: ServerKind, log_connections: bool) -> Result<Server, String> {
         let tls = ServerTls::generate()?;
         match kind {
             ServerKind::InProcess => {
@@ -53,7 +56,7 @@ impl Server {
                     tls,
                 })
             }
-            ServerKind::Nginx => start_nginx(tls),
+            ServerKind::Nginx => start_nginx(tls, log_connections),
         }
     }
 
@@ -86,6 +89,15 @@ impl Server {
         match self {
             Server::Nginx { h2_port, .. } => format!("https://127.0.0.1:{h2_port}{path}"),
             Server::InProcess { h2, .. } => h2.url(path),
+        }
+    }
+
+    /// nginx's log of `$connection` serials, one line a request, written in
+    /// batches at most [`LOG_FLUSH`] apart (`None`: not asked for, or in-process).
+    pub fn connection_log(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Server::Nginx { connection_log, .. } => connection_log.clone(),
+            Server::InProcess { .. } => None,
         }
     }
 
@@ -131,7 +143,10 @@ fn nginx_version() -> String {
         .unwrap_or_else(|| "nginx".to_owned())
 }
 
-fn start_nginx(tls: ServerTls) -> Result<Server, String> {
+/// How long nginx may hold connection-log lines in its buffer.
+pub const LOG_FLUSH: Duration = Duration::from_millis(100);
+
+fn start_nginx(tls: ServerTls, log_connections: bool) -> Result<Server, String> {
     let binary = nginx_binary()
         .ok_or("nginx not found: install Debian's nginx, or use --server in-process")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -154,10 +169,20 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
     let port = free_port().map_err(io)?;
     let tls_port = free_port().map_err(io)?;
     let h2_port = free_port().map_err(io)?;
+    let connection_log = log_connections.then(|| root.join("logs/connections.log"));
+    // Buffered: a write per request would cost every host alike, but cost.
+    let access_log = match &connection_log {
+        Some(path) => format!(
+            "log_format serial '$connection';\n  access_log {} serial buffer=64k flush={}ms;",
+            path.display(),
+            LOG_FLUSH.as_millis()
+        ),
+        None => "access_log off;".to_owned(),
+    };
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {root}/nginx.pid;\n\
          error_log {root}/logs/error.log;\nevents {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  sendfile on;\n\
+         http {{\n  {access_log}\n  keepalive_requests 10000000;\n  sendfile on;\n\
          client_body_temp_path {root}/tmp_body;\n  proxy_temp_path {root}/tmp_proxy;\n\
          fastcgi_temp_path {root}/tmp_fcgi;\n  uwsgi_temp_path {root}/tmp_uwsgi;\n\
          scgi_temp_path {root}/tmp_scgi;\n\
@@ -193,6 +218,7 @@ fn start_nginx(tls: ServerTls) -> Result<Server, String> {
         tls_port,
         h2_port,
         tls,
+        connection_log,
         child,
         _dir: dir,
     })

@@ -161,6 +161,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         } => Ok(()),
     };
+    // `ROUNDTRIP_CROSSINGS=1`: what each outgoing request cost at the boundary
+    // (docs/performance.md); one `round-trip` export call is one outgoing request.
+    if roundtrip_host::crossings::is_enabled() {
+        let crossings = roundtrip_host::crossings::snapshot();
+        let requests = crossings
+            .named()
+            .iter()
+            .find(|(name, _)| *name == "export calls")
+            .map_or(0, |(_, count)| *count);
+        eprint!("{}", crossings.per_request(requests));
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
