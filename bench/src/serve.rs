@@ -250,6 +250,14 @@ pub async fn run(
                 if let (Some(log), Some(from)) = (&log, logged) {
                     tokio::time::sleep(LOG_FLUSH * 2).await;
                     let serials = Serials::read(log, from)?;
+                    if serials.requests != measured.requests {
+                        progress(&format!(
+                            "{}: nginx logged {} requests of a run of {}",
+                            client.name(),
+                            serials.requests,
+                            measured.requests
+                        ));
+                    }
                     measured.upstream_conns = Some(serials.connections);
                     measured.upstream_requests = Some(serials.requests);
                 }
