@@ -150,6 +150,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         "Serving HTTP on http://{addr}/ ({}; {pool})",
         service.world().describe()
     );
+    let incoming = service.incoming_count();
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("roundtrip serve: finishing the requests in flight (Ctrl-C again to quit now)");
@@ -161,16 +162,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         } => Ok(()),
     };
-    // `ROUNDTRIP_CROSSINGS=1`: what each outgoing request cost at the boundary
-    // (docs/performance.md); one `round-trip` export call is one outgoing request.
+    // `ROUNDTRIP_CROSSINGS=1`: what each incoming request cost at the boundary
+    // (docs/performance.md).
     if roundtrip_host::crossings::is_enabled() {
         let crossings = roundtrip_host::crossings::snapshot();
-        let requests = crossings
-            .named()
-            .iter()
-            .find(|(name, _)| *name == "export calls")
-            .map_or(0, |(_, count)| *count);
-        eprint!("{}", crossings.per_request(requests));
+        eprint!("{}", crossings.per_request(incoming()));
     }
     match served {
         Ok(()) => ExitCode::SUCCESS,

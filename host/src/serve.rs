@@ -201,6 +201,13 @@ impl Service {
         })
     }
 
+    /// Counts the incoming requests taken so far (every thread's), also once
+    /// [`Service::serve`] has the service.
+    pub fn incoming_count(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = Arc::clone(&self.handler.state().shared);
+        move || shared.next_incoming.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
     /// The world the service speaks.
     pub fn world(&self) -> World {
         self.world
