@@ -205,7 +205,12 @@ impl Service {
     /// [`Service::serve`] has the service.
     pub fn incoming_count(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let shared = Arc::clone(&self.handler.state().shared);
-        move || shared.next_incoming.load(Ordering::Relaxed).saturating_sub(1)
+        move || {
+            shared
+                .next_incoming
+                .load(Ordering::Relaxed)
+                .saturating_sub(1)
+        }
     }
 
     /// The world the service speaks.
