@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use futures::task::AtomicWaker;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use tokio_util::sync::PollSender;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -158,9 +158,9 @@ pub struct CaughtUp {
     /// The reader is gone.
     closed: AtomicBool,
     /// The store's count of bodies read to their end whose component has yet to
-    /// take it in (`Settling`); this body counted in it while `counted`.
+    /// take it in (`Settling`); this body's place in it (`END_*`).
     settling: Option<Arc<Settling>>,
-    counted: AtomicBool,
+    end: AtomicU8,
     /// It went having taken every chunk handed to it: had the body's end come, it had
     /// read it all (hyper's server, for one, drops a body once its `Content-Length`
     /// is written, without asking for an end it knows is there).
@@ -208,7 +208,7 @@ impl CaughtUp {
 
     /// The component has taken the body's end in (its trailers came, or never will).
     pub fn settled(&self) {
-        if self.counted.swap(false, Ordering::AcqRel)
+        if self.end.swap(END_SETTLED, Ordering::AcqRel) == END_COUNTED
             && let Some(settling) = &self.settling
         {
             settling.pending.fetch_sub(1, Ordering::AcqRel);
@@ -216,14 +216,26 @@ impl CaughtUp {
         }
     }
 
+    /// Counts the body in as settling, once, unless the component has taken its end
+    /// in already (a reader that read the end, then went).
     fn count_in(&self) {
         if let Some(settling) = &self.settling
-            && !self.counted.swap(true, Ordering::AcqRel)
+            && self
+                .end
+                .compare_exchange(END_OPEN, END_COUNTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
             settling.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
+
+/// A body's end, as `Settling` counts it: not yet read, …
+const END_OPEN: u8 = 0;
+/// … read (or its reader gone with every byte), counted in `Settling::pending`, …
+const END_COUNTED: u8 = 1;
+/// … taken in by the component: never counted again.
+const END_SETTLED: u8 = 2;
 
 /// A store's bodies that its callers have read to their end while the component
 /// waited at the end (`response_body::read_to_end`): the component pools their
@@ -427,3 +439,41 @@ pub async fn pump_reads<R: tokio::io::AsyncRead + Unpin>(
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Fewest bytes asked for by a read.
 const READ_MIN: usize = 4 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each order the reader and the component can meet a body's end in leaves the
+    /// store's count as it found it: a body counted stays counted until taken in, and
+    /// one taken in is never counted again (else every later request would wait).
+    #[test]
+    fn a_body_counts_as_settling_only_between_its_read_end_and_the_component_taking_it() {
+        let settling = Arc::new(Settling::default());
+        // hyper's server: gone with every byte before the component reached the end.
+        let early = CaughtUp::counting(Arc::clone(&settling));
+        early.close(true);
+        assert!(settling.pending());
+        early.settled();
+        assert!(!settling.pending());
+        // A reader that read the end (the component took it in first), then went.
+        let late = CaughtUp::counting(Arc::clone(&settling));
+        late.settled();
+        late.close(true);
+        assert!(!settling.pending());
+        // A reader gone mid-body, having taken nothing more than it was handed:
+        // counted, and let go when the component ends the body.
+        let cut = CaughtUp::counting(Arc::clone(&settling));
+        cut.close(true);
+        cut.close(true);
+        assert!(settling.pending());
+        cut.settled();
+        cut.settled();
+        assert!(!settling.pending());
+        // One dropped unread is never counted.
+        let unread = CaughtUp::counting(Arc::clone(&settling));
+        unread.close(false);
+        unread.settled();
+        assert!(!settling.pending());
+    }
+}
