@@ -153,13 +153,12 @@ pub struct BytesConsumer {
 
 /// The caller's side of a body's end: the zero-length write waiting for the caller to
 /// take the last chunk, woken when it does or when the caller goes away.
-#[derive(Default)]
 pub struct CaughtUp {
     /// The reader is gone.
     closed: AtomicBool,
     /// The store's count of bodies read to their end whose component has yet to
     /// take it in (`Settling`); this body's place in it (`END_*`).
-    settling: Option<Arc<Settling>>,
+    settling: Arc<Settling>,
     end: AtomicU8,
     /// It went having taken every chunk handed to it: had the body's end come, it had
     /// read it all (hyper's server, for one, drops a body once its `Content-Length`
@@ -173,8 +172,11 @@ impl CaughtUp {
     /// For a body of a store that counts its `settling` ends.
     pub fn counting(settling: Arc<Settling>) -> Self {
         Self {
-            settling: Some(settling),
-            ..Self::default()
+            closed: AtomicBool::new(false),
+            settling,
+            end: AtomicU8::new(END_OPEN),
+            drained_when_closed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -208,24 +210,21 @@ impl CaughtUp {
 
     /// The component has taken the body's end in (its trailers came, or never will).
     pub fn settled(&self) {
-        if self.end.swap(END_SETTLED, Ordering::AcqRel) == END_COUNTED
-            && let Some(settling) = &self.settling
-        {
-            settling.pending.fetch_sub(1, Ordering::AcqRel);
-            settling.settled.notify_waiters();
+        if self.end.swap(END_SETTLED, Ordering::AcqRel) == END_COUNTED {
+            self.settling.pending.fetch_sub(1, Ordering::AcqRel);
+            self.settling.settled.notify_waiters();
         }
     }
 
     /// Counts the body in as settling, once, unless the component has taken its end
     /// in already (a reader that read the end, then went).
     fn count_in(&self) {
-        if let Some(settling) = &self.settling
-            && self
-                .end
-                .compare_exchange(END_OPEN, END_COUNTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        if self
+            .end
+            .compare_exchange(END_OPEN, END_COUNTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
         {
-            settling.pending.fetch_add(1, Ordering::AcqRel);
+            self.settling.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
