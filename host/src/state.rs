@@ -81,6 +81,7 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// A store for a guest program (`roundtrip run`, `roundtrip serve`): its memory held
 /// to the limits `limits` finds in its data, and the engine's every-tick deadline only
 /// a yield to the host's event loop — a program may compute as long as it likes.
+#[cfg(feature = "run")]
 pub(crate) fn guest_store<T: 'static>(
     engine: &wasmtime::Engine,
     data: T,

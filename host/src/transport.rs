@@ -605,6 +605,7 @@ pub(crate) fn engine() -> Result<&'static Engine, Error> {
 /// per request, or per 128, takes slots from a pool rather than fresh mappings. Epochs
 /// stay: a busy guest yields every tick, so one cannot hold up the others, nor the
 /// transport, on `serve`'s one thread.
+#[cfg(feature = "run")]
 pub(crate) fn serve_engine() -> Result<&'static Engine, Error> {
     shared_engine(true)
 }
