@@ -916,10 +916,10 @@ async fn run_instance(
             // their end settle: their connections are pooled on the component's
             // turns, and the request then finds them. Commands behind it wait too.
             let mut held: Option<(Command, tokio::time::Instant)> = None;
+            // The wait's deadline while nothing is held (its branch is then off).
+            let unheld = tokio::time::Instant::now();
             let stopped = loop {
-                let deadline = held
-                    .as_ref()
-                    .map_or_else(tokio::time::Instant::now, |(_, deadline)| *deadline);
+                let deadline = held.as_ref().map_or(unheld, |(_, deadline)| *deadline);
                 tokio::select! {
                     biased;
                     Some(()) = releasing.next(), if !releasing.is_empty() => {}
