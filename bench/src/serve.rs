@@ -215,18 +215,19 @@ pub async fn run(
             )
             .await?;
         }
+        // Where each run's lines start in nginx's log: its end once the warm-up's
+        // lines are flushed, then wherever the run before left it.
         let log = server.connection_log();
+        let mut logged = match &log {
+            Some(log) => {
+                tokio::time::sleep(LOG_FLUSH * 2).await;
+                std::fs::metadata(log).map_or(0, |m| m.len())
+            }
+            None => 0,
+        };
         let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); hosts.len()];
         for rep in 0..options.repetitions {
             for (i, (client, host)) in hosts.iter().enumerate() {
-                // What nginx has logged so far, its buffer flushed first.
-                let logged = match &log {
-                    Some(log) => {
-                        tokio::time::sleep(LOG_FLUSH * 2).await;
-                        Some(file_len(log))
-                    }
-                    None => None,
-                };
                 let cpu = host.cpu_seconds();
                 let opens = passive_opens();
                 let mut measured = super::run_in_worker_on(
@@ -247,9 +248,10 @@ pub async fn run(
                 } else {
                     upstream
                 });
-                if let (Some(log), Some(from)) = (&log, logged) {
+                if let Some(log) = &log {
                     tokio::time::sleep(LOG_FLUSH * 2).await;
-                    let serials = Serials::read(log, from)?;
+                    let serials = Serials::read(log, logged)?;
+                    logged = serials.end;
                     if serials.requests != measured.requests {
                         progress(&format!(
                             "{}: nginx logged {} requests of a run of {}",
@@ -262,8 +264,8 @@ pub async fn run(
                     measured.upstream_requests = Some(serials.requests);
                 }
                 progress(&format!(
-                    "{:<30} {:<24} run {}/{}: {:.0} req/s, upstream: {} conns opened, {} in use \
-                     (nginx's log: {} requests on {} conns), {} errors",
+                    "{:<30} {:<24} run {}/{}: {:.0} req/s, upstream: {} conns opened, \
+                     peak {} open (sampled), nginx's log: {} requests on {} conns, {} errors",
                     workload.name,
                     client.name(),
                     rep + 1,
@@ -303,33 +305,32 @@ pub async fn run(
     })
 }
 
-/// What nginx's connection log says of one run: its lines past an offset.
+/// What nginx's connection log says of one run: its lines from an offset on.
 struct Serials {
     /// Requests logged.
     requests: u64,
     /// Distinct connections they came on.
     connections: u64,
+    /// The log's length as read: where the next run's lines start.
+    end: u64,
 }
 
 impl Serials {
     fn read(log: &Path, from: u64) -> Result<Self, String> {
-        let text = std::fs::read(log).map_err(|e| format!("cannot read {}: {e}", log.display()))?;
-        let run = text.get(from as usize..).unwrap_or_default();
-        let mut serials = std::collections::HashSet::new();
-        let mut requests = 0;
-        for line in String::from_utf8_lossy(run).lines() {
-            requests += 1;
-            serials.insert(line.trim().to_owned());
-        }
+        use std::io::{Read, Seek, SeekFrom};
+        let failed = |e: std::io::Error| format!("cannot read {}: {e}", log.display());
+        let mut file = std::fs::File::open(log).map_err(failed)?;
+        file.seek(SeekFrom::Start(from)).map_err(failed)?;
+        let mut run = String::new();
+        file.read_to_string(&mut run).map_err(failed)?;
+        let lines: Vec<&str> = run.lines().map(str::trim).collect();
+        let connections = lines.iter().collect::<std::collections::HashSet<_>>().len();
         Ok(Serials {
-            requests,
-            connections: serials.len() as u64,
+            requests: lines.len() as u64,
+            connections: connections as u64,
+            end: from + run.len() as u64,
         })
     }
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// TCP connections this machine has accepted so far (`Tcp: PassiveOpens` of
