@@ -25,7 +25,7 @@ use wasmtime::component::{
 };
 
 use crate::bindings::roundtrip::transport::net::{
-    Host, HostConnection, HostConnectionWithStore, HostWithStore, TlsInfo,
+    Host, HostConnection, HostConnectionWithStore, HostWithStore, IdleState, TlsInfo,
 };
 use crate::bindings::roundtrip::transport::types::ErrorCode;
 use crate::pipes::READ_CHUNK;
@@ -55,6 +55,8 @@ pub struct Connection {
     /// A second handle on the socket, to shut it down while tasks own the halves.
     shutdown: std::net::TcpStream,
     stage: Stage,
+    /// TLS runs on it (`start-tls` succeeded).
+    tls: bool,
 }
 
 impl Connection {
@@ -70,6 +72,7 @@ impl Connection {
             local,
             shutdown,
             stage: Stage::Whole(Box::new(stream)),
+            tls: false,
         })
     }
 
@@ -128,6 +131,12 @@ impl HostConnection for State {
     fn local_address(&mut self, conn: Resource<Connection>) -> wasmtime::Result<String> {
         crate::crossings::count(crate::crossings::Crossing::HostCallSync);
         Ok(self.table.get(&conn)?.local.to_string())
+    }
+
+    fn idle_state(&mut self, conn: Resource<Connection>) -> wasmtime::Result<IdleState> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallSync);
+        let connection = self.table.get(&conn)?;
+        Ok(idle_state(&connection.shutdown, connection.tls))
     }
 
     fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
@@ -201,6 +210,31 @@ async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, ErrorCode> {
         return Err(ErrorCode::DnsError(format!("lookup {host}: no such host")));
     }
     Ok(addrs)
+}
+
+/// What the kernel says of a socket nobody reads, asked without waiting (a `poll` with
+/// a zero timeout: what curl does before reusing a connection). The peer's FIN shows
+/// as `POLLRDHUP` even behind unread bytes, a reset as `POLLHUP`/`POLLERR`. Unread
+/// bytes are `input` on plain TCP; under TLS they may be records the server may send
+/// at any time (a TLS 1.3 session ticket), which only a read can tell from data.
+fn idle_state(socket: &std::net::TcpStream, tls: bool) -> IdleState {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(socket, PollFlags::IN | PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if rustix::event::poll(&mut fds, Some(&now)).is_err() {
+        return IdleState::Unknown;
+    }
+    let seen = fds[0].revents();
+    if seen.intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR) {
+        IdleState::Closed
+    } else if seen.contains(PollFlags::IN) && !tls {
+        IdleState::Input
+    } else {
+        IdleState::Quiet
+    }
 }
 
 /// Resolves `host` and connects to each address in turn, as Go's dialer does.
@@ -288,7 +322,9 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
             resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         };
         accessor.with(|mut access| {
-            access.get().table.get_mut(&conn)?.stage = Stage::Whole(Box::new(tls));
+            let connection = access.get().table.get_mut(&conn)?;
+            connection.stage = Stage::Whole(Box::new(tls));
+            connection.tls = true;
             Ok::<_, wasmtime::Error>(())
         })?;
         Ok(Ok(info))
@@ -591,4 +627,57 @@ fn terminated(error: &io::Error, doing: &str) -> ErrorCode {
     tls::alert_after_handshake(error, doing).unwrap_or_else(|| {
         ErrorCode::ConnectionTerminated(format!("connection broken while {doing}: {error}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A connected pair of loopback sockets: (ours, the peer's).
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        (ours, peer)
+    }
+
+    /// Waits (up to 5 s) until the kernel tells `wanted` of `socket`.
+    fn settles_to(socket: &std::net::TcpStream, tls: bool, wanted: IdleState) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if idle_state(socket, tls) == wanted {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn the_idle_state_tells_quiet_input_and_a_close_even_behind_unread_bytes() {
+        let (ours, mut peer) = pair();
+        assert_eq!(idle_state(&ours, false), IdleState::Quiet);
+        peer.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .expect("write");
+        assert!(settles_to(&ours, false, IdleState::Input));
+        // Under TLS, unread bytes may be a session ticket: not a sign by themselves.
+        assert_eq!(idle_state(&ours, true), IdleState::Quiet);
+        peer.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(settles_to(&ours, false, IdleState::Closed));
+        assert_eq!(idle_state(&ours, true), IdleState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_reset_is_a_close() {
+        let (ours, peer) = pair();
+        peer.set_nonblocking(true).expect("non-blocking");
+        let peer = TcpStream::from_std(peer).expect("tokio");
+        // Linger 0: dropping the socket sends RST.
+        peer.set_zero_linger().expect("linger");
+        drop(peer);
+        assert!(settles_to(&ours, true, IdleState::Closed));
+    }
 }

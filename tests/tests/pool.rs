@@ -567,6 +567,53 @@ async fn an_idle_connection_the_server_resets_leaves_the_pool_at_once() {
     assert!(transport.stats().await.keys.is_empty());
 }
 
+/// curl's check before reuse: a server that ends the connection right after its
+/// answer (before the idle watcher starts reading it, `WATCH_AFTER_NS`) gets the next
+/// request on a new connection — nothing is written to the dead one, nothing retried.
+#[tokio::test]
+async fn a_connection_the_server_ends_right_after_its_answer_is_not_reused() {
+    for reset in [false, true] {
+        let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let server = RawServer::start(move |_, mut socket| {
+            let ended = ended.clone();
+            async move {
+                if read_request_head(&mut socket).await.is_none() {
+                    return;
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                if reset {
+                    let _ = socket.set_zero_linger();
+                    drop(socket);
+                } else {
+                    let _ = socket.shutdown().await;
+                }
+                let _ = ended.send(());
+            }
+        })
+        .await;
+        let (transport, recorder) = transport(|_| {});
+        let first = get(&transport, &server.url("/")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ends.recv())
+            .await
+            .unwrap();
+        let next = get(&transport, &server.url("/")).await.unwrap();
+        assert_eq!(next.body, "ok");
+        assert!(!next.conn.reused, "reset: {reset}");
+        assert_ne!(next.conn.id, first.conn.id);
+        let events = recorder.events();
+        assert_eq!(
+            count(&events, |k| matches!(k, EventKind::Retry { .. })),
+            0,
+            "reset: {reset}: {:?}",
+            recorder.names()
+        );
+        assert_eq!(dials(&events), 2);
+        assert_eq!(closes(&events), [CloseReason::ServerClosed]);
+    }
+}
+
 #[tokio::test]
 async fn shards_divide_go_s_caps_and_never_share_an_id() {
     let server = LocalServer::start().await.unwrap();

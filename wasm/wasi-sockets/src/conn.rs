@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use futures::channel::oneshot;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
-use crate::bindings::exports::roundtrip::transport::net::{GuestConnection, TlsInfo};
+use crate::bindings::exports::roundtrip::transport::net::{GuestConnection, IdleState, TlsInfo};
 use crate::bindings::exports::roundtrip::transport::types::ErrorCode;
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::sockets::ip_name_lookup;
@@ -354,6 +354,12 @@ impl GuestConnection for Connection {
 
     fn local_address(&self) -> String {
         self.local.clone()
+    }
+
+    /// wasi:sockets has no peek: only a read can tell, and the transport's idle
+    /// watcher does that read.
+    fn idle_state(&self) -> IdleState {
+        IdleState::Unknown
     }
 
     fn close(&self) {

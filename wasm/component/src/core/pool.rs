@@ -51,6 +51,8 @@ pub type Ticket = u64;
 /// Why the pool let go of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
+    /// The server closed it (or wrote to it unasked) while it was idle.
+    PeerGone,
     IdleTimeout,
     MaxIdle,
     MaxIdlePerKey,
@@ -224,10 +226,41 @@ impl<C> Pool<C> {
     /// A request asks for a connection to `key`. Idle connections that timed out by
     /// `now` are closed first, so one is never handed out.
     pub fn checkout(&mut self, key: &str, now: Micros) -> Checkout<C> {
+        self.checkout_live(key, now, |_| true)
+    }
+
+    /// [`checkout`](Self::checkout), skipping idle connections `alive` finds dead (the
+    /// server closed them since they were pooled): those are closed
+    /// ([`Release::PeerGone`]).
+    pub fn checkout_live(
+        &mut self,
+        key: &str,
+        now: Micros,
+        mut alive: impl FnMut(&C) -> bool,
+    ) -> Checkout<C> {
         self.refuse_unwanted = false;
         self.expire(now);
         let state = self.keys.entry(key.to_owned()).or_default();
-        if let Some(idle) = state.idle.pop() {
+        let mut dead = Vec::new();
+        let found = loop {
+            match state.idle.pop() {
+                Some(idle) if !alive(&idle.conn) => dead.push(idle),
+                found => break found,
+            }
+        };
+        if !dead.is_empty() {
+            self.idle_total -= dead.len();
+            for idle in dead {
+                self.actions.push_back(Action::Close(Evicted {
+                    id: idle.id,
+                    key: key.to_owned(),
+                    conn: idle.conn,
+                    reason: Release::PeerGone,
+                }));
+            }
+        }
+        let state = self.keys.entry(key.to_owned()).or_default();
+        if let Some(idle) = found {
             state.active += 1;
             self.idle_total -= 1;
             self.reuses += 1;
@@ -561,6 +594,30 @@ mod tests {
     use super::*;
 
     const SECOND: Micros = 1_000_000;
+
+    /// curl's check before reuse: an idle connection found dead is closed, the next
+    /// one handed out, and the dead ones count neither as reuses nor as open.
+    #[test]
+    fn a_checkout_skips_idle_connections_found_dead_and_closes_them() {
+        let mut p = pool(100, 5, None);
+        for (id, conn) in [(1, "alive"), (2, "dead"), (3, "dead too")] {
+            dial(&mut p, "k", id, conn, 0);
+        }
+        for (id, conn) in [(1, "alive"), (2, "dead"), (3, "dead too")] {
+            p.offer("k", id, conn, Source::Active, 0);
+        }
+        actions(&mut p);
+        let reuses = p.reuses();
+        let Checkout::Idle(reused) = p.checkout_live("k", 0, |c| !c.starts_with("dead")) else {
+            panic!("the live connection is idle");
+        };
+        assert_eq!((reused.id, reused.conn), (1, "alive"));
+        assert_eq!(p.reuses(), reuses + 1);
+        assert_eq!(actions(&mut p), ["close #3 PeerGone", "close #2 PeerGone"]);
+        assert_eq!(p.idle_total(), 0);
+        let counts = p.counts()[0].1;
+        assert_eq!((counts.active, counts.idle), (1, 0));
+    }
 
     /// A checkout that finds nothing idle: its ticket, after checking whether it dials.
     fn waiting(p: &mut Pool<&'static str>, key: &str, dials: bool) -> Ticket {

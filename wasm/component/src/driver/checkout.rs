@@ -105,12 +105,18 @@ async fn acquire_conn(
 ) -> Result<Handed, ErrorCode> {
     let key = &target.key;
     let now = shared.now();
-    let checkout = shared.state.borrow_mut().pool.checkout(key, now);
+    // curl's check before reuse: one the server closed since it was pooled (before
+    // its watcher read it) is closed, and the next idle one taken, or a dial.
+    let checkout = shared
+        .state
+        .borrow_mut()
+        .pool
+        .checkout_live(key, now, |conn| !conn.peer_gone());
     let (ticket, wait) = match checkout {
         Checkout::Idle(reused) => {
             // Input on it is the request's from now on, not a sign of a dead connection.
             reused.conn.set_idle(false);
-            // Closes whatever timed out before the checkout looked.
+            // Closes whatever timed out, or was found closed, before the checkout.
             shared.run_actions();
             shared.emit(
                 Some(reused.id),

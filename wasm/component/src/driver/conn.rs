@@ -17,11 +17,18 @@
 //! ```
 //!
 //! A server that closes an idle connection (FIN or RST) or writes to it unasked (an
-//! `HTTP/1.1 408` before closing) is noticed at once, so a dead connection is never
-//! handed to a request. The watcher is asked to read only when a connection is still
-//! idle once the task that pooled it has finished its turn (`watch_pooled`): a
-//! sequential caller's next request takes its connection back in the turn that pools
-//! it, and nothing is woken.
+//! `HTTP/1.1 408` before closing) is not handed to a request: before a pooled
+//! connection is reused, the host looks at its socket without waiting
+//! (`connection.idle-state`, a peek at the kernel's receive queue: curl's check), and
+//! one the server closed is closed instead. The watcher is what sees such a close
+//! while nobody asks for the connection, so that it leaves the pool (and the
+//! inspector shows it) when it happens. It is asked to read only once a connection
+//! has been idle for [`WATCH_AFTER_NS`] (`watch_pooled`, one timer for all): a read
+//! started on an idle connection belongs to the watcher's task, so the request that
+//! takes the connection back would get its answer through a wake of one task by
+//! another — under steady use, twice per request (`docs/performance.md`). A
+//! connection whose host cannot look (`unknown`: `wasi:sockets` in a composition) is
+//! watched as soon as the task that pooled it has finished its turn, as before.
 //!
 //! A stream operation is never dropped half-way (wasmtime 48 makes a guest's
 //! synchronous cancel wait for the host's next event, and a pending operation
@@ -32,20 +39,25 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
-use super::bindings::roundtrip::transport::net::Connection;
+use super::bindings::roundtrip::transport::net::{Connection, IdleState};
 use super::bindings::roundtrip::transport::types::ErrorCode;
 use super::bindings::wit_stream;
+use super::clock;
 use crate::core::read_size::ReadSize;
 
 /// Bytes asked for per read from the host.
 pub const READ_SIZE: usize = 64 * 1024;
+
+/// How long a pooled connection stays idle before its watcher reads it: a close
+/// within that time is seen by the check before reuse, or when the watcher starts.
+pub const WATCH_AFTER_NS: u64 = 50_000_000;
 
 /// What the watcher saw while the connection was idle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +96,10 @@ impl Conn {
         let send_result = socket.send(host_side);
         let (inbound, receive_result) = socket.receive();
         let io = Rc::new(Io {
+            checkable: socket.idle_state() != IdleState::Unknown,
             idle: Cell::new(false),
+            idle_since: Cell::new(0),
+            listed: Cell::new(false),
             closed: Cell::new(false),
             watcher: RefCell::new(None),
             read: RefCell::new(ReadSide {
@@ -121,12 +136,22 @@ impl Conn {
     }
 
     /// Marks the connection as sitting in the idle pool (or taken out of it). A pooled
-    /// one is watched once the current turn is over, if it is still idle then.
+    /// one is looked at once the current turn is over (`watch_pooled`).
     pub fn set_idle(&self, idle: bool) {
         self.reader.io.idle.set(idle);
         if idle {
             POOLED.with(|pooled| pooled.borrow_mut().push(Rc::clone(&self.reader.io)));
         }
+    }
+
+    /// Whether the server closed this pooled connection, or wrote to it unasked, as far
+    /// as the host can tell at once (curl's check before reuse); `false` if it cannot.
+    pub fn peer_gone(&self) -> bool {
+        self.reader.io.checkable
+            && matches!(
+                self.socket.idle_state(),
+                IdleState::Closed | IdleState::Input
+            )
     }
 
     /// Received bytes not consumed yet.
@@ -158,14 +183,18 @@ impl Conn {
 }
 
 thread_local! {
-    /// Connections pooled during the current turn of a task, to watch if they are
-    /// still idle at its end.
+    /// Connections pooled during the current turn of a task, to look at when it ends.
     static POOLED: RefCell<Vec<Rc<Io>>> = const { RefCell::new(Vec::new()) };
+    /// Idle connections whose watcher waits for [`WATCH_AFTER_NS`] to pass.
+    static UNWATCHED: RefCell<Vec<Weak<Io>>> = const { RefCell::new(Vec::new()) };
+    /// Whether the timer that starts their watchers runs.
+    static WATCH_TIMER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// At the end of a task's turn (`tasks`): the connections it pooled that are still
-/// idle get their watcher reading. One taken back in the same turn (a sequential
-/// caller's next request) wakes nothing.
+/// idle start their wait for [`WATCH_AFTER_NS`] (their watcher reads at once if the
+/// host cannot look at them). One taken back in the same turn (a sequential caller's
+/// next request) costs nothing.
 pub fn watch_pooled() {
     let pooled = POOLED.with(|pooled| {
         let mut pooled = pooled.borrow_mut();
@@ -174,17 +203,72 @@ pub fn watch_pooled() {
         }
         std::mem::take(&mut *pooled)
     });
+    let mut now = None;
     for io in pooled {
-        if io.idle.get() && !io.closed.get() {
+        if !io.idle.get() || io.closed.get() {
+            continue;
+        }
+        if !io.checkable {
             io.wake_watcher();
+            continue;
+        }
+        let now = *now.get_or_insert_with(clock::now_ns);
+        io.idle_since.set(now);
+        if !io.listed.replace(true) {
+            UNWATCHED.with(|unwatched| unwatched.borrow_mut().push(Rc::downgrade(&io)));
+        }
+        if !WATCH_TIMER.replace(true) {
+            super::tasks::spawn(start_watchers(now + WATCH_AFTER_NS));
         }
     }
 }
 
+/// The one timer: when a connection has been idle for [`WATCH_AFTER_NS`], its watcher
+/// starts reading. Under steady use it fires once per [`WATCH_AFTER_NS`] and finds
+/// every connection taken back meanwhile; it ends when none waits.
+async fn start_watchers(mut due: u64) {
+    loop {
+        clock::sleep_until(due).await;
+        let now = clock::now_ns();
+        let next = UNWATCHED.with(|unwatched| {
+            let mut unwatched = unwatched.borrow_mut();
+            unwatched.retain(|io| {
+                let Some(io) = io.upgrade() else { return false };
+                let idle = io.idle.get() && !io.closed.get();
+                if idle && io.idle_since.get() + WATCH_AFTER_NS > now {
+                    return true;
+                }
+                // Taken back (its next pooling lists it again), or due now.
+                io.listed.set(false);
+                if idle {
+                    io.wake_watcher();
+                }
+                false
+            });
+            unwatched
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|io| io.idle_since.get() + WATCH_AFTER_NS)
+                .min()
+        });
+        match next {
+            Some(next) => due = next,
+            None => break,
+        }
+    }
+    WATCH_TIMER.with(|running| running.set(false));
+}
+
 /// What the holder's side and the watcher share.
 struct Io {
+    /// Whether the host can look at the socket without reading (`idle-state`).
+    checkable: bool,
     /// Whether the connection sits in the idle pool.
     idle: Cell<bool>,
+    /// When it was last pooled (ns on the monotonic clock), once its task's turn ended.
+    idle_since: Cell<u64>,
+    /// Whether it is in `UNWATCHED`.
+    listed: Cell<bool>,
     /// The holder's side is gone: the watcher finishes its read, if any, and ends.
     closed: Cell<bool>,
     /// The watcher, while it waits to be asked.

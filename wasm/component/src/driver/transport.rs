@@ -320,6 +320,7 @@ impl Shared {
             return CloseReason::TransportShutdown;
         }
         match release {
+            Release::PeerGone => CloseReason::ServerClosed,
             Release::IdleTimeout => CloseReason::IdleTimeout,
             Release::MaxIdle => CloseReason::MaxIdle,
             Release::MaxIdlePerKey => CloseReason::MaxIdlePerHost,
