@@ -306,6 +306,8 @@ impl InspectorApp {
                     s.problems.push(text);
                 }
             }
+            // The status line already says how it ended.
+            Feed::Exited { .. } => {}
         }
     }
 

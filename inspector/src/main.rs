@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use clap::{Parser, Subcommand};
 use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::View;
-use roundtrip_inspector::sources::{Hub, RunOptions, read_jsonl};
+use roundtrip_inspector::sources::{Feed, Hub, RunOptions, read_jsonl};
 use roundtrip_proxy::Mitm;
 
 #[derive(Parser)]
@@ -53,6 +53,11 @@ enum Command {
         /// socket table — any protocol, for programs that ignore HTTP_PROXY; no URLs.
         #[arg(long, conflicts_with = "mitm")]
         watch: bool,
+        /// No window: write the events to FILE (JSON Lines, what `--open` reads) until
+        /// CMD exits, then exit with its code (for a server without a display). The
+        /// proxy's idle connections are closed when CMD exits, so FILE holds their ends.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
         #[arg(
             required = true,
             trailing_var_arg = true,
@@ -66,6 +71,10 @@ enum Command {
     Watch {
         #[arg(value_name = "PID")]
         pid: u32,
+        /// No window: write the events to FILE (JSON Lines, what `--open` reads) until
+        /// PID and its children have exited.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Convert an events file to a Chrome trace (for Perfetto), without a window.
     Export {
@@ -81,6 +90,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Export { input, trace }) = &cli.command {
         return export(input, trace);
+    }
+    if let Some(
+        Command::Run {
+            record: Some(file), ..
+        }
+        | Command::Watch {
+            record: Some(file), ..
+        },
+    ) = &cli.command
+    {
+        return record(file.clone(), cli.command);
     }
     let context: Arc<OnceLock<egui::Context>> = Arc::default();
     let wake = {
@@ -121,7 +141,7 @@ fn main() -> ExitCode {
         }
         hub.run_demo(name, cli.slow);
     }
-    if let Some(Command::Watch { pid }) = cli.command {
+    if let Some(Command::Watch { pid, .. }) = cli.command {
         hub.watch_pid(pid);
     }
     if let Some(Command::Run { command, watch, .. }) = &cli.command
@@ -182,6 +202,84 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `run … --record FILE` and `watch PID --record FILE`: the same source as with a
+/// window, its events written to `file` as they come; ends with the command's exit
+/// code (0 for a watched PID).
+fn record(file: PathBuf, command: Option<Command>) -> ExitCode {
+    use std::io::Write;
+    let fail = |text: String| {
+        eprintln!("roundtrip-inspector: {text}");
+        ExitCode::from(1)
+    };
+    let mut out = match std::fs::File::create(&file) {
+        Ok(out) => std::io::BufWriter::new(out),
+        Err(e) => return fail(format!("cannot write {}: {e}", file.display())),
+    };
+    let (hub, feed) = match Hub::new(Arc::new(|| {})) {
+        Ok(started) => started,
+        Err(e) => return fail(format!("cannot start: {e}")),
+    };
+    let source = match command {
+        Some(Command::Watch { pid, .. }) => hub.watch_pid(pid),
+        Some(Command::Run {
+            command,
+            watch: true,
+            ..
+        }) => hub.watch_command(command),
+        Some(Command::Run {
+            command,
+            mitm,
+            mitm_ca,
+            ..
+        }) => {
+            let mitm = if mitm {
+                match Mitm::open(mitm_ca.as_deref()) {
+                    Ok(mitm) => Some(Arc::new(mitm)),
+                    Err(e) => return fail(e.to_string()),
+                }
+            } else {
+                None
+            };
+            let options = RunOptions {
+                mitm,
+                close_at_exit: true,
+                ..RunOptions::default()
+            };
+            hub.run_command(command, options)
+        }
+        _ => return fail("--record goes with `run` or `watch`".to_owned()),
+    };
+    hub.end_on_ctrl_c(source);
+    let mut events = 0usize;
+    let code = loop {
+        let Ok(message) = feed.recv() else {
+            break 1;
+        };
+        match message {
+            Feed::Event { event, .. } => {
+                events += 1;
+                // Each line whole on disk at once: a recording cut short keeps it.
+                if let Err(e) = writeln!(out, "{}", event.to_json()).and_then(|()| out.flush()) {
+                    return fail(format!("cannot write {}: {e}", file.display()));
+                }
+            }
+            Feed::Status { text, .. } => eprintln!("roundtrip-inspector: {text}"),
+            Feed::Problem { text, .. } => eprintln!("roundtrip-inspector: {text}"),
+            Feed::Exited { source: done, code } if done == source => break code,
+            Feed::Opened { .. } | Feed::Narration { .. } | Feed::Exited { .. } => {}
+        }
+    };
+    if let Err(e) = out.flush() {
+        return fail(format!("cannot write {}: {e}", file.display()));
+    }
+    eprintln!(
+        "roundtrip-inspector: {events} events in {} (`roundtrip-inspector --open {}` shows them)",
+        file.display(),
+        file.display()
+    );
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// The app inside eframe.

@@ -58,6 +58,22 @@ pub enum Feed {
         source: SourceId,
         text: String,
     },
+    /// The source's command (or watched tree) is done, with the command's exit code
+    /// (a signal's as a shell gives it: 128 + its number); for `run -- CMD`, the
+    /// proxy's connections are still shown, and closed only with `--record`.
+    Exited {
+        source: SourceId,
+        code: i32,
+    },
+}
+
+/// An exit status as a shell reports it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
 }
 
 /// Called after each message so the UI wakes up to draw it.
@@ -178,6 +194,7 @@ impl Hub {
         self.runtime.spawn(async move {
             if let Err(e) = run_through_proxy(source, &command, options, &out).await {
                 out.status(source, e);
+                out.send(Feed::Exited { source, code: 1 });
             }
         });
         source
@@ -185,6 +202,18 @@ impl Hub {
 }
 
 impl Hub {
+    /// Ends `source` on the first Ctrl-C ([`Feed::Exited`] with 130, as a shell says
+    /// for SIGINT): a recording stops there, and keeps what it has.
+    pub fn end_on_ctrl_c(&self, source: SourceId) {
+        let out = self.out.clone();
+        self.runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                out.status(source, "interrupted");
+                out.send(Feed::Exited { source, code: 130 });
+            }
+        });
+    }
+
     /// Runs `command` with no proxy and shows its (and its descendants') TCP
     /// connections from the kernel's socket table as a new source.
     pub fn watch_command(&self, command: Vec<String>) -> SourceId {
@@ -195,6 +224,7 @@ impl Hub {
         self.runtime.spawn(async move {
             if let Err(e) = run_watched(source, &command, &out).await {
                 out.status(source, e);
+                out.send(Feed::Exited { source, code: 1 });
             }
         });
         source
@@ -206,7 +236,9 @@ impl Hub {
         let out = self.out.clone();
         self.runtime.spawn(async move {
             let watched = watch(source, pid, out.clone()).await;
+            let code = if watched.is_ok() { 0 } else { 1 };
             out.status(source, watched.unwrap_or_else(|e| e));
+            out.send(Feed::Exited { source, code });
         });
         source
     }
@@ -239,6 +271,10 @@ async fn run_watched(source: SourceId, command: &[String], out: &Sender) -> Resu
             watched.unwrap_or_else(|e| e)
         ),
     );
+    out.send(Feed::Exited {
+        source,
+        code: exit_code(status),
+    });
     Ok(())
 }
 
@@ -278,6 +314,10 @@ pub struct RunOptions {
     /// in `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`,
     /// `NODE_EXTRA_CA_CERTS`, `GIT_SSL_CAINFO`).
     pub mitm: Option<Arc<Mitm>>,
+    /// Once the command has exited, close the proxy's idle connections (their
+    /// `close` events come before [`Feed::Exited`]): a recording ends there. Without
+    /// it they stay open and shown, living out their idle time.
+    pub close_at_exit: bool,
 }
 
 /// The variables through which common runtimes and tools take a CA bundle.
@@ -298,7 +338,11 @@ async fn run_through_proxy(
     options: RunOptions,
     out: &Sender,
 ) -> Result<(), String> {
-    let RunOptions { config, mitm } = options;
+    let RunOptions {
+        config,
+        mitm,
+        close_at_exit,
+    } = options;
     let Some((program, args)) = command.split_first() else {
         return Err("nothing to run".to_owned());
     };
@@ -348,6 +392,13 @@ async fn run_through_proxy(
     out.status(source, format!("running through the proxy at {url}"));
     let status = child.wait().await.map_err(|e| e.to_string())?;
     out.status(source, format!("{program} exited: {status}"));
+    if close_at_exit {
+        transport.close_idle_connections().await;
+    }
+    out.send(Feed::Exited {
+        source,
+        code: exit_code(status),
+    });
     // `proxy` lives as long as this task: its idle connections, their idle time and
     // timeouts stay visible until the inspector closes.
     std::future::pending().await

@@ -55,3 +55,155 @@ fn export_writes_a_chrome_trace_from_a_demo_recording() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /no/such/file.jsonl"));
 }
+
+/// Runs the inspector with `args` and no display, killed if it takes over a minute.
+fn inspector_headless(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+        .args(args)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the inspector did not finish within a minute: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn recorded(file: &std::path::Path) -> Vec<roundtrip_host::events::Event> {
+    let read = roundtrip_inspector::sources::read_jsonl(file).unwrap();
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    read.events
+}
+
+/// `run --watch --record`: no window, the command's connection in the file with the
+/// bytes the server counted, and the command's exit code passed through.
+#[test]
+fn run_watch_records_headless_and_passes_the_exit_code_through() {
+    // The server: counts its connections, reads 5 bytes, answers 7, waits for the end.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut hello = [0u8; 5];
+            let _ = socket.read_exact(&mut hello);
+            let _ = socket.write_all(b"world!!");
+            let _ = socket.read(&mut hello);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("watched.jsonl");
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'hello')\n\
+         time.sleep(0.4)\n\
+         assert s.recv(100) == b'world!!'\n\
+         s.close()\n\
+         time.sleep(0.2)\n\
+         sys.exit(3)\n"
+    );
+    let output = inspector_headless(&[
+        "run",
+        "--watch",
+        "--record",
+        file.to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let events = recorded(&file);
+    let to_server = |event: &&roundtrip_host::events::Event| {
+        matches!(&event.kind, roundtrip_host::events::EventKind::SocketOpen { peer, .. }
+            if peer.ends_with(&format!(":{port}")))
+    };
+    let opened: Vec<_> = events.iter().filter(to_server).collect();
+    assert_eq!(
+        opened.len() as u64,
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        "as the server counts"
+    );
+    assert_eq!(opened.len(), 1);
+    let conn = opened[0].app_conn;
+    let closed: Vec<_> = events
+        .iter()
+        .filter(|e| e.app_conn == conn)
+        .filter_map(|e| match e.kind {
+            roundtrip_host::events::EventKind::SocketClose {
+                bytes_up,
+                bytes_down,
+            } => Some((bytes_up, bytes_down)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, [(5, 7)], "{stderr}");
+}
+
+/// `run --record` through the proxy: the requests' events in the file, the idle
+/// connection closed at the command's exit, and the file opens as a source.
+#[test]
+fn run_through_the_proxy_records_headless_with_the_pool_s_ends() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(roundtrip_servers::LocalServer::start())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxied.jsonl");
+    let url = server.url("/small");
+    let output = inspector_headless(&[
+        "run",
+        "--record",
+        file.to_str().unwrap(),
+        "--",
+        "curl",
+        "-sf",
+        "-o",
+        "/dev/null",
+        &url,
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let events = recorded(&file);
+    let names: Vec<_> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "response").count(),
+        2,
+        "{names:?}"
+    );
+    // One connection to the server, as it counts, reused and then closed at the end.
+    assert_eq!(server.connections(), 1);
+    assert_eq!(names.iter().filter(|n| **n == "dial_start").count(), 1);
+    assert!(events.iter().any(|e| e.kind
+        == roundtrip_host::events::EventKind::Close {
+            reason: roundtrip_host::events::CloseReason::CloseIdleConnections
+        }));
+    // A command that fails passes its code through too.
+    let failed = inspector_headless(&[
+        "run",
+        "--record",
+        file.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(failed.status.code(), Some(7));
+}

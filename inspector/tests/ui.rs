@@ -335,6 +335,7 @@ fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
                 ..Config::default()
             },
             mitm: Some(Arc::new(mitm)),
+            ..RunOptions::default()
         },
     );
     let mut app = InspectorApp::with_hub(hub, feed, None);

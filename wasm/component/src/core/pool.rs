@@ -248,17 +248,7 @@ impl<C> Pool<C> {
                 found => break found,
             }
         };
-        if !dead.is_empty() {
-            self.idle_total -= dead.len();
-            for idle in dead {
-                self.actions.push_back(Action::Close(Evicted {
-                    id: idle.id,
-                    key: key.to_owned(),
-                    conn: idle.conn,
-                    reason: Release::PeerGone,
-                }));
-            }
-        }
+        self.evict(key, dead, Release::PeerGone);
         let state = self.keys.entry(key.to_owned()).or_default();
         if let Some(idle) = found {
             state.active += 1;
@@ -510,6 +500,12 @@ impl<C> Pool<C> {
         };
         let (gone, kept): (Vec<_>, Vec<_>) = state.idle.drain(..).partition(|c| which(c));
         state.idle = kept;
+        self.evict(key, gone, reason);
+        self.capacity_freed(key);
+    }
+
+    /// Idle connections taken out of `key`'s list, for the driver to close.
+    fn evict(&mut self, key: &str, gone: Vec<IdleConn<C>>, reason: Release) {
         self.idle_total -= gone.len();
         for idle in gone {
             self.actions.push_back(Action::Close(Evicted {
@@ -519,7 +515,6 @@ impl<C> Pool<C> {
                 reason,
             }));
         }
-        self.capacity_freed(key);
     }
 
     /// When the next idle connection times out, if any is idle.
