@@ -23,6 +23,7 @@ pub enum Command {
     OpenFile(String),
     SaveJsonl(String),
     SaveTrace(String),
+    SaveHar(String),
     Follow(bool),
     /// Multiply the visible span, keeping the time `around` in place.
     Zoom {
@@ -71,6 +72,9 @@ pub struct Source {
     pub end: f64,
     pub selected_lane: Option<LaneId>,
     pub selected_request: Option<u64>,
+    /// A file's last change: when its last event happened (for a HAR's wall-clock
+    /// times); `None` for a live source, whose last event is now.
+    pub written: Option<std::time::SystemTime>,
 }
 
 impl Source {
@@ -90,6 +94,7 @@ impl Source {
             end: 2_000_000.0,
             selected_lane: None,
             selected_request: None,
+            written: None,
         }
     }
 
@@ -103,6 +108,7 @@ impl Source {
         let mut source = Self::recorded(id, name, file.events);
         source.problems = file.problems;
         source.status = format!("{} events from {}", source.events.len(), path.display());
+        source.written = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(source)
     }
 
@@ -398,6 +404,16 @@ impl InspectorApp {
                     };
                 }
             }
+            Command::SaveHar(path) => {
+                if let Some(source) = self.sources.get(self.selected) {
+                    let written = source.written.unwrap_or_else(std::time::SystemTime::now);
+                    let zero = export::wall_zero(&source.events, written);
+                    self.message = match export::write_har(Path::new(&path), &source.view, zero) {
+                        Ok(()) => format!("saved a HAR of the requests to {path}"),
+                        Err(e) => format!("cannot save {path}: {e}"),
+                    };
+                }
+            }
             command => {
                 if let Some(source) = self.sources.get_mut(self.selected) {
                     apply_to_source(source, command);
@@ -469,6 +485,7 @@ fn apply_to_source(source: &mut Source, command: Command) {
         | Command::RunDemo(_)
         | Command::OpenFile(_)
         | Command::SaveJsonl(_)
-        | Command::SaveTrace(_) => {}
+        | Command::SaveTrace(_)
+        | Command::SaveHar(_) => {}
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use roundtrip_host::events::Event;
 use serde_json::{Value, json};
 
-use crate::model::{LaneId, View};
+use crate::model::{LaneId, Phase, View};
 
 /// Writes `events` as JSON Lines.
 pub fn write_jsonl(path: &Path, events: &[Event]) -> std::io::Result<()> {
@@ -71,5 +71,164 @@ pub fn chrome_trace(view: &View, title: &str) -> Value {
 /// Writes [`chrome_trace`] to `path`.
 pub fn write_chrome_trace(path: &Path, view: &View, title: &str) -> std::io::Result<()> {
     let text = serde_json::to_string(&chrome_trace(view, title)).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}
+
+/// A HAR 1.2 log (the format Chrome, mitmproxy and HTTP Toolkit write) of a view's
+/// requests: the transport's own, and an app's through the proxy. Each entry's
+/// `connection` names the connection that carried it (`conn #3`, or the app's own
+/// `app conn #2`), so the reuse story survives in other tools; the transport's
+/// `timings` come from its connection's phases (`connect` includes `ssl`, as HAR
+/// says). `started` is the wall-clock time of the events' zero. Events carry no
+/// headers, so the entries have none (HAR's `-1`: unknown sizes).
+pub fn har(view: &View, started: std::time::SystemTime) -> Value {
+    let at = |us: u64| {
+        humantime::format_rfc3339_micros(started + std::time::Duration::from_micros(us)).to_string()
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut entries: Vec<(u64, Value)> = Vec::new();
+    for row in &view.requests {
+        let Some(end) = row.end else { continue };
+        let lane = row.conn.and_then(|conn| view.lane(LaneId::Conn(conn)));
+        let phase_us = |phase: Phase| -> u64 {
+            lane.map_or(0, |lane| {
+                lane.segments
+                    .iter()
+                    .filter(|s| s.phase == phase && s.req == Some(row.req))
+                    .map(|s| s.end.unwrap_or(end).saturating_sub(s.start))
+                    .sum()
+            })
+        };
+        let (dial, tls) = (phase_us(Phase::Dialing), phase_us(Phase::Tls));
+        let (send, wait, receive) = (
+            phase_us(Phase::Writing),
+            phase_us(Phase::Awaiting),
+            phase_us(Phase::Reading),
+        );
+        let total = end.saturating_sub(row.start);
+        let blocked = total.saturating_sub(dial + tls + send + wait + receive);
+        let version = if lane.is_some_and(|l| l.h2) {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
+        let size = row
+            .bytes
+            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        entries.push((
+            row.start,
+            json!({
+                "startedDateTime": at(row.start),
+                "time": ms(total),
+                "request": request_of(&row.method, &row.url, version),
+                "response": response_of(row.status, version, size),
+                "cache": {},
+                "timings": {
+                    "blocked": ms(blocked),
+                    "dns": -1,
+                    "connect": if dial + tls > 0 { ms(dial + tls) } else { -1.0 },
+                    "ssl": if tls > 0 { ms(tls) } else { -1.0 },
+                    "send": ms(send),
+                    "wait": ms(wait),
+                    "receive": ms(receive),
+                },
+                "connection": row.conn.map(|c| LaneId::Conn(c).to_string()),
+                "comment": format!(
+                    "roundtrip request #{}{}",
+                    row.req,
+                    if row.reused { ", on a reused connection" } else { "" }
+                ),
+            }),
+        ));
+    }
+    for row in &view.app_requests {
+        let total = row.end.saturating_sub(row.start);
+        let size = i64::try_from(row.bytes_in).unwrap_or(i64::MAX);
+        let mut entry = json!({
+            "startedDateTime": at(row.start),
+            "time": ms(total),
+            "request": request_of(&row.method, &row.url, "HTTP/1.1"),
+            "response": response_of(row.status, "HTTP/1.1", size),
+            "cache": {},
+            "timings": {
+                "blocked": -1, "dns": -1, "connect": -1, "ssl": -1,
+                "send": 0, "wait": ms(total), "receive": 0,
+            },
+            "connection": LaneId::App(row.app_conn).to_string(),
+            "comment": format!(
+                "an app's request through the proxy{}",
+                if row.reused { ", on a reused app connection" } else { "" }
+            ),
+        });
+        if let Some(conn) = row.conn {
+            entry["_upstreamConnection"] = json!(LaneId::Conn(conn).to_string());
+        }
+        if let Some(error) = &row.error {
+            entry["_error"] = json!(error);
+        }
+        entries.push((row.start, entry));
+    }
+    entries.sort_by_key(|(start, _)| *start);
+    json!({
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "roundtrip-inspector", "version": env!("CARGO_PKG_VERSION")},
+            "pages": [],
+            "entries": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        }
+    })
+}
+
+fn request_of(method: &str, url: &str, version: &str) -> Value {
+    let query: Vec<Value> = url
+        .split_once('?')
+        .map(|(_, query)| query.split_once('#').map_or(query, |(q, _)| q))
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            json!({"name": name, "value": value})
+        })
+        .collect();
+    json!({
+        "method": method,
+        "url": url,
+        "httpVersion": version,
+        "cookies": [],
+        "headers": [],
+        "queryString": query,
+        "headersSize": -1,
+        "bodySize": -1,
+    })
+}
+
+fn response_of(status: Option<u16>, version: &str, size: i64) -> Value {
+    json!({
+        // 0: no response (HAR's convention for a failed request).
+        "status": status.unwrap_or(0),
+        "statusText": "",
+        "httpVersion": version,
+        "cookies": [],
+        "headers": [],
+        "content": {"size": size.max(0), "mimeType": ""},
+        "redirectURL": "",
+        "headersSize": -1,
+        "bodySize": size,
+    })
+}
+
+/// The wall-clock time of the events' zero, taken as: `written` (when the last of
+/// `events` happened, e.g. the file's last change) less the last event's time.
+pub fn wall_zero(events: &[Event], written: std::time::SystemTime) -> std::time::SystemTime {
+    let last = events.iter().map(|e| e.ts_us).max().unwrap_or(0);
+    written
+        .checked_sub(std::time::Duration::from_micros(last))
+        .unwrap_or(written)
+}
+
+/// Writes [`har`] to `path`.
+pub fn write_har(path: &Path, view: &View, started: std::time::SystemTime) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(&har(view, started)).map_err(std::io::Error::other)?;
     std::fs::write(path, text)
 }

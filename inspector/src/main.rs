@@ -76,20 +76,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
-    /// Convert an events file to a Chrome trace (for Perfetto), without a window.
+    /// Convert an events file to a Chrome trace (for Perfetto) or a HAR 1.2 log,
+    /// without a window.
     Export {
         /// The events file (JSON Lines).
         input: PathBuf,
         /// Where to write the trace-event JSON.
+        #[arg(long, value_name = "FILE", required_unless_present = "har")]
+        trace: Option<PathBuf>,
+        /// Where to write a HAR 1.2 log of the requests (the transport's, and an app's
+        /// through the proxy), each entry naming its connection. Its times count from
+        /// the events file's last change less its last event's time.
         #[arg(long, value_name = "FILE")]
-        trace: PathBuf,
+        har: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Export { input, trace }) = &cli.command {
-        return export(input, trace);
+    if let Some(Command::Export { input, trace, har }) = &cli.command {
+        return export(input, trace.as_deref(), har.as_deref());
     }
     if let Some(
         Command::Run {
@@ -291,7 +297,11 @@ impl eframe::App for Window {
     }
 }
 
-fn export(input: &std::path::Path, trace: &std::path::Path) -> ExitCode {
+fn export(
+    input: &std::path::Path,
+    trace: Option<&std::path::Path>,
+    har: Option<&std::path::Path>,
+) -> ExitCode {
     let file = match read_jsonl(input) {
         Ok(file) => file,
         Err(e) => {
@@ -303,20 +313,37 @@ fn export(input: &std::path::Path, trace: &std::path::Path) -> ExitCode {
         eprintln!("roundtrip-inspector: {}: {problem}", input.display());
     }
     let view = View::of(&file.events);
-    let title = input.display().to_string();
-    match roundtrip_inspector::export::write_chrome_trace(trace, &view, &title) {
-        Ok(()) => {
-            eprintln!(
-                "roundtrip-inspector: wrote {} ({} connections, {} events)",
-                trace.display(),
-                view.lanes.len(),
-                file.events.len()
-            );
-            ExitCode::SUCCESS
+    let cannot = |path: &std::path::Path, e: std::io::Error| {
+        eprintln!("roundtrip-inspector: cannot write {}: {e}", path.display());
+        ExitCode::from(1)
+    };
+    if let Some(trace) = trace {
+        let title = input.display().to_string();
+        if let Err(e) = roundtrip_inspector::export::write_chrome_trace(trace, &view, &title) {
+            return cannot(trace, e);
         }
-        Err(e) => {
-            eprintln!("roundtrip-inspector: cannot write {}: {e}", trace.display());
-            ExitCode::from(1)
-        }
+        eprintln!(
+            "roundtrip-inspector: wrote {} ({} connections, {} events)",
+            trace.display(),
+            view.lanes.len(),
+            file.events.len()
+        );
     }
+    if let Some(har) = har {
+        // The events' zero on the wall clock: the file was last written at its last
+        // event.
+        let written = std::fs::metadata(input)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| std::time::SystemTime::now());
+        let started = roundtrip_inspector::export::wall_zero(&file.events, written);
+        if let Err(e) = roundtrip_inspector::export::write_har(har, &view, started) {
+            return cannot(har, e);
+        }
+        eprintln!(
+            "roundtrip-inspector: wrote {} ({} requests)",
+            har.display(),
+            view.requests.len() + view.app_requests.len()
+        );
+    }
+    ExitCode::SUCCESS
 }

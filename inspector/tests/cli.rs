@@ -195,6 +195,62 @@ fn run_through_the_proxy_records_headless_with_the_pool_s_ends() {
         == roundtrip_host::events::EventKind::Close {
             reason: roundtrip_host::events::CloseReason::CloseIdleConnections
         }));
+    // The same file as HAR, read back by haralyzer (PyPI; `scripts/test` installs it).
+    let har = dir.path().join("proxied.har");
+    let exported = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+        .arg("export")
+        .arg(&file)
+        .arg("--har")
+        .arg(&har)
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let py_har = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/py-har");
+    assert!(
+        std::path::Path::new(py_har).join("haralyzer").exists(),
+        "haralyzer is not installed in {py_har}: run scripts/test"
+    );
+    let read = Command::new("python3")
+        .env("PYTHONPATH", py_har)
+        .arg("-c")
+        .arg(
+            "import datetime, json, sys\n\
+             from haralyzer import HarParser, HarEntry\n\
+             parser = HarParser(json.load(open(sys.argv[1])))\n\
+             assert parser.version == '1.2', parser.version\n\
+             now = datetime.datetime.now(datetime.timezone.utc)\n\
+             for raw in parser.har_data['entries']:\n\
+             \x20   e = HarEntry(raw)\n\
+             \x20   recent = abs((e.startTime - now).total_seconds()) < 600\n\
+             \x20   print(e.request.method, e.response.status, raw['connection'], recent, e.time >= e.timings['wait'] >= 0)\n",
+        )
+        .arg(&har)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    // curl's two requests on its one app connection, and the pool's two on its one
+    // connection, started now on the wall clock: the reuse is in the file.
+    assert_eq!(
+        lines,
+        [
+            "GET 200 app conn #1 True True",
+            "GET 200 app conn #1 True True",
+            "GET 200 conn #1 True True",
+            "GET 200 conn #1 True True",
+        ],
+        "{stdout}"
+    );
     // A command that fails passes its code through too.
     let failed = inspector_headless(&[
         "run",

@@ -168,6 +168,22 @@ fn open_a_file_pause_it_and_select_a_request_to_highlight_its_lane() {
     let source = &harness.state().sources[0];
     assert_eq!(source.selected_request, Some(2));
     assert_eq!(source.selected_lane, Some(LaneId::Conn(2)));
+
+    // File → Export HAR: both requests, each naming its connection.
+    harness.get_by_label("File").click();
+    harness.run();
+    harness.state_mut().export_path = dir.path().join("saved").display().to_string();
+    harness.get_by_label("Export HAR of the requests (.har)").click();
+    harness.run();
+    let har: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saved.har")).unwrap()).unwrap();
+    let connections: Vec<_> = har["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["connection"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(connections, ["conn #1", "conn #2"]);
 }
 
 #[test]

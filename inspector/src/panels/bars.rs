@@ -124,6 +124,10 @@ fn file_menu(ui: &mut egui::Ui, app: &mut InspectorApp, commands: &mut Vec<Comma
         )));
         ui.close();
     }
+    if ui.button("Export HAR of the requests (.har)").clicked() {
+        commands.push(Command::SaveHar(format!("{}.har", app.export_path)));
+        ui.close();
+    }
 }
 
 fn kind_tag(kind: SourceKind) -> &'static str {
