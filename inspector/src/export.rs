@@ -100,18 +100,24 @@ pub fn har(view: &View, started: std::time::SystemTime) -> Value {
             })
         };
         let (dial, tls) = (phase_us(Phase::Dialing), phase_us(Phase::Tls));
-        let (send, wait, receive) = (
-            phase_us(Phase::Writing),
-            phase_us(Phase::Awaiting),
-            phase_us(Phase::Reading),
-        );
         let total = end.saturating_sub(row.start);
-        let blocked = total.saturating_sub(dial + tls + send + wait + receive);
-        let version = if lane.is_some_and(|l| l.h2) {
-            "HTTP/2"
+        let h2 = lane.is_some_and(|l| l.h2);
+        let (blocked, send, wait, receive) = if h2 {
+            // An HTTP/2 connection's phases are the connection's, not one stream's:
+            // the request waits until its first byte, then reads its body.
+            let first = row.first_byte.unwrap_or(end).clamp(row.start, end);
+            let wait = (first - row.start).saturating_sub(dial + tls);
+            (0, 0, wait, end - first)
         } else {
-            "HTTP/1.1"
+            let (send, wait, receive) = (
+                phase_us(Phase::Writing),
+                phase_us(Phase::Awaiting),
+                phase_us(Phase::Reading),
+            );
+            let blocked = total.saturating_sub(dial + tls + send + wait + receive);
+            (blocked, send, wait, receive)
         };
+        let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
         let size = row
             .bytes
             .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));

@@ -580,6 +580,25 @@ fn an_http2_lane_shows_its_streams_side_by_side() {
     let lane = view.lane(LaneId::Conn(1)).unwrap();
     assert!(lane.h2);
     assert_eq!(lane.peak_streams, 2);
+    // In a HAR, each stream's time is its own (not "blocked" for the connection's
+    // phases), and the timings add up to it.
+    let har = roundtrip_inspector::export::har(&view, std::time::UNIX_EPOCH);
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    for entry in entries {
+        assert_eq!(entry["request"]["httpVersion"], "HTTP/2");
+        assert_eq!(entry["connection"], "conn #1");
+        let timings = entry["timings"].as_object().unwrap();
+        assert_eq!(timings["blocked"].as_f64(), Some(0.0), "{entry}");
+        let sum: f64 = ["blocked", "connect", "send", "wait", "receive"]
+            .iter()
+            .map(|t| timings[*t].as_f64().unwrap().max(0.0))
+            .sum();
+        assert!(
+            (sum - entry["time"].as_f64().unwrap()).abs() < 1e-9,
+            "{entry}"
+        );
+    }
     let spans: Vec<(u32, usize, u64, Option<u64>)> = lane
         .streams
         .iter()

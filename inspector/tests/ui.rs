@@ -173,7 +173,9 @@ fn open_a_file_pause_it_and_select_a_request_to_highlight_its_lane() {
     harness.get_by_label("File").click();
     harness.run();
     harness.state_mut().export_path = dir.path().join("saved").display().to_string();
-    harness.get_by_label("Export HAR of the requests (.har)").click();
+    harness
+        .get_by_label("Export HAR of the requests (.har)")
+        .click();
     harness.run();
     let har: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("saved.har")).unwrap()).unwrap();
