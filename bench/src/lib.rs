@@ -618,16 +618,13 @@ pub(crate) async fn run_in_worker_on(
         loop {
             tokio::select! {
                 done = &mut output => break done,
-                () = tokio::time::sleep(pause) => {
-                    let Some(port) = port else {
-                        pause = Duration::from_secs(3600);
-                        continue;
-                    };
+                () = tokio::time::sleep(pause), if port.is_some() => {
                     // The kernel walks every socket it has for a sample, the tens
                     // of thousands earlier runs left in TIME_WAIT too: the pause
                     // keeps the sampling under 1% of a core of the machine measured.
                     let started = Instant::now();
-                    peak_open = peak_open.max(sockets::open_to(port, owner));
+                    let open = port.map_or(0, |port| sockets::open_to(port, owner));
+                    peak_open = peak_open.max(open);
                     pause = (started.elapsed() * 100).max(Duration::from_millis(100));
                 }
             }

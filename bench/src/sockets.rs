@@ -30,10 +30,7 @@ pub struct Count {
 }
 
 pub fn count(port: u16) -> Count {
-    Count {
-        open: open_to(port, None),
-        time_wait: time_wait_at(port),
-    }
+    count_of(port, None)
 }
 
 /// [`count`], the open connections only those of process `owner` (by the socket

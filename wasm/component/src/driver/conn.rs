@@ -19,7 +19,7 @@
 //! A server that closes an idle connection (FIN or RST) or writes to it unasked (an
 //! `HTTP/1.1 408` before closing) is not handed to a request: before a pooled
 //! connection is reused, the host looks at its socket without waiting
-//! (`connection.idle-state`, a peek at the kernel's receive queue: curl's check), and
+//! (`connection.idle-state`, a `poll` of the socket with a zero timeout: curl's check), and
 //! one the server closed is closed instead. The watcher is what sees such a close
 //! while nobody asks for the connection, so that it leaves the pool (and the
 //! inspector shows it) when it happens. It is asked to read only once a connection
