@@ -7,8 +7,9 @@ use std::sync::{Arc, OnceLock};
 use clap::{Parser, Subcommand};
 use roundtrip_inspector::InspectorApp;
 use roundtrip_inspector::model::View;
-use roundtrip_inspector::sources::{Feed, Hub, RunOptions, read_jsonl};
+use roundtrip_inspector::sources::{Feed, Hub, RunOptions, SourceId, read_jsonl};
 use roundtrip_proxy::Mitm;
+use std::sync::mpsc::Receiver;
 
 #[derive(Parser)]
 #[command(
@@ -106,7 +107,21 @@ fn main() -> ExitCode {
         },
     ) = &cli.command
     {
-        return record(file.clone(), cli.command);
+        let file = file.clone();
+        // Made before the command starts: one that cannot be written runs nothing.
+        let out = match std::fs::File::create(&file) {
+            Ok(out) => out,
+            Err(e) => return fail(&format!("cannot write {}: {e}", file.display())),
+        };
+        let (hub, feed) = match Hub::new(Arc::new(|| {})) {
+            Ok(started) => started,
+            Err(e) => return fail(&format!("cannot start: {e}")),
+        };
+        return match cli.command.map(|command| start(&hub, command, true)) {
+            Some(Ok(Some(source))) => record(&file, out, &hub, &feed, source),
+            Some(Err(e)) => fail(&e),
+            _ => ExitCode::SUCCESS,
+        };
     }
     let context: Arc<OnceLock<egui::Context>> = Arc::default();
     let wake = {
@@ -147,38 +162,10 @@ fn main() -> ExitCode {
         }
         hub.run_demo(name, cli.slow);
     }
-    if let Some(Command::Watch { pid, .. }) = cli.command {
-        hub.watch_pid(pid);
-    }
-    if let Some(Command::Run { command, watch, .. }) = &cli.command
-        && *watch
+    if let Some(command) = cli.command
+        && let Err(e) = start(&hub, command, false)
     {
-        hub.watch_command(command.clone());
-    } else if let Some(Command::Run {
-        command,
-        mitm,
-        mitm_ca,
-        ..
-    }) = cli.command
-    {
-        let mitm = if mitm {
-            match Mitm::open(mitm_ca.as_deref()) {
-                Ok(mitm) => Some(Arc::new(mitm)),
-                Err(e) => {
-                    eprintln!("roundtrip-inspector: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        } else {
-            None
-        };
-        hub.run_command(
-            command,
-            RunOptions {
-                mitm,
-                ..RunOptions::default()
-            },
-        );
+        return fail(&e);
     }
     let mut app = InspectorApp::with_hub(hub, feed, listening);
     for path in &cli.open {
@@ -210,53 +197,59 @@ fn main() -> ExitCode {
     }
 }
 
-/// `run … --record FILE` and `watch PID --record FILE`: the same source as with a
-/// window, its events written to `file` as they come; ends with the command's exit
-/// code (0 for a watched PID).
-fn record(file: PathBuf, command: Option<Command>) -> ExitCode {
-    use std::io::Write;
-    let fail = |text: String| {
-        eprintln!("roundtrip-inspector: {text}");
-        ExitCode::from(1)
-    };
-    let mut out = match std::fs::File::create(&file) {
-        Ok(out) => std::io::BufWriter::new(out),
-        Err(e) => return fail(format!("cannot write {}: {e}", file.display())),
-    };
-    let (hub, feed) = match Hub::new(Arc::new(|| {})) {
-        Ok(started) => started,
-        Err(e) => return fail(format!("cannot start: {e}")),
-    };
-    let source = match command {
-        Some(Command::Watch { pid, .. }) => hub.watch_pid(pid),
-        Some(Command::Run {
+/// Reports `text` as the inspector's error; exit code 1.
+fn fail(text: &str) -> ExitCode {
+    eprintln!("roundtrip-inspector: {text}");
+    ExitCode::from(1)
+}
+
+/// Starts the source `command` asks for (`run`, `run --watch`, `watch PID`; `None` for
+/// others); with `close_at_exit`, a command's proxy closes its idle connections when
+/// the command exits (`--record`).
+fn start(hub: &Hub, command: Command, close_at_exit: bool) -> Result<Option<SourceId>, String> {
+    Ok(Some(match command {
+        Command::Watch { pid, .. } => hub.watch_pid(pid),
+        Command::Run {
             command,
             watch: true,
             ..
-        }) => hub.watch_command(command),
-        Some(Command::Run {
+        } => hub.watch_command(command),
+        Command::Run {
             command,
             mitm,
             mitm_ca,
             ..
-        }) => {
+        } => {
             let mitm = if mitm {
-                match Mitm::open(mitm_ca.as_deref()) {
-                    Ok(mitm) => Some(Arc::new(mitm)),
-                    Err(e) => return fail(e.to_string()),
-                }
+                let ca = Mitm::open(mitm_ca.as_deref()).map_err(|e| e.to_string())?;
+                Some(Arc::new(ca))
             } else {
                 None
             };
             let options = RunOptions {
                 mitm,
-                close_at_exit: true,
+                close_at_exit,
                 ..RunOptions::default()
             };
             hub.run_command(command, options)
         }
-        _ => return fail("--record goes with `run` or `watch`".to_owned()),
-    };
+        Command::Export { .. } => return Ok(None),
+    }))
+}
+
+/// `run … --record FILE` and `watch PID --record FILE`: `source`'s events written to
+/// `file` as they come, with no window; ends with the command's exit code (0 for a
+/// watched PID).
+fn record(
+    file: &std::path::Path,
+    out: std::fs::File,
+    hub: &Hub,
+    feed: &Receiver<Feed>,
+    source: SourceId,
+) -> ExitCode {
+    use std::io::Write;
+    let cannot_write = |e: std::io::Error| fail(&format!("cannot write {}: {e}", file.display()));
+    let mut out = std::io::BufWriter::new(out);
     hub.end_on_ctrl_c(source);
     let mut events = 0usize;
     let code = loop {
@@ -268,18 +261,16 @@ fn record(file: PathBuf, command: Option<Command>) -> ExitCode {
                 events += 1;
                 // Each line whole on disk at once: a recording cut short keeps it.
                 if let Err(e) = writeln!(out, "{}", event.to_json()).and_then(|()| out.flush()) {
-                    return fail(format!("cannot write {}: {e}", file.display()));
+                    return cannot_write(e);
                 }
             }
-            Feed::Status { text, .. } => eprintln!("roundtrip-inspector: {text}"),
-            Feed::Problem { text, .. } => eprintln!("roundtrip-inspector: {text}"),
+            Feed::Status { text, .. } | Feed::Problem { text, .. } => {
+                eprintln!("roundtrip-inspector: {text}");
+            }
             Feed::Exited { source: done, code } if done == source => break code,
             Feed::Opened { .. } | Feed::Narration { .. } | Feed::Exited { .. } => {}
         }
     };
-    if let Err(e) = out.flush() {
-        return fail(format!("cannot write {}: {e}", file.display()));
-    }
     eprintln!(
         "roundtrip-inspector: {events} events in {} (`roundtrip-inspector --open {}` shows them)",
         file.display(),
