@@ -268,6 +268,32 @@ pub enum EventKind {
         bytes_up: u64,
         bytes_down: u64,
     },
+    /// `watch`: watching process `pid` and its descendants began, in `mode`; `misses`
+    /// says what that mode cannot see.
+    WatchStart {
+        pid: u32,
+        mode: WatchMode,
+        misses: String,
+    },
+}
+
+/// How `watch` learns of connections (`watch_start.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// The kernel's trace events: every connection, as it happens.
+    Trace,
+    /// The kernel's socket table, every 50 ms.
+    Sample,
+}
+
+impl WatchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchMode::Trace => "trace",
+            WatchMode::Sample => "sample",
+        }
+    }
 }
 
 /// Who ended an app's connection to the proxy (`app_conn_close.reason`).
@@ -392,6 +418,7 @@ impl Event {
             EventKind::SocketOpen { .. } => "socket_open",
             EventKind::SocketActivity { .. } => "socket_activity",
             EventKind::SocketClose { .. } => "socket_close",
+            EventKind::WatchStart { .. } => "watch_start",
             EventKind::InstanceStart { .. } => "instance_start",
             EventKind::InstanceEnd { .. } => "instance_end",
             EventKind::IncomingStart { .. } => "incoming_start",
@@ -844,6 +871,14 @@ impl Sink for Tracing {
                 event,
                 bytes_up = *bytes_up,
                 bytes_down = *bytes_down
+            ),
+            EventKind::WatchStart { pid, mode, misses } => traced!(
+                "roundtrip::socket",
+                DEBUG,
+                event,
+                pid = *pid,
+                mode = mode.as_str(),
+                misses = %misses
             ),
             EventKind::InstanceStart { instance } => {
                 traced!("roundtrip::serve", DEBUG, event, instance = *instance)

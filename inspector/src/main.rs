@@ -50,8 +50,11 @@ enum Command {
         /// [default: ~/.local/share/roundtrip/mitm-ca.pem].
         #[arg(long, value_name = "FILE", requires = "mitm")]
         mitm_ca: Option<PathBuf>,
-        /// No proxy: draw CMD's (and its children's) TCP connections from the kernel's
-        /// socket table — any protocol, for programs that ignore HTTP_PROXY; no URLs.
+        /// No proxy: draw CMD's (and its children's) TCP connections from the kernel —
+        /// any protocol, for programs that ignore HTTP_PROXY; no URLs. As root, from the
+        /// kernel's trace events: every connection, however short, with the pid that
+        /// opened it. Otherwise sampled every 50 ms, which misses connections shorter
+        /// than that; the status line (and the recording's `watch_start`) says which.
         #[arg(long, conflicts_with = "mitm")]
         watch: bool,
         /// No window: write the events to FILE (JSON Lines, what `--open` reads) until
@@ -68,7 +71,10 @@ enum Command {
         command: Vec<String>,
     },
     /// Draw the TCP connections of running process PID and its children from the
-    /// kernel's socket table (connections, peers, bytes; no URLs).
+    /// kernel (connections, peers, bytes; no URLs). As root, from the kernel's trace
+    /// events: every new connection, however short, with the pid that opened it (those
+    /// open already are sampled). Otherwise sampled every 50 ms, which misses
+    /// connections shorter than that.
     Watch {
         #[arg(value_name = "PID")]
         pid: u32,

@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use roundtrip_host::events::{Event, EventKind, Proto};
+use roundtrip_host::events::{Event, EventKind, Proto, WatchMode};
 
 pub mod apps;
 pub mod served;
@@ -385,6 +385,8 @@ pub struct View {
     pub app_requests: Vec<AppRequestRow>,
     /// A `watch` source: its apps' connections come from the kernel, without requests.
     pub watched: bool,
+    /// How the kernel was watched (`watch_start`), and what that way misses.
+    pub watch_mode: Option<(WatchMode, String)>,
     /// App connections open now.
     app_open: u32,
     /// Under `roundtrip serve`: instances and incoming requests.
@@ -744,6 +746,11 @@ impl View {
                 }
                 self.problem(format!("the transport component restarted: {reason}"));
                 changed
+            }
+            EventKind::WatchStart { mode, misses, .. } => {
+                self.watched = true;
+                self.watch_mode = Some((*mode, misses.clone()));
+                false
             }
             EventKind::TlsDone { .. }
             | EventKind::WroteHeaders

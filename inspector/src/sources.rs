@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use roundtrip_demo::{self as demo, DemoOptions, Line};
-use roundtrip_host::events::{Callback, Event, Events, Hello, Sink};
+use roundtrip_host::events::{Callback, Event, Events, Hello, Sink, WatchMode};
 use roundtrip_host::{Config, Transport};
 use roundtrip_proxy::{ForwardProxy, Mitm, ProxyOptions};
 use tokio::io::AsyncBufReadExt;
+
+use crate::watch::Watcher;
+use crate::watch::tracefs::Tracefs;
 
 /// A source's id, unique in one inspector.
 pub type SourceId = u64;
@@ -215,7 +218,7 @@ impl Hub {
     }
 
     /// Runs `command` with no proxy and shows its (and its descendants') TCP
-    /// connections from the kernel's socket table as a new source.
+    /// connections from the kernel as a new source.
     pub fn watch_command(&self, command: Vec<String>) -> SourceId {
         let source = self
             .out
@@ -235,7 +238,8 @@ impl Hub {
         let source = self.out.open(format!("watch pid {pid}"), SourceKind::Watch);
         let out = self.out.clone();
         self.runtime.spawn(async move {
-            let watched = watch(source, pid, out.clone()).await;
+            let trace = Tracefs::start();
+            let watched = watch(source, pid, trace, true, out.clone()).await;
             let code = if watched.is_ok() { 0 } else { 1 };
             out.status(source, watched.unwrap_or_else(|e| e));
             out.send(Feed::Exited { source, code });
@@ -248,6 +252,8 @@ async fn run_watched(source: SourceId, command: &[String], out: &Sender) -> Resu
     let Some((program, args)) = command.split_first() else {
         return Err("nothing to run".to_owned());
     };
+    // Tracing from before the command starts: its first connection is seen too.
+    let trace = Tracefs::start();
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)
@@ -256,11 +262,7 @@ async fn run_watched(source: SourceId, command: &[String], out: &Sender) -> Resu
     let pid = child
         .id()
         .ok_or_else(|| format!("{program} exited at once"))?;
-    out.status(
-        source,
-        format!("watching {program} (pid {pid}) in the kernel's socket table"),
-    );
-    let watching = tokio::spawn(watch(source, pid, out.clone()));
+    let watching = tokio::spawn(watch(source, pid, trace, false, out.clone()));
     let status = child.wait().await.map_err(|e| e.to_string())?;
     // The watcher ends when the last of the tree is gone and says so after this.
     let watched = watching.await.map_err(|e| e.to_string())?;
@@ -278,23 +280,40 @@ async fn run_watched(source: SourceId, command: &[String], out: &Sender) -> Resu
     Ok(())
 }
 
-/// Samples `pid`'s tree until none of it runs; says how it ended.
-async fn watch(source: SourceId, pid: u32, out: Sender) -> Result<String, String> {
+/// Follows `pid`'s tree until none of it runs (with `running`, what it held already
+/// too); says how it ended.
+async fn watch(
+    source: SourceId,
+    pid: u32,
+    trace: Result<Tracefs, String>,
+    running: bool,
+    out: Sender,
+) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
-        let mut watcher = crate::watch::Watcher::new(pid)?;
+        let mut watcher = Watcher::new(pid, trace, running)?;
         let mut emit = |event: Event| {
             out.send(Feed::Event {
                 source,
                 event: Box::new(event),
             });
         };
+        emit(watcher.start_event(pid));
+        let (mode, misses) = watcher.mode();
+        let how = match mode {
+            WatchMode::Trace => "by the kernel's trace events",
+            WatchMode::Sample => "by sampling the kernel's socket table",
+        };
+        out.status(
+            source,
+            format!("watching pid {pid} and its children {how}; misses {misses}"),
+        );
         loop {
-            watcher.sample(&mut emit)?;
+            watcher.step(&mut emit)?;
             if !watcher.alive() {
-                // One more look closes what the tree held.
-                watcher.sample(&mut emit)?;
+                let lost = watcher.finish(&mut emit)?;
                 return Ok(format!(
-                    "watched pid {pid} until it and its children exited"
+                    "watched pid {pid} until it and its children exited{}",
+                    lost.map(|l| format!(" ({l})")).unwrap_or_default()
                 ));
             }
             std::thread::sleep(crate::watch::SAMPLE_INTERVAL);

@@ -1,17 +1,26 @@
 //! `watch`: the TCP connections of a process and its descendants, read from the
-//! kernel — no proxy, no MITM, any protocol. Each [`SAMPLE_INTERVAL`] the watcher
-//! finds the tree's processes in `/proc`, the sockets they hold (`/proc/PID/fd`
-//! links `socket:[inode]`) and, from the kernel's socket diagnostics (`sock_diag`
-//! over netlink, what `ss` reads), each socket's addresses and the payload bytes it
-//! sent (`tcpi_bytes_sent` less retransmissions) and received
-//! (`tcpi_bytes_received`). It emits `socket_open`, `socket_activity` (one per
-//! sample in which bytes moved, with the interval they moved in) and
-//! `socket_close`, ids in `app_conn`.
+//! kernel — no proxy, no MITM, any protocol. Two ways, chosen by what the user may
+//! do:
 //!
-//! What it cannot know: anything inside the bytes (URLs, requests, reuse), and a
-//! connection opened and closed between two samples. A process is followed from
-//! when it is seen as a child of one already followed until it exits, so a
-//! grandchild outlives its parent in the picture.
+//! - **Trace** (root): the kernel's trace events ([`tracefs`], [`traced`]) tell of
+//!   every connection as it happens — however short, with the pid that connected,
+//!   its bytes from every send and receive — and of every fork, so the tree is known
+//!   exactly. Connections open before the watch began are sampled, as below.
+//! - **Sample** (anyone): each [`SAMPLE_INTERVAL`] the watcher finds the tree's
+//!   processes in `/proc`, the sockets they hold (`/proc/PID/fd` links
+//!   `socket:[inode]`) and, from the kernel's socket diagnostics (`sock_diag` over
+//!   netlink, what `ss` reads), each socket's addresses and the payload bytes it
+//!   sent (`tcpi_bytes_sent` less retransmissions) and received
+//!   (`tcpi_bytes_received`). A connection opened and closed between two samples is
+//!   missed.
+//!
+//! Either way it emits `watch_start` (the mode), then `socket_open`,
+//! `socket_activity` (bytes that moved, with the interval they moved in) and
+//! `socket_close`, ids in `app_conn`. What it cannot know: anything inside the bytes
+//! (URLs, requests, reuse).
+
+mod traced;
+pub mod tracefs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +38,10 @@ use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, Stat
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use procfs::process::{FDTarget, Process};
-use roundtrip_host::events::{Event, EventKind};
+use roundtrip_host::events::{Event, EventKind, WatchMode};
+
+use self::traced::{Lookup, Traced};
+use self::tracefs::Tracefs;
 
 /// How often the kernel is asked.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
@@ -58,12 +70,12 @@ struct Followed {
 /// listener, one not connected yet) goes without another full dump.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Follows one process tree; [`Watcher::sample`] emits what changed.
+/// Follows one process tree; [`Watcher::step`] emits what changed.
 ///
-/// A full dump of the kernel's TCP table walks its whole hash table (milliseconds
-/// on a machine with much memory, however few sockets), so it is done only when
-/// the tree holds a socket not seen before; followed connections are then asked
-/// for one by one, by their addresses.
+/// When sampling, a full dump of the kernel's TCP table walks its whole hash table
+/// (milliseconds on a machine with much memory, however few sockets), so it is done
+/// only when the tree holds a socket not seen before; followed connections are then
+/// asked for one by one, by their addresses.
 pub struct Watcher {
     started: Instant,
     diag: Socket,
@@ -76,11 +88,21 @@ pub struct Watcher {
     next_id: u64,
     /// When the last sample was taken (µs from the start).
     previous: u64,
+    /// Whether a sample follows sockets it has not seen: always when sampling; when
+    /// tracing, only the first sample of a running process (what it held before).
+    adopt: bool,
+    /// The kernel's events, when tracing; else why not.
+    trace: Result<(Tracefs, Traced), String>,
 }
 
 impl Watcher {
-    /// Watches `root` and its descendants; times in events count from now.
-    pub fn new(root: u32) -> Result<Self, String> {
+    /// Watches `root` and its descendants; times in events count from now. With
+    /// `trace` (started before `root`'s command ran, for a command we start) every
+    /// connection is seen; else the tree is sampled, and `trace` says why. With
+    /// `running`, what `root` holds already is followed too (by sampling).
+    pub fn new(root: u32, trace: Result<Tracefs, String>, running: bool) -> Result<Self, String> {
+        let started = Instant::now();
+        let zero_ns = monotonic_ns();
         let root = i32::try_from(root).map_err(|_| format!("no process {root}"))?;
         let process = Process::new(root).map_err(|e| format!("cannot watch pid {root}: {e}"))?;
         let start = process
@@ -92,14 +114,52 @@ impl Watcher {
             .and_then(|_| diag.connect(&netlink_sys::SocketAddr::new(0, 0)))
             .map_err(|e| format!("cannot open the kernel's socket diagnostics: {e}"))?;
         Ok(Self {
-            started: Instant::now(),
+            started,
             diag,
             members: HashMap::from([(root, start.starttime)]),
             followed: HashMap::new(),
             not_tcp: HashMap::new(),
             next_id: 0,
             previous: 0,
+            // When tracing, what the tree holds now is sampled; the trace does the rest.
+            adopt: trace.is_err() || running,
+            trace: trace.map(|t| (t, Traced::new(zero_ns))),
         })
+    }
+
+    /// How connections are learnt of, and what that way misses.
+    pub fn mode(&self) -> (WatchMode, String) {
+        match &self.trace {
+            Ok(_) => (
+                WatchMode::Trace,
+                "no connection; only the IPv6 addresses of one gone before they can be \
+                 asked (drawn as [IPv6])"
+                    .to_owned(),
+            ),
+            Err(why) => (
+                WatchMode::Sample,
+                format!(
+                    "connections that open and close between two samples ({} ms apart); \
+                     the kernel's trace events, which would show each, cannot be read: \
+                     {why}",
+                    SAMPLE_INTERVAL.as_millis()
+                ),
+            ),
+        }
+    }
+
+    /// The `watch_start` event (the mode), for the first of the events.
+    pub fn start_event(&self, pid: u32) -> Event {
+        let (mode, misses) = self.mode();
+        Event {
+            ts_us: 0,
+            kind: EventKind::WatchStart { pid, mode, misses },
+            conn: None,
+            req: None,
+            key: None,
+            tunnel: None,
+            app_conn: None,
+        }
     }
 
     /// Whether any followed process is still running.
@@ -107,8 +167,57 @@ impl Watcher {
         !self.members.is_empty()
     }
 
+    /// What happened since the last step, through `emit`: the trace's events (when
+    /// tracing), then a sample of the kernel's socket table.
+    pub fn step(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
+        self.sample(emit)?;
+        let Ok((tracefs, traced)) = &mut self.trace else {
+            return Ok(());
+        };
+        for &pid in self.members.keys() {
+            if !traced.follows(pid) {
+                traced.adopt(pid, tasks(pid));
+            }
+        }
+        let mut lookup = Asker { diag: &self.diag };
+        let next_id = &mut self.next_id;
+        let mut new_id = || {
+            *next_id += 1;
+            *next_id
+        };
+        let mut emit_traced = |(ts_us, id, kind)| emit(event(ts_us, id, kind));
+        tracefs
+            .read(&mut |record| traced.apply(record, &mut lookup, &mut new_id, &mut emit_traced))?;
+        traced.flush(monotonic_ns(), &mut emit_traced);
+        // Children the trace saw start (one that a parent left behind included) keep
+        // the watch going while they run.
+        for pid in traced.take_born() {
+            if let Ok(stat) = Process::new(pid).and_then(|p| p.stat())
+                && stat.state != 'Z'
+            {
+                self.members.entry(pid).or_insert(stat.starttime);
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step, once the tree is gone: what is left of the trace, and the ends
+    /// of connections still open. Says whether the trace lost events.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Event)) -> Result<Option<String>, String> {
+        self.step(emit)?;
+        let Ok((tracefs, traced)) = &mut self.trace else {
+            return Ok(None);
+        };
+        traced.end(monotonic_ns(), &mut |(ts_us, id, kind)| {
+            emit(event(ts_us, id, kind))
+        });
+        let lost = tracefs.lost();
+        Ok((lost > 0)
+            .then(|| format!("the kernel's trace buffer overflowed: {lost} events were lost")))
+    }
+
     /// One look at the kernel: new connections, bytes, closes, through `emit`.
-    pub fn sample(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
+    fn sample(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
         let owners = self.owners();
         let now = Instant::now();
         let ts_us = self.ts_us(now);
@@ -139,6 +248,13 @@ impl Watcher {
                 self.followed.remove(&inode);
             }
         }
+        if !self.adopt {
+            return Ok(());
+        }
+        if self.trace.is_ok() {
+            // Once: what the tree held when the watch began.
+            self.adopt = false;
+        }
         // New sockets of the tree: one dump tells which are TCP connections.
         self.not_tcp.retain(|inode, when| {
             owners.contains_key(inode) && now.duration_since(*when) < RECHECK
@@ -157,6 +273,9 @@ impl Watcher {
             };
             if self.followed.contains_key(&socket.inode) {
                 continue;
+            }
+            if let Ok((_, traced)) = &mut self.trace {
+                traced.known(socket.local, socket.peer);
             }
             self.next_id += 1;
             let process = Process::new(pid).ok();
@@ -268,6 +387,53 @@ fn children(pid: i32) -> Option<Vec<i32>> {
         }
     }
     Some(children)
+}
+
+/// The tasks (threads) of process `pid`.
+fn tasks(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| t.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The monotonic clock (the trace's `mono`, what [`Instant`] counts), in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// What the trace lacks, asked of `/proc` and the kernel's socket table.
+struct Asker<'a> {
+    diag: &'a Socket,
+}
+
+impl Lookup for Asker<'_> {
+    fn process_of(&mut self, tid: i32) -> Option<i32> {
+        Process::new(tid)
+            .and_then(|p| p.status())
+            .ok()
+            .map(|s| s.tgid)
+    }
+
+    fn command(&mut self, pid: i32) -> Option<String> {
+        Process::new(pid)
+            .ok()
+            .map(|p| roundtrip_proxy::owner::command(&p))
+            .filter(|c| !c.is_empty())
+    }
+
+    fn v6_addresses(&mut self, sport: u16, dport: u16) -> Option<(SocketAddr, SocketAddr)> {
+        dump(self.diag, AF_INET6)
+            .ok()?
+            .into_iter()
+            .find(|s| s.local.port() == sport && s.peer.port() == dport)
+            .map(|s| (s.local, s.peer))
+    }
 }
 
 fn event(ts_us: u64, app_conn: u64, kind: EventKind) -> Event {
@@ -416,18 +582,36 @@ mod tests {
 
     use super::*;
 
-    /// This test's own process: a connection it opens, writes and reads on, and
-    /// closes is seen open, with its bytes, then closed — over IPv4 and IPv6.
-    #[test]
-    fn a_connection_of_the_watched_process_is_seen_with_its_bytes() {
-        for addr in ["127.0.0.1:0", "[::1]:0"] {
-            seen_with_its_bytes(addr);
+    /// The kernel's trace, where this process may read it (root); `None` (and why, on
+    /// stderr) where it may not — the tests of the trace then have nothing to check.
+    fn trace() -> Option<Tracefs> {
+        match Tracefs::start() {
+            Ok(trace) => Some(trace),
+            Err(e) if !rustix::process::geteuid().is_root() => {
+                eprintln!("not root, the trace is not tested: {e}");
+                None
+            }
+            Err(e) => panic!("root cannot trace: {e}"),
         }
     }
 
-    fn seen_with_its_bytes(addr: &str) {
+    /// This test's own process: a connection it opens, writes and reads on, and
+    /// closes is seen open, with its bytes, then closed — over IPv4 and IPv6, sampled
+    /// and traced.
+    #[test]
+    fn a_connection_of_the_watched_process_is_seen_with_its_bytes() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            seen_with_its_bytes(addr, Err("not tracing".to_owned()));
+            if let Some(trace) = trace() {
+                seen_with_its_bytes(addr, Ok(trace));
+            }
+        }
+    }
+
+    fn seen_with_its_bytes(addr: &str, trace: Result<Tracefs, String>) {
+        let tracing = trace.is_ok();
         let listener = std::net::TcpListener::bind(addr).unwrap();
-        let mut watcher = Watcher::new(std::process::id()).unwrap();
+        let mut watcher = Watcher::new(std::process::id(), trace, false).unwrap();
         let mut events = Vec::new();
         let mut emit = |e: Event| events.push(e);
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -438,22 +622,26 @@ mod tests {
         server.write_all(b"hello, world").unwrap();
         let mut got = [0u8; 12];
         client.read_exact(&mut got).unwrap();
-        watcher.sample(&mut emit).unwrap();
+        watcher.step(&mut emit).unwrap();
         drop(client);
         std::thread::sleep(Duration::from_millis(20));
-        watcher.sample(&mut emit).unwrap();
-        // This process holds both ends: two connections.
+        watcher.step(&mut emit).unwrap();
         let local = server.peer_addr().unwrap().to_string();
-        let client_side = events
+        let opens: Vec<(String, Option<u32>, Option<u64>)> = events
             .iter()
-            .find_map(|e| match &e.kind {
-                EventKind::SocketOpen { local: l, pid, .. } if *l == local => {
-                    assert_eq!(*pid, Some(std::process::id()));
-                    e.app_conn
-                }
+            .filter_map(|e| match &e.kind {
+                EventKind::SocketOpen { local, pid, .. } => Some((local.clone(), *pid, e.app_conn)),
                 _ => None,
             })
-            .unwrap_or_else(|| panic!("{addr}: the client's socket_open"));
+            .collect();
+        // This process holds both ends: two connections. Traced, the accepted one is
+        // known by its listener, opened after the trace began.
+        assert_eq!(opens.len(), 2, "{addr}, tracing: {tracing}: {opens:?}");
+        let client_side = opens
+            .iter()
+            .find(|(l, pid, _)| *l == local && *pid == Some(std::process::id()))
+            .and_then(|(.., id)| *id)
+            .unwrap_or_else(|| panic!("{addr}: the client's socket_open in {opens:?}"));
         let closes: Vec<_> = events
             .iter()
             .filter(|e| e.app_conn == Some(client_side))
@@ -465,7 +653,62 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(closes, [(5, 12)], "{addr}");
+        assert_eq!(closes, [(5, 12)], "{addr}, tracing: {tracing}");
         drop(server);
+    }
+
+    /// A connection opened, used and closed between two looks is seen when tracing,
+    /// with the pid that connected and its bytes; sampling cannot see it.
+    #[test]
+    fn a_connection_shorter_than_a_sample_is_seen_when_tracing() {
+        // Listening before the trace began: the accepted ends are not followed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let Some(trace) = trace() else {
+            return;
+        };
+        let server = std::thread::spawn(move || {
+            for _ in 0..20 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut got = [0u8; 4];
+                conn.read_exact(&mut got).unwrap();
+                conn.write_all(b"pong!").unwrap();
+            }
+        });
+        let mut traced = Watcher::new(std::process::id(), Ok(trace), false).unwrap();
+        let mut sampled = Watcher::new(std::process::id(), Err(String::new()), false).unwrap();
+        let mut events = Vec::new();
+        let mut missed = Vec::new();
+        traced.step(&mut |e| events.push(e)).unwrap();
+        sampled.step(&mut |e| missed.push(e)).unwrap();
+        for _ in 0..20 {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client.write_all(b"ping").unwrap();
+            let mut got = [0u8; 5];
+            client.read_exact(&mut got).unwrap();
+        }
+        server.join().unwrap();
+        traced.step(&mut |e| events.push(e)).unwrap();
+        sampled.step(&mut |e| missed.push(e)).unwrap();
+        let count =
+            |events: &[Event], name: &str| events.iter().filter(|e| e.name() == name).count();
+        assert_eq!(count(&missed, "socket_open"), 0, "sampling saw some");
+        assert_eq!(count(&events, "socket_open"), 20);
+        let closes: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::SocketClose {
+                    bytes_up,
+                    bytes_down,
+                } => Some((bytes_up, bytes_down)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes, vec![(4, 5); 20]);
+        assert!(events.iter().all(|e| match &e.kind {
+            EventKind::SocketOpen { pid, peer, .. } =>
+                *pid == Some(std::process::id()) && *peer == addr.to_string(),
+            _ => true,
+        }));
     }
 }

@@ -409,7 +409,7 @@ impl Nginx {
         Self::launch(
             "",
             server_directives,
-            "log_format conns '$connection $connection_requests';\n  \
+            "log_format conns '$connection $connection_requests $bytes_sent';\n  \
              access_log logs/conns.log conns;",
         )
     }
@@ -424,6 +424,36 @@ impl Nginx {
             .filter_map(|line| line.split_whitespace().next())
             .collect();
         (serials.len(), log.lines().count())
+    }
+
+    /// Bytes nginx sent on connection `serial` (headers and bodies, every request),
+    /// from the log of [`Nginx::start_counting`].
+    pub fn bytes_sent(&self, serial: &str) -> u64 {
+        let log =
+            std::fs::read_to_string(self._prefix.path().join("logs/conns.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next()? == serial).then(|| fields.nth(1)?.parse::<u64>().ok())?
+            })
+            .sum()
+    }
+
+    /// The serials of the connections in the log of [`Nginx::start_counting`], in
+    /// the order of their first request's end.
+    pub fn serials(&self) -> Vec<String> {
+        let log =
+            std::fs::read_to_string(self._prefix.path().join("logs/conns.log")).unwrap_or_default();
+        let mut serials: Vec<String> = Vec::new();
+        for serial in log
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+        {
+            if !serials.iter().any(|s| s == serial) {
+                serials.push(serial.to_owned());
+            }
+        }
+        serials
     }
 
     fn launch(listen: &str, server_directives: &str, logging: &str) -> Self {

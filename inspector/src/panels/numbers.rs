@@ -2,6 +2,7 @@
 //! open / in-use / idle connections over time.
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
+use roundtrip_host::events::WatchMode;
 
 use crate::app::Source;
 
@@ -60,17 +61,36 @@ pub const APPS_HEADING: &str = "what the app did — its own connections to the 
 /// Above the apps' counters of a `watch` source.
 pub const WATCH_HEADING: &str = "what the app did — its TCP connections, from the kernel";
 
-/// What `watch` can and cannot know, under its heading.
-pub const WATCH_NOTE: &str = "Sampled from the kernel's socket table every 50 ms, no proxy: \
-     connections, their peers and bytes each way, for any protocol. Not seen: URLs, \
-     requests, reuse (the bytes may be TLS; nothing parses them). A connection opened \
-     and closed within one sample can be missed; bytes are as of the last sample.";
+/// What `watch` can and cannot know, under its heading, by its mode.
+pub fn watch_note(mode: Option<&(WatchMode, String)>) -> String {
+    let how = match mode {
+        Some((WatchMode::Trace, _)) => {
+            "From the kernel's trace events as they happen, no proxy: every TCP \
+             connection however short, the pid that opened it, its peers and the bytes \
+             the app sent and read, for any protocol."
+        }
+        _ => {
+            "Sampled from the kernel's socket table every 50 ms, no proxy: connections, \
+             their peers and bytes each way, for any protocol. Bytes are as of the last \
+             sample."
+        }
+    };
+    let misses = match mode {
+        Some((_, misses)) => format!(" Missed: {misses}."),
+        // A recording from before `watch_start`: sampled.
+        None => " A connection opened and closed within one sample can be missed.".to_owned(),
+    };
+    format!(
+        "{how} Not seen: URLs, requests, reuse (the bytes may be TLS; nothing parses \
+         them).{misses}"
+    )
+}
 
 /// What each app did with its connections: its own numbers, not the pool's.
 fn apps(ui: &mut egui::Ui, view: &crate::model::View) {
     if view.watched {
         ui.strong(WATCH_HEADING);
-        ui.label(WATCH_NOTE);
+        ui.label(watch_note(view.watch_mode.as_ref()));
     } else {
         ui.strong(APPS_HEADING);
     }

@@ -1,0 +1,229 @@
+//! `run --watch --record` of real apps (Node, Go, Python) that open a connection per
+//! request or keep one: every connection in the file, counted as nginx counts them
+//! (its `$connection` log), with the bytes it says it sent. As root the watch reads
+//! the kernel's trace events; these tests need that mode, and say so when not root.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roundtrip_host::events::{Event, EventKind, WatchMode};
+use roundtrip_tests::Nginx;
+
+/// 2 KiB, the body each app fetches.
+const BODY: usize = 2048;
+
+fn nginx() -> Nginx {
+    let nginx = Nginx::start_counting("keepalive_timeout 60s;");
+    std::fs::write(nginx.root().join("body"), vec![b'x'; BODY]).unwrap();
+    nginx
+}
+
+/// Whether the kernel's trace can be read here; when not, why, on stderr.
+fn root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("not root: the kernel's trace events cannot be read, nothing to test");
+    }
+    root
+}
+
+/// `run --watch --record FILE -- CMD` with no display, killed after a minute; the
+/// recorded events.
+fn record(dir: &Path, name: &str, command: &[&str]) -> Vec<Event> {
+    let file = dir.join(format!("{name}.jsonl"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+        .args(["run", "--watch", "--record"])
+        .arg(&file)
+        .arg("--")
+        .args(command)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name}: the inspector did not finish within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name}: {stderr}");
+    let read = roundtrip_inspector::sources::read_jsonl(&file).unwrap();
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    let mode = read.events.iter().find_map(|e| match &e.kind {
+        EventKind::WatchStart { mode, .. } => Some(*mode),
+        _ => None,
+    });
+    assert_eq!(mode, Some(WatchMode::Trace), "{name}: {stderr}");
+    read.events
+}
+
+/// The connections to `port` in `events`: (id, pid, bytes down at the close).
+fn connections(events: &[Event], port: u16) -> Vec<(u64, Option<u32>, u64)> {
+    let peer = format!("127.0.0.1:{port}");
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SocketOpen { peer: p, pid, .. } if *p == peer => Some((e.app_conn?, *pid)),
+            _ => None,
+        })
+        .map(|(id, pid)| {
+            let closes: Vec<u64> = events
+                .iter()
+                .filter(|e| e.app_conn == Some(id))
+                .filter_map(|e| match e.kind {
+                    EventKind::SocketClose { bytes_down, .. } => Some(bytes_down),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(closes.len(), 1, "connection {id} closes once");
+            (id, pid, closes[0])
+        })
+        .collect()
+}
+
+/// Node 20's `http.get`, five times 300 ms apart on a keep-alive agent: a body read
+/// keeps one connection; a body destroyed unread costs one each.
+#[test]
+fn node_s_connections_are_all_seen_read_or_unread() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("get.js");
+    std::fs::write(
+        &script,
+        "const http = require('http');\n\
+         const agent = new http.Agent({ keepAlive: true });\n\
+         const [port, how] = process.argv.slice(2);\n\
+         let n = 0;\n\
+         function one() {\n\
+           http.get({ host: '127.0.0.1', port, path: '/body', agent }, (res) => {\n\
+             const next = () => { if (++n < 5) setTimeout(one, 300); else agent.destroy(); };\n\
+             if (how === 'read') { res.resume(); res.on('end', next); }\n\
+             else { res.destroy(); next(); }\n\
+           });\n\
+         }\n\
+         one();\n",
+    )
+    .unwrap();
+    for (how, expected) in [("unread", 5), ("read", 1)] {
+        let nginx = nginx();
+        let port = nginx.port.to_string();
+        let events = record(
+            dir.path(),
+            how,
+            &["node", script.to_str().unwrap(), &port, how],
+        );
+        let seen = connections(&events, nginx.port);
+        assert_eq!(
+            nginx.connections(),
+            (expected, 5),
+            "{how}: the server's count"
+        );
+        assert_eq!(seen.len(), expected, "{how}: drawn as the server counts");
+        if how == "read" {
+            let serial = &nginx.serials()[0];
+            assert_eq!(seen[0].2, nginx.bytes_sent(serial), "what nginx sent, read");
+        }
+    }
+}
+
+/// Go's `net/http` (Debian's golang-go builds it here), in one `sh -c`: a program that
+/// reads each body to EOF (one connection), then one that closes each unread (five),
+/// each connection under the pid of the program that opened it.
+#[test]
+fn go_s_connections_are_all_seen_across_two_programs() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("get.go");
+    std::fs::write(
+        &source,
+        "package main\n\
+         import (\"io\"; \"net/http\"; \"os\"; \"time\")\n\
+         func main() {\n\
+           for i := 0; i < 5; i++ {\n\
+             res, err := http.Get(\"http://127.0.0.1:\" + os.Args[1] + \"/body\")\n\
+             if err != nil { panic(err) }\n\
+             if os.Args[2] == \"read\" { io.Copy(io.Discard, res.Body) }\n\
+             res.Body.Close()\n\
+             time.Sleep(300 * time.Millisecond)\n\
+           }\n\
+         }\n",
+    )
+    .unwrap();
+    let program = dir.path().join("get");
+    let built = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("GOPATH", dir.path().join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("go (Debian's golang-go; `scripts/test` installs it)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let nginx = nginx();
+    let program = program.to_str().unwrap();
+    let script = format!(
+        "{program} {port} read; {program} {port} unread",
+        port = nginx.port
+    );
+    let events = record(dir.path(), "go", &["sh", "-c", &script]);
+    let seen = connections(&events, nginx.port);
+    assert_eq!(nginx.connections(), (6, 10), "the server's count");
+    assert_eq!(seen.len(), 6, "drawn as the server counts");
+    // Two programs: the first's one connection, the second's five.
+    let first = seen[0].1;
+    assert!(first.is_some());
+    assert!(seen[1..].iter().all(|c| c.1 == seen[1].1 && c.1 != first));
+    let serial = &nginx.serials()[0];
+    assert_eq!(seen[0].2, nginx.bytes_sent(serial), "what nginx sent, read");
+}
+
+/// 200 connections one after another, each opened, used and closed in well under a
+/// millisecond (Python's sockets): all 200 drawn.
+#[test]
+fn two_hundred_connections_each_under_a_millisecond_are_all_seen() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = nginx();
+    let script = format!(
+        "import socket\n\
+         for i in range(200):\n\
+         \x20   s = socket.create_connection(('127.0.0.1', {port}))\n\
+         \x20   s.sendall(b'GET /body HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         \x20   while s.recv(65536):\n\
+         \x20       pass\n\
+         \x20   s.close()\n",
+        port = nginx.port
+    );
+    let events = record(dir.path(), "loop", &["python3", "-c", &script]);
+    let seen = connections(&events, nginx.port);
+    assert_eq!(nginx.connections(), (200, 200), "the server's count");
+    assert_eq!(seen.len(), 200, "drawn as the server counts");
+    let sent: u64 = nginx.serials().iter().map(|s| nginx.bytes_sent(s)).sum();
+    assert_eq!(
+        seen.iter().map(|c| c.2).sum::<u64>(),
+        sent,
+        "every byte nginx sent"
+    );
+}
