@@ -34,7 +34,7 @@ fn root() -> bool {
 /// recorded events.
 fn record(dir: &Path, name: &str, command: &[&str]) -> Vec<Event> {
     let file = dir.join(format!("{name}.jsonl"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+    let child = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
         .args(["run", "--watch", "--record"])
         .arg(&file)
         .arg("--")
@@ -45,15 +45,7 @@ fn record(dir: &Path, name: &str, command: &[&str]) -> Vec<Event> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{name}: the inspector did not finish within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = wait(child, name);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{name}: {stderr}");
     let read = roundtrip_inspector::sources::read_jsonl(&file).unwrap();
@@ -226,4 +218,75 @@ fn two_hundred_connections_each_under_a_millisecond_are_all_seen() {
         sent,
         "every byte nginx sent"
     );
+}
+
+/// Without privileges (root drops to `nobody`): no failure — the watch samples
+/// instead, and `watch_start` says so and why; a connection that lives across samples
+/// is still drawn, as nginx counts it.
+#[test]
+fn without_privileges_it_falls_back_to_sampling_and_says_so() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // `nobody` writes the recording here.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let file = shared.join("sampled.jsonl");
+    let nginx = nginx();
+    let script = format!(
+        "import http.client, time\n\
+         c = http.client.HTTPConnection('127.0.0.1', {port})\n\
+         for i in range(3):\n\
+         \x20   c.request('GET', '/body')\n\
+         \x20   c.getresponse().read()\n\
+         \x20   time.sleep(0.2)\n\
+         c.close()\n",
+        port = nginx.port
+    );
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+        .args(["run", "--watch", "--record"])
+        .arg(&file)
+        .args(["--", "python3", "-c", &script])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait(child, "sampled");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("by sampling"), "{stderr}");
+    let events = roundtrip_inspector::sources::read_jsonl(&file)
+        .unwrap()
+        .events;
+    let start = events.iter().find_map(|e| match &e.kind {
+        EventKind::WatchStart { mode, misses, .. } => Some((*mode, misses.clone())),
+        _ => None,
+    });
+    let (mode, misses) = start.expect("watch_start");
+    assert_eq!(mode, WatchMode::Sample);
+    assert!(
+        misses.contains("between two samples") && misses.contains("cannot"),
+        "{misses}"
+    );
+    assert_eq!(nginx.connections(), (1, 3));
+    assert_eq!(connections(&events, nginx.port).len(), 1);
+}
+
+/// Waits for `child`, killed (and failed) after a minute.
+fn wait(mut child: std::process::Child, name: &str) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name}: the inspector did not finish within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
