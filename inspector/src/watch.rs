@@ -132,8 +132,8 @@ impl Watcher {
         match &self.trace {
             Ok(_) => (
                 WatchMode::Trace,
-                "no connection; only the IPv6 addresses of one gone before they can be \
-                 asked (drawn as [IPv6])"
+                "nothing of TCP but the IPv6 addresses of a connection gone before they \
+                 can be asked (drawn as [IPv6])"
                     .to_owned(),
             ),
             Err(why) => (

@@ -290,9 +290,12 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         if end < start {
             continue;
         }
+        // Work shorter than a few pixels (a connection of a millisecond, zoomed out)
+        // still shows; idle is what is left.
+        let least = if segment.phase == Phase::Idle { 1.0 } else { 3.0 };
         let shape = Rect::from_min_max(
             pos2(start, bar.top()),
-            pos2(end.max(start + 1.0), bar.bottom()),
+            pos2(end.max(start + least), bar.bottom()),
         );
         // HTTP/2: the lane's own "in use" is the backdrop of its streams.
         let color = if lane.h2 && segment.phase != Phase::Idle {
