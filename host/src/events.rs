@@ -52,6 +52,17 @@ pub enum EventKind {
     DialStart {
         addr: String,
     },
+    /// The dial's lookup of `host` started (not for an IP literal).
+    DnsStart {
+        host: String,
+    },
+    /// The lookup ended: `addrs`, or `error`.
+    DnsDone {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        addrs: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     DialDone {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         addr: Option<String>,
@@ -387,6 +398,8 @@ impl Event {
             EventKind::GetConn { .. } => "get_conn",
             EventKind::WaitForConn { .. } => "wait_for_conn",
             EventKind::DialStart { .. } => "dial_start",
+            EventKind::DnsStart { .. } => "dns_start",
+            EventKind::DnsDone { .. } => "dns_done",
             EventKind::DialDone { .. } => "dial_done",
             EventKind::ProxyConnect { .. } => "proxy_connect",
             EventKind::TlsStart => "tls_start",
@@ -464,6 +477,12 @@ impl From<wit::Event> for Event {
             },
             W::WaitForConn(reason) => EventKind::WaitForConn { reason },
             W::DialStart(addr) => EventKind::DialStart { addr },
+            W::DnsStart(host) => EventKind::DnsStart { host },
+            W::DnsDone(Ok(addrs)) => EventKind::DnsDone { addrs, error: None },
+            W::DnsDone(Err(error)) => EventKind::DnsDone {
+                addrs: Vec::new(),
+                error: Some(error),
+            },
             W::DialDone(Ok(addr)) => EventKind::DialDone {
                 addr: Some(addr),
                 error: None,
@@ -637,6 +656,13 @@ impl Sink for Tracing {
                 traced!("roundtrip::request", DEBUG, event, reason = %reason)
             }
             EventKind::DialStart { addr } => traced!("roundtrip::conn", DEBUG, event, addr = %addr),
+            EventKind::DnsStart { host } => traced!("roundtrip::conn", DEBUG, event, host = %host),
+            EventKind::DnsDone { addrs, error: None } => {
+                traced!("roundtrip::conn", DEBUG, event, addrs = ?addrs)
+            }
+            EventKind::DnsDone {
+                error: Some(error), ..
+            } => traced!("roundtrip::conn", WARN, event, error = %error),
             EventKind::DialDone { addr, error: None } => {
                 traced!("roundtrip::conn", DEBUG, event, addr = addr.as_deref())
             }

@@ -188,15 +188,65 @@ impl<T: Send> HostWithStore<T> for Net {
         }
     }
 
+    async fn connect_address(
+        accessor: &Accessor<T, Self>,
+        host: String,
+        address: String,
+        port: u16,
+        timeout: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
+        crate::state::note_progress();
+        let ip = address.parse::<std::net::IpAddr>().ok();
+        let (allow, known) = accessor.with(|mut access| {
+            let state = access.get();
+            let known = ip.is_some_and(|ip| state.resolved.knows(&host, ip));
+            (state.allow_hosts.clone(), known)
+        });
+        if let Some(allow) = allow
+            && !allow.allows(&host, port)
+        {
+            return Ok(Err(ErrorCode::DestinationDenied(
+                allow.refusal(&host, port),
+            )));
+        }
+        let (Some(ip), true) = (ip, known) else {
+            return Ok(Err(ErrorCode::DestinationDenied(format!(
+                "{address} is not an address of {host} (resolve it first)"
+            ))));
+        };
+        let addr = SocketAddr::new(ip, port);
+        let dialled = match timeout {
+            Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), connect_to(addr))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ErrorCode::ConnectionTimeout(format!(
+                        "dial tcp {addr}: i/o timeout after {:?}",
+                        Duration::from_nanos(ns)
+                    )))
+                }),
+            None => connect_to(addr).await,
+        };
+        match dialled {
+            Ok(conn) => Ok(Ok(
+                accessor.with(|mut access| access.get().table.push(conn))?
+            )),
+            Err(code) => Ok(Err(code)),
+        }
+    }
+
     async fn resolve(
-        _accessor: &Accessor<T, Self>,
+        accessor: &Accessor<T, Self>,
         host: String,
     ) -> wasmtime::Result<Result<Vec<String>, ErrorCode>> {
         crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
-        Ok(lookup(&host, 0)
-            .await
-            .map(|addrs| addrs.iter().map(|a| a.ip().to_string()).collect()))
+        let found = lookup(&host, 0).await;
+        if let Ok(addrs) = &found {
+            let ips = addrs.iter().map(SocketAddr::ip).collect();
+            accessor.with(|mut access| access.get().resolved.note(&host, ips));
+        }
+        Ok(found.map(|addrs| addrs.iter().map(|a| a.ip().to_string()).collect()))
     }
 }
 
@@ -240,23 +290,28 @@ fn idle_state(socket: &std::net::TcpStream, tls: bool) -> IdleState {
 /// Resolves `host` and connects to each address in turn, as Go's dialer does.
 async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
     let addrs = lookup(host, port).await?;
-    let mut last_error = None;
-    for addr in &addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                return Connection::new(stream)
-                    .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")));
-            }
-            Err(e) => last_error = Some((addr, e)),
+    let mut last_error = ErrorCode::DnsError(format!("lookup {host}: no such host"));
+    for addr in addrs {
+        match connect_to(addr).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last_error = e,
         }
     }
-    Err(match last_error {
-        None => ErrorCode::DnsError(format!("lookup {host}: no such host")),
-        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            ErrorCode::ConnectionRefused(format!("dial tcp {addr}: connect: connection refused"))
-        }
-        Some((addr, e)) => ErrorCode::ConnectionFailed(format!("dial tcp {addr}: connect: {e}")),
-    })
+    Err(last_error)
+}
+
+/// One TCP connect, its error as Go words it.
+async fn connect_to(addr: SocketAddr) -> Result<Connection, ErrorCode> {
+    match TcpStream::connect(addr).await {
+        Ok(stream) => Connection::new(stream)
+            .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(
+            ErrorCode::ConnectionRefused(format!("dial tcp {addr}: connect: connection refused")),
+        ),
+        Err(e) => Err(ErrorCode::ConnectionFailed(format!(
+            "dial tcp {addr}: connect: {e}"
+        ))),
+    }
 }
 
 impl<T: Send> HostConnectionWithStore<T> for Net {

@@ -133,6 +133,7 @@ pub async fn run(
             },
             continuity: Arc::new(Mutex::new(Default::default())),
             watch: Default::default(),
+            resolved: Default::default(),
         },
         http: WasiHttpCtx::new(),
     };

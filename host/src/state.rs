@@ -27,6 +27,39 @@ pub struct State {
     pub continuity: Arc<Mutex<Continuity>>,
     /// The stuck-guest watch (see [`State::check_stuck`]).
     pub watch: Watch,
+    /// Addresses `resolve` gave the guest, by name: `connect-address` connects only to
+    /// those (an allow-list by name stays one by name).
+    pub resolved: Resolved,
+}
+
+/// The addresses of the names the guest resolved lately, at most [`Resolved::NAMES`]
+/// names (the oldest forgotten first).
+#[derive(Debug, Default)]
+pub struct Resolved {
+    names: std::collections::VecDeque<(String, Vec<std::net::IpAddr>)>,
+}
+
+impl Resolved {
+    pub const NAMES: usize = 256;
+
+    /// `host` resolved to `addresses`.
+    pub fn note(&mut self, host: &str, addresses: Vec<std::net::IpAddr>) {
+        self.names.retain(|(name, _)| name != host);
+        if self.names.len() == Self::NAMES {
+            self.names.pop_front();
+        }
+        self.names.push_back((host.to_owned(), addresses));
+    }
+
+    /// Whether `address` is one of `host`'s: `host` is that IP literal, or resolved to it.
+    pub fn knows(&self, host: &str, address: std::net::IpAddr) -> bool {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        literal.parse::<std::net::IpAddr>() == Ok(address)
+            || self
+                .names
+                .iter()
+                .any(|(name, addresses)| name == host && addresses.contains(&address))
+    }
 }
 
 /// Whether the guest is stuck: found running at every epoch tick while making no

@@ -842,6 +842,7 @@ async fn start_instance(
         },
         continuity: Arc::clone(continuity),
         watch: Default::default(),
+        resolved: Default::default(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limits);

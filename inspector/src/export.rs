@@ -8,7 +8,7 @@ use std::path::Path;
 use roundtrip_host::events::Event;
 use serde_json::{Value, json};
 
-use crate::model::{LaneId, Phase, View};
+use crate::model::{LaneId, Step, View};
 
 /// Writes `events` as JSON Lines.
 pub fn write_jsonl(path: &Path, events: &[Event]) -> std::io::Result<()> {
@@ -78,8 +78,8 @@ pub fn write_chrome_trace(path: &Path, view: &View, title: &str) -> std::io::Res
 /// requests: the transport's own, and an app's through the proxy. Each entry's
 /// `connection` names the connection that carried it (`conn #3`, or the app's own
 /// `app conn #2`), so the reuse story survives in other tools; the transport's
-/// `timings` come from its connection's phases (`connect` includes `ssl`, as HAR
-/// says). `started` is the wall-clock time of the events' zero. Events carry no
+/// `timings` are its waterfall's steps ([`View::steps`]; `connect` includes `ssl`, as
+/// HAR says). `started` is the wall-clock time of the events' zero. Events carry no
 /// headers, so the entries have none (HAR's `-1`: unknown sizes).
 pub fn har(view: &View, started: std::time::SystemTime) -> Value {
     let at = |us: u64| {
@@ -90,33 +90,28 @@ pub fn har(view: &View, started: std::time::SystemTime) -> Value {
     for row in &view.requests {
         let Some(end) = row.end else { continue };
         let lane = row.conn.and_then(|conn| view.lane(LaneId::Conn(conn)));
-        let phase_us = |phase: Phase| -> u64 {
-            lane.map_or(0, |lane| {
-                lane.segments
-                    .iter()
-                    .filter(|s| s.phase == phase && s.req == Some(row.req))
-                    .map(|s| s.end.unwrap_or(end).saturating_sub(s.start))
-                    .sum()
-            })
+        // The waterfall's steps, in HAR's words.
+        let steps = view.steps(row);
+        let step_us = |step: Step| -> u64 {
+            steps
+                .iter()
+                .filter(|(s, ..)| *s == step)
+                .map(|(_, from, to)| to - from)
+                .sum()
         };
-        let (dial, tls) = (phase_us(Phase::Dialing), phase_us(Phase::Tls));
+        let (dns, dial, tls) = (
+            step_us(Step::Dns),
+            step_us(Step::Connect),
+            step_us(Step::Tls),
+        );
+        let (blocked, send, wait, receive) = (
+            step_us(Step::Queued),
+            step_us(Step::Send),
+            step_us(Step::Wait),
+            step_us(Step::Body),
+        );
         let total = end.saturating_sub(row.start);
         let h2 = lane.is_some_and(|l| l.h2);
-        let (blocked, send, wait, receive) = if h2 {
-            // An HTTP/2 connection's phases are the connection's, not one stream's:
-            // the request waits until its first byte, then reads its body.
-            let first = row.first_byte.unwrap_or(end).clamp(row.start, end);
-            let wait = (first - row.start).saturating_sub(dial + tls);
-            (0, 0, wait, end - first)
-        } else {
-            let (send, wait, receive) = (
-                phase_us(Phase::Writing),
-                phase_us(Phase::Awaiting),
-                phase_us(Phase::Reading),
-            );
-            let blocked = total.saturating_sub(dial + tls + send + wait + receive);
-            (blocked, send, wait, receive)
-        };
         let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
         let size = row
             .bytes
@@ -131,7 +126,7 @@ pub fn har(view: &View, started: std::time::SystemTime) -> Value {
                 "cache": {},
                 "timings": {
                     "blocked": ms(blocked),
-                    "dns": -1,
+                    "dns": if dns > 0 { ms(dns) } else { -1.0 },
                     "connect": if dial + tls > 0 { ms(dial + tls) } else { -1.0 },
                     "ssl": if tls > 0 { ms(tls) } else { -1.0 },
                     "send": ms(send),

@@ -68,6 +68,8 @@ impl std::fmt::Display for LaneId {
 /// What a connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
+    /// A dial's lookup of its host's name.
+    Dns,
     Dialing,
     Tls,
     Writing,
@@ -81,7 +83,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
+        Phase::Dns,
         Phase::Dialing,
         Phase::Tls,
         Phase::Writing,
@@ -94,6 +97,7 @@ impl Phase {
 
     pub fn label(self) -> &'static str {
         match self {
+            Phase::Dns => "DNS lookup",
             Phase::Dialing => "dialing",
             Phase::Tls => "TLS handshake",
             Phase::Writing => "writing request",
@@ -107,7 +111,7 @@ impl Phase {
 
     fn load(self) -> Load {
         match self {
-            Phase::Dialing | Phase::Tls => Load::Dialing,
+            Phase::Dns | Phase::Dialing | Phase::Tls => Load::Dialing,
             Phase::Idle => Load::Idle,
             Phase::Writing | Phase::Awaiting | Phase::Reading | Phase::Tunnel | Phase::Exchange => {
                 Load::InUse
@@ -299,6 +303,36 @@ pub struct RequestRow {
     pub caused_by: Option<served::CausedBy>,
 }
 
+/// A step of a request's waterfall, as browsers' network panels name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Waiting for a connection: in line, or for another request's dial.
+    Queued,
+    Dns,
+    Connect,
+    Tls,
+    /// Writing the request.
+    Send,
+    /// Waiting for the response's first byte.
+    Wait,
+    /// Reading the body.
+    Body,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Queued => "queued",
+            Step::Dns => "DNS",
+            Step::Connect => "connect",
+            Step::Tls => "TLS",
+            Step::Send => "send",
+            Step::Wait => "wait",
+            Step::Body => "body",
+        }
+    }
+}
+
 impl RequestRow {
     /// Time to first byte, from asking for a connection.
     pub fn ttfb_us(&self) -> Option<Micros> {
@@ -413,6 +447,72 @@ impl View {
 
     pub fn request(&self, req: u64) -> Option<&RequestRow> {
         self.request_index.get(&req).map(|&i| &self.requests[i])
+    }
+
+    /// `row`'s waterfall: its steps in time order, `(step, start, end)`. A request on
+    /// a new connection shows the connection's setup (lookup, connect, TLS), from its
+    /// own start on; on a reused one, none. HTTP/1.1's send, wait and body are its
+    /// connection's phases; HTTP/2's are the stream's: wait until the first byte, then
+    /// the body. A request still in flight ends at [`View::now`].
+    pub fn steps(&self, row: &RequestRow) -> Vec<(Step, Micros, Micros)> {
+        let end = row.end.unwrap_or(self.now);
+        let lane = row.conn.and_then(|conn| self.lane(LaneId::Conn(conn)));
+        let mut steps: Vec<(Step, Micros, Micros)> = Vec::new();
+        let mut push = |step: Step, from: Micros, to: Micros| {
+            let from = from.clamp(row.start, end);
+            let to = to.clamp(from, end);
+            if to > from {
+                steps.push((step, from, to));
+            }
+        };
+        let Some(lane) = lane else {
+            push(Step::Queued, row.start, end);
+            return steps;
+        };
+        let segment_end = |s: &Segment| s.end.unwrap_or(end);
+        let setup: Vec<&Segment> = if row.reused {
+            Vec::new()
+        } else {
+            lane.segments
+                .iter()
+                .take_while(|s| matches!(s.phase, Phase::Dns | Phase::Dialing | Phase::Tls))
+                .collect()
+        };
+        let first = setup.first().map_or(row.start, |s| s.start.max(row.start));
+        push(Step::Queued, row.start, first);
+        for segment in &setup {
+            let step = match segment.phase {
+                Phase::Dns => Step::Dns,
+                Phase::Tls => Step::Tls,
+                _ => Step::Connect,
+            };
+            push(step, segment.start, segment_end(segment));
+        }
+        let ready = setup.last().map_or(first, |s| segment_end(s).max(first));
+        if lane.h2 {
+            let first_byte = row.first_byte.unwrap_or(end);
+            push(Step::Wait, ready, first_byte);
+            push(Step::Body, first_byte, end);
+            return steps;
+        }
+        let mine = lane
+            .segments
+            .iter()
+            .filter(|s| s.req == Some(row.req) && s.start >= row.start);
+        let mut last = ready;
+        for segment in mine {
+            let step = match segment.phase {
+                Phase::Writing => Step::Send,
+                Phase::Awaiting => Step::Wait,
+                Phase::Reading => Step::Body,
+                _ => continue,
+            };
+            // Waiting for the connection between its setup and the request's use.
+            push(Step::Queued, last, segment.start);
+            push(step, segment.start, segment_end(segment));
+            last = segment_end(segment);
+        }
+        steps
     }
 
     /// Totals over every key.
@@ -549,6 +649,26 @@ impl View {
                 }
                 false
             }
+            // The dial's first step: its lane starts with the lookup.
+            EventKind::DnsStart { .. } => {
+                let Some(id) = lane else { return false };
+                let Some(lane) = self.lane_mut(id, key) else {
+                    return false;
+                };
+                match lane.segments.as_mut_slice() {
+                    [dial] if dial.phase == Phase::Dialing => {
+                        dial.phase = Phase::Dns;
+                        false
+                    }
+                    _ => self.enter(id, at, key, Phase::Dns, req),
+                }
+            }
+            // The connect follows (a failed lookup: `dial_done` with its error).
+            EventKind::DnsDone { error: None, .. } => match lane {
+                Some(id) => self.enter(id, at, key, Phase::Dialing, req),
+                None => false,
+            },
+            EventKind::DnsDone { error: Some(_), .. } => false,
             EventKind::TlsStart => match lane {
                 Some(id) => self.enter(id, at, key, Phase::Tls, None),
                 None => false,

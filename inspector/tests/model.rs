@@ -589,7 +589,9 @@ fn an_http2_lane_shows_its_streams_side_by_side() {
         assert_eq!(entry["request"]["httpVersion"], "HTTP/2");
         assert_eq!(entry["connection"], "conn #1");
         let timings = entry["timings"].as_object().unwrap();
-        assert_eq!(timings["blocked"].as_f64(), Some(0.0), "{entry}");
+        // Only its moment in line before the dial (5 µs for the first), never the
+        // connection's 95 µs of dialing.
+        assert!(timings["blocked"].as_f64().unwrap() <= 0.005, "{entry}");
         let sum: f64 = ["blocked", "connect", "send", "wait", "receive"]
             .iter()
             .map(|t| timings[*t].as_f64().unwrap().max(0.0))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use roundtrip_host::events::{Event, EventKind, Events, TcpSink};
 use roundtrip_host::{Body, Config, Transport};
 use roundtrip_inspector::InspectorApp;
@@ -655,4 +655,82 @@ fn run_draws_the_app_s_own_connections_first_urllib_without_and_with_a_session()
         assert!(harness.query_all_by_label(&ratio).count() >= 1, "{ratio}");
         harness.get_by_label(roundtrip_inspector::panels::timeline::POOL_HEADING);
     }
+}
+
+/// An https request to a name (`localhost`), made by the transport `roundtrip get`
+/// drives and streamed to the inspector as `--inspect` does: its waterfall row shows
+/// the lookup, the connect, TLS, the wait and the body, left to right, each with its
+/// time; the HAR export carries the lookup too.
+#[test]
+fn the_waterfall_of_an_https_request_shows_dns_connect_tls_wait_and_body_in_order() {
+    let tls = ServerTls::generate().unwrap();
+    let (hub, feed) = Hub::new(Arc::new(|| {})).unwrap();
+    let addr = hub.listen("127.0.0.1:0").unwrap();
+    let mut app = InspectorApp::with_hub(hub, feed, Some(addr));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A slow handshake and a slow answer: each step wide enough to see.
+        let server = LocalServer::start_tls(&tls, Duration::from_millis(40))
+            .await
+            .unwrap();
+        let url = server.url("/delay/60").replace("127.0.0.1", "localhost");
+        let transport = Transport::new(Config {
+            events: Events::new().with(TcpSink::connect(&addr.to_string())),
+            extra_ca_certs: vec![tls.ca_cert.clone()],
+            inspect_from_env: false,
+            ..Config::default()
+        })
+        .unwrap();
+        let request = http::Request::get(url).body(Body::empty()).unwrap();
+        let response = transport.round_trip(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        transport.shutdown().await;
+    });
+    wait_for(
+        &mut app,
+        Duration::from_secs(10),
+        "the request never ended",
+        |s| s.view.requests.first().is_some_and(|r| r.end.is_some()),
+    );
+    let mut harness = harness(app);
+    harness.step();
+    let steps: Vec<(String, f32)> = harness
+        .get_all_by_role(egui::accesskit::Role::Figure)
+        .filter_map(|node| Some((node.accesskit_node().label()?, node.rect().left())))
+        .collect();
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|(label, _)| label.split(' ').next().unwrap_or_default())
+        .collect();
+    // First, maybe, a moment in line while the pool starts the dial. A lookup of
+    // `localhost` may find `::1` first, where nothing listens: that refused connect is
+    // part of the connect step.
+    let names = names.strip_prefix(&["queued"][..]).unwrap_or(&names);
+    assert_eq!(
+        names,
+        ["DNS", "connect", "TLS", "send", "wait", "body"],
+        "{steps:?}"
+    );
+    assert!(
+        steps.windows(2).all(|w| w[0].1 < w[1].1),
+        "left to right: {steps:?}"
+    );
+    let view = &harness.state().source().unwrap().view;
+    let row = &view.requests[0];
+    let tls_step = *view
+        .steps(row)
+        .iter()
+        .find(|(step, ..)| *step == roundtrip_inspector::model::Step::Tls)
+        .unwrap();
+    assert!(
+        tls_step.2 - tls_step.1 >= 40_000,
+        "the handshake's 40 ms: {tls_step:?}"
+    );
+    let har = roundtrip_inspector::export::har(view, std::time::SystemTime::now());
+    let timings = &har["log"]["entries"][0]["timings"];
+    assert!(timings["dns"].as_f64().unwrap() > 0.0, "{timings}");
+    assert!(timings["ssl"].as_f64().unwrap() >= 40.0, "{timings}");
 }

@@ -14,6 +14,7 @@ use crate::model::Phase;
 /// The colour of a phase, in the timeline and the legend.
 pub fn phase_color(phase: Phase) -> Color32 {
     match phase {
+        Phase::Dns => Color32::from_rgb(60, 170, 200),
         Phase::Dialing => Color32::from_rgb(110, 120, 210),
         Phase::Tls => Color32::from_rgb(170, 100, 220),
         Phase::Writing => Color32::from_rgb(240, 160, 50),

@@ -1,12 +1,27 @@
-//! The request table; a click selects the request and its connection's lane.
+//! The request table, with each request's waterfall as browsers' network panels draw
+//! it; a click selects the request and its connection's lane.
 
-use super::duration;
+use egui::{Rect, Sense, pos2, vec2};
+
+use super::{duration, phase_color};
 use crate::app::{Command, Source};
-use crate::model::Outcome;
+use crate::model::{Micros, Outcome, Phase, Step, View};
+
+/// The waterfall column's width.
+const WATERFALL_WIDTH: f32 = 240.0;
 
 pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
-    let rows = &source.view.requests;
+    let view = &source.view;
+    let rows = &view.requests;
     ui.strong(format!("{} requests", rows.len()));
+    // The waterfalls share one time axis: the first request's start to the last end.
+    let from = rows.iter().map(|r| r.start).min().unwrap_or(0);
+    let to = rows
+        .iter()
+        .map(|r| r.end.unwrap_or(view.now))
+        .max()
+        .unwrap_or(from);
+    let axis = (from, to.saturating_sub(from).max(1));
     let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
     egui::ScrollArea::both()
         .id_salt("requests")
@@ -15,7 +30,7 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
         .show_rows(ui, row_height, rows.len(), |ui, range| {
             egui::Grid::new("requests-grid")
                 .striped(true)
-                .num_columns(9)
+                .num_columns(10)
                 .start_row(range.start)
                 .show(ui, |ui| {
                     for row in &rows[range] {
@@ -40,6 +55,7 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                             Outcome::ClosedEarly => "closed early",
                             Outcome::Failed => "failed",
                         });
+                        waterfall(ui, view, row, axis);
                         if let Some(caused_by) = row.caused_by {
                             ui.label(caused(&source.view.served, caused_by));
                         }
@@ -47,6 +63,50 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                     }
                 });
         });
+}
+
+/// The colour of a waterfall step: its lane phase's.
+fn step_color(step: Step) -> egui::Color32 {
+    match step {
+        Step::Queued => egui::Color32::from_gray(120),
+        Step::Dns => phase_color(Phase::Dns),
+        Step::Connect => phase_color(Phase::Dialing),
+        Step::Tls => phase_color(Phase::Tls),
+        Step::Send => phase_color(Phase::Writing),
+        Step::Wait => phase_color(Phase::Awaiting),
+        Step::Body => phase_color(Phase::Reading),
+    }
+}
+
+/// `row`'s steps as bars on the shared axis `(from, span)`; each step is a widget of
+/// its own, named by its step and duration (hover, screen readers, tests).
+fn waterfall(
+    ui: &mut egui::Ui,
+    view: &View,
+    row: &crate::model::RequestRow,
+    axis: (Micros, Micros),
+) {
+    let (from, span) = axis;
+    let height = ui.text_style_height(&egui::TextStyle::Body);
+    let (rect, _) = ui.allocate_exact_size(vec2(WATERFALL_WIDTH, height), Sense::hover());
+    let x =
+        |at: Micros| rect.left() + (at.saturating_sub(from)) as f32 / span as f32 * rect.width();
+    for (i, (step, start, end)) in view.steps(row).into_iter().enumerate() {
+        let left = x(start);
+        let bar = Rect::from_min_max(
+            pos2(left, rect.top() + 2.0),
+            pos2(x(end).max(left + 2.0), rect.bottom() - 2.0),
+        );
+        ui.painter().rect_filled(bar, 1.0, step_color(step));
+        let text = format!("{} {}", step.label(), duration(end - start));
+        ui.interact(
+            bar,
+            ui.scope_id().with(("waterfall", row.req, i)),
+            Sense::hover(),
+        )
+        .on_hover_text(&text)
+        .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Figure, true, &text));
+    }
 }
 
 /// `for incoming #5 GET /path · instance 2`: the incoming request a served app's request

@@ -292,7 +292,11 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
         }
         // Work shorter than a few pixels (a connection of a millisecond, zoomed out)
         // still shows; idle is what is left.
-        let least = if segment.phase == Phase::Idle { 1.0 } else { 3.0 };
+        let least = if segment.phase == Phase::Idle {
+            1.0
+        } else {
+            3.0
+        };
         let shape = Rect::from_min_max(
             pos2(start, bar.top()),
             pos2(end.max(start + least), bar.bottom()),

@@ -53,6 +53,19 @@ impl net::Guest for Component {
             .map(net::Connection::new)
     }
 
+    async fn connect_address(
+        _host: String,
+        address: String,
+        port: u16,
+        timeout: Option<u64>,
+    ) -> Result<net::Connection, ErrorCode> {
+        // wasi:sockets has no list of allowed names to keep: the address is dialled
+        // (the runtime's own `--allow-ip-name-lookup`/socket rules still apply).
+        conn::Connection::dial(&address, port, timeout)
+            .await
+            .map(net::Connection::new)
+    }
+
     async fn resolve(host: String) -> Result<Vec<String>, ErrorCode> {
         let addresses = ip_name_lookup::resolve_addresses(host.clone())
             .await

@@ -261,7 +261,7 @@ async fn dial(
         None => (&target.host, target.port),
     };
     emit(EventKind::DialStart(host_port(host, port)));
-    let socket = match net::connect(host.clone(), port, dial_timeout).await {
+    let socket = match connect(&emit, host, port, dial_timeout).await {
         Ok(socket) => socket,
         Err(code) => {
             let code = match target.route.proxy() {
@@ -326,6 +326,51 @@ async fn dial(
 }
 
 /// `host:port`, IPv6 bracketed.
+/// The TCP part of a dial, as Go's dialer does it: `host`'s lookup (shown as
+/// `dns_start`/`dns_done`; none for an IP literal), then each address in turn, all
+/// within `limit`.
+async fn connect(
+    emit: &dyn Fn(EventKind),
+    host: &str,
+    port: u16,
+    limit: Option<u64>,
+) -> Result<net::Connection, ErrorCode> {
+    let deadline = limit.map(|ns| clock::now_ns().saturating_add(ns));
+    let timed_out = |what: String| {
+        ErrorCode::ConnectionTimeout(format!(
+            "{what}: i/o timeout after {}",
+            clock::display(limit.unwrap_or_default())
+        ))
+    };
+    let addresses = if host.parse::<std::net::IpAddr>().is_ok() {
+        vec![host.to_owned()]
+    } else {
+        emit(EventKind::DnsStart(host.to_owned()));
+        let looked_up = clock::within(limit, net::resolve(host.to_owned()))
+            .await
+            .unwrap_or_else(|| Err(timed_out(format!("dial tcp: lookup {host}"))));
+        emit(EventKind::DnsDone(
+            looked_up.clone().map_err(|code| message(&code).to_owned()),
+        ));
+        looked_up?
+    };
+    let mut last = ErrorCode::DnsError(format!("lookup {host}: no such host"));
+    for address in addresses {
+        let left = match deadline {
+            Some(deadline) => match deadline.checked_sub(clock::now_ns()) {
+                Some(left) if left > 0 => Some(left),
+                _ => return Err(timed_out(format!("dial tcp {}", host_port(host, port)))),
+            },
+            None => None,
+        };
+        match net::connect_address(host.to_owned(), address, port, left).await {
+            Ok(socket) => return Ok(socket),
+            Err(code) => last = code,
+        }
+    }
+    Err(last)
+}
+
 fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
