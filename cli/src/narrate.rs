@@ -8,6 +8,12 @@ pub fn curl_line(event: &Event) -> Option<String> {
     let key = event.key.as_deref().unwrap_or("?");
     Some(match &event.kind {
         EventKind::DialStart { addr } => format!("*   Trying {addr}..."),
+        EventKind::DnsDone { addrs, error: None } => {
+            format!("* Resolved to {}", addrs.join(", "))
+        }
+        EventKind::DnsDone {
+            error: Some(error), ..
+        } => format!("* Could not resolve host: {error}"),
         EventKind::DialDone {
             addr: Some(addr), ..
         } => {

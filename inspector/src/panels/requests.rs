@@ -8,7 +8,7 @@ use crate::app::{Command, Source};
 use crate::model::{Micros, Outcome, Phase, Step, View};
 
 /// The waterfall column's width.
-const WATERFALL_WIDTH: f32 = 240.0;
+const WATERFALL_WIDTH: f32 = 180.0;
 
 pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
     let view = &source.view;
@@ -44,6 +44,7 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                             (None, Outcome::Failed) => "failed".to_owned(),
                             (None, _) => "…".to_owned(),
                         });
+                        waterfall(ui, view, row, axis);
                         ui.label(row.conn.map_or("-".to_owned(), |c| format!("conn #{c}")));
                         ui.label(if row.reused { "reused" } else { "new" });
                         ui.label(row.ttfb_us().map_or("-".to_owned(), duration));
@@ -55,7 +56,6 @@ pub fn show(ui: &mut egui::Ui, source: &Source, commands: &mut Vec<Command>) {
                             Outcome::ClosedEarly => "closed early",
                             Outcome::Failed => "failed",
                         });
-                        waterfall(ui, view, row, axis);
                         if let Some(caused_by) = row.caused_by {
                             ui.label(caused(&source.view.served, caused_by));
                         }
