@@ -64,6 +64,8 @@ struct Followed {
     socket: Seen,
     bytes: (u64, u64),
     reported: (u64, u64),
+    /// Its bytes when first seen.
+    first: (u64, u64),
 }
 
 /// How long a socket of the tree that is not a TCP connection (UDP, Unix, a
@@ -167,10 +169,14 @@ impl Watcher {
         !self.members.is_empty()
     }
 
-    /// What happened since the last step, through `emit`: the trace's events (when
-    /// tracing), then a sample of the kernel's socket table.
+    /// What happened since the last step, through `emit`: when tracing, the trace's
+    /// events, then a sample of the kernel's socket table (for what the tree held
+    /// before the trace); else a sample.
     pub fn step(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), String> {
-        self.sample(emit)?;
+        if self.trace.is_err() || self.adopt {
+            // Sampling; or tracing, and first what the tree held before the trace.
+            self.sample(emit)?;
+        }
         let Ok((tracefs, traced)) = &mut self.trace else {
             return Ok(());
         };
@@ -189,6 +195,35 @@ impl Watcher {
         tracefs
             .read(&mut |record| traced.apply(record, &mut lookup, &mut new_id, &mut emit_traced))?;
         traced.flush(monotonic_ns(), &mut emit_traced);
+        // Connections open before the watch that the trace saw end: their ends, with
+        // every byte (a sample may not have come between their last bytes and the end).
+        for ended in traced.take_ended() {
+            let Some((&inode, _)) = self
+                .followed
+                .iter()
+                .find(|(_, f)| (f.socket.local, f.socket.peer) == (ended.local, ended.peer))
+            else {
+                continue;
+            };
+            let Some(mut followed) = self.followed.remove(&inode) else {
+                continue;
+            };
+            followed.bytes = (
+                followed.first.0 + ended.moved.0,
+                followed.first.1 + ended.moved.1,
+            );
+            let interval = ended.ts_us.saturating_sub(self.previous);
+            report(&mut followed, ended.ts_us, interval, emit);
+            let (bytes_up, bytes_down) = followed.bytes;
+            emit(event(
+                ended.ts_us,
+                followed.id,
+                EventKind::SocketClose {
+                    bytes_up,
+                    bytes_down,
+                },
+            ));
+        }
         // Children the trace saw start (one that a parent left behind included) keep
         // the watch going while they run.
         for pid in traced.take_born() {
@@ -198,7 +233,9 @@ impl Watcher {
                 self.members.entry(pid).or_insert(stat.starttime);
             }
         }
-        Ok(())
+        // After the trace: a connection open before it that it saw end is ended with
+        // every byte, not as of the last sample.
+        self.sample(emit)
     }
 
     /// The last step, once the tree is gone: what is left of the trace, and the ends
@@ -251,9 +288,11 @@ impl Watcher {
         if !self.adopt {
             return Ok(());
         }
-        if self.trace.is_ok() {
-            // Once: what the tree held when the watch began.
+        if let Ok((_, traced)) = &mut self.trace {
+            // Once: what the tree held when the watch began; the trace counts their
+            // bytes from now.
             self.adopt = false;
+            traced.since(monotonic_ns());
         }
         // New sockets of the tree: one dump tells which are TCP connections.
         self.not_tcp.retain(|inode, when| {
@@ -296,6 +335,7 @@ impl Watcher {
                 socket,
                 bytes: socket.bytes.unwrap_or_default(),
                 reported: (0, 0),
+                first: socket.bytes.unwrap_or_default(),
             };
             report(&mut followed, ts_us, interval_us, emit);
             self.followed.insert(socket.inode, followed);

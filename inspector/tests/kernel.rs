@@ -290,3 +290,106 @@ fn wait(mut child: std::process::Child, name: &str) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// `watch PID --record` of a running Python that holds a connection opened before
+/// the watch began, then starts a child that opens 20 connections of under a
+/// millisecond each, then uses its own connection again: all 21, each under the pid
+/// that opened it, as nginx counts them.
+#[test]
+fn watch_pid_records_every_connection_of_a_child_started_later() {
+    use std::io::{BufRead, BufReader, Write};
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = nginx();
+    let get = format!(
+        "def get(s):\n\
+         \x20   s.sendall(b'GET /body HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         \x20   got = b''\n\
+         \x20   while not got.endswith(b'x' * {BODY}):\n\
+         \x20       got += s.recv(65536)\n"
+    );
+    let child = format!(
+        "import socket\n{get}\
+         for i in range(20):\n\
+         \x20   s = socket.create_connection(('127.0.0.1', {port}))\n\
+         \x20   get(s)\n\
+         \x20   s.close()\n",
+        port = nginx.port
+    );
+    let parent = format!(
+        "import socket, subprocess, sys\n{get}\
+         kept = socket.create_connection(('127.0.0.1', {port}))\n\
+         get(kept)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.readline()\n\
+         subprocess.run([sys.executable, '-c', {child:?}], check=True)\n\
+         get(kept)\n\
+         kept.close()\n",
+        port = nginx.port
+    );
+    let mut python = Command::new("python3")
+        .args(["-c", &parent])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(python.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "ready\n");
+    let file = dir.path().join("pid.jsonl");
+    let mut inspector = Command::new(env!("CARGO_BIN_EXE_roundtrip-inspector"))
+        .args(["watch", &python.id().to_string(), "--record"])
+        .arg(&file)
+        .env_remove("DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the watch has begun (it says so), the child may start.
+    let mut stderr = BufReader::new(inspector.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("watching pid") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the watch never began"
+        );
+    }
+    python.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(python.wait().unwrap().success());
+    let output = wait(inspector, "watch pid");
+    assert!(output.status.success());
+    let events = roundtrip_inspector::sources::read_jsonl(&file)
+        .unwrap()
+        .events;
+    assert!(
+        events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::WatchStart {
+                mode: WatchMode::Trace,
+                ..
+            }
+        )),
+        "{line}"
+    );
+    let seen = connections(&events, nginx.port);
+    assert_eq!(nginx.connections(), (21, 22), "the server's count");
+    assert_eq!(seen.len(), 21, "drawn as the server counts");
+    // The kept connection (sampled: open before the watch) under the parent, the 20
+    // under the child.
+    let parent_pid = Some(python.id());
+    assert_eq!(seen.iter().filter(|c| c.1 == parent_pid).count(), 1);
+    let children: std::collections::HashSet<_> = seen
+        .iter()
+        .filter(|c| c.1 != parent_pid)
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+    // Both of the kept connection's answers, counted at its close.
+    let kept = seen.iter().find(|c| c.1 == parent_pid).unwrap();
+    assert_eq!(kept.2, nginx.bytes_sent(&nginx.serials()[0]));
+}

@@ -383,6 +383,23 @@ fn run_mitm_shows_the_https_requests_of_a_command_told_to_trust_the_ca() {
     assert_eq!((stats.connections, stats.requests, stats.reuses), (1, 2, 1));
     assert_eq!(source.view.totals().dials, 1);
     assert_eq!(server.connections(), 1);
+    // Each intercepted request is a request of the proxy's transport, with its
+    // waterfall: the first sets up the connection (an IP literal: no lookup), the
+    // second reuses it.
+    let view = &source.view;
+    let names = |row| -> Vec<&str> {
+        view.steps(row)
+            .iter()
+            .map(|(step, ..)| step.label())
+            .filter(|step| *step != "queued")
+            .collect()
+    };
+    assert_eq!(view.requests.len(), 2);
+    assert_eq!(
+        names(&view.requests[0]),
+        ["connect", "TLS", "send", "wait", "body"]
+    );
+    assert_eq!(names(&view.requests[1]), ["send", "wait", "body"]);
 }
 
 #[test]

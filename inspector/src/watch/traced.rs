@@ -68,12 +68,30 @@ pub struct Traced {
     conns: HashMap<u64, Conn>,
     /// Connections open before the trace began, followed elsewhere: by their ends.
     known: HashSet<(SocketAddr, SocketAddr)>,
+    /// Bytes the tree moved on sockets it did not open while traced (so, maybe, those
+    /// `known` ones) since `since_ns`, by socket address.
+    earlier: HashMap<u64, (u64, u64)>,
+    /// When the `known` connections' bytes were last taken from the kernel's table.
+    since_ns: Option<u64>,
+    /// `known` connections the trace saw end, for whoever follows them.
+    ended: Vec<Ended>,
     /// The monotonic clock's reading at the events' zero.
     zero_ns: u64,
     /// Commands of the tree's processes, by pid.
     commands: HashMap<i32, String>,
     /// Started since [`Traced::take_born`] was last called.
     born: Vec<i32>,
+}
+
+/// A connection open before the trace began (followed by sampling) that the trace
+/// saw end: when, and the bytes the tree wrote and read on it since
+/// [`Traced::since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub ts_us: u64,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub moved: (u64, u64),
 }
 
 /// An event for connection `app_conn` at `ts_us`.
@@ -90,6 +108,9 @@ impl Traced {
             connecting: HashMap::new(),
             conns: HashMap::new(),
             known: HashSet::new(),
+            earlier: HashMap::new(),
+            since_ns: None,
+            ended: Vec::new(),
             zero_ns,
             commands: HashMap::new(),
             born: Vec::new(),
@@ -130,6 +151,17 @@ impl Traced {
         self.known.insert((local, peer));
     }
 
+    /// The `known` connections' bytes were read from the kernel at `ts_ns`: what the
+    /// tree moves on sockets it did not open is counted from then.
+    pub fn since(&mut self, ts_ns: u64) {
+        self.since_ns = Some(ts_ns);
+    }
+
+    /// The `known` connections the trace saw end since the last call.
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
+    }
+
     /// Applies `record`; new ids come from `next_id`.
     pub fn apply(
         &mut self,
@@ -165,6 +197,17 @@ impl Traced {
                     self.flush_one(sk, emit);
                 }
                 let Some(conn) = self.conns.get_mut(&sk) else {
+                    if process.is_some()
+                        && !self.known.is_empty()
+                        && self.since_ns.is_some_and(|since| record.ts_ns > since)
+                    {
+                        let moved = self.earlier.entry(sk).or_default();
+                        if up {
+                            moved.0 += bytes;
+                        } else {
+                            moved.1 += bytes;
+                        }
+                    }
                     return;
                 };
                 let burst = conn.burst.get_or_insert(Burst {
@@ -255,7 +298,27 @@ impl Traced {
                     // The tree closed it (with or without the peer's FIN first), or it
                     // was reset.
                     (_, state::FIN_WAIT1 | state::LAST_ACK | state::CLOSE) => {
-                        self.close(sk, record.ts_ns, emit);
+                        if self.conns.contains_key(&sk) || self.connecting.contains_key(&sk) {
+                            self.close(sk, record.ts_ns, emit);
+                            return;
+                        }
+                        // One open before the trace began?
+                        let moved = self.earlier.remove(&sk).unwrap_or_default();
+                        let Some(&(local, peer)) = self.known.iter().find(|(local, peer)| {
+                            local.port() == sport
+                                && peer.port() == dport
+                                && (family == INET6
+                                    || ends(lookup).is_some_and(|e| e == (*local, *peer)))
+                        }) else {
+                            return;
+                        };
+                        self.known.remove(&(local, peer));
+                        self.ended.push(Ended {
+                            ts_us: self.us(record.ts_ns),
+                            local,
+                            peer,
+                            moved,
+                        });
                     }
                     _ => {}
                 }
@@ -374,5 +437,213 @@ impl Traced {
 
     fn us(&self, ts_ns: u64) -> u64 {
         ts_ns.saturating_sub(self.zero_ns) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    struct Nothing;
+
+    impl Lookup for Nothing {
+        fn command(&mut self, _: i32) -> Option<String> {
+            None
+        }
+        fn process_of(&mut self, _: i32) -> Option<i32> {
+            None
+        }
+        fn v6_addresses(&mut self, _: u16, _: u16) -> Option<(SocketAddr, SocketAddr)> {
+            None
+        }
+    }
+
+    fn record(ts_ms: u64, tid: i32, tgid: Option<i32>, what: What) -> Record {
+        Record {
+            ts_ns: ts_ms * 1_000_000,
+            tid,
+            tgid,
+            comm: "app".to_owned(),
+            what,
+        }
+    }
+
+    fn state(sk: u64, old: u32, new: u32, sport: u16, dport: u16) -> What {
+        What::State {
+            sk,
+            old,
+            new,
+            sport,
+            dport,
+            family: 2,
+            saddr: [127, 0, 0, 1],
+            daddr: [127, 0, 0, 1],
+        }
+    }
+
+    fn run(traced: &mut Traced, records: Vec<Record>) -> Vec<Emitted> {
+        let mut out = Vec::new();
+        let mut id = 0;
+        for r in records {
+            traced.apply(
+                r,
+                &mut Nothing,
+                &mut || {
+                    id += 1;
+                    id
+                },
+                &mut |e| out.push(e),
+            );
+        }
+        traced.flush(u64::MAX, &mut |e| out.push(e));
+        out
+    }
+
+    /// A child forked by the tree connects before the kernel noted its process (no
+    /// tgid): its connection is the tree's, under the child's pid; a failed connect
+    /// is no connection; an unrelated process's is not followed; a connection
+    /// accepted on the tree's listener is.
+    #[test]
+    fn the_tree_s_connections_from_connect_or_accept_and_nobody_else_s() {
+        let mut traced = Traced::new(0);
+        traced.adopt(100, [100]);
+        let out = run(
+            &mut traced,
+            vec![
+                record(1, 100, Some(100), What::Fork { child: 200 }),
+                record(2, 200, None, state(0xa, 7, 2, 0, 80)),
+                record(3, 200, None, state(0xa, 2, 1, 5000, 80)),
+                record(
+                    4,
+                    200,
+                    None,
+                    What::Moved {
+                        sk: 0xa,
+                        up: true,
+                        bytes: 70,
+                    },
+                ),
+                record(
+                    5,
+                    7,
+                    Some(7),
+                    What::Moved {
+                        sk: 0xa,
+                        up: false,
+                        bytes: 300,
+                    },
+                ),
+                record(6, 200, None, state(0xa, 1, 4, 5000, 80)),
+                // Refused.
+                record(7, 200, None, state(0xb, 7, 2, 0, 81)),
+                record(8, 200, None, state(0xb, 2, 7, 5001, 81)),
+                // Someone else's.
+                record(9, 300, Some(300), state(0xc, 7, 2, 0, 80)),
+                record(10, 300, Some(300), state(0xc, 2, 1, 5002, 80)),
+                // The tree listens on 8080; a peer connects (in softirq: any task).
+                record(11, 100, Some(100), state(0xd, 7, 10, 8080, 0)),
+                record(12, 999, Some(999), state(0xe, 3, 1, 8080, 6000)),
+            ],
+        );
+        let kinds: Vec<(u64, u64, &EventKind)> =
+            out.iter().map(|(ts, id, k)| (*ts, *id, k)).collect();
+        assert_eq!(traced.take_born(), [200]);
+        assert!(
+            matches!(
+                kinds[0],
+                (2000, 1, EventKind::SocketOpen { local, peer, pid: Some(200), process: Some(p) })
+                    if local == "127.0.0.1:5000" && peer == "127.0.0.1:80" && p == "app"
+            ),
+            "{kinds:?}"
+        );
+        // Bytes from any task (the receive ran in softirq's) once the socket is known.
+        assert_eq!(
+            kinds[1].2,
+            &EventKind::SocketActivity {
+                bytes_up: 70,
+                bytes_down: 300,
+                interval_us: 1000
+            }
+        );
+        assert_eq!(
+            kinds[2],
+            (
+                6000,
+                1,
+                &EventKind::SocketClose {
+                    bytes_up: 70,
+                    bytes_down: 300
+                }
+            )
+        );
+        assert!(
+            matches!(
+                kinds[3],
+                (12000, 2, EventKind::SocketOpen { local, pid: Some(100), .. }) if local == "127.0.0.1:8080"
+            ),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+    }
+
+    /// A connection open before the trace began is the sampler's; the trace tells its
+    /// end and the bytes moved on it since the sample.
+    #[test]
+    fn a_connection_open_before_the_trace_is_handed_back_at_its_end() {
+        let mut traced = Traced::new(0);
+        traced.adopt(100, [100]);
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        traced.known(local, peer);
+        traced.since(1_500_000);
+        let out = run(
+            &mut traced,
+            vec![
+                // Before the sample: counted in it already.
+                record(
+                    1,
+                    100,
+                    Some(100),
+                    What::Moved {
+                        sk: 0xa,
+                        up: true,
+                        bytes: 1,
+                    },
+                ),
+                record(
+                    2,
+                    100,
+                    Some(100),
+                    What::Moved {
+                        sk: 0xa,
+                        up: true,
+                        bytes: 70,
+                    },
+                ),
+                record(
+                    3,
+                    100,
+                    Some(100),
+                    What::Moved {
+                        sk: 0xa,
+                        up: false,
+                        bytes: 300,
+                    },
+                ),
+                record(4, 100, Some(100), state(0xa, 1, 4, 5000, 80)),
+            ],
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(
+            traced.take_ended(),
+            [Ended {
+                ts_us: 4000,
+                local,
+                peer,
+                moved: (70, 300)
+            }]
+        );
     }
 }
