@@ -131,6 +131,10 @@ pub struct PoolArgs {
     /// Send `Connection: close` and never reuse (Go DisableKeepAlives).
     #[arg(long)]
     no_keepalive: bool,
+    /// Close a connection whose body is dropped unread, as Go did before 1.27 (by
+    /// default up to 256 KiB of it is drained, within 50 ms, to reuse the connection).
+    #[arg(long)]
+    no_drain: bool,
     /// Seconds to wait for response headers after the request is sent (Go ResponseHeaderTimeout).
     #[arg(long, value_name = "SECS")]
     response_header_timeout: Option<f64>,
@@ -279,6 +283,7 @@ impl PoolArgs {
                 .map(|s| seconds("response-header-timeout", s))
                 .transpose()?,
             disable_keep_alives: self.no_keepalive,
+            disable_drain_on_close: self.no_drain,
             shards: usize::from(self.shards),
             proxy: self.proxy_config(proxy)?,
             protocols: self.http.protocols(),

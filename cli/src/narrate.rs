@@ -81,9 +81,18 @@ pub fn curl_line(event: &Event) -> Option<String> {
         ),
         EventKind::Retry { reason } => format!("* Retrying on another connection: {reason}"),
         EventKind::PutIdle { ok: true, .. } => format!("* Connection #{conn} left idle"),
-        EventKind::BodyClosedEarly { bytes } => {
-            format!("* Body closed after {bytes} bytes, before its end")
-        }
+        EventKind::BodyClosedEarly {
+            bytes,
+            drained,
+            saved,
+        } => format!(
+            "* Body closed after {bytes} bytes, before its end{}",
+            if *saved {
+                format!("; drained {drained} more bytes to keep connection #{conn}")
+            } else {
+                String::new()
+            }
+        ),
         EventKind::Close { reason } => {
             format!("* Closing connection #{conn} ({})", reason.as_str())
         }

@@ -33,6 +33,9 @@ pub struct Config {
     pub expect_continue_timeout: Option<Duration>,
     /// Send `Connection: close` and never pool (Go `DisableKeepAlives`).
     pub disable_keep_alives: bool,
+    /// Close a connection whose body was dropped unread, as Go did before 1.27; by
+    /// default the rest (at most 256 KiB, within 50 ms) is drained so it can be reused.
+    pub disable_drain_on_close: bool,
     /// Do not add `Accept-Encoding: gzip` nor decompress (Go `DisableCompression`).
     pub disable_compression: bool,
     /// Largest response head accepted (Go `MaxResponseHeaderBytes`: 10 MiB).
@@ -145,6 +148,7 @@ impl Default for Config {
             response_header_timeout: None,
             expect_continue_timeout: Some(Duration::from_secs(1)),
             disable_keep_alives: false,
+            disable_drain_on_close: false,
             disable_compression: false,
             max_response_header_bytes: 10 << 20,
             user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -217,6 +221,7 @@ impl Config {
             response_header_timeout: nanos(self.response_header_timeout),
             expect_continue_timeout: nanos(self.expect_continue_timeout),
             disable_keep_alives: self.disable_keep_alives,
+            disable_drain_on_close: self.disable_drain_on_close,
             disable_compression: self.disable_compression,
             max_response_header_bytes: self.max_response_header_bytes,
             user_agent: self.user_agent.clone(),

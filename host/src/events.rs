@@ -116,8 +116,15 @@ pub enum EventKind {
     BodyEof {
         bytes: u64,
     },
+    /// The caller dropped the body after `bytes`; `drained` bytes more were read and
+    /// thrown away; `saved`: the connection goes on (pooled after the drain, or an
+    /// HTTP/2 stream reset). Recordings from before the drain have neither: closed.
     BodyClosedEarly {
         bytes: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drained: u64,
+        #[serde(default)]
+        saved: bool,
     },
     PutIdle {
         ok: bool,
@@ -305,6 +312,11 @@ impl WatchMode {
             WatchMode::Sample => "sample",
         }
     }
+}
+
+/// Serde: a zero count is left out.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Who ended an app's connection to the proxy (`app_conn_close.reason`).
@@ -527,7 +539,11 @@ impl From<wit::Event> for Event {
             W::Got1xx(status) => EventKind::Got1xx { status },
             W::Response(status) => EventKind::Response { status },
             W::BodyEof(bytes) => EventKind::BodyEof { bytes },
-            W::BodyClosedEarly(bytes) => EventKind::BodyClosedEarly { bytes },
+            W::BodyClosedEarly(early) => EventKind::BodyClosedEarly {
+                bytes: early.bytes,
+                drained: early.drained,
+                saved: early.saved,
+            },
             W::PutIdle(refused) => EventKind::PutIdle {
                 ok: refused.is_none(),
                 reason: refused.map(CloseReason::from),
@@ -766,9 +782,21 @@ impl Sink for Tracing {
             EventKind::Response { status } => {
                 traced!("roundtrip::request", DEBUG, event, status = *status)
             }
-            EventKind::BodyEof { bytes } | EventKind::BodyClosedEarly { bytes } => {
+            EventKind::BodyEof { bytes } => {
                 traced!("roundtrip::request", DEBUG, event, bytes = *bytes)
             }
+            EventKind::BodyClosedEarly {
+                bytes,
+                drained,
+                saved,
+            } => traced!(
+                "roundtrip::request",
+                DEBUG,
+                event,
+                bytes = *bytes,
+                drained = *drained,
+                saved = *saved
+            ),
             EventKind::PutIdle { ok, reason } => traced!(
                 "roundtrip::conn",
                 DEBUG,

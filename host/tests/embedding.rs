@@ -113,6 +113,7 @@ fn go_defaults() -> types::Config {
         response_header_timeout: None,
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
+        disable_drain_on_close: false,
         disable_compression: false,
         max_response_header_bytes: 10 << 20,
         user_agent: "my-host/1.0".to_owned(),

@@ -770,7 +770,7 @@ impl View {
                     None => false,
                 }
             }
-            EventKind::BodyEof { bytes } | EventKind::BodyClosedEarly { bytes } => {
+            EventKind::BodyEof { bytes } | EventKind::BodyClosedEarly { bytes, .. } => {
                 let early = matches!(event.kind, EventKind::BodyClosedEarly { .. });
                 if let Some(row) = req.and_then(|r| self.row_mut(r)) {
                     row.end = Some(at);

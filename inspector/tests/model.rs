@@ -219,7 +219,11 @@ fn an_early_close_and_a_connection_lost_mid_request_are_told_apart() {
         300,
         Some(1),
         Some(1),
-        EventKind::BodyClosedEarly { bytes: 4 },
+        EventKind::BodyClosedEarly {
+            bytes: 4,
+            drained: 0,
+            saved: false,
+        },
     ));
     events.push(close(301, 1, CloseReason::EarlyBodyClose));
     events.push(get_conn(400, 2));

@@ -730,36 +730,55 @@ async fn a_taken_whole_body_is_pooled_without_a_later_request_and_rides_on_one()
     assert_eq!(server.connections(), 1);
 }
 
+/// A whole body (read with its head) keeps its connection busy until the caller takes
+/// it or drops it. Dropped unread, Go 1.27's rule pools the connection (nothing is
+/// left to drain); the old rule (`disable_drain_on_close`) closes it.
 #[tokio::test]
-async fn a_whole_body_holds_its_connection_until_taken_and_dropped_unread_closes_it() {
-    let server = LocalServer::start().await.unwrap();
-    let (transport, recorder) = transport(|_| {});
-    let request = http::Request::get(server.url("/small"))
-        .body(Body::empty())
-        .unwrap();
-    let response = transport.round_trip(request).await.unwrap();
-    // It came with its head, but the connection stays busy until the body is read.
-    let stats = transport.stats().await;
-    assert_eq!((stats.keys[0].active, stats.keys[0].idle), (1, 0));
-    drop(response);
-    assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
-    let events = recorder.events();
-    assert_eq!(
-        count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
-        0
-    );
-    // Taken: back in the pool before the caller has the bytes.
-    let taken = get(&transport, &server.url("/small")).await.unwrap();
-    assert!(!taken.conn.reused);
-    assert_eq!(transport.stats().await.keys[0].idle, 1);
-    assert_eq!(
-        count(&recorder.events(), |k| *k
-            == EventKind::PutIdle {
-                ok: true,
-                reason: None
-            }),
-        1
-    );
+async fn a_whole_body_holds_its_connection_until_taken_or_dropped() {
+    for drain in [true, false] {
+        let server = LocalServer::start().await.unwrap();
+        let (transport, recorder) = transport(|c| c.disable_drain_on_close = !drain);
+        let request = http::Request::get(server.url("/small"))
+            .body(Body::empty())
+            .unwrap();
+        let response = transport.round_trip(request).await.unwrap();
+        // It came with its head, but the connection stays busy until the body is read.
+        let stats = transport.stats().await;
+        assert_eq!((stats.keys[0].active, stats.keys[0].idle), (1, 0));
+        drop(response);
+        if drain {
+            assert!(
+                wait_for_event(&recorder, |k| matches!(
+                    k,
+                    EventKind::PutIdle { ok: true, .. }
+                ))
+                .await,
+                "{:?}",
+                recorder.names()
+            );
+        } else {
+            assert_closed(&recorder, CloseReason::EarlyBodyClose).await;
+        }
+        let events = recorder.events();
+        assert_eq!(
+            count(&events, |k| matches!(k, EventKind::BodyEof { .. })),
+            0
+        );
+        assert_eq!(
+            count(&events, |k| matches!(
+                k,
+                EventKind::BodyClosedEarly { bytes: 0, drained, saved }
+                    if *saved == drain && (*drained > 0) == drain
+            )),
+            1,
+            "drain: {drain}"
+        );
+        // Taken: back in the pool before the caller has the bytes.
+        let taken = get(&transport, &server.url("/small")).await.unwrap();
+        assert_eq!(taken.conn.reused, drain);
+        assert_eq!(transport.stats().await.keys[0].idle, 1);
+        assert_eq!(server.connections(), if drain { 1 } else { 2 });
+    }
 }
 
 /// A streamed body comes a window of chunks ahead of the caller's reads, but its

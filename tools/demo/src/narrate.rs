@@ -75,7 +75,20 @@ pub fn sentence(event: &Event) -> Option<String> {
             "the pool has no room for connection #{conn} ({})",
             reason.map_or("refused", CloseReason::as_str)
         ),
-        EventKind::BodyClosedEarly { bytes } => {
+        EventKind::BodyClosedEarly {
+            bytes,
+            drained,
+            saved: true,
+        } if *drained > 0 => format!(
+            "the body was dropped after {bytes} bytes: the transport read the {drained} bytes left \
+             and threw them away, so connection #{conn} can be reused (Go 1.27's drain)"
+        ),
+        EventKind::BodyClosedEarly {
+            bytes, saved: true, ..
+        } => {
+            format!("the body was dropped after {bytes} bytes: connection #{conn} goes on")
+        }
+        EventKind::BodyClosedEarly { bytes, .. } => {
             format!("the body was dropped after {bytes} bytes: connection #{conn} cannot be reused")
         }
         EventKind::Close { reason } => {

@@ -193,6 +193,7 @@ pub fn config() -> Result<rt::Config, String> {
         response_header_timeout: None,
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
+        disable_drain_on_close: false,
         disable_compression: false,
         max_response_header_bytes: 10 << 20,
         user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),

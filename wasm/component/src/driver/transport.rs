@@ -30,6 +30,8 @@ pub struct Settings {
     /// `None`: send a body at once even with `Expect: 100-continue`.
     pub expect_continue_timeout: Option<u64>,
     pub disable_keep_alives: bool,
+    /// Close, not drain, an HTTP/1.1 connection whose body was dropped early.
+    pub disable_drain_on_close: bool,
     pub disable_compression: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
@@ -221,8 +223,10 @@ impl Shared {
             if read {
                 super::h1::body::settle(active, &end, len, true);
             } else {
-                active.emit(EventKind::BodyClosedEarly(0));
-                active.close(CloseReason::EarlyBodyClose);
+                // Read whole already: the drain has nothing left to read (the old
+                // rule closes it all the same).
+                let drained = end.drain_on_close.then_some(len);
+                super::h1::body::settle_dropped(active, &end, 0, drained, true);
             }
         }
     }
@@ -384,6 +388,7 @@ impl GuestTransport for Transport {
             response_header_timeout: config.response_header_timeout,
             expect_continue_timeout: config.expect_continue_timeout.filter(|t| *t > 0),
             disable_keep_alives: config.disable_keep_alives,
+            disable_drain_on_close: config.disable_drain_on_close,
             disable_compression: config.disable_compression,
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),

@@ -26,7 +26,9 @@ use super::active::Active;
 use crate::core::compression::Gunzip;
 use crate::core::decode::{BodyDecoder, Fields, Framing};
 use crate::core::reuse::{self, Heads, NoReuse};
-use crate::driver::bindings::roundtrip::transport::observe::{CloseReason, EventKind};
+use crate::driver::bindings::roundtrip::transport::observe::{
+    BodyClosedEarly, CloseReason, EventKind,
+};
 use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
 use crate::driver::clock;
 use crate::driver::errors::{message, to_code};
@@ -38,6 +40,8 @@ use crate::driver::response_body::{
 /// What the body task needs to decide the connection's fate at the end.
 pub struct BodyEnd {
     pub disable_keep_alives: bool,
+    /// A body dropped early is drained (Go 1.27), not its connection closed.
+    pub drain_on_close: bool,
     /// What the reuse decision needs of the request's and the response's heads.
     pub heads: Heads,
     /// The request's write, when the head came before it finished.
@@ -143,8 +147,13 @@ async fn finish(
             Ok(decoder.take_trailers().map(Fields::into_block))
         }
         Err(Cut::ReaderGone(bytes)) => {
-            active.emit(EventKind::BodyClosedEarly(bytes));
-            active.close(CloseReason::EarlyBodyClose);
+            // The caller has let go already: the drain holds up nothing of its.
+            let drained = if end.drain_on_close {
+                drain(&mut active, &mut decoder, end.framing).await
+            } else {
+                None
+            };
+            settle_dropped(active, &end, bytes, drained, request_complete);
             Err(ErrorCode::HttpResponseIncomplete(
                 "the response body was closed before its end".to_owned(),
             ))
@@ -174,6 +183,78 @@ pub fn settle(active: Active, end: &BodyEnd, total: u64, request_complete: bool)
     match verdict {
         Ok(()) => active.put_idle(),
         Err(why) => active.close(close_reason(why)),
+    }
+}
+
+/// Most of a dropped body read and thrown away to save its connection (Go 1.27's
+/// `maxPostCloseReadBytes`); a body declared longer is not tried.
+pub const DRAIN_MAX_BYTES: u64 = 256 << 10;
+
+/// Longest a drain may take (Go 1.27's `maxPostCloseReadTime`).
+pub const DRAIN_MAX_NS: u64 = 50_000_000;
+
+/// Reads the rest of a body the caller dropped and throws it away, as Go 1.27 does
+/// on `Body.Close`: only a body of known length at most [`DRAIN_MAX_BYTES`], or a
+/// chunked one; at most that many bytes, within [`DRAIN_MAX_NS`]. The bytes thrown
+/// away when the body ended in time; `None` when it did not (or was not tried).
+async fn drain(active: &mut Active, decoder: &mut BodyDecoder, framing: Framing) -> Option<u64> {
+    match framing {
+        Framing::Length(length) if length <= DRAIN_MAX_BYTES => {}
+        Framing::Chunked | Framing::Empty => {}
+        // Longer, or ended by the server's close (never reusable).
+        _ => return None,
+    }
+    let work = async {
+        let mut drained: u64 = 0;
+        while !decoder.is_done() {
+            if active.conn().buffered().is_empty() {
+                let read = active.conn_mut().fill().await.ok()?;
+                if read == 0 {
+                    return None;
+                }
+            }
+            let conn = active.conn_mut();
+            let step = decoder.decode(conn.buffered()).ok()?;
+            drained += step.data.map_or(0, |range| range.len() as u64);
+            conn.consume(step.consumed);
+            if drained > DRAIN_MAX_BYTES {
+                return None;
+            }
+        }
+        Some(drained)
+    };
+    clock::within(Some(DRAIN_MAX_NS), work).await.flatten()
+}
+
+/// A body the caller dropped after `bytes`: said (`body_closed_early`, with what was
+/// `drained` and whether the connection was saved), then the connection pooled — when
+/// it was drained to its end and the core allows — or closed.
+pub fn settle_dropped(
+    active: Active,
+    end: &BodyEnd,
+    bytes: u64,
+    drained: Option<u64>,
+    request_complete: bool,
+) {
+    let verdict = match drained {
+        Some(_) => reuse::after_response(&reuse::Finished {
+            disable_keep_alives: end.disable_keep_alives,
+            heads: end.heads,
+            request_complete,
+            framing: end.framing,
+            trailing_bytes: active.conn().buffered().len(),
+        })
+        .map_err(close_reason),
+        None => Err(CloseReason::EarlyBodyClose),
+    };
+    active.emit(EventKind::BodyClosedEarly(BodyClosedEarly {
+        bytes,
+        drained: drained.unwrap_or_default(),
+        saved: verdict.is_ok(),
+    }));
+    match verdict {
+        Ok(()) => active.put_idle(),
+        Err(reason) => active.close(reason),
     }
 }
 

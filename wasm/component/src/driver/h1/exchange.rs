@@ -262,6 +262,7 @@ pub fn respond(
     let req_id = active.req();
     let end = BodyEnd {
         disable_keep_alives: shared.settings.disable_keep_alives,
+        drain_on_close: !shared.settings.disable_drain_on_close,
         heads,
         unfinished_write,
         framing,

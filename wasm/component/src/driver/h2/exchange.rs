@@ -31,7 +31,9 @@ use crate::core::decode::{Fields, ResponseHead};
 use crate::core::encode::BodyFraming;
 use crate::core::h2_frames::reason_name;
 use crate::core::reuse::Progress;
-use crate::driver::bindings::roundtrip::transport::observe::{EventKind, GotConn, StreamReset};
+use crate::driver::bindings::roundtrip::transport::observe::{
+    BodyClosedEarly, EventKind, GotConn, StreamReset,
+};
 use crate::driver::bindings::roundtrip::transport::types::{
     ErrorCode, HttpVersion, Response, ResponseBody, StreamedBody,
 };
@@ -681,7 +683,12 @@ async fn pump(
             }
         }
         Err(Cut::ReaderGone(bytes)) => {
-            lease.emit(EventKind::BodyClosedEarly(bytes));
+            // Only the stream ends: the connection is saved.
+            lease.emit(EventKind::BodyClosedEarly(BodyClosedEarly {
+                bytes,
+                drained: 0,
+                saved: true,
+            }));
             // Dropping the stream's last handle resets it (CANCEL); the connection and
             // its other streams go on.
             lease.emit(EventKind::StreamReset(StreamReset {
