@@ -146,6 +146,21 @@ pub struct PoolArgs {
         default_value_t = 30.0
     )]
     dial_timeout: f64,
+    /// Seconds a connection is idle before TCP keep-alive probes start (Go's
+    /// KeepAliveConfig.Idle; its DefaultTransport's Dialer.KeepAlive: 30; curl's name).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    keepalive_time: f64,
+    /// Seconds between unanswered TCP keep-alive probes (Go KeepAliveConfig.Interval).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    keepalive_interval: f64,
+    /// Unanswered TCP keep-alive probes before the connection is given up (Go
+    /// KeepAliveConfig.Count; curl's name).
+    #[arg(long, value_name = "N", default_value_t = 9)]
+    keepalive_cnt: u32,
+    /// Send no TCP keep-alive probes (Go Dialer.KeepAlive < 0; curl's --no-keepalive,
+    /// which here names HTTP keep-alive).
+    #[arg(long)]
+    no_tcp_keepalive: bool,
     /// Seconds to wait for `100 Continue` before sending a body anyway, when the request
     /// has `Expect: 100-continue` (Go ExpectContinueTimeout; 0 = do not wait).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
@@ -275,6 +290,15 @@ impl PoolArgs {
             max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: (!idle.is_zero()).then_some(idle),
             dial_timeout: Some(seconds("dial-timeout", self.dial_timeout)?),
+            keep_alive: if self.no_tcp_keepalive {
+                None
+            } else {
+                Some(roundtrip_host::KeepAlive {
+                    idle: seconds("keepalive-time", self.keepalive_time)?,
+                    interval: seconds("keepalive-interval", self.keepalive_interval)?,
+                    count: self.keepalive_cnt,
+                })
+            },
             expect_continue_timeout: (!expect.is_zero()).then_some(expect),
             disable_compression: self.no_compression,
             max_response_header_bytes: self.max_response_header_bytes,

@@ -24,6 +24,10 @@ pub struct Config {
     pub idle_conn_timeout: Option<Duration>,
     /// Limit for opening the TCP connection (Go's dialer: 30 s).
     pub dial_timeout: Option<Duration>,
+    /// TCP keep-alive probes on every connection dialled (Go's dialer, as its
+    /// DefaultTransport sets it: idle 30 s, interval 15 s, 9 probes); `None` sends
+    /// none (Go `Dialer.KeepAlive < 0`).
+    pub keep_alive: Option<KeepAlive>,
     /// Limit for the TLS handshake (Go `TLSHandshakeTimeout`: 10 s).
     pub tls_handshake_timeout: Option<Duration>,
     /// Limit from the end of the request to the response head (Go `ResponseHeaderTimeout`: none).
@@ -136,6 +140,29 @@ impl Protocols {
     }
 }
 
+/// TCP keep-alive probes (Go's `net.KeepAliveConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time before the first probe (Go `Idle`).
+    pub idle: Duration,
+    /// Between unanswered probes (Go `Interval`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is given up (Go `Count`).
+    pub count: u32,
+}
+
+impl Default for KeepAlive {
+    /// Go's DefaultTransport: `Dialer.KeepAlive` 30 s as the idle time, and
+    /// `KeepAliveConfig`'s defaults for the rest (15 s, 9).
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30),
+            interval: Duration::from_secs(15),
+            count: 9,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -144,6 +171,7 @@ impl Default for Config {
             max_conns_per_host: 0,
             idle_conn_timeout: Some(Duration::from_secs(90)),
             dial_timeout: Some(Duration::from_secs(30)),
+            keep_alive: Some(KeepAlive::default()),
             tls_handshake_timeout: Some(Duration::from_secs(10)),
             response_header_timeout: None,
             expect_continue_timeout: Some(Duration::from_secs(1)),
@@ -222,6 +250,11 @@ impl Config {
             expect_continue_timeout: nanos(self.expect_continue_timeout),
             disable_keep_alives: self.disable_keep_alives,
             disable_drain_on_close: self.disable_drain_on_close,
+            keep_alive: self.keep_alive.map(|k| wit::KeepAlive {
+                idle: nanos(Some(k.idle)).unwrap_or_default(),
+                interval: nanos(Some(k.interval)).unwrap_or_default(),
+                count: k.count,
+            }),
             disable_compression: self.disable_compression,
             max_response_header_bytes: self.max_response_header_bytes,
             user_agent: self.user_agent.clone(),

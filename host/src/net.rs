@@ -27,7 +27,7 @@ use wasmtime::component::{
 use crate::bindings::roundtrip::transport::net::{
     Host, HostConnection, HostConnectionWithStore, HostWithStore, IdleState, TlsInfo,
 };
-use crate::bindings::roundtrip::transport::types::ErrorCode;
+use crate::bindings::roundtrip::transport::types::{ErrorCode, KeepAlive};
 use crate::pipes::READ_CHUNK;
 use crate::state::State;
 use crate::tls;
@@ -194,6 +194,7 @@ impl<T: Send> HostWithStore<T> for Net {
         address: String,
         port: u16,
         timeout: Option<u64>,
+        keep_alive: Option<KeepAlive>,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
         crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
         crate::state::note_progress();
@@ -216,8 +217,17 @@ impl<T: Send> HostWithStore<T> for Net {
             ))));
         };
         let addr = SocketAddr::new(ip, port);
+        let connect = async {
+            let stream = connect_to(addr).await?;
+            if let Some(keep_alive) = keep_alive {
+                // Best effort, as Go's dialer: the connection is made either way.
+                let _ = set_keep_alive(&stream, keep_alive);
+            }
+            Connection::new(stream)
+                .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")))
+        };
         let dialled = match timeout {
-            Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), connect_to(addr))
+            Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), connect)
                 .await
                 .unwrap_or_else(|_| {
                     Err(ErrorCode::ConnectionTimeout(format!(
@@ -225,7 +235,7 @@ impl<T: Send> HostWithStore<T> for Net {
                         Duration::from_nanos(ns)
                     )))
                 }),
-            None => connect_to(addr).await,
+            None => connect.await,
         };
         match dialled {
             Ok(conn) => Ok(Ok(
@@ -293,18 +303,32 @@ async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
     let mut last_error = ErrorCode::DnsError(format!("lookup {host}: no such host"));
     for addr in addrs {
         match connect_to(addr).await {
-            Ok(conn) => return Ok(conn),
+            Ok(stream) => {
+                return Connection::new(stream)
+                    .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")));
+            }
             Err(e) => last_error = e,
         }
     }
     Err(last_error)
 }
 
+/// Turns on TCP keep-alive probes on `stream`, so.
+fn set_keep_alive(stream: &TcpStream, keep_alive: KeepAlive) -> io::Result<()> {
+    use rustix::net::sockopt;
+    // The kernel counts in whole seconds, at least one.
+    let seconds = |ns: u64| Duration::from_secs((ns / 1_000_000_000).max(1));
+    sockopt::set_socket_keepalive(stream, true)?;
+    sockopt::set_tcp_keepidle(stream, seconds(keep_alive.idle))?;
+    sockopt::set_tcp_keepintvl(stream, seconds(keep_alive.interval))?;
+    sockopt::set_tcp_keepcnt(stream, keep_alive.count.max(1))?;
+    Ok(())
+}
+
 /// One TCP connect, its error as Go words it.
-async fn connect_to(addr: SocketAddr) -> Result<Connection, ErrorCode> {
+async fn connect_to(addr: SocketAddr) -> Result<TcpStream, ErrorCode> {
     match TcpStream::connect(addr).await {
-        Ok(stream) => Connection::new(stream)
-            .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}"))),
+        Ok(stream) => Ok(stream),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(
             ErrorCode::ConnectionRefused(format!("dial tcp {addr}: connect: connection refused")),
         ),

@@ -114,6 +114,11 @@ fn go_defaults() -> types::Config {
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
         disable_drain_on_close: false,
+        keep_alive: Some(types::KeepAlive {
+            idle: 30 * SECOND,
+            interval: 15 * SECOND,
+            count: 9,
+        }),
         disable_compression: false,
         max_response_header_bytes: 10 << 20,
         user_agent: "my-host/1.0".to_owned(),

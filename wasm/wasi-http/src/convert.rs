@@ -194,6 +194,12 @@ pub fn config() -> Result<rt::Config, String> {
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
         disable_drain_on_close: false,
+        // Go's dialer.
+        keep_alive: Some(rt::KeepAlive {
+            idle: 30 * SECOND,
+            interval: 15 * SECOND,
+            count: 9,
+        }),
         disable_compression: false,
         max_response_header_bytes: 10 << 20,
         user_agent: concat!("roundtrip/", env!("CARGO_PKG_VERSION")).to_owned(),

@@ -22,7 +22,7 @@ use futures::channel::oneshot;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
 use crate::bindings::exports::roundtrip::transport::net::{GuestConnection, IdleState, TlsInfo};
-use crate::bindings::exports::roundtrip::transport::types::ErrorCode;
+use crate::bindings::exports::roundtrip::transport::types::{ErrorCode, KeepAlive};
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::sockets::ip_name_lookup;
 use crate::bindings::wasi::sockets::types::{
@@ -65,9 +65,14 @@ enum Outgoing {
 
 impl Connection {
     /// Resolves `host` and connects to each address in turn, within `timeout`
-    /// (nanoseconds) if given.
-    pub async fn dial(host: &str, port: u16, timeout: Option<u64>) -> Result<Self, ErrorCode> {
-        let dialing = Self::dial_any(host, port);
+    /// (nanoseconds) if given, with TCP keep-alive so if `keep_alive` is.
+    pub async fn dial(
+        host: &str,
+        port: u16,
+        timeout: Option<u64>,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Self, ErrorCode> {
+        let dialing = Self::dial_any(host, port, keep_alive);
         let Some(nanos) = timeout else {
             return dialing.await;
         };
@@ -82,7 +87,11 @@ impl Connection {
         }
     }
 
-    async fn dial_any(host: &str, port: u16) -> Result<Self, ErrorCode> {
+    async fn dial_any(
+        host: &str,
+        port: u16,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Self, ErrorCode> {
         // An IP literal needs no lookup (nor the host's permission to look names up).
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         let addresses = match literal.parse::<IpAddr>() {
@@ -97,7 +106,7 @@ impl Connection {
         let mut last = ErrorCode::DnsError(format!("lookup {host}: no such host"));
         for address in addresses {
             let target = SocketAddr::new(address, port);
-            match Self::dial_one(target).await {
+            match Self::dial_one(target, keep_alive).await {
                 Ok(connection) => return Ok(connection),
                 Err(e) => last = e,
             }
@@ -105,13 +114,24 @@ impl Connection {
         Err(last)
     }
 
-    async fn dial_one(target: SocketAddr) -> Result<Self, ErrorCode> {
+    async fn dial_one(
+        target: SocketAddr,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Self, ErrorCode> {
         let failed = |e| errors::connect(target, e);
         let family = match target {
             SocketAddr::V4(_) => IpAddressFamily::Ipv4,
             SocketAddr::V6(_) => IpAddressFamily::Ipv6,
         };
         let socket = TcpSocket::create(family).map_err(failed)?;
+        // Best effort, as Go's dialer: a runtime that cannot set them still connects.
+        if let Some(keep_alive) = keep_alive
+            && socket.set_keep_alive_enabled(true).is_ok()
+        {
+            let _ = socket.set_keep_alive_idle_time(keep_alive.idle);
+            let _ = socket.set_keep_alive_interval(keep_alive.interval);
+            let _ = socket.set_keep_alive_count(keep_alive.count.max(1));
+        }
         socket
             .connect(socket_address(target))
             .await

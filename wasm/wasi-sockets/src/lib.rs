@@ -48,7 +48,7 @@ impl net::Guest for Component {
         port: u16,
         timeout: Option<u64>,
     ) -> Result<net::Connection, ErrorCode> {
-        conn::Connection::dial(&host, port, timeout)
+        conn::Connection::dial(&host, port, timeout, None)
             .await
             .map(net::Connection::new)
     }
@@ -58,10 +58,11 @@ impl net::Guest for Component {
         address: String,
         port: u16,
         timeout: Option<u64>,
+        keep_alive: Option<net::KeepAlive>,
     ) -> Result<net::Connection, ErrorCode> {
         // wasi:sockets has no list of allowed names to keep: the address is dialled
         // (the runtime's own `--allow-ip-name-lookup`/socket rules still apply).
-        conn::Connection::dial(&address, port, timeout)
+        conn::Connection::dial(&address, port, timeout, keep_alive)
             .await
             .map(net::Connection::new)
     }

@@ -14,7 +14,7 @@ use super::bindings::roundtrip::transport::net;
 use super::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,
 };
-use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, Protocols};
+use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, KeepAlive, Protocols};
 use super::clock;
 use super::conn::Conn;
 use super::errors::message;
@@ -261,7 +261,7 @@ async fn dial(
         None => (&target.host, target.port),
     };
     emit(EventKind::DialStart(host_port(host, port)));
-    let socket = match connect(&emit, host, port, dial_timeout).await {
+    let socket = match connect(&emit, host, port, dial_timeout, shared.settings.keep_alive).await {
         Ok(socket) => socket,
         Err(code) => {
             let code = match target.route.proxy() {
@@ -334,6 +334,7 @@ async fn connect(
     host: &str,
     port: u16,
     limit: Option<u64>,
+    keep_alive: Option<KeepAlive>,
 ) -> Result<net::Connection, ErrorCode> {
     let deadline = limit.map(|ns| clock::now_ns().saturating_add(ns));
     let timed_out = |what: String| {
@@ -363,7 +364,7 @@ async fn connect(
             },
             None => None,
         };
-        match net::connect_address(host.to_owned(), address, port, left).await {
+        match net::connect_address(host.to_owned(), address, port, left, keep_alive).await {
             Ok(socket) => return Ok(socket),
             Err(code) => last = code,
         }

@@ -10,7 +10,7 @@ use futures::channel::oneshot;
 use super::bindings::exports::roundtrip::transport::round_tripper::GuestTransport;
 use super::bindings::roundtrip::transport::observe::{self, CloseReason, Event, EventKind};
 use super::bindings::roundtrip::transport::types::{
-    Config, ErrorCode, KeyStats, PoolStats, Protocols, Request, Response,
+    Config, ErrorCode, KeepAlive, KeyStats, PoolStats, Protocols, Request, Response,
 };
 use super::clock;
 use super::conn::{Conn, IdleInput, IdleWatch};
@@ -32,6 +32,8 @@ pub struct Settings {
     pub disable_keep_alives: bool,
     /// Close, not drain, an HTTP/1.1 connection whose body was dropped early.
     pub disable_drain_on_close: bool,
+    /// TCP keep-alive for every connection dialled.
+    pub keep_alive: Option<KeepAlive>,
     pub disable_compression: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
@@ -389,6 +391,7 @@ impl GuestTransport for Transport {
             expect_continue_timeout: config.expect_continue_timeout.filter(|t| *t > 0),
             disable_keep_alives: config.disable_keep_alives,
             disable_drain_on_close: config.disable_drain_on_close,
+            keep_alive: config.keep_alive,
             disable_compression: config.disable_compression,
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),
