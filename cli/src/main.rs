@@ -209,6 +209,18 @@ pub struct PoolArgs {
     /// forever).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     write_byte_timeout: f64,
+    /// HTTP/2: the largest frame accepted, SETTINGS_MAX_FRAME_SIZE (Go
+    /// HTTP2Config.MaxReadFrameSize; 16384..16777215, default 1 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_read_frame_size: u32,
+    /// HTTP/2: the connection's receive window (Go
+    /// HTTP2Config.MaxReceiveBufferPerConnection; default 1 GiB).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    max_receive_buffer_per_connection: u32,
+    /// HTTP/2: each stream's receive window (Go HTTP2Config.MaxReceiveBufferPerStream;
+    /// default 4 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    max_receive_buffer_per_stream: u32,
 }
 
 /// The HTTP version, as curl's flags name it.
@@ -315,6 +327,12 @@ impl PoolArgs {
             read_idle_timeout: (!read_idle.is_zero()).then_some(read_idle),
             ping_timeout: (!ping.is_zero()).then_some(ping),
             write_byte_timeout: (!write_byte.is_zero()).then_some(write_byte),
+            http2: roundtrip_host::Http2Config {
+                max_read_frame_size: self.max_read_frame_size,
+                max_receive_buffer_per_connection: self.max_receive_buffer_per_connection,
+                max_receive_buffer_per_stream: self.max_receive_buffer_per_stream,
+                max_decoder_header_table_size: 0,
+            },
             ..self.reach.config(events, inspect_from_env)?
         })
     }

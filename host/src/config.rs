@@ -111,6 +111,8 @@ pub struct Config {
     /// [`ErrorKind::WriteTimeout`](crate::ErrorKind::WriteTimeout) (Go
     /// `HTTP2Config.WriteByteTimeout`: 30 s here, none in Go; `None` waits forever).
     pub write_byte_timeout: Option<Duration>,
+    /// HTTP/2 limits this end announces (Go's `HTTP2Config`; 0 = Go's default).
+    pub http2: Http2Config,
     /// The component to run in place of Roundtrip's transport: one that exports the
     /// same `round-tripper` (`None`: `roundtrip_wasm::TRANSPORT`). `roundtrip bench`
     /// runs `roundtrip_wasm::FLOOR` here to measure what the boundary alone costs.
@@ -138,6 +140,20 @@ impl Protocols {
             Protocols::Http2PriorKnowledge => wit::Protocols::Http2PriorKnowledge,
         }
     }
+}
+
+/// HTTP/2 limits this end announces, named as Go's `HTTP2Config` names them. A value
+/// out of its range (0 among them) means Go's default for a client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Http2Config {
+    /// Largest frame read, `SETTINGS_MAX_FRAME_SIZE` (16 KiB..16 MiB; default 1 MiB).
+    pub max_read_frame_size: u32,
+    /// The connection's receive window (at least 65 535; default 1 GiB).
+    pub max_receive_buffer_per_connection: u32,
+    /// Each stream's receive window, `SETTINGS_INITIAL_WINDOW_SIZE` (default 4 MiB).
+    pub max_receive_buffer_per_stream: u32,
+    /// The HPACK table decoded with, `SETTINGS_HEADER_TABLE_SIZE` (default 4096).
+    pub max_decoder_header_table_size: u32,
 }
 
 /// TCP keep-alive probes (Go's `net.KeepAliveConfig`).
@@ -198,6 +214,7 @@ impl Default for Config {
             read_idle_timeout: None,
             ping_timeout: Some(Duration::from_secs(15)),
             write_byte_timeout: Some(Duration::from_secs(30)),
+            http2: Http2Config::default(),
             component: None,
         }
     }
@@ -268,6 +285,12 @@ impl Config {
             read_idle_timeout: nanos(self.read_idle_timeout),
             ping_timeout: nanos(self.ping_timeout),
             write_byte_timeout: nanos(self.write_byte_timeout),
+            http2: wit::Http2Config {
+                max_read_frame_size: self.http2.max_read_frame_size,
+                max_receive_buffer_per_connection: self.http2.max_receive_buffer_per_connection,
+                max_receive_buffer_per_stream: self.http2.max_receive_buffer_per_stream,
+                max_decoder_header_table_size: self.http2.max_decoder_header_table_size,
+            },
         }
     }
 }

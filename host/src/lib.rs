@@ -50,7 +50,7 @@ mod tls;
 mod transport;
 
 pub use body::{Body, BoxError, RequestOptions, ResponseBody};
-pub use config::{Config, KeepAlive, Protocols};
+pub use config::{Config, Http2Config, KeepAlive, Protocols};
 pub use error::{Error, ErrorKind};
 pub use proxies::ProxyConfig;
 pub use tls::ClientCert;

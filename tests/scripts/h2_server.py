@@ -20,7 +20,9 @@ Paths:
   /reset-mid-body    headers and 16 KiB of body, then RST_STREAM(INTERNAL_ERROR)
   /big-headers       a 20 000-byte response header
 Every request processed (answered or reset on purpose) is logged to FILE as a JSON
-line: {"conn": n, "stream": id, "path": p, "id": x-id header}.
+line: {"conn": n, "stream": id, "path": p, "id": x-id header}; so are the client's
+SETTINGS ({"conn": n, "settings": {code: value}}) and its connection-level
+WINDOW_UPDATEs ({"conn": n, "window_update": increment}).
 --silent-after N: after N answers on a connection the server reads on but never
 answers anything again (not even PING).
 --no-window-updates: the server never gives flow-control window back: a request body
@@ -168,6 +170,16 @@ class Connection:
         elif isinstance(event, h2.events.SettingsAcknowledged):
             self.initial_settings_acked = True
             self.announce_window()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            log({
+                "conn": self.number,
+                "settings": {
+                    int(code): change.new_value
+                    for code, change in event.changed_settings.items()
+                },
+            })
+        elif isinstance(event, h2.events.WindowUpdated) and event.stream_id == 0:
+            log({"conn": self.number, "window_update": event.delta})
         elif isinstance(event, h2.events.StreamEnded):
             self.handle(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):

@@ -188,12 +188,20 @@ fn h2_server(extra: &[&str]) -> Daemon {
     })
 }
 
-/// What the scripted server processed: one JSON object per request.
-fn processed(server: &Daemon) -> Vec<serde_json::Value> {
+/// What the scripted server logged: requests, and what the client announced.
+fn logged(server: &Daemon) -> Vec<serde_json::Value> {
     std::fs::read_to_string(server.dir().join("requests.jsonl"))
         .unwrap_or_default()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// What the scripted server processed: one JSON object per request.
+fn processed(server: &Daemon) -> Vec<serde_json::Value> {
+    logged(server)
+        .into_iter()
+        .filter(|entry| entry.get("path").is_some())
         .collect()
 }
 
@@ -962,4 +970,56 @@ async fn gzip_is_asked_for_and_undone_over_h2() {
     .unwrap();
     assert_eq!(raw.headers["content-encoding"], "gzip");
     assert!(raw.body.len() < text.len() / 10, "{} bytes", raw.body.len());
+}
+
+/// What the client announces, as the server reads it: Go 1.24's client defaults
+/// (`SETTINGS_MAX_FRAME_SIZE` 1 MiB, `INITIAL_WINDOW_SIZE` 4 MiB, push off, a 1 GiB
+/// connection window), or `HTTP2Config`'s values when set.
+#[tokio::test]
+async fn the_client_announces_go_s_http2_limits_or_the_config_s() {
+    let told = roundtrip_host::Http2Config {
+        max_read_frame_size: 64 << 10,
+        max_receive_buffer_per_connection: 8 << 20,
+        max_receive_buffer_per_stream: 256 << 10,
+        max_decoder_header_table_size: 8192,
+    };
+    for (http2, frame, stream, connection, table) in [
+        (
+            roundtrip_host::Http2Config::default(),
+            1 << 20,
+            4 << 20,
+            1 << 30,
+            None,
+        ),
+        (told, 64 << 10, 256 << 10, 8 << 20, Some(8192)),
+    ] {
+        let server = h2_server(&[]);
+        let (transport, _) = h2c(|c| c.http2 = http2);
+        let fetched = get(&transport, &url(&server, "/small")).await.unwrap();
+        assert_eq!(fetched.status, 200);
+        transport.shutdown().await;
+        let log = logged(&server);
+        let settings = log
+            .iter()
+            .find_map(|entry| entry.get("settings"))
+            .unwrap_or_else(|| panic!("no SETTINGS logged: {log:?}"))
+            .clone();
+        // RFC 9113 codes: 1 HEADER_TABLE_SIZE, 2 ENABLE_PUSH, 4 INITIAL_WINDOW_SIZE,
+        // 5 MAX_FRAME_SIZE.
+        assert_eq!(settings["2"], 0, "{settings}");
+        assert_eq!(settings["4"], stream, "{settings}");
+        assert_eq!(settings["5"], frame, "{settings}");
+        assert_eq!(
+            settings.get("1").and_then(|v| v.as_u64()),
+            table,
+            "{settings}"
+        );
+        // The connection's window: the 65 535 every connection starts with, raised.
+        let raised: u64 = log
+            .iter()
+            .filter_map(|entry| entry.get("window_update")?.as_u64())
+            .next()
+            .unwrap_or_else(|| panic!("no WINDOW_UPDATE on stream 0: {log:?}"));
+        assert_eq!(raised + 65_535, connection, "{log:?}");
+    }
 }

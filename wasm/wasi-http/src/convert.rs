@@ -220,6 +220,13 @@ pub fn config() -> Result<rt::Config, String> {
         read_idle_timeout: None,
         ping_timeout: Some(15 * SECOND),
         write_byte_timeout: Some(30 * SECOND),
+        // Go's defaults.
+        http2: rt::Http2Config {
+            max_read_frame_size: 0,
+            max_receive_buffer_per_connection: 0,
+            max_receive_buffer_per_stream: 0,
+            max_decoder_header_table_size: 0,
+        },
     };
     let knob = |name: &str| {
         std::env::var(name)

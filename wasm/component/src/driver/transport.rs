@@ -49,6 +49,8 @@ pub struct Settings {
     pub read_idle_timeout: Option<u64>,
     pub ping_timeout: Option<u64>,
     pub write_byte_timeout: Option<u64>,
+    /// HTTP/2 limits announced, Go's defaults put in for values out of range.
+    pub http2: super::h2::Limits,
 }
 
 /// What a waiting request is given.
@@ -411,6 +413,7 @@ impl GuestTransport for Transport {
             read_idle_timeout: config.read_idle_timeout.filter(|t| *t > 0),
             ping_timeout: config.ping_timeout.filter(|t| *t > 0),
             write_byte_timeout: config.write_byte_timeout.filter(|t| *t > 0),
+            http2: super::h2::Limits::of(&config.http2),
         };
         Self {
             shared: Rc::new(Shared {

@@ -46,7 +46,7 @@ use crate::driver::bindings::roundtrip::transport::net;
 use crate::driver::bindings::roundtrip::transport::observe::{
     CloseReason, EventKind, Goaway, H2Settings, StreamReset,
 };
-use crate::driver::bindings::roundtrip::transport::types::ErrorCode;
+use crate::driver::bindings::roundtrip::transport::types::{ErrorCode, Http2Config};
 use crate::driver::clock;
 use crate::driver::conn::{Conn, Reader, Writer};
 use crate::driver::errors::message;
@@ -304,18 +304,73 @@ fn reply_shared(shared: &Rc<Shared>, tickets: Vec<Ticket>) {
     }
 }
 
-/// The `h2` client settings: Go's windows, and the response header limit as
-/// `SETTINGS_MAX_HEADER_LIST_SIZE`.
+/// What this end announces (Go's `HTTP2Config`, with its client defaults for values
+/// out of range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_read_frame_size: u32,
+    pub connection_window: u32,
+    pub stream_window: u32,
+    pub header_table_size: u32,
+}
+
+impl Limits {
+    /// Go's `setConfigDefaults` for a client.
+    pub fn of(config: &Http2Config) -> Self {
+        let within = |value: u32, least: u32, most: u32, default: u32| {
+            if (least..=most).contains(&value) {
+                value
+            } else {
+                default
+            }
+        };
+        Self {
+            max_read_frame_size: within(
+                config.max_read_frame_size,
+                16 << 10,
+                (1 << 24) - 1,
+                1 << 20,
+            ),
+            connection_window: within(
+                config.max_receive_buffer_per_connection,
+                65_535,
+                i32::MAX as u32,
+                CONN_WINDOW,
+            ),
+            stream_window: within(
+                config.max_receive_buffer_per_stream,
+                1,
+                i32::MAX as u32,
+                STREAM_WINDOW,
+            ),
+            header_table_size: within(
+                config.max_decoder_header_table_size,
+                1,
+                i32::MAX as u32,
+                4096,
+            ),
+        }
+    }
+}
+
+/// The `h2` client settings: Go's (or the `http2` config's) windows, frame size and
+/// HPACK table, and the response header limit as `SETTINGS_MAX_HEADER_LIST_SIZE`.
 fn builder(shared: &Shared) -> h2::client::Builder {
+    let limits = shared.settings.http2;
     let mut builder = h2::client::Builder::new();
     builder
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
+        .initial_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
+        .max_frame_size(limits.max_read_frame_size)
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .max_header_list_size(
             u32::try_from(shared.settings.max_response_header_bytes).unwrap_or(u32::MAX),
         )
         .enable_push(false);
+    // As Go: announced only when it is not the protocol's 4096.
+    if limits.header_table_size != 4096 {
+        builder.header_table_size(limits.header_table_size);
+    }
     builder
 }
 
