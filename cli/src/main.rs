@@ -146,6 +146,15 @@ pub struct PoolArgs {
         default_value_t = 30.0
     )]
     dial_timeout: f64,
+    /// Happy Eyeballs: seconds before the next address of a name is tried while the
+    /// last has not connected (Go Dialer.FallbackDelay; negative = one after another).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0.3,
+        allow_negative_numbers = true
+    )]
+    fallback_delay: f64,
     /// Seconds a connection is idle before TCP keep-alive probes start (Go's
     /// KeepAliveConfig.Idle; its DefaultTransport's Dialer.KeepAlive: 30; curl's name).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
@@ -302,6 +311,11 @@ impl PoolArgs {
             max_conns_per_host: self.max_conns_per_host,
             idle_conn_timeout: (!idle.is_zero()).then_some(idle),
             dial_timeout: Some(seconds("dial-timeout", self.dial_timeout)?),
+            fallback_delay: if self.fallback_delay < 0.0 {
+                None
+            } else {
+                Some(seconds("fallback-delay", self.fallback_delay)?)
+            },
             keep_alive: if self.no_tcp_keepalive {
                 None
             } else {

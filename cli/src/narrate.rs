@@ -7,7 +7,12 @@ pub fn curl_line(event: &Event) -> Option<String> {
     let conn = event.conn.unwrap_or_default();
     let key = event.key.as_deref().unwrap_or("?");
     Some(match &event.kind {
-        EventKind::DialStart { addr } => format!("*   Trying {addr}..."),
+        // As curl: a line per address tried (the dial's `host:port` is said by them).
+        EventKind::ConnectStart { addr } => format!("*   Trying {addr}..."),
+        EventKind::ConnectDone {
+            addr,
+            error: Some(error),
+        } => format!("* connect to {addr} failed: {error}"),
         EventKind::DnsDone { addrs, error: None } => {
             format!("* Resolved to {}", addrs.join(", "))
         }

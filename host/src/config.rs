@@ -28,6 +28,10 @@ pub struct Config {
     /// DefaultTransport sets it: idle 30 s, interval 15 s, 9 probes); `None` sends
     /// none (Go `Dialer.KeepAlive < 0`).
     pub keep_alive: Option<KeepAlive>,
+    /// Happy Eyeballs: the next address of a name is tried this long after the last
+    /// if none has connected (Go `Dialer.FallbackDelay`: 300 ms); `None` tries them
+    /// one after another (Go `FallbackDelay < 0`).
+    pub fallback_delay: Option<Duration>,
     /// Limit for the TLS handshake (Go `TLSHandshakeTimeout`: 10 s).
     pub tls_handshake_timeout: Option<Duration>,
     /// Limit from the end of the request to the response head (Go `ResponseHeaderTimeout`: none).
@@ -188,6 +192,7 @@ impl Default for Config {
             idle_conn_timeout: Some(Duration::from_secs(90)),
             dial_timeout: Some(Duration::from_secs(30)),
             keep_alive: Some(KeepAlive::default()),
+            fallback_delay: Some(Duration::from_millis(300)),
             tls_handshake_timeout: Some(Duration::from_secs(10)),
             response_header_timeout: None,
             expect_continue_timeout: Some(Duration::from_secs(1)),
@@ -267,6 +272,7 @@ impl Config {
             expect_continue_timeout: nanos(self.expect_continue_timeout),
             disable_keep_alives: self.disable_keep_alives,
             disable_drain_on_close: self.disable_drain_on_close,
+            fallback_delay: nanos(self.fallback_delay),
             keep_alive: self.keep_alive.map(|k| wit::KeepAlive {
                 idle: nanos(Some(k.idle)).unwrap_or_default(),
                 interval: nanos(Some(k.interval)).unwrap_or_default(),

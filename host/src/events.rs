@@ -63,6 +63,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// One address of the dial is tried (`addr`, `ip:port`).
+    ConnectStart {
+        addr: String,
+    },
+    /// That attempt ended: connected, or `error` (another address won: `canceled: …`).
+    ConnectDone {
+        addr: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     DialDone {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         addr: Option<String>,
@@ -412,6 +422,8 @@ impl Event {
             EventKind::DialStart { .. } => "dial_start",
             EventKind::DnsStart { .. } => "dns_start",
             EventKind::DnsDone { .. } => "dns_done",
+            EventKind::ConnectStart { .. } => "connect_start",
+            EventKind::ConnectDone { .. } => "connect_done",
             EventKind::DialDone { .. } => "dial_done",
             EventKind::ProxyConnect { .. } => "proxy_connect",
             EventKind::TlsStart => "tls_start",
@@ -494,6 +506,11 @@ impl From<wit::Event> for Event {
             W::DnsDone(Err(error)) => EventKind::DnsDone {
                 addrs: Vec::new(),
                 error: Some(error),
+            },
+            W::ConnectStart(addr) => EventKind::ConnectStart { addr },
+            W::ConnectDone(done) => EventKind::ConnectDone {
+                addr: done.addr,
+                error: done.error,
             },
             W::DialDone(Ok(addr)) => EventKind::DialDone {
                 addr: Some(addr),
@@ -673,6 +690,16 @@ impl Sink for Tracing {
             }
             EventKind::DialStart { addr } => traced!("roundtrip::conn", DEBUG, event, addr = %addr),
             EventKind::DnsStart { host } => traced!("roundtrip::conn", DEBUG, event, host = %host),
+            EventKind::ConnectStart { addr } => {
+                traced!("roundtrip::conn", DEBUG, event, addr = %addr)
+            }
+            EventKind::ConnectDone { addr, error } => traced!(
+                "roundtrip::conn",
+                DEBUG,
+                event,
+                addr = %addr,
+                error = error.as_deref()
+            ),
             EventKind::DnsDone { addrs, error: None } => {
                 traced!("roundtrip::conn", DEBUG, event, addrs = ?addrs)
             }

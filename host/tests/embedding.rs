@@ -114,6 +114,7 @@ fn go_defaults() -> types::Config {
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
         disable_drain_on_close: false,
+        fallback_delay: Some(300_000_000),
         keep_alive: Some(types::KeepAlive {
             idle: 30 * SECOND,
             interval: 15 * SECOND,

@@ -192,6 +192,16 @@ pub struct Lane {
     pub streams: Vec<StreamSpan>,
     /// HTTP/2: most streams open at once.
     pub peak_streams: usize,
+    /// Each address its dial tried (Happy Eyeballs may race several).
+    pub attempts: Vec<Attempt>,
+}
+
+/// One address a dial tried: when, and how it ended (`None` while in flight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub addr: String,
+    pub start: Micros,
+    pub end: Option<(Micros, Option<String>)>,
 }
 
 /// One HTTP/2 stream of a lane: a request, from `got_conn` to its body's end.
@@ -234,6 +244,7 @@ impl Lane {
             h2: false,
             streams: Vec::new(),
             peak_streams: 0,
+            attempts: Vec::new(),
         }
     }
 
@@ -669,6 +680,28 @@ impl View {
                 None => false,
             },
             EventKind::DnsDone { error: Some(_), .. } => false,
+            EventKind::ConnectStart { addr } => {
+                if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key)) {
+                    lane.attempts.push(Attempt {
+                        addr: addr.clone(),
+                        start: at,
+                        end: None,
+                    });
+                }
+                false
+            }
+            EventKind::ConnectDone { addr, error } => {
+                if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key))
+                    && let Some(attempt) = lane
+                        .attempts
+                        .iter_mut()
+                        .rev()
+                        .find(|a| a.addr == *addr && a.end.is_none())
+                {
+                    attempt.end = Some((at, error.clone()));
+                }
+                false
+            }
             EventKind::TlsStart => match lane {
                 Some(id) => self.enter(id, at, key, Phase::Tls, None),
                 None => false,

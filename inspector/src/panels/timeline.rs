@@ -430,6 +430,25 @@ fn hover_text(ui: &mut egui::Ui, view: &View, lane: &Lane, at: u64, now: u64) {
         Some(addr) => ui.label(format!("peer {addr}")),
         None => ui.label(""),
     };
+    // The addresses its dial tried, when there was more than one (Happy Eyeballs).
+    if lane.attempts.len() > 1 {
+        for attempt in &lane.attempts {
+            let outcome = match &attempt.end {
+                Some((end, None)) => {
+                    format!(
+                        "connected after {}",
+                        duration(end.saturating_sub(attempt.start))
+                    )
+                }
+                Some((end, Some(error))) => format!(
+                    "{error} after {}",
+                    duration(end.saturating_sub(attempt.start))
+                ),
+                None => "in flight".to_owned(),
+            };
+            ui.label(format!("tried {}: {outcome}", attempt.addr));
+        }
+    }
     match lane.segment_at(at) {
         Some(segment) => {
             let end = segment

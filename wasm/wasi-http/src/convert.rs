@@ -194,6 +194,7 @@ pub fn config() -> Result<rt::Config, String> {
         expect_continue_timeout: Some(SECOND),
         disable_keep_alives: false,
         disable_drain_on_close: false,
+        fallback_delay: Some(300_000_000),
         // Go's dialer.
         keep_alive: Some(rt::KeepAlive {
             idle: 30 * SECOND,

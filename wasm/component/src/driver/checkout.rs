@@ -9,10 +9,11 @@
 use std::rc::Rc;
 
 use futures::channel::oneshot;
+use futures::future::{Either, select};
 
 use super::bindings::roundtrip::transport::net;
 use super::bindings::roundtrip::transport::observe::{
-    CloseReason, EventKind, GotConn, ProxyConnect, TlsSummary,
+    CloseReason, ConnectDone, EventKind, GotConn, ProxyConnect, TlsSummary,
 };
 use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, KeepAlive, Protocols};
 use super::clock;
@@ -20,7 +21,7 @@ use super::conn::Conn;
 use super::errors::message;
 use super::h1::active::Active;
 use super::h2::{Pick, StreamLease};
-use super::transport::{Handed, Shared, Waiter};
+use super::transport::{Handed, Settings, Shared, Waiter};
 use super::tunnel;
 use crate::core::pool::{Checkout, Source, Ticket, Wait};
 use crate::core::proxy::Route;
@@ -261,7 +262,7 @@ async fn dial(
         None => (&target.host, target.port),
     };
     emit(EventKind::DialStart(host_port(host, port)));
-    let socket = match connect(&emit, host, port, dial_timeout, shared.settings.keep_alive).await {
+    let socket = match connect(&emit, host, port, dial_timeout, &shared.settings).await {
         Ok(socket) => socket,
         Err(code) => {
             let code = match target.route.proxy() {
@@ -327,14 +328,14 @@ async fn dial(
 
 /// `host:port`, IPv6 bracketed.
 /// The TCP part of a dial, as Go's dialer does it: `host`'s lookup (shown as
-/// `dns_start`/`dns_done`; none for an IP literal), then each address in turn, all
-/// within `limit`.
+/// `dns_start`/`dns_done`; none for an IP literal), then its addresses — raced, Happy
+/// Eyeballs, or one after another ([`race`]) — all within `limit`.
 async fn connect(
     emit: &dyn Fn(EventKind),
     host: &str,
     port: u16,
     limit: Option<u64>,
-    keep_alive: Option<KeepAlive>,
+    settings: &Settings,
 ) -> Result<net::Connection, ErrorCode> {
     let deadline = limit.map(|ns| clock::now_ns().saturating_add(ns));
     let timed_out = |what: String| {
@@ -355,21 +356,157 @@ async fn connect(
         ));
         looked_up?
     };
-    let mut last = ErrorCode::DnsError(format!("lookup {host}: no such host"));
-    for address in addresses {
-        let left = match deadline {
-            Some(deadline) => match deadline.checked_sub(clock::now_ns()) {
-                Some(left) if left > 0 => Some(left),
-                _ => return Err(timed_out(format!("dial tcp {}", host_port(host, port)))),
-            },
-            None => None,
-        };
-        match net::connect_address(host.to_owned(), address, port, left, keep_alive).await {
-            Ok(socket) => return Ok(socket),
-            Err(code) => last = code,
+    let attempts = Attempts {
+        emit,
+        host,
+        port,
+        deadline,
+        keep_alive: settings.keep_alive,
+    };
+    race(&attempts, interleaved(addresses), settings.fallback_delay)
+        .await
+        .map_err(|code| match code {
+            ErrorCode::ConnectionTimeout(_) if deadline.is_some_and(|d| clock::now_ns() >= d) => {
+                timed_out(format!("dial tcp {}", host_port(host, port)))
+            }
+            code => code,
+        })
+}
+
+/// RFC 8305 §4: the addresses with their families taking turns, the first address's
+/// family first.
+fn interleaved(addresses: Vec<String>) -> Vec<String> {
+    let is_v6 = |a: &String| a.contains(':');
+    let Some(first) = addresses.first().map(is_v6) else {
+        return addresses;
+    };
+    let (mut ours, mut theirs): (Vec<String>, Vec<String>) =
+        addresses.into_iter().partition(|a| is_v6(a) == first);
+    let mut order = Vec::with_capacity(ours.len() + theirs.len());
+    ours.reverse();
+    theirs.reverse();
+    while let Some(next) = ours.pop() {
+        order.push(next);
+        if let Some(other) = theirs.pop() {
+            order.push(other);
         }
     }
-    Err(last)
+    theirs.reverse();
+    order.extend(theirs);
+    order
+}
+
+/// What each address's connect needs.
+struct Attempts<'a> {
+    emit: &'a dyn Fn(EventKind),
+    host: &'a str,
+    port: u16,
+    deadline: Option<u64>,
+    keep_alive: Option<KeepAlive>,
+}
+
+impl Attempts<'_> {
+    /// Connects to `address` within `left` (`connect_start`; its `connect_done` is
+    /// the caller's).
+    fn start(
+        &self,
+        address: String,
+        left: Option<u64>,
+    ) -> impl std::future::Future<Output = (String, Result<net::Connection, ErrorCode>)> + use<>
+    {
+        let addr = host_port(&address, self.port);
+        (self.emit)(EventKind::ConnectStart(addr.clone()));
+        let connecting = net::connect_address(
+            self.host.to_owned(),
+            address,
+            self.port,
+            left,
+            self.keep_alive,
+        );
+        async move { (addr, connecting.await) }
+    }
+
+    fn done(&self, addr: String, error: Option<String>) {
+        (self.emit)(EventKind::ConnectDone(ConnectDone { addr, error }));
+    }
+
+    /// Nanoseconds left before the deadline (`None`: no deadline); `Some(0)` once past.
+    fn left(&self) -> Option<u64> {
+        self.deadline.map(|d| d.saturating_sub(clock::now_ns()))
+    }
+}
+
+/// Tries `addresses` in order: with a `delay`, the next starts when that long has
+/// passed since the last start with none connected, or at once when every attempt in
+/// flight has failed (RFC 8305, Go's `dialParallel`); the first to connect wins and
+/// the rest are dropped. Without, one after another, each given an equal share of
+/// the time left but at least 2 s (Go's `partialDeadline`). The last error when none
+/// connects.
+async fn race(
+    attempts: &Attempts<'_>,
+    addresses: Vec<String>,
+    delay: Option<u64>,
+) -> Result<net::Connection, ErrorCode> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut queue = addresses.into_iter();
+    let total = queue.len();
+    let mut started = 0usize;
+    let mut in_flight: Vec<String> = Vec::new();
+    let mut pending = FuturesUnordered::new();
+    let mut last = ErrorCode::DnsError(format!("lookup {}: no such host", attempts.host));
+    loop {
+        if pending.is_empty() {
+            let Some(address) = queue.next() else {
+                return Err(last);
+            };
+            let left = match (attempts.left(), delay) {
+                (Some(0), _) => return Err(ErrorCode::ConnectionTimeout(String::new())),
+                // One after another: a share of what is left.
+                (Some(left), None) => {
+                    let share = left / (total - started) as u64;
+                    Some(share.max(left.min(2_000_000_000)))
+                }
+                (left, _) => left,
+            };
+            started += 1;
+            in_flight.push(host_port(&address, attempts.port));
+            pending.push(attempts.start(address, left));
+            continue;
+        }
+        let more = delay.filter(|_| started < total);
+        let next_start = async {
+            match more {
+                Some(delay) => clock::sleep_until(clock::now_ns().saturating_add(delay)).await,
+                None => std::future::pending().await,
+            }
+        };
+        match select(pending.next(), std::pin::pin!(next_start)).await {
+            Either::Left((Some((addr, Ok(socket))), _)) => {
+                in_flight.retain(|a| *a != addr);
+                attempts.done(addr, None);
+                for lost in in_flight {
+                    attempts.done(
+                        lost,
+                        Some("canceled: another address connected first".to_owned()),
+                    );
+                }
+                return Ok(socket);
+            }
+            Either::Left((Some((addr, Err(code))), _)) => {
+                in_flight.retain(|a| *a != addr);
+                attempts.done(addr, Some(message(&code).to_owned()));
+                last = code;
+            }
+            Either::Left((None, _)) => {}
+            Either::Right(((), _)) => {
+                if let Some(address) = queue.next() {
+                    started += 1;
+                    in_flight.push(host_port(&address, attempts.port));
+                    pending.push(attempts.start(address, attempts.left()));
+                }
+            }
+        }
+    }
 }
 
 fn host_port(host: &str, port: u16) -> String {

@@ -34,6 +34,8 @@ pub struct Settings {
     pub disable_drain_on_close: bool,
     /// TCP keep-alive for every connection dialled.
     pub keep_alive: Option<KeepAlive>,
+    /// Happy Eyeballs' delay between attempts; `None`: one after another.
+    pub fallback_delay: Option<u64>,
     pub disable_compression: bool,
     pub max_response_header_bytes: usize,
     pub user_agent: String,
@@ -394,6 +396,7 @@ impl GuestTransport for Transport {
             disable_keep_alives: config.disable_keep_alives,
             disable_drain_on_close: config.disable_drain_on_close,
             keep_alive: config.keep_alive,
+            fallback_delay: config.fallback_delay,
             disable_compression: config.disable_compression,
             max_response_header_bytes: usize::try_from(config.max_response_header_bytes)
                 .unwrap_or(usize::MAX),
