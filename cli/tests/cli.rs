@@ -862,10 +862,11 @@ async fn the_crossing_budget_is_printed_per_request_when_asked_for() {
     let heard = budget(&["--events", events.to_str().unwrap()]);
     assert_eq!(heard["export calls"], 1.05);
     // Eight events a reused request (get_conn … put_idle), each one host call;
-    // the first request's dial adds two, shutdown's close one: (20 × 8 + 3) / 20.
-    assert_eq!(heard["events emitted"], 8.15);
-    assert_eq!(event_lines(&events).len(), 163);
-    assert!(heard["host calls, sync"] >= quiet["host calls, sync"] + 8.15);
+    // the first request's dial adds four (dial_start, connect_start, connect_done,
+    // dial_done), shutdown's close one: (20 × 8 + 5) / 20.
+    assert_eq!(heard["events emitted"], 8.25);
+    assert_eq!(event_lines(&events).len(), 165);
+    assert!(heard["host calls, sync"] >= quiet["host calls, sync"] + 8.25);
     // One connection per run.
     assert_eq!(server.connections(), 3);
 }

@@ -57,6 +57,8 @@ async fn events_carry_ids_keys_and_follow_the_lifecycle() {
         [
             "get_conn",
             "dial_start",
+            "connect_start",
+            "connect_done",
             "dial_done",
             "got_conn",
             "wrote_headers",
@@ -75,12 +77,12 @@ async fn events_carry_ids_keys_and_follow_the_lifecycle() {
             .all(|e| e.key.as_deref() == Some(key.as_str()))
     );
     assert!(events[1..].iter().all(|e| e.conn == Some(1)));
-    assert!(events[..10].iter().all(|e| e.req == Some(1)));
+    assert!(events[..12].iter().all(|e| e.req == Some(1)));
     assert!(events.windows(2).all(|w| w[0].ts_us <= w[1].ts_us));
-    assert_eq!(events[8].kind, EventKind::BodyEof { bytes: 13 });
+    assert_eq!(events[10].kind, EventKind::BodyEof { bytes: 13 });
     assert_eq!(closes(&events), [CloseReason::TransportShutdown]);
     // The JSON line follows docs/events.md.
-    let line: serde_json::Value = serde_json::from_str(&events[3].to_json()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(&events[5].to_json()).unwrap();
     assert_eq!(line["event"], "got_conn");
     assert_eq!(line["reused"], false);
     assert_eq!(line["conn"], 1);

@@ -448,6 +448,15 @@ async fn race(
     delay: Option<u64>,
 ) -> Result<net::Connection, ErrorCode> {
     use futures::stream::{FuturesUnordered, StreamExt};
+    // One address (an IP literal, most often): nothing to race.
+    if let [address] = addresses.as_slice() {
+        let (addr, connected) = attempts.start(address.clone(), attempts.left()).await;
+        attempts.done(
+            addr,
+            connected.as_ref().err().map(|c| message(c).to_owned()),
+        );
+        return connected;
+    }
     let mut queue = addresses.into_iter();
     let total = queue.len();
     let mut started = 0usize;
