@@ -622,6 +622,19 @@ mod tests {
 
     use super::*;
 
+    /// The bytes up and down of each `socket_close` among `events`.
+    fn closes<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<(u64, u64)> {
+        events
+            .filter_map(|e| match e.kind {
+                EventKind::SocketClose {
+                    bytes_up,
+                    bytes_down,
+                } => Some((bytes_up, bytes_down)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The kernel's trace, where this process may read it (root); `None` (and why, on
     /// stderr) where it may not — the tests of the trace then have nothing to check.
     fn trace() -> Option<Tracefs> {
@@ -682,17 +695,7 @@ mod tests {
             .find(|(l, pid, _)| *l == local && *pid == Some(std::process::id()))
             .and_then(|(.., id)| *id)
             .unwrap_or_else(|| panic!("{addr}: the client's socket_open in {opens:?}"));
-        let closes: Vec<_> = events
-            .iter()
-            .filter(|e| e.app_conn == Some(client_side))
-            .filter_map(|e| match e.kind {
-                EventKind::SocketClose {
-                    bytes_up,
-                    bytes_down,
-                } => Some((bytes_up, bytes_down)),
-                _ => None,
-            })
-            .collect();
+        let closes = closes(events.iter().filter(|e| e.app_conn == Some(client_side)));
         assert_eq!(closes, [(5, 12)], "{addr}, tracing: {tracing}");
         drop(server);
     }
@@ -734,17 +737,7 @@ mod tests {
             |events: &[Event], name: &str| events.iter().filter(|e| e.name() == name).count();
         assert_eq!(count(&missed, "socket_open"), 0, "sampling saw some");
         assert_eq!(count(&events, "socket_open"), 20);
-        let closes: Vec<(u64, u64)> = events
-            .iter()
-            .filter_map(|e| match e.kind {
-                EventKind::SocketClose {
-                    bytes_up,
-                    bytes_down,
-                } => Some((bytes_up, bytes_down)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(closes, vec![(4, 5); 20]);
+        assert_eq!(closes(events.iter()), vec![(4, 5); 20]);
         assert!(events.iter().all(|e| match &e.kind {
             EventKind::SocketOpen { pid, peer, .. } =>
                 *pid == Some(std::process::id()) && *peer == addr.to_string(),

@@ -82,6 +82,12 @@ fn connections(events: &[Event], port: u16) -> Vec<(u64, Option<u32>, u64)> {
         .collect()
 }
 
+/// `bytes` (what a connection read, as drawn) is all nginx sent on its first connection.
+fn first_got_all(nginx: &Nginx, bytes: u64) {
+    let serial = &nginx.serials()[0];
+    assert_eq!(bytes, nginx.bytes_sent(serial), "what nginx sent, read");
+}
+
 /// Node 20's `http.get`, five times 300 ms apart on a keep-alive agent: a body read
 /// keeps one connection; a body destroyed unread costs one each.
 #[test]
@@ -123,8 +129,7 @@ fn node_s_connections_are_all_seen_read_or_unread() {
         );
         assert_eq!(seen.len(), expected, "{how}: drawn as the server counts");
         if how == "read" {
-            let serial = &nginx.serials()[0];
-            assert_eq!(seen[0].2, nginx.bytes_sent(serial), "what nginx sent, read");
+            first_got_all(&nginx, seen[0].2);
         }
     }
 }
@@ -185,8 +190,7 @@ fn go_s_connections_are_all_seen_across_two_programs() {
     let first = seen[0].1;
     assert!(first.is_some());
     assert!(seen[1..].iter().all(|c| c.1 == seen[1].1 && c.1 != first));
-    let serial = &nginx.serials()[0];
-    assert_eq!(seen[0].2, nginx.bytes_sent(serial), "what nginx sent, read");
+    first_got_all(&nginx, seen[0].2);
 }
 
 /// 200 connections one after another, each opened, used and closed in well under a
@@ -391,5 +395,5 @@ fn watch_pid_records_every_connection_of_a_child_started_later() {
     assert_eq!(children.len(), 1, "{children:?}");
     // Both of the kept connection's answers, counted at its close.
     let kept = seen.iter().find(|c| c.1 == parent_pid).unwrap();
-    assert_eq!(kept.2, nginx.bytes_sent(&nginx.serials()[0]));
+    first_got_all(&nginx, kept.2);
 }
