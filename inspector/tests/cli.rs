@@ -188,6 +188,7 @@ fn run_through_the_proxy_records_headless_with_the_pool_s_ends() {
         2,
         "{names:?}"
     );
+
     // One connection to the server, as it counts, reused and then closed at the end.
     assert_eq!(server.connections(), 1);
     assert_eq!(names.iter().filter(|n| **n == "dial_start").count(), 1);
@@ -262,4 +263,48 @@ fn run_through_the_proxy_records_headless_with_the_pool_s_ends() {
         "exit 7",
     ]);
     assert_eq!(failed.status.code(), Some(7));
+}
+
+/// Answers nginx sends apart from their heads (as it does for a file) reach curl
+/// whole through `run`'s proxy: each `app_request` says so — its bytes, no error.
+#[test]
+fn run_through_the_proxy_reports_whole_answers_whole() {
+    let nginx = roundtrip_tests::Nginx::start_counting("location / { }");
+    std::fs::write(nginx.root().join("file"), vec![b'x'; 4096]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxied.jsonl");
+    let url = nginx.url("/file");
+    let output = inspector_headless(&[
+        "run",
+        "--record",
+        file.to_str().unwrap(),
+        "--",
+        "curl",
+        "-sf",
+        "-o",
+        "/dev/null",
+        &url,
+        "-o",
+        "/dev/null",
+        &url,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let app_requests: Vec<_> = recorded(&file)
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            roundtrip_host::events::EventKind::AppRequest {
+                status,
+                bytes_in,
+                error,
+                ..
+            } => Some((status, bytes_in, error)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(app_requests, vec![(Some(200), 4096, None); 2]);
+    assert_eq!(nginx.connections(), (1, 2));
 }

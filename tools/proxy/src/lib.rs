@@ -342,7 +342,16 @@ async fn exchange(
     if let Some(report) = &mut report {
         report.answered(&response);
     }
-    response.map(|body| Metered::reporting(body, report))
+    // Its length as the server declared it (a HEAD's says nothing of its empty body).
+    let length = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    response.map(|body| {
+        let mut metered = Metered::reporting(body, report);
+        metered.length = metered.length.or(length);
+        metered
+    })
 }
 
 /// The transport's error, on an answer the proxy made because the round trip failed.
@@ -418,6 +427,9 @@ pub struct Metered<B: HttpBody> {
     inner: B,
     bytes: Option<Arc<AtomicU64>>,
     report: Option<Report>,
+    /// The body's length when it is known from the start (`Content-Length`): hyper
+    /// drops a body once it has sent that many bytes, without asking it for its end.
+    length: Option<u64>,
 }
 
 impl<B: HttpBody> Metered<B> {
@@ -426,11 +438,13 @@ impl<B: HttpBody> Metered<B> {
             inner,
             bytes,
             report: None,
+            length: None,
         }
     }
 
     fn reporting(inner: B, report: Option<Report>) -> Self {
         Self {
+            length: inner.size_hint().exact(),
             inner,
             bytes: report.is_some().then(Arc::default),
             report,
@@ -490,9 +504,12 @@ where
 impl<B: HttpBody> Drop for Metered<B> {
     fn drop(&mut self) {
         if self.report.is_some() {
-            // An answer with no body (`HEAD`, 204, 304) is dropped unpolled, and whole.
-            let error = (!self.inner.is_end_stream())
-                .then(|| "the app was not sent the whole answer".to_owned());
+            // An answer with no body (`HEAD`, 204, 304) is dropped unpolled, and whole;
+            // one of known length, once that many bytes went to the app.
+            let sent = self.bytes.as_ref().map(|b| b.load(Ordering::Relaxed));
+            let whole =
+                self.inner.is_end_stream() || (self.length.is_some() && self.length == sent);
+            let error = (!whole).then(|| "the app was not sent the whole answer".to_owned());
             self.report(error);
         }
     }
