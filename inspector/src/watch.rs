@@ -362,6 +362,11 @@ impl Watcher {
         });
         self.adopt_children();
         let mut owners = HashMap::new();
+        // Tracing, with nothing held from before the watch: the tree is all that is
+        // needed (for `alive`), not its sockets.
+        if !self.adopt && self.followed.is_empty() {
+            return owners;
+        }
         for &pid in self.members.keys() {
             let Ok(fds) = Process::new(pid).and_then(|p| p.fd()) else {
                 continue;

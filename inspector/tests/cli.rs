@@ -77,6 +77,24 @@ fn inspector_headless(args: &[&str]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `run --record FILE -- curl URL URL` (both answers to /dev/null), headless.
+fn record_curl_twice(file: &std::path::Path, url: &str) -> std::process::Output {
+    inspector_headless(&[
+        "run",
+        "--record",
+        file.to_str().unwrap(),
+        "--",
+        "curl",
+        "-sf",
+        "-o",
+        "/dev/null",
+        url,
+        "-o",
+        "/dev/null",
+        url,
+    ])
+}
+
 fn recorded(file: &std::path::Path) -> Vec<roundtrip_host::events::Event> {
     let read = roundtrip_inspector::sources::read_jsonl(file).unwrap();
     assert!(read.problems.is_empty(), "{:?}", read.problems);
@@ -165,20 +183,7 @@ fn run_through_the_proxy_records_headless_with_the_pool_s_ends() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxied.jsonl");
     let url = server.url("/small");
-    let output = inspector_headless(&[
-        "run",
-        "--record",
-        file.to_str().unwrap(),
-        "--",
-        "curl",
-        "-sf",
-        "-o",
-        "/dev/null",
-        &url,
-        "-o",
-        "/dev/null",
-        &url,
-    ]);
+    let output = record_curl_twice(&file, &url);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let events = recorded(&file);
@@ -274,20 +279,7 @@ fn run_through_the_proxy_reports_whole_answers_whole() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxied.jsonl");
     let url = nginx.url("/file");
-    let output = inspector_headless(&[
-        "run",
-        "--record",
-        file.to_str().unwrap(),
-        "--",
-        "curl",
-        "-sf",
-        "-o",
-        "/dev/null",
-        &url,
-        "-o",
-        "/dev/null",
-        &url,
-    ]);
+    let output = record_curl_twice(&file, &url);
     assert!(
         output.status.success(),
         "{}",

@@ -69,6 +69,17 @@ fn two_connections() -> Vec<Event> {
     events
 }
 
+/// A transport made from `config` that streams its events to the inspector listening
+/// at `addr`, as a program run with `--inspect ADDR` does.
+fn streaming_to(addr: std::net::SocketAddr, config: Config) -> Transport {
+    Transport::new(Config {
+        events: Events::new().with(TcpSink::connect(&addr.to_string())),
+        inspect_from_env: false,
+        ..config
+    })
+    .unwrap()
+}
+
 fn harness(app: InspectorApp) -> Harness<'static, InspectorApp> {
     Harness::builder()
         .with_size((1400.0, 900.0))
@@ -215,12 +226,7 @@ fn a_program_streaming_over_tcp_shows_up_as_a_live_source() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let server = LocalServer::start().await.unwrap();
-        let transport = Transport::new(Config {
-            events: Events::new().with(TcpSink::connect(&addr.to_string())),
-            inspect_from_env: false,
-            ..Config::default()
-        })
-        .unwrap();
+        let transport = streaming_to(addr, Config::default());
         for _ in 0..2 {
             let request = http::Request::get(server.url("/small"))
                 .body(Body::empty())
@@ -691,13 +697,13 @@ fn the_waterfall_of_an_https_request_shows_dns_connect_tls_wait_and_body_in_orde
             .await
             .unwrap();
         let url = server.url("/delay/60").replace("127.0.0.1", "localhost");
-        let transport = Transport::new(Config {
-            events: Events::new().with(TcpSink::connect(&addr.to_string())),
-            extra_ca_certs: vec![tls.ca_cert.clone()],
-            inspect_from_env: false,
-            ..Config::default()
-        })
-        .unwrap();
+        let transport = streaming_to(
+            addr,
+            Config {
+                extra_ca_certs: vec![tls.ca_cert.clone()],
+                ..Config::default()
+            },
+        );
         let request = http::Request::get(url).body(Body::empty()).unwrap();
         let response = transport.round_trip(request).await.unwrap();
         assert_eq!(response.status(), 200);

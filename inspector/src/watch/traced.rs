@@ -470,6 +470,11 @@ mod tests {
         }
     }
 
+    /// `bytes` sent (`up`) or received on socket `sk` by process `pid`'s main task.
+    fn moved(ts_ms: u64, pid: i32, sk: u64, up: bool, bytes: u64) -> Record {
+        record(ts_ms, pid, Some(pid), What::Moved { sk, up, bytes })
+    }
+
     fn state(sk: u64, old: u32, new: u32, sport: u16, dport: u16) -> What {
         What::State {
             sk,
@@ -525,16 +530,7 @@ mod tests {
                         bytes: 70,
                     },
                 ),
-                record(
-                    5,
-                    7,
-                    Some(7),
-                    What::Moved {
-                        sk: 0xa,
-                        up: false,
-                        bytes: 300,
-                    },
-                ),
+                moved(5, 7, 0xa, false, 300),
                 record(6, 200, None, state(0xa, 1, 4, 5000, 80)),
                 // Refused.
                 record(7, 200, None, state(0xb, 7, 2, 0, 81)),
@@ -602,36 +598,9 @@ mod tests {
             &mut traced,
             vec![
                 // Before the sample: counted in it already.
-                record(
-                    1,
-                    100,
-                    Some(100),
-                    What::Moved {
-                        sk: 0xa,
-                        up: true,
-                        bytes: 1,
-                    },
-                ),
-                record(
-                    2,
-                    100,
-                    Some(100),
-                    What::Moved {
-                        sk: 0xa,
-                        up: true,
-                        bytes: 70,
-                    },
-                ),
-                record(
-                    3,
-                    100,
-                    Some(100),
-                    What::Moved {
-                        sk: 0xa,
-                        up: false,
-                        bytes: 300,
-                    },
-                ),
+                moved(1, 100, 0xa, true, 1),
+                moved(2, 100, 0xa, true, 70),
+                moved(3, 100, 0xa, false, 300),
                 record(4, 100, Some(100), state(0xa, 1, 4, 5000, 80)),
             ],
         );

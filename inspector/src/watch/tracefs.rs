@@ -83,6 +83,8 @@ pub struct Tracefs {
     pipe: Option<File>,
     /// Bytes of a line not read whole yet.
     partial: Vec<u8>,
+    /// What each read of the pipe reads into.
+    chunk: Vec<u8>,
 }
 
 impl Tracefs {
@@ -114,6 +116,7 @@ impl Tracefs {
             instance,
             pipe: None,
             partial: Vec::new(),
+            chunk: vec![0; 64 << 10],
         };
         tracefs.configure()?;
         Ok(tracefs)
@@ -152,12 +155,11 @@ impl Tracefs {
         let Some(pipe) = self.pipe.as_mut() else {
             return Ok(());
         };
-        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            match pipe.read(&mut chunk) {
+            match pipe.read(&mut self.chunk) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
-                    self.partial.extend_from_slice(&chunk[..n]);
+                    self.partial.extend_from_slice(&self.chunk[..n]);
                     let whole = self.partial.iter().rposition(|&b| b == b'\n');
                     if let Some(end) = whole {
                         let lines: Vec<u8> = self.partial.drain(..=end).collect();

@@ -216,15 +216,24 @@ impl Stage {
         }
     }
 
-    /// `GET url`, body read to its end; returns the status and which connection.
-    async fn get(&self, transport: &Transport, url: &str) -> Result<Got, String> {
+    /// `GET url`: the response, its body not read.
+    async fn send(
+        &self,
+        transport: &Transport,
+        url: &str,
+    ) -> Result<http::Response<roundtrip_host::ResponseBody>, String> {
         let request = http::Request::get(url)
             .body(Body::empty())
             .map_err(|e| e.to_string())?;
-        let response = transport
+        transport
             .round_trip(request)
             .await
-            .map_err(|e| format!("GET {url} failed: {e}"))?;
+            .map_err(|e| format!("GET {url} failed: {e}"))
+    }
+
+    /// `GET url`, body read to its end; returns the status and which connection.
+    async fn get(&self, transport: &Transport, url: &str) -> Result<Got, String> {
+        let response = self.send(transport, url).await?;
         let status = response.status().as_u16();
         let conn = response.extensions().get::<ConnectionInfo>().copied();
         let body = response

@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 
 use super::{Got, Stage, expect};
 use roundtrip_host::events::{CloseReason, EventKind};
-use roundtrip_host::{Body, Transport};
+use roundtrip_host::Transport;
 use roundtrip_servers::{LocalServer, ServerTls};
 
 pub(super) async fn reuse(stage: &Stage) -> Result<(), String> {
@@ -114,14 +114,7 @@ async fn hold_three(
     let mut held = Vec::new();
     for _ in 0..3 {
         stage.step(format!("GET {url} — body left unread"));
-        let request = http::Request::get(url)
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = transport
-            .round_trip(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        held.push(response);
+        held.push(stage.send(transport, url).await?);
         stage.pause().await;
     }
     Ok(held)
@@ -134,14 +127,7 @@ pub(super) async fn early_close(stage: &Stage) -> Result<(), String> {
     stage.step(format!(
         "GET {big} (a 1 MB body): the program reads the first piece, then drops the rest"
     ));
-    let request = http::Request::get(&big)
-        .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    let response = transport
-        .round_trip(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut body = response.into_body();
+    let mut body = stage.send(&transport, &big).await?.into_body();
     let first = match body.frame().await {
         Some(Ok(frame)) => frame.into_data().map(|d| d.len()).unwrap_or(0),
         _ => 0,

@@ -316,7 +316,7 @@ async fn handle(
         if let Some(line) = line {
             shared.log(&format!("{line} {}", response.status().as_u16()));
         }
-        return Ok(response.map(|body| Metered::reporting(body, None)));
+        return Ok(response.map(|body| Metered::reporting(body, None, None)));
     }
     Ok(exchange(&shared, &app, request, line).await)
 }
@@ -347,11 +347,7 @@ async fn exchange(
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    response.map(|body| {
-        let mut metered = Metered::reporting(body, report);
-        metered.length = metered.length.or(length);
-        metered
-    })
+    response.map(|body| Metered::reporting(body, report, length))
 }
 
 /// The transport's error, on an answer the proxy made because the round trip failed.
@@ -442,9 +438,10 @@ impl<B: HttpBody> Metered<B> {
         }
     }
 
-    fn reporting(inner: B, report: Option<Report>) -> Self {
+    /// `declared`: the length the answer's head gives, when the body does not know it.
+    fn reporting(inner: B, report: Option<Report>, declared: Option<u64>) -> Self {
         Self {
-            length: inner.size_hint().exact(),
+            length: inner.size_hint().exact().or(declared),
             inner,
             bytes: report.is_some().then(Arc::default),
             report,
@@ -965,7 +962,7 @@ async fn inside(
                 StatusCode::BAD_REQUEST,
                 "roundtrip proxy: inside an intercepted CONNECT, send requests in origin form",
             );
-            return Ok(answer.map(|body| Metered::reporting(body, None)));
+            return Ok(answer.map(|body| Metered::reporting(body, None, None)));
         }
     }
     let line = shared
