@@ -188,10 +188,18 @@ pub struct PoolArgs {
     #[command(flatten)]
     reach: ReachArgs,
     /// Send requests through this proxy: `[http://][user:password@]host[:port]`,
-    /// `socks5://…` (names resolved here) or `socks5h://…` (by the proxy). `https`
-    /// requests go through a `CONNECT` tunnel. Overrides the proxy environment variables.
+    /// `https://…` (TLS to the proxy), `socks5://…` (names resolved here) or
+    /// `socks5h://…` (by the proxy). `https` requests go through a `CONNECT` tunnel.
+    /// Overrides the proxy environment variables.
     #[arg(short = 'x', long, value_name = "URL")]
     proxy: Option<String>,
+    /// CA certificates (PEM) to trust for an `https://` proxy, beside the system's;
+    /// repeatable. `--cacert` is for servers only, as in curl.
+    #[arg(long, value_name = "FILE")]
+    proxy_cacert: Vec<PathBuf>,
+    /// Do not check an `https://` proxy's certificate.
+    #[arg(long)]
+    proxy_insecure: bool,
     /// Hosts to reach without the proxy, comma-separated (`NO_PROXY` syntax: names,
     /// `.suffix`, IPs, CIDRs, `:port`, `*`). Overrides `NO_PROXY`.
     #[arg(long, value_name = "LIST")]
@@ -279,6 +287,8 @@ impl PoolArgs {
         if let Some(list) = &self.noproxy {
             config.no_proxy = list.clone();
         }
+        config.ca_files = self.proxy_cacert.clone();
+        config.insecure = self.proxy_insecure;
         for header in &self.proxy_header {
             let (name, value) = header
                 .split_once(':')

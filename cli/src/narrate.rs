@@ -31,10 +31,29 @@ pub fn curl_line(event: &Event) -> Option<String> {
             proxy,
             target,
             error: None,
-        } => format!("* Tunnel to {target} opened by proxy {proxy}"),
+            response,
+        } => {
+            // As curl: the proxy's answer, then the tunnel.
+            let mut lines = String::new();
+            if let Some(answer) = response {
+                lines.push_str(&format!(
+                    "< {} {} {}\n",
+                    answer.version, answer.status, answer.reason
+                ));
+                for (name, value) in &answer.headers {
+                    lines.push_str(&format!("< {name}: {value}\n"));
+                }
+                lines.push_str("<\n");
+            }
+            lines.push_str(&format!(
+                "* CONNECT tunnel to {target} established by proxy {proxy}"
+            ));
+            lines
+        }
         EventKind::ProxyConnect {
             error: Some(error), ..
         } => format!("* Tunnel failed: {error}"),
+        EventKind::TlsStart { server } => format!("* TLS handshake with {server}"),
         EventKind::TlsDone {
             version: Some(version),
             cipher_suite,

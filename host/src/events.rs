@@ -79,14 +79,21 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// A proxy opened the tunnel to `target` (`CONNECT` or SOCKS5), or could not (`error`).
+    /// A proxy opened the tunnel to `target` (`CONNECT` or SOCKS5), or could not (`error`);
+    /// its answer to `CONNECT` (Go's `OnProxyConnectResponse`).
     ProxyConnect {
         proxy: String,
         target: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        response: Option<ProxyResponse>,
     },
-    TlsStart,
+    /// A TLS handshake with `server` starts: the origin, or an `https://` proxy.
+    TlsStart {
+        #[serde(default)]
+        server: String,
+    },
     TlsDone {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<String>,
@@ -351,6 +358,17 @@ impl AppCloseReason {
     }
 }
 
+/// An HTTP proxy's answer to `CONNECT` (`proxy_connect.response`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyResponse {
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+}
+
 /// The protocol of a connection (`got_conn.proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum Proto {
@@ -426,7 +444,7 @@ impl Event {
             EventKind::ConnectDone { .. } => "connect_done",
             EventKind::DialDone { .. } => "dial_done",
             EventKind::ProxyConnect { .. } => "proxy_connect",
-            EventKind::TlsStart => "tls_start",
+            EventKind::TlsStart { .. } => "tls_start",
             EventKind::TlsDone { .. } => "tls_done",
             EventKind::GotConn { .. } => "got_conn",
             EventKind::WroteHeaders => "wrote_headers",
@@ -524,8 +542,18 @@ impl From<wit::Event> for Event {
                 proxy: p.proxy,
                 target: p.target,
                 error: p.error,
+                response: p.response.map(|r| ProxyResponse {
+                    version: format!("HTTP/1.{}", r.version_minor),
+                    status: r.status,
+                    reason: r.reason,
+                    headers: roundtrip_fields::Fields::iter_block(&r.headers)
+                        .map(|(name, value)| {
+                            (name.to_owned(), String::from_utf8_lossy(value).into_owned())
+                        })
+                        .collect(),
+                }),
             },
-            W::TlsStart => EventKind::TlsStart,
+            W::TlsStart(server) => EventKind::TlsStart { server },
             W::TlsDone(Ok(tls)) => EventKind::TlsDone {
                 version: Some(tls.version),
                 cipher_suite: Some(tls.cipher_suite),
@@ -719,17 +747,23 @@ impl Sink for Tracing {
                 proxy,
                 target,
                 error: None,
-            } => {
-                traced!("roundtrip::conn", DEBUG, event, proxy = %proxy, target = %target)
-            }
+                response,
+            } => traced!(
+                "roundtrip::conn", DEBUG, event, proxy = %proxy, target = %target,
+                status = response.as_ref().map(|r| r.status)
+            ),
             EventKind::ProxyConnect {
                 proxy,
                 target,
                 error: Some(error),
+                response,
             } => traced!(
-                "roundtrip::conn", WARN, event, proxy = %proxy, target = %target, error = %error
+                "roundtrip::conn", WARN, event, proxy = %proxy, target = %target,
+                status = response.as_ref().map(|r| r.status), error = %error
             ),
-            EventKind::TlsStart => traced!("roundtrip::conn", DEBUG, event),
+            EventKind::TlsStart { server } => {
+                traced!("roundtrip::conn", DEBUG, event, server = %server)
+            }
             EventKind::TlsDone {
                 version,
                 cipher_suite,

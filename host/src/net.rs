@@ -25,7 +25,7 @@ use wasmtime::component::{
 };
 
 use crate::bindings::roundtrip::transport::net::{
-    Host, HostConnection, HostConnectionWithStore, HostWithStore, IdleState, TlsInfo,
+    Host, HostConnection, HostConnectionWithStore, HostWithStore, IdleState, TlsInfo, TlsPeer,
 };
 use crate::bindings::roundtrip::transport::types::{ErrorCode, KeepAlive};
 use crate::pipes::READ_CHUNK;
@@ -344,16 +344,21 @@ impl<T: Send> HostConnectionWithStore<T> for Net {
         conn: Resource<Connection>,
         server_name: String,
         alpn: Vec<String>,
+        peer: TlsPeer,
     ) -> wasmtime::Result<Result<TlsInfo, ErrorCode>> {
         crate::crossings::count(crate::crossings::Crossing::HostCallAsync);
-        let (stage, config, insecure) = accessor.with(|mut access| {
+        let (stage, tls) = accessor.with(|mut access| {
             let state = access.get();
             let stage = std::mem::replace(&mut state.table.get_mut(&conn)?.stage, Stage::Gone);
-            Ok::<_, wasmtime::Error>((stage, state.tls.clone(), state.insecure))
+            Ok::<_, wasmtime::Error>((stage, state.tls.clone()))
         })?;
-        if insecure {
+        let (config, insecure) = match peer {
+            TlsPeer::Origin => (tls.origin, tls.insecure.then_some("--insecure")),
+            TlsPeer::Proxy => (tls.proxy, tls.proxy_insecure.then_some("--proxy-insecure")),
+        };
+        if let Some(flag) = insecure {
             eprintln!(
-                "roundtrip: WARNING: --insecure: the certificate of {server_name} is not checked; \
+                "roundtrip: WARNING: {flag}: the certificate of {server_name} is not checked; \
                  anyone on the path can read and change this connection"
             );
         }

@@ -8,10 +8,11 @@ use crate::bindings::roundtrip::transport::types as wit;
 /// Proxy settings. The default uses no proxy; `roundtrip get` reads the environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// Proxy for `http://` requests: `http://[user:pass@]host[:port]`, `socks5://…`,
-    /// `socks5h://…` (a value without a scheme is `http://`).
+    /// Proxy for `http://` requests: `http://[user:pass@]host[:port]`, `https://…` (TLS
+    /// to the proxy), `socks5://…`, `socks5h://…` (a value without a scheme is `http://`).
     pub http_proxy: Option<String>,
-    /// Proxy for `https://` requests (a `CONNECT` tunnel, or SOCKS5, with TLS inside).
+    /// Proxy for `https://` requests (a `CONNECT` tunnel, or SOCKS5, with TLS inside;
+    /// through an `https://` proxy, TLS inside TLS).
     pub https_proxy: Option<String>,
     /// Hosts reached directly: `example.com` (and subdomains), `.example.com`,
     /// `*.example.com`, IPs, CIDRs, each with an optional `:port`; `*` for all.
@@ -21,6 +22,11 @@ pub struct ProxyConfig {
     pub loopback_direct: bool,
     /// Headers sent with each `CONNECT` (Go `ProxyConnectHeader`).
     pub connect_headers: Vec<(String, String)>,
+    /// PEM files of CAs trusted for `https://` proxies, beside the system's roots
+    /// (curl's `--proxy-cacert`; origins' CAs are not trusted for proxies).
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Accept any certificate from an `https://` proxy (curl's `--proxy-insecure`).
+    pub insecure: bool,
 }
 
 impl ProxyConfig {
@@ -31,7 +37,7 @@ impl ProxyConfig {
             https_proxy: Some(url.to_owned()),
             no_proxy: no_proxy.to_owned(),
             loopback_direct: false,
-            connect_headers: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -63,7 +69,7 @@ impl ProxyConfig {
             https_proxy: any(&["HTTPS_PROXY", "https_proxy"]).or(all),
             no_proxy: any(&["NO_PROXY", "no_proxy"]).unwrap_or_default(),
             loopback_direct: true,
-            connect_headers: Vec::new(),
+            ..Self::default()
         }
     }
 

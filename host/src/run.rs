@@ -124,7 +124,6 @@ pub async fn run(
                 .build(),
             tls,
             events: config.events.clone(),
-            insecure: config.insecure_skip_verify,
             allow_dirs: config.allow_dirs.clone().into(),
             allow_hosts: config.allow_hosts.clone().map(Arc::new),
             limits: GuestLimits {

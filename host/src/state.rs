@@ -12,11 +12,10 @@ use crate::events::Events;
 pub struct State {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
-    /// One TLS config per transport, so sessions resume across its connections.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The transport's TLS configs (origins, proxies), so sessions resume across its
+    /// connections.
+    pub tls: crate::tls::ClientTls,
     pub events: Events,
-    /// Certificates are not checked (`--insecure`): warn at each handshake.
-    pub insecure: bool,
     /// Directories `file://` may read (`--allow-dir`), resolved.
     pub allow_dirs: Arc<[std::path::PathBuf]>,
     /// Where the component may connect (`None`: anywhere).

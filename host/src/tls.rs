@@ -98,6 +98,44 @@ pub fn client_config(settings: &Settings<'_>) -> Result<Arc<ClientConfig>, Error
     Ok(Arc::new(config))
 }
 
+/// The TLS client configs of one transport: for origins, and for `https://` proxies
+/// (their own roots: the system's plus `--proxy-cacert`, as curl's; no client
+/// certificate), each made once so sessions resume across connections.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub origin: Arc<ClientConfig>,
+    pub proxy: Arc<ClientConfig>,
+    /// Origin certificates are not checked (`--insecure`): warn at each handshake.
+    pub insecure: bool,
+    /// Proxy certificates are not checked (`--proxy-insecure`).
+    pub proxy_insecure: bool,
+}
+
+impl ClientTls {
+    pub fn new(config: &crate::Config) -> Result<Self, Error> {
+        let origin = client_config(&Settings {
+            extra_ca_files: &config.extra_ca_files,
+            extra_ca_certs: &config.extra_ca_certs,
+            client_cert: config.client_cert.as_ref(),
+            insecure: config.insecure_skip_verify,
+        })?;
+        let mut proxy = client_config(&Settings {
+            extra_ca_files: &config.proxy.ca_files,
+            extra_ca_certs: &[],
+            client_cert: None,
+            insecure: config.proxy.insecure,
+        })?;
+        // What the component offers a proxy, so no handshake needs a copy.
+        Arc::make_mut(&mut proxy).alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            origin,
+            proxy,
+            insecure: config.insecure_skip_verify,
+            proxy_insecure: config.proxy.insecure,
+        })
+    }
+}
+
 /// The operating system's trusted roots; the webpki (Mozilla) set if it has none.
 /// Read from disk once per process: every transport (a demo makes several) shares it.
 fn system_roots() -> RootCertStore {

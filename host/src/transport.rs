@@ -44,6 +44,7 @@ use crate::pipes::{
     BytesConsumer, CaughtUp, FramesProducer, OneshotConsumer, Settling, TrailersConsumer,
 };
 use crate::state::{Continuity, GuestLimits, Spread, State};
+use crate::tls::ClientTls;
 
 /// The transport component, built by `wasm/build.rs`.
 pub const COMPONENT_WASM: &[u8] = roundtrip_wasm::TRANSPORT;
@@ -225,7 +226,7 @@ impl Transport {
                     runtime(index).as_ref(),
                     pre.clone(),
                     config.shard(index, count),
-                    Arc::clone(&tls),
+                    tls.clone(),
                     spread,
                     origin,
                 )
@@ -515,7 +516,7 @@ fn start_shard(
     runtime: Option<&tokio::runtime::Handle>,
     pre: TransportPre<State>,
     config: Config,
-    tls: Arc<rustls::ClientConfig>,
+    tls: ClientTls,
     spread: Spread,
     origin: Instant,
 ) -> Result<Started, Error> {
@@ -565,13 +566,8 @@ type Ready = Box<dyn FnOnce(Result<(), Error>) + Send>;
 /// ready (grants resolved, the inspector from the environment) and the TLS config.
 pub(crate) fn prepare(
     mut config: Config,
-) -> Result<(TransportPre<State>, Config, Arc<rustls::ClientConfig>), Error> {
-    let tls = crate::tls::client_config(&crate::tls::Settings {
-        extra_ca_files: &config.extra_ca_files,
-        extra_ca_certs: &config.extra_ca_certs,
-        client_cert: config.client_cert.as_ref(),
-        insecure: config.insecure_skip_verify,
-    })?;
+) -> Result<(TransportPre<State>, Config, ClientTls), Error> {
+    let tls = ClientTls::new(&config)?;
     config.allow_dirs = crate::files::canonical_grants(&config.allow_dirs)?;
     if config.inspect_from_env {
         config.events = config.events.with_env_inspector();
@@ -715,7 +711,7 @@ enum Ended {
 async fn serve(
     pre: TransportPre<State>,
     config: Config,
-    tls: Arc<rustls::ClientConfig>,
+    tls: ClientTls,
     mut inbox: mpsc::UnboundedReceiver<Command>,
     first: First,
     shard: ShardStart,
@@ -810,7 +806,7 @@ impl ShardStart {
 async fn start_first(
     pre: &TransportPre<State>,
     config: &Config,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &ClientTls,
     shard: &ShardStart,
 ) -> Result<First, Error> {
     let continuity = shard.continuity();
@@ -824,18 +820,17 @@ async fn start_first(
 async fn start_instance(
     pre: &TransportPre<State>,
     config: &Config,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &ClientTls,
     shard: &ShardStart,
     continuity: &Arc<Mutex<Continuity>>,
 ) -> Result<Instance, String> {
     let state = State {
         table: ResourceTable::new(),
         wasi: WasiCtx::builder().inherit_stderr().build(),
-        tls: Arc::clone(tls),
+        tls: tls.clone(),
         events: config.events.clone(),
         allow_hosts: config.allow_hosts.clone().map(Arc::new),
         allow_dirs: config.allow_dirs.clone().into(),
-        insecure: config.insecure_skip_verify,
         limits: GuestLimits {
             max_memory: config.max_guest_memory,
             memory: 0,

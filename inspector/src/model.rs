@@ -194,6 +194,9 @@ pub struct Lane {
     pub peak_streams: usize,
     /// Each address its dial tried (Happy Eyeballs may race several).
     pub attempts: Vec<Attempt>,
+    /// When its last TLS handshake finished: through an `https://` proxy, the proxy's,
+    /// before the `CONNECT` and the origin's handshake.
+    pub tls_done: Option<Micros>,
 }
 
 /// One address a dial tried: when, and how it ended (`None` while in flight).
@@ -245,6 +248,7 @@ impl Lane {
             streams: Vec::new(),
             peak_streams: 0,
             attempts: Vec::new(),
+            tls_done: None,
         }
     }
 
@@ -702,10 +706,30 @@ impl View {
                 }
                 false
             }
-            EventKind::TlsStart => match lane {
-                Some(id) => self.enter(id, at, key, Phase::Tls, None),
-                None => false,
-            },
+            EventKind::TlsStart { .. } => {
+                let Some(id) = lane else { return false };
+                // TLS to an `https://` proxy ended before the `CONNECT`: that wait is
+                // the connect's, as through a plain proxy, not the handshake's.
+                if let Some(lane) = self.lane_mut(id, key)
+                    && let Some(done) = lane.tls_done
+                    && lane.phase() == Some(Phase::Tls)
+                {
+                    lane.end_open_segment(done);
+                    lane.segments.push(Segment {
+                        phase: Phase::Dialing,
+                        start: done,
+                        end: None,
+                        req: None,
+                    });
+                }
+                self.enter(id, at, key, Phase::Tls, None)
+            }
+            EventKind::TlsDone { error: None, .. } => {
+                if let Some(lane) = lane.and_then(|id| self.lane_mut(id, key)) {
+                    lane.tls_done = Some(at);
+                }
+                false
+            }
             EventKind::TlsDone {
                 error: Some(error), ..
             } => {
@@ -905,8 +929,7 @@ impl View {
                 self.watch_mode = Some((*mode, misses.clone()));
                 false
             }
-            EventKind::TlsDone { .. }
-            | EventKind::WroteHeaders
+            EventKind::WroteHeaders
             | EventKind::Got1xx { .. }
             | EventKind::PutIdle { ok: false, .. }
             // The app's side of `roundtrip proxy`: [`apps`].

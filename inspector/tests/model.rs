@@ -5,7 +5,7 @@
 
 use roundtrip_host::events::{CloseReason, Event, EventKind};
 use roundtrip_inspector::export::chrome_trace;
-use roundtrip_inspector::model::{LaneId, MarkerKind, Outcome, Phase, View};
+use roundtrip_inspector::model::{LaneId, MarkerKind, Outcome, Phase, Step, View};
 use roundtrip_inspector::sources::{parse_line, read_jsonl};
 
 mod common;
@@ -73,6 +73,22 @@ fn dial(t: u64, conn: u64, req: u64) -> Vec<Event> {
             },
         ),
     ]
+}
+
+fn tls_start(server: &str) -> EventKind {
+    EventKind::TlsStart {
+        server: server.to_owned(),
+    }
+}
+
+fn tls_done() -> EventKind {
+    EventKind::TlsDone {
+        version: Some("TLSv1.3".into()),
+        cipher_suite: None,
+        alpn: None,
+        resumed: false,
+        error: None,
+    }
 }
 
 fn close(t: u64, conn: u64, reason: CloseReason) -> Event {
@@ -290,7 +306,7 @@ fn a_late_dial_goes_idle_without_serving() {
 fn tls_and_failed_dials_are_drawn() {
     let mut events = vec![get_conn(0, 1)];
     events.extend(dial(1, 1, 1));
-    events.push(event(60, Some(1), Some(1), EventKind::TlsStart));
+    events.push(event(60, Some(1), Some(1), tls_start("example.test")));
     events.push(event(
         90,
         Some(1),
@@ -341,6 +357,58 @@ fn tls_and_failed_dials_are_drawn() {
     assert!(refused.closed.as_ref().unwrap().1.contains("refused"));
     assert_eq!(view.totals().dialing, 0);
     assert_eq!(view.problem_count, 0);
+}
+
+#[test]
+fn through_an_https_proxy_the_connect_sits_between_the_two_handshakes() {
+    let mut events = vec![get_conn(0, 1)];
+    events.extend(dial(1, 1, 1));
+    let on = |ts, kind| event(ts, Some(1), Some(1), kind);
+    events.extend([
+        on(60, tls_start("proxy.test")),
+        on(80, tls_done()),
+        on(
+            120,
+            EventKind::ProxyConnect {
+                proxy: "https://proxy.test:443".into(),
+                target: "example.test:443".into(),
+                error: None,
+                response: None,
+            },
+        ),
+        on(121, tls_start("example.test")),
+        on(150, tls_done()),
+    ]);
+    events.extend(exchange(150, 1, 1, false));
+    let view = View::of(&events);
+    let lane = view.lane(LaneId::Conn(1)).unwrap();
+    let spans: Vec<(Phase, u64, Option<u64>)> = lane
+        .segments
+        .iter()
+        .take(4)
+        .map(|s| (s.phase, s.start, s.end))
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            (Phase::Dialing, 1, Some(60)),
+            (Phase::Tls, 60, Some(80)),
+            (Phase::Dialing, 80, Some(121)),
+            (Phase::Tls, 121, Some(150)),
+        ]
+    );
+    let steps: Vec<(Step, u64, u64)> = view.steps(view.request(1).unwrap());
+    assert_eq!(
+        steps[..5],
+        [
+            (Step::Queued, 0, 1),
+            (Step::Connect, 1, 60),
+            (Step::Tls, 60, 80),
+            (Step::Connect, 80, 121),
+            (Step::Tls, 121, 150),
+        ]
+    );
+    assert!(view.problems.is_empty(), "{:?}", view.problems);
 }
 
 #[test]
@@ -496,6 +564,7 @@ fn a_proxy_refusal_fails_the_request_and_names_the_close() {
         proxy: "http://127.0.0.1:3128".to_owned(),
         target: "example.test:443".to_owned(),
         error: error.map(str::to_owned),
+        response: None,
     };
     let dial = EventKind::DialStart {
         addr: "127.0.0.1:3128".to_owned(),

@@ -406,12 +406,28 @@ impl Nginx {
     /// (`$connection`) and its count on that connection: the server's own account of
     /// how many connections its clients opened ([`Nginx::connections`]).
     pub fn start_counting(server_directives: &str) -> Self {
+        Self::start_counting_listening("", server_directives)
+    }
+
+    /// [`Nginx::start_counting`] with parameters after `listen` (`ssl http2`); each
+    /// log line ends with the request's protocol ([`Nginx::protocols`]).
+    pub fn start_counting_listening(listen: &str, server_directives: &str) -> Self {
         Self::launch(
-            "",
+            listen,
             server_directives,
-            "log_format conns '$connection $connection_requests $bytes_sent';\n  \
+            "log_format conns '$connection $connection_requests $bytes_sent $server_protocol';\n  \
              access_log logs/conns.log conns;",
         )
+    }
+
+    /// The protocol of each request in the log of [`Nginx::start_counting`]
+    /// (`HTTP/1.1`, `HTTP/2.0`), in the order they ended.
+    pub fn protocols(&self) -> Vec<String> {
+        let log =
+            std::fs::read_to_string(self._prefix.path().join("logs/conns.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.split_whitespace().nth(3).map(str::to_owned))
+            .collect()
     }
 
     /// Distinct connections that carried a request, and the requests, from the log
@@ -424,6 +440,20 @@ impl Nginx {
             .filter_map(|line| line.split_whitespace().next())
             .collect();
         (serials.len(), log.lines().count())
+    }
+
+    /// Waits (up to 10 s) until the log of [`Nginx::start_counting`] holds `requests`
+    /// requests (nginx writes a line as a request ends, which may be after the client
+    /// has the whole answer); the counts then.
+    pub async fn logged(&self, requests: usize) -> (usize, usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let counts = self.connections();
+            if counts.1 >= requests || std::time::Instant::now() > deadline {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Bytes nginx sent on connection `serial` (headers and bodies, every request),
@@ -575,6 +605,26 @@ impl Daemon {
             )
             .unwrap();
             vec!["-d".to_owned(), "-c".to_owned(), file.display().to_string()]
+        })
+    }
+
+    /// Debian's stunnel in front of `port`: TLS with `pki`'s certificate on its own
+    /// port, the cleartext to `port` (with [`Daemon::tinyproxy`]: an `https://` proxy).
+    pub fn stunnel(pki: &TestPki, port: u16) -> Self {
+        Self::start("stunnel4", |own, dir| {
+            let file = dir.join("stunnel.conf");
+            std::fs::write(
+                &file,
+                format!(
+                    "foreground = yes\npid =\noutput = {}\n[tls]\naccept = 127.0.0.1:{own}\n\
+                     connect = 127.0.0.1:{port}\ncert = {}\nkey = {}\n",
+                    dir.join("stunnel.log").display(),
+                    pki.cert_file.path().display(),
+                    pki.key_file.path().display()
+                ),
+            )
+            .unwrap();
+            vec![file.display().to_string()]
         })
     }
 

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use roundtrip_host::Body;
 use roundtrip_host::events::EventKind;
@@ -30,15 +30,12 @@ async fn five_closed_unread(size: usize, drain: bool) -> (usize, Vec<(u64, bool)
     }
     transport.shutdown().await;
     // nginx logs a request as it ends (a body it could not send: when the client goes).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nginx.connections().1 < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "nginx logged {:?}",
-            nginx.connections()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(
+        nginx.logged(5).await.1,
+        5,
+        "nginx logged {:?}",
+        nginx.connections()
+    );
     let early: Vec<(u64, bool)> = recorder
         .events()
         .iter()

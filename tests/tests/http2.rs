@@ -684,7 +684,10 @@ async fn h2c_by_prior_knowledge_on_nginx() {
     let events = recorder.events();
     assert_eq!(protos(&events), HashSet::from([Proto::H2]));
     assert_eq!(dials(&events), 1);
-    assert_eq!(count(&events, |k| matches!(k, EventKind::TlsStart)), 0);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TlsStart { .. })),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

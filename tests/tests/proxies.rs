@@ -29,6 +29,7 @@ fn proxy_connects(events: &[Event]) -> Vec<(String, String, Option<String>)> {
                 proxy,
                 target,
                 error,
+                ..
             } => Some((proxy.clone(), target.clone(), error.clone())),
             _ => None,
         })
@@ -176,7 +177,10 @@ async fn a_proxy_refusing_connect_fails_with_its_status_text() {
     assert_eq!(reported.as_deref(), Some(expected.as_str()));
     // The connection is closed, not pooled, and no TLS was tried.
     assert!(closes(&events).contains(&roundtrip_host::events::CloseReason::Error));
-    assert_eq!(count(&events, |k| matches!(k, EventKind::TlsStart)), 0);
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::TlsStart { .. })),
+        0
+    );
     assert_eq!(transport.stats().await.keys.len(), 0);
 }
 
@@ -342,4 +346,193 @@ async fn a_proxy_must_be_on_the_allow_list() {
     );
     assert_eq!(origin.connections(), 0);
     assert_eq!(dials(&recorder.events()), 1);
+}
+
+/// An `https://` proxy made of real parts: stunnel's TLS (a certificate for
+/// `127.0.0.1` from a CA of its own) in front of tinyproxy.
+fn https_proxy() -> (Daemon, Daemon, TestPki) {
+    let pki = pki(&["127.0.0.1"]);
+    let tinyproxy = Daemon::tinyproxy("");
+    let stunnel = Daemon::stunnel(&pki, tinyproxy.port);
+    (stunnel, tinyproxy, pki)
+}
+
+/// nginx speaking HTTP/2 over TLS for `localhost`, counting connections.
+fn h2_origin() -> (Nginx, TestPki) {
+    let pki = pki(&["localhost"]);
+    let nginx = Nginx::start_counting_listening(
+        "ssl http2",
+        &format!(
+            "ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ }}",
+            pki.cert_file.path().display(),
+            pki.key_file.path().display()
+        ),
+    );
+    (nginx, pki)
+}
+
+fn tls_servers(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TlsStart { server } => Some(server.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_carries_h2_to_the_origin_inside_its_own_tls() {
+    let (stunnel, _tinyproxy, proxy_pki) = https_proxy();
+    let (origin, origin_pki) = h2_origin();
+    let proxy_url = format!("https://127.0.0.1:{}", stunnel.port);
+    let (transport, recorder) = transport(|c| {
+        c.proxy = ProxyConfig::all(&proxy_url, "");
+        c.proxy.ca_files = vec![proxy_pki.ca_file.path().to_owned()];
+        c.extra_ca_files = vec![origin_pki.ca_file.path().to_owned()];
+    });
+    let url = format!("https://localhost:{}/small", origin.port);
+    for _ in 0..3 {
+        let fetched = get(&transport, &url).await.unwrap();
+        assert_eq!(
+            (fetched.status, &fetched.body[..]),
+            (200, &b"hello, world\n"[..])
+        );
+    }
+    settled(&transport).await;
+    // nginx's account: one connection (the tunnel tinyproxy opened), three requests
+    // over HTTP/2.
+    assert_eq!(origin.logged(3).await, (1, 3));
+    assert_eq!(origin.protocols(), ["HTTP/2.0"; 3]);
+    let events = recorder.events();
+    assert_eq!(
+        dial_addresses(&events),
+        [format!("127.0.0.1:{}", stunnel.port)]
+    );
+    // TLS to the proxy, the CONNECT inside it, then TLS to the origin inside that.
+    assert_eq!(tls_servers(&events), ["127.0.0.1", "localhost"]);
+    let names: Vec<&str> = events.iter().map(Event::name).collect();
+    let tunnel = names.iter().position(|n| *n == "proxy_connect").unwrap();
+    let tls: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i] == "tls_done")
+        .collect();
+    assert!(tls[0] < tunnel && tunnel < tls[1], "{names:?}");
+    // The CONNECT answer, as Go's OnProxyConnectResponse sees it.
+    let answer = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ProxyConnect {
+                response,
+                error: None,
+                ..
+            } => response.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            answer.version.as_str(),
+            answer.status,
+            answer.reason.as_str()
+        ),
+        ("HTTP/1.0", 200, "Connection established")
+    );
+    assert!(
+        answer
+            .headers
+            .iter()
+            .any(|(n, v)| n == "Proxy-agent" && v.starts_with("tinyproxy")),
+        "{:?}",
+        answer.headers
+    );
+    let protos: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::GotConn { proto, reused, .. } => Some((*proto, *reused)),
+            _ => None,
+        })
+        .collect();
+    use roundtrip_host::events::Proto::H2;
+    assert_eq!(protos, [(H2, false), (H2, true), (H2, true)]);
+    let key = format!("{proxy_url}|https://localhost:{}", origin.port);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.key.as_deref().is_none_or(|k| k == key))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_is_checked_against_its_own_roots() {
+    let (stunnel, _tinyproxy, proxy_pki) = https_proxy();
+    let (origin, origin_pki) = h2_origin();
+    let proxy_url = format!("https://127.0.0.1:{}", stunnel.port);
+    let url = format!("https://localhost:{}/small", origin.port);
+    // The servers' CAs (`--cacert`) are not the proxy's (`--proxy-cacert`), as in curl.
+    let (transport, recorder) = transport(|c| {
+        c.proxy = ProxyConfig::all(&proxy_url, "");
+        c.extra_ca_files = vec![
+            origin_pki.ca_file.path().to_owned(),
+            proxy_pki.ca_file.path().to_owned(),
+        ];
+    });
+    let error = get(&transport, &url).await.unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::TlsCertificateUnknownIssuer,
+        "{error}"
+    );
+    assert!(
+        error
+            .message
+            .starts_with(&format!("proxyconnect {proxy_url}: ")),
+        "{error}"
+    );
+    let events = recorder.events();
+    assert_eq!(tls_servers(&events), ["127.0.0.1"]);
+    assert!(proxy_connects(&events).is_empty());
+    assert_eq!(origin.connections(), (0, 0));
+    // Told not to check the proxy (curl's --proxy-insecure), the origin is still
+    // checked: with its CA it is reached, without it not.
+    for (origin_ca, reached) in [(true, true), (false, false)] {
+        let (unchecked, _) = roundtrip_tests::transport(|c| {
+            c.proxy = ProxyConfig::all(&proxy_url, "");
+            c.proxy.insecure = true;
+            if origin_ca {
+                c.extra_ca_files = vec![origin_pki.ca_file.path().to_owned()];
+            }
+        });
+        let fetched = get(&unchecked, &url).await;
+        assert_eq!(fetched.is_ok(), reached, "{:?}", fetched.err());
+    }
+    assert_eq!(origin.logged(1).await.1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_through_an_https_proxy_is_sent_in_absolute_form_inside_tls() {
+    let (stunnel, _tinyproxy, proxy_pki) = https_proxy();
+    let origin = Nginx::start_counting("location / { }");
+    let (transport, recorder) = transport(|c| {
+        c.proxy = ProxyConfig::all(&format!("https://127.0.0.1:{}", stunnel.port), "");
+        c.proxy.ca_files = vec![proxy_pki.ca_file.path().to_owned()];
+    });
+    let fetched = get(&transport, &origin.url("/small")).await.unwrap();
+    assert_eq!(
+        (fetched.status, &fetched.body[..]),
+        (200, &b"hello, world\n"[..])
+    );
+    // tinyproxy forwarded it (its Via), having read it through stunnel's TLS.
+    assert!(
+        fetched
+            .headers
+            .get("via")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("tinyproxy")
+    );
+    assert_eq!(origin.logged(1).await, (1, 1));
+    let events = recorder.events();
+    assert_eq!(tls_servers(&events), ["127.0.0.1"]);
+    assert!(proxy_connects(&events).is_empty());
 }

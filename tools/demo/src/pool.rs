@@ -5,8 +5,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 
 use super::{Got, Stage, expect};
-use roundtrip_host::events::{CloseReason, EventKind};
 use roundtrip_host::Transport;
+use roundtrip_host::events::{CloseReason, EventKind};
 use roundtrip_servers::{LocalServer, ServerTls};
 
 pub(super) async fn reuse(stage: &Stage) -> Result<(), String> {

@@ -21,7 +21,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use futures::channel::oneshot;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
-use crate::bindings::exports::roundtrip::transport::net::{GuestConnection, IdleState, TlsInfo};
+use crate::bindings::exports::roundtrip::transport::net::{
+    GuestConnection, IdleState, TlsInfo, TlsPeer,
+};
 use crate::bindings::exports::roundtrip::transport::types::{ErrorCode, KeepAlive};
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::sockets::ip_name_lookup;
@@ -256,6 +258,8 @@ impl GuestConnection for Connection {
         &self,
         server_name: String,
         _alpn: Vec<String>,
+        // wasi:tls has one set of roots, the runtime's, for origins and proxies alike.
+        _peer: TlsPeer,
     ) -> Result<TlsInfo, ErrorCode> {
         let connector = Connector::new();
         let (clear_writer, clear_reader) = wit_stream::new::<u8>();

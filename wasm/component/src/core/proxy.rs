@@ -11,6 +11,10 @@
 //!  http(s)://a   socks5://p   Socks     SOCKS5 CONNECT a, then (TLS to a)    socks5://p:1080|https://a:443
 //! ```
 //!
+//! An `https://p` proxy is an HTTP proxy reached over TLS (Go's and curl's): the same
+//! routes, each first running TLS to `p` (checked against the proxy roots), so a tunnel
+//! carries TLS to `a` inside TLS to `p`; its keys begin `https://p:443`.
+//!
 //! A forward proxy connection carries requests for any `http` target (Go keys it by
 //! proxy alone); a tunnel leads to one target. Keys name the proxy without its
 //! password (they appear in events), but with its user, so two logins never share a
@@ -42,6 +46,8 @@ pub struct Proxy {
     /// Host name or IP literal, without brackets.
     pub host: String,
     pub port: u16,
+    /// Reached over TLS (`https://`): the handshake with `host` comes first.
+    pub tls: bool,
     /// User info, percent-decoded.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -100,14 +106,12 @@ impl Proxy {
         };
         let parsed = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
         let (kind, default_port) = match parsed.scheme() {
-            "http" => (ProxyKind::Http, 80),
+            "http" | "https" => (
+                ProxyKind::Http,
+                parsed.port_or_known_default().unwrap_or(80),
+            ),
             "socks5" => (ProxyKind::Socks5 { remote_dns: false }, 1080),
             "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, 1080),
-            "https" => {
-                return Err(invalid(
-                    "https:// proxies are not supported; use http://, socks5:// or socks5h://",
-                ));
-            }
             other => return Err(invalid(&format!("unsupported proxy scheme {other:?}"))),
         };
         let host = match parsed.host() {
@@ -131,6 +135,7 @@ impl Proxy {
             kind,
             host,
             port,
+            tls: parsed.scheme() == "https",
             username,
             password,
             display,
@@ -358,7 +363,7 @@ mod tests {
         }
     }
 
-    /// x/net's `proxyForURLTests` (https proxies aside: we refuse them, see below).
+    /// x/net's `proxyForURLTests`.
     #[test]
     fn proxy_for_url_follows_go() {
         let cases: &[(&str, &str, &str, &str, &str)] = &[
@@ -390,6 +395,27 @@ mod tests {
                 "",
                 "http://example.com",
                 "http://127.0.0.1:8080",
+            ),
+            (
+                "https://cache.corp.example.com",
+                "",
+                "",
+                "http://example.com",
+                "https://cache.corp.example.com:443",
+            ),
+            (
+                "https://127.0.0.1:8080",
+                "",
+                "",
+                "http://example.com",
+                "https://127.0.0.1:8080",
+            ),
+            (
+                "",
+                "https://secure.proxy.tld",
+                "",
+                "https://secure.tld/",
+                "https://secure.proxy.tld:443",
             ),
             (
                 "socks5://127.0.0.1",
@@ -574,6 +600,22 @@ mod tests {
             })
         ));
         assert_eq!(route.key(&http), "socks5h://p:1080|http://a.example:80");
+        // Over TLS: the same routes, keyed apart from the plain proxy of that name.
+        let tls = Proxies::new(Some("https://p"), Some("https://p"), "", false);
+        let route = tls.route(&https).unwrap();
+        assert!(matches!(
+            &route,
+            Route::Tunnel(Proxy {
+                tls: true,
+                port: 443,
+                ..
+            })
+        ));
+        assert_eq!(route.key(&https), "https://p:443|https://a.example:443");
+        let route = tls.route(&http).unwrap();
+        assert!(matches!(&route, Route::Forward(Proxy { tls: true, .. })));
+        assert_eq!(route.key(&http), "https://p:443|http");
+        assert!(!Proxy::parse("p:3128").unwrap().tls);
     }
 
     #[test]
@@ -591,12 +633,7 @@ mod tests {
 
     #[test]
     fn unusable_proxies_fail_the_requests_that_use_them_and_hide_the_password() {
-        for bad in [
-            "https://p:443",
-            "ftp://p",
-            "http://u:hunter2@",
-            "socks4://p",
-        ] {
+        for bad in ["ftp://p", "http://u:hunter2@", "socks4://p"] {
             let p = Proxies::new(Some(bad), None, "", false);
             let err = p
                 .route(&target("http://example.com/").unwrap())

@@ -11,9 +11,9 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 use futures::future::{Either, select};
 
-use super::bindings::roundtrip::transport::net;
+use super::bindings::roundtrip::transport::net::{self, TlsPeer};
 use super::bindings::roundtrip::transport::observe::{
-    CloseReason, ConnectDone, EventKind, GotConn, ProxyConnect, TlsSummary,
+    CloseReason, ConnectDone, EventKind, GotConn, ProxyConnect, ProxyResponse, TlsSummary,
 };
 use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, KeepAlive, Protocols};
 use super::clock;
@@ -246,8 +246,8 @@ pub fn start_dial(shared: &Rc<Shared>, key: String, ticket: Ticket) {
     });
 }
 
-/// Opens a connection: to the target, or to its proxy and through the tunnel; then
-/// TLS to the target for `https`.
+/// Opens a connection: to the target, or to its proxy (TLS to an `https://` one) and
+/// through the tunnel; then TLS to the target for `https`.
 async fn dial(
     shared: &Rc<Shared>,
     req: u64,
@@ -279,12 +279,28 @@ async fn dial(
         socket.close();
         Err(code)
     };
+    if let Some(proxy) = target.route.proxy().filter(|p| p.tls) {
+        // An `https://` proxy: TLS to it first; it speaks HTTP/1.1 to us.
+        let alpn = vec!["http/1.1".to_owned()];
+        if let Err(code) =
+            handshake(shared, &emit, &socket, &proxy.host, alpn, TlsPeer::Proxy).await
+        {
+            return fail(via_proxy(code, &proxy.display), socket);
+        }
+    }
     if let Route::Tunnel(proxy) | Route::Socks(proxy) = &target.route {
-        let opened = tunnel::open(&shared.settings, &socket, target).await;
+        let mut answer = None;
+        let opened = tunnel::open(&shared.settings, &socket, target, &mut answer).await;
         emit(EventKind::ProxyConnect(ProxyConnect {
             proxy: proxy.display.clone(),
             target: target.host_port(),
             error: opened.as_ref().err().map(|code| message(code).to_owned()),
+            response: answer.map(|head| ProxyResponse {
+                version_minor: head.version_minor,
+                status: head.status,
+                reason: head.reason,
+                headers: head.headers.into_block(),
+            }),
         }));
         if let Err(code) = opened {
             return fail(code, socket);
@@ -296,37 +312,55 @@ async fn dial(
         && shared.settings.protocols == Protocols::Http2PriorKnowledge
         && !matches!(target.route, Route::Forward(_));
     if target.scheme == Scheme::Https {
-        emit(EventKind::TlsStart);
-        let handshake = clock::within(
-            shared.settings.tls_handshake_timeout,
-            socket.start_tls(target.host.clone(), alpn(shared.settings.protocols)),
-        )
-        .await
-        .unwrap_or_else(|| {
-            Err(ErrorCode::TlsProtocolError(
-                "TLS handshake timeout".to_owned(),
-            ))
-        });
-        match handshake {
-            Ok(info) => {
-                h2 = info.alpn.as_deref() == Some("h2");
-                emit(EventKind::TlsDone(Ok(TlsSummary {
-                    version: info.version,
-                    cipher_suite: info.cipher_suite,
-                    alpn: info.alpn,
-                    resumed: info.resumed,
-                })));
-            }
-            Err(code) => {
-                emit(EventKind::TlsDone(Err(message(&code).to_owned())));
-                return fail(code, socket);
-            }
+        let alpn = alpn(shared.settings.protocols);
+        match handshake(shared, &emit, &socket, &target.host, alpn, TlsPeer::Origin).await {
+            Ok(agreed) => h2 = agreed.as_deref() == Some("h2"),
+            Err(code) => return fail(code, socket),
         }
     }
     Ok((Conn::open(id, socket, shared.idle_watch(key)), h2))
 }
 
-/// `host:port`, IPv6 bracketed.
+/// A TLS handshake on `socket` with `server` (the origin, or an `https://` proxy),
+/// within `tls-handshake-timeout`, shown as `tls_start`/`tls_done`; the ALPN protocol
+/// agreed.
+async fn handshake(
+    shared: &Shared,
+    emit: &dyn Fn(EventKind),
+    socket: &net::Connection,
+    server: &str,
+    alpn: Vec<String>,
+    peer: TlsPeer,
+) -> Result<Option<String>, ErrorCode> {
+    emit(EventKind::TlsStart(server.to_owned()));
+    let handshake = clock::within(
+        shared.settings.tls_handshake_timeout,
+        socket.start_tls(server.to_owned(), alpn, peer),
+    )
+    .await
+    .unwrap_or_else(|| {
+        Err(ErrorCode::TlsProtocolError(
+            "TLS handshake timeout".to_owned(),
+        ))
+    });
+    match handshake {
+        Ok(info) => {
+            let agreed = info.alpn.clone();
+            emit(EventKind::TlsDone(Ok(TlsSummary {
+                version: info.version,
+                cipher_suite: info.cipher_suite,
+                alpn: info.alpn,
+                resumed: info.resumed,
+            })));
+            Ok(agreed)
+        }
+        Err(code) => {
+            emit(EventKind::TlsDone(Err(message(&code).to_owned())));
+            Err(code)
+        }
+    }
+}
+
 /// The TCP part of a dial, as Go's dialer does it: `host`'s lookup (shown as
 /// `dns_start`/`dns_done`; none for an IP literal), then its addresses — raced, Happy
 /// Eyeballs, or one after another ([`race`]) — all within `limit`.
@@ -518,6 +552,7 @@ async fn race(
     }
 }
 
+/// `host:port`, IPv6 bracketed.
 fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
@@ -534,6 +569,13 @@ fn via_proxy(code: ErrorCode, proxy: &str) -> ErrorCode {
         ErrorCode::ConnectionRefused(_) => ErrorCode::ConnectionRefused(why),
         ErrorCode::ConnectionTimeout(_) => ErrorCode::ConnectionTimeout(why),
         ErrorCode::DestinationDenied(_) => ErrorCode::DestinationDenied(why),
+        // TLS to an `https://` proxy.
+        ErrorCode::TlsCertificateUnknownIssuer(_) => ErrorCode::TlsCertificateUnknownIssuer(why),
+        ErrorCode::TlsCertificateNameMismatch(_) => ErrorCode::TlsCertificateNameMismatch(why),
+        ErrorCode::TlsCertificateExpired(_) => ErrorCode::TlsCertificateExpired(why),
+        ErrorCode::TlsCertificateError(_) => ErrorCode::TlsCertificateError(why),
+        ErrorCode::TlsAlertReceived(_) => ErrorCode::TlsAlertReceived(why),
+        ErrorCode::TlsProtocolError(_) => ErrorCode::TlsProtocolError(why),
         other => other,
     }
 }

@@ -1,7 +1,7 @@
 //! Opening a tunnel through a proxy on a freshly dialled connection (Go's
 //! `persistConn` setup for `CONNECT` and SOCKS5): the I/O half of `core::tunnel`.
-//! It runs on the connection's handshake `read`/`write`, before `start-tls`, within
-//! `proxy-connect-timeout`.
+//! It runs on the connection's handshake `read`/`write` (inside the proxy's TLS for an
+//! `https://` proxy), before TLS to the target, within `proxy-connect-timeout`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::bindings::roundtrip::transport::types::ErrorCode;
 use super::clock;
 use super::errors::to_code;
 use super::transport::Settings;
-use crate::core::decode;
+use crate::core::decode::{self, ResponseHead};
 use crate::core::proxy::{Proxy, ProxyKind, Route};
 use crate::core::request::Target;
 use crate::core::tunnel::{self, SocksAddress, SocksMethod};
@@ -21,16 +21,18 @@ use crate::core::tunnel::{self, SocksAddress, SocksMethod};
 /// Bytes asked for per handshake read.
 const HANDSHAKE_READ: u32 = 4096;
 
-/// Sets up the tunnel `target.route` asks for, if any.
+/// Sets up the tunnel `target.route` asks for, if any; the proxy's answer to `CONNECT`
+/// is left in `answer`, whether it opened the tunnel or not.
 pub async fn open(
     settings: &Settings,
     socket: &Connection,
     target: &Target,
+    answer: &mut Option<ResponseHead>,
 ) -> Result<(), ErrorCode> {
     let (proxy, work): (&Proxy, LocalBoxFuture<'_, Result<(), ErrorCode>>) = match &target.route {
         Route::Tunnel(proxy) => (
             proxy,
-            Box::pin(http_connect(settings, socket, proxy, target)),
+            Box::pin(http_connect(settings, socket, proxy, target, answer)),
         ),
         Route::Socks(proxy) => (proxy, Box::pin(socks5(socket, proxy, target))),
         Route::Direct | Route::Forward(_) => return Ok(()),
@@ -53,6 +55,7 @@ async fn http_connect(
     socket: &Connection,
     proxy: &Proxy,
     target: &Target,
+    answer: &mut Option<ResponseHead>,
 ) -> Result<(), ErrorCode> {
     let authority = target.host_port();
     let auth = proxy.basic_auth();
@@ -73,7 +76,9 @@ async fn http_connect(
                 ))
             })?;
         if let Some((head, used)) = parsed {
-            tunnel::check_connect_response(&proxy.display, &authority, &head).map_err(to_code)?;
+            let checked = tunnel::check_connect_response(&proxy.display, &authority, &head);
+            *answer = Some(head);
+            checked.map_err(to_code)?;
             if used < io.buf.len() {
                 return Err(ErrorCode::ProxyProtocolError(format!(
                     "proxy {} sent {} unexpected bytes after its CONNECT response",
