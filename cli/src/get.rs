@@ -11,7 +11,7 @@ use clap::Args;
 use http::{HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt;
 use roundtrip_host::events::Callback;
-use roundtrip_host::{Body, ReasonPhrase, Transport};
+use roundtrip_host::{Body, Client, Jar, ReasonPhrase, RedirectPolicy, Transport, Verdict};
 use tokio::sync::Mutex;
 
 use super::{EventArgs, PoolArgs, ProxyDefault, narrate, usage_error};
@@ -54,6 +54,30 @@ pub struct GetArgs {
     /// Workers sharing the one transport.
     #[arg(long, value_name = "C", default_value_t = 1)]
     concurrency: usize,
+    /// Follow redirects (Go's Client rules: 301, 302 and 303 turn other methods into
+    /// GET without the body; 307 and 308 send it again; credentials and cookies are
+    /// not sent to other hosts).
+    #[arg(short = 'L', long = "location")]
+    location: bool,
+    /// With -L, the most redirects followed per URL (-1: no limit).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        allow_negative_numbers = true
+    )]
+    max_redirs: i64,
+    /// Cookies to send: `name=value; …` as given, or a Netscape cookie file (as curl's
+    /// -c writes) to read, which also keeps the cookies responses set.
+    #[arg(short = 'b', long = "cookie", value_name = "DATA|FILE")]
+    cookie: Option<String>,
+    /// Write every cookie to this Netscape cookie file when done (`-` for stdout).
+    #[arg(short = 'c', long = "cookie-jar", value_name = "FILE")]
+    cookie_jar: Option<PathBuf>,
+    /// The most seconds each URL may take, redirects and body included (Go's
+    /// Client.Timeout).
+    #[arg(short = 'm', long = "max-time", value_name = "SECS")]
+    max_time: Option<f64>,
     #[command(flatten)]
     events: EventArgs,
     #[command(flatten)]
@@ -125,6 +149,11 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let cookie_jar = args.cookie_jar.clone();
+    let client = match client(&args, transport.clone()) {
+        Ok(client) => client,
+        Err(message) => return usage_error(&message),
+    };
     let out: Box<dyn Write + Send> = match &args.output {
         Some(path) => match std::fs::File::create(path) {
             Ok(file) => Box::new(std::io::BufWriter::new(file)),
@@ -150,10 +179,10 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
         next: 0,
         waiting: BTreeMap::new(),
     }));
-    let failed = if args.concurrency == 1 {
+    let mut failed = if args.concurrency == 1 {
         let mut failed = false;
         for (index, url) in jobs.iter().enumerate() {
-            failed |= !fetch(&transport, &template, &args, index, url, &output).await;
+            failed |= !fetch(&client, &template, &args, index, url, &output).await;
         }
         failed
     } else {
@@ -162,8 +191,8 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
         let args = Arc::new(args);
         let workers: Vec<_> = (0..args.concurrency)
             .map(|_| {
-                let (transport, template, args, jobs, output) = (
-                    transport.clone(),
+                let (client, template, args, jobs, output) = (
+                    client.clone(),
                     Arc::clone(&template),
                     Arc::clone(&args),
                     Arc::clone(&jobs),
@@ -174,7 +203,7 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
                     loop {
                         let job = jobs.lock().ok().and_then(|mut jobs| jobs.next());
                         let Some((index, url)) = job else { break };
-                        failed |= !fetch(&transport, &template, &args, index, &url, &output).await;
+                        failed |= !fetch(&client, &template, &args, index, &url, &output).await;
                     }
                     failed
                 })
@@ -187,6 +216,17 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
         failed
     };
     let _ = output.lock().await.out.flush();
+    if let (Some(path), Some(jar)) = (&cookie_jar, client.jar()) {
+        let written = if path.as_os_str() == "-" {
+            std::io::stdout().write_all(jar.to_netscape().as_bytes())
+        } else {
+            std::fs::write(path, jar.to_netscape())
+        };
+        if let Err(e) = written {
+            eprintln!("roundtrip: cannot write cookies to {}: {e}", path.display());
+            failed = true;
+        }
+    }
     transport.shutdown().await;
     // `ROUNDTRIP_CROSSINGS=1`: what the requests cost at the boundary (docs/performance.md).
     if roundtrip_host::crossings::is_enabled() {
@@ -202,6 +242,54 @@ async fn fetch_all(args: GetArgs) -> ExitCode {
     }
 }
 
+/// The Client over `transport` that curl's flags describe: redirects (`-L`,
+/// `--max-redirs`), cookies (`-b FILE`, `-c`), a time limit (`-m`).
+fn client(args: &GetArgs, transport: Transport) -> Result<Client, String> {
+    let mut client = Client::new(transport).redirects(if !args.location {
+        RedirectPolicy::none()
+    } else {
+        let limit = match usize::try_from(args.max_redirs) {
+            Ok(max) => RedirectPolicy::limit_redirects(max),
+            Err(_) => RedirectPolicy::custom(|_| Verdict::Follow),
+        };
+        let verbose = args.verbose;
+        RedirectPolicy::custom(move |redirect| {
+            let verdict = limit.check(redirect);
+            if verbose {
+                // As curl -v: the redirect's head, then where it leads.
+                for line in head_text(redirect.response).trim_end().lines() {
+                    eprintln!("< {line}");
+                }
+                if matches!(verdict, Verdict::Follow) {
+                    eprintln!("* Issue another request to this URL: '{}'", redirect.url);
+                }
+            }
+            verdict
+        })
+    });
+    let file = args.cookie.as_deref().filter(|c| !c.contains('='));
+    if file.is_some() || args.cookie_jar.is_some() {
+        // curl: a file that does not exist starts an empty jar.
+        let jar = match file.map(std::fs::read_to_string) {
+            Some(Ok(text)) => Jar::from_netscape(&text).map_err(|e| e.to_string())?,
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "cannot read cookie file {}: {e}",
+                    file.unwrap_or("")
+                ));
+            }
+            _ => Jar::new(),
+        };
+        client = client.cookie_jar(Arc::new(jar));
+    }
+    if let Some(seconds) = args.max_time {
+        let limit = std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("bad --max-time {seconds}"))?;
+        client = client.timeout(limit);
+    }
+    Ok(client)
+}
+
 fn template(args: &GetArgs) -> Result<Template, String> {
     let mut headers = Vec::new();
     for header in &args.headers {
@@ -213,6 +301,12 @@ fn template(args: &GetArgs) -> Result<Template, String> {
         let value = HeaderValue::from_str(value.trim())
             .map_err(|_| format!("bad header value in {header:?}"))?;
         headers.push((name, value));
+    }
+    // `-b 'name=value'`: sent as it is (a file name has no `=`).
+    if let Some(cookies) = args.cookie.as_deref().filter(|c| c.contains('=')) {
+        let value =
+            HeaderValue::from_str(cookies).map_err(|_| format!("bad cookie {cookies:?}"))?;
+        headers.push((http::header::COOKIE, value));
     }
     let body = match (&args.data, &args.data_binary, &args.upload_file) {
         (Some(data), None, None) => {
@@ -269,6 +363,28 @@ fn template(args: &GetArgs) -> Result<Template, String> {
         headers,
         body,
     })
+}
+
+/// A response head as curl prints it (HTTP/2's status line has no reason phrase).
+fn head_text(response: &http::response::Parts) -> String {
+    let reason = response
+        .extensions
+        .get::<ReasonPhrase>()
+        .map_or("", |r| r.0.as_str());
+    let status = response.status.as_u16();
+    let mut head = match response.version {
+        http::Version::HTTP_2 => format!("HTTP/2 {status}\r\n"),
+        http::Version::HTTP_10 => format!("HTTP/1.0 {status} {reason}\r\n"),
+        _ => format!("HTTP/1.1 {status} {reason}\r\n"),
+    };
+    for (name, value) in &response.headers {
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// curl's rule for `-T FILE`: a URL with no file part gets the file's name.
@@ -379,7 +495,7 @@ fn with_authority(url: &str) -> String {
 
 /// Makes one request; reports a failure on stderr and returns false.
 async fn fetch(
-    transport: &Transport,
+    client: &Client,
     template: &Template,
     args: &GetArgs,
     index: usize,
@@ -420,7 +536,7 @@ async fn fetch(
     if args.verbose {
         eprintln!("> {} {url}", template.method);
     }
-    let response = match transport.round_trip(request).await {
+    let response = match client.send(request).await {
         Ok(response) => response,
         Err(e) => {
             eprintln!("roundtrip: {url}: {e}");
@@ -428,25 +544,9 @@ async fn fetch(
             return false;
         }
     };
+    let (parts, mut body) = response.into_parts();
     if args.include || args.verbose {
-        let reason = response
-            .extensions()
-            .get::<ReasonPhrase>()
-            .map_or("", |r| r.0.as_str());
-        let status = response.status().as_u16();
-        // curl's status lines: HTTP/2 has no reason phrase.
-        let mut head = match response.version() {
-            http::Version::HTTP_2 => format!("HTTP/2 {status}\r\n"),
-            http::Version::HTTP_10 => format!("HTTP/1.0 {status} {reason}\r\n"),
-            _ => format!("HTTP/1.1 {status} {reason}\r\n"),
-        };
-        for (name, value) in response.headers() {
-            head.push_str(&format!(
-                "{name}: {}\r\n",
-                String::from_utf8_lossy(value.as_bytes())
-            ));
-        }
-        head.push_str("\r\n");
+        let head = head_text(&parts);
         if args.verbose {
             for line in head.trim_end().lines() {
                 eprintln!("< {line}");
@@ -456,7 +556,7 @@ async fn fetch(
             output.lock().await.write(index, head.as_bytes());
         }
     }
-    let mut body = response.into_body();
+
     let mut ok = true;
     while let Some(frame) = body.frame().await {
         match frame {

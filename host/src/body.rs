@@ -80,6 +80,16 @@ impl Body {
         Self::wrap_after(None, body)
     }
 
+    /// The bytes to send again (a redirect's, Go's `GetBody`): all of them for an
+    /// empty or in-memory body, `None` for a stream, which is read once.
+    pub(crate) fn replayable(&self) -> Option<Bytes> {
+        match &self.0 {
+            Inner::Empty => Some(Bytes::new()),
+            Inner::Bytes(bytes) => Some(bytes.clone()),
+            Inner::Stream(_) => None,
+        }
+    }
+
     /// `body` streamed after `first`, a frame already read from it.
     pub(crate) fn wrap_after<B>(first: Option<Frame<Bytes>>, body: B) -> Self
     where
@@ -197,6 +207,37 @@ pub struct ResponseBody(Source);
 enum Source {
     Whole(Whole),
     Streamed(Streamed),
+    /// Read against a deadline (a [`Client`](crate::Client)'s timeout).
+    Timed(Box<Timed>),
+}
+
+/// A body whose reading fails once `deadline` passes (Go's `Client.Timeout`: "the
+/// timer remains running after Do returns and will interrupt reading of the body").
+struct Timed {
+    body: Option<ResponseBody>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timed {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(frame) = Pin::new(body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                // Dropped: the connection closes, as a canceled request's does.
+                self.body = None;
+                Poll::Ready(Some(Err(Error::new(
+                    crate::error::ErrorKind::Timeout,
+                    "Client.Timeout exceeded while reading body",
+                ))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A body that came with its head. Its connection is held (Go's rule: until the body
@@ -259,6 +300,15 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    /// This body, failing with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if it
+    /// is not read to its end by `deadline`.
+    pub(crate) fn with_deadline(self, deadline: tokio::time::Instant) -> Self {
+        ResponseBody(Source::Timed(Box::new(Timed {
+            body: Some(self),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        })))
+    }
+
     /// A body that came whole; `release` lets go of the connection it holds, if any.
     pub(crate) fn whole(bytes: Bytes, release: Option<Release>) -> Self {
         ResponseBody(Source::Whole(Whole {
@@ -340,6 +390,7 @@ impl HttpBody for ResponseBody {
             // of the caller's, so a request sent right after reuses it.
             Source::Whole(whole) => whole.poll_frame(),
             Source::Streamed(streamed) => streamed.poll_frame(cx),
+            Source::Timed(timed) => timed.poll_frame(cx),
         }
     }
 
@@ -347,6 +398,7 @@ impl HttpBody for ResponseBody {
         match &self.0 {
             Source::Whole(whole) => whole.bytes.as_ref().is_none_or(Bytes::is_empty),
             Source::Streamed(streamed) => streamed.trailers.is_none(),
+            Source::Timed(timed) => timed.body.as_ref().is_none_or(HttpBody::is_end_stream),
         }
     }
 
@@ -356,6 +408,10 @@ impl HttpBody for ResponseBody {
                 http_body::SizeHint::with_exact(whole.bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Source::Streamed(_) => http_body::SizeHint::default(),
+            Source::Timed(timed) => timed
+                .body
+                .as_ref()
+                .map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint),
         }
     }
 }

@@ -54,6 +54,12 @@ pub enum ErrorKind {
     /// The component trapped (a bug, or a memory or CPU limit) while the request was
     /// in flight; its connection was closed and a fresh instance serves later requests.
     TransportRestarted,
+    /// [`Client`](crate::Client): the redirect policy stopped a chain of redirects (Go's
+    /// `stopped after 10 redirects`, curl's `Maximum (50) redirects followed`).
+    TooManyRedirects,
+    /// [`Client`](crate::Client): its overall timeout (Go's `Client.Timeout`, curl's
+    /// `--max-time`) ran out, awaiting headers or reading the body.
+    Timeout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

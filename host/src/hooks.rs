@@ -310,6 +310,9 @@ pub fn to_wasi(error: &Error) -> WasiError {
         K::ProtocolError => W::HttpProtocolError,
         K::ResponseTimeout => W::HttpResponseTimeout,
         K::ReadTimeout => W::ConnectionReadTimeout,
+        // A Client's; the wasi:http face is a bare transport and never sees them.
+        K::Timeout => W::HttpResponseTimeout,
+        K::TooManyRedirects => W::LoopDetected,
         K::WriteTimeout => W::ConnectionWriteTimeout,
         K::Config => W::ConfigurationError,
         K::ConnectionFailed

@@ -12,6 +12,7 @@
 //! wasmtime-wasi-http's `WasiHttpHooks` on a shared `Transport`, so every wasi:http
 //! guest (0.2 or 0.3) of an embedder sends through one pool; `run` adds [`run`]: any
 //! `wasi:cli` command with the transport plugged into its `wasi:http/client` import.
+//! [`Client`] is Go's `http.Client` over a transport: redirects, cookies, a timeout.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), roundtrip_host::Error> {
@@ -27,6 +28,7 @@
 #[allow(unsafe_code)]
 mod bindings;
 mod body;
+mod client;
 mod compiled;
 mod config;
 pub mod crossings;
@@ -50,6 +52,7 @@ mod tls;
 mod transport;
 
 pub use body::{Body, BoxError, RequestOptions, ResponseBody};
+pub use client::{Client, EffectiveUrl, Jar, Redirect, RedirectPolicy, Verdict};
 pub use config::{Config, Http2Config, KeepAlive, Protocols};
 pub use error::{Error, ErrorKind};
 pub use proxies::ProxyConfig;

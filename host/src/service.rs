@@ -22,6 +22,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame};
 
 use crate::body::{Body, BoxError, ResponseBody};
+use crate::client::Client;
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -51,6 +52,28 @@ where
         let transport = self.clone();
         let request = request.map(into_body);
         Box::pin(async move { transport.round_trip(request).await })
+    }
+}
+
+/// A [`Client`] is a service the same way: redirects, cookies and its timeout inside.
+impl<B> tower_service::Service<http::Request<B>> for Client
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<ResponseBody>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        tower_service::Service::<http::Request<Body>>::poll_ready(&mut self.transport().clone(), cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let client = self.clone();
+        let request = request.map(into_body);
+        Box::pin(async move { client.send(request).await })
     }
 }
 

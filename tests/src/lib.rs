@@ -420,6 +420,31 @@ impl Nginx {
         )
     }
 
+    /// Like [`Nginx::start`], logging each request as `format` says (nginx's
+    /// variables, e.g. `$request $http_cookie`) to the lines [`Nginx::log`] reads.
+    pub fn start_logging(format: &str, server_directives: &str) -> Self {
+        Self::launch(
+            "",
+            server_directives,
+            &format!("log_format mine '{format}';\n  access_log logs/mine.log mine;"),
+        )
+    }
+
+    /// The lines of the log of [`Nginx::start_logging`], once `n` are there (nginx
+    /// writes a line as a request ends; up to 10 s).
+    pub async fn log(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(self._prefix.path().join("logs/mine.log"))
+                .unwrap_or_default();
+            let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The protocol of each request in the log of [`Nginx::start_counting`]
     /// (`HTTP/1.1`, `HTTP/2.0`), in the order they ended.
     pub fn protocols(&self) -> Vec<String> {

@@ -612,10 +612,11 @@ fn upstream_failure(error: &Error) -> Response<Answer> {
         }
         K::ResponseTransferCoding => (StatusCode::BAD_GATEWAY, "http_response_transfer_coding"),
         K::ResponseContentCoding => (StatusCode::BAD_GATEWAY, "http_response_content_coding"),
-        K::ResponseTimeout | K::ReadTimeout | K::WriteTimeout => {
+        K::ResponseTimeout | K::ReadTimeout | K::WriteTimeout | K::Timeout => {
             (StatusCode::GATEWAY_TIMEOUT, "http_response_timeout")
         }
         K::ProtocolError => (StatusCode::BAD_GATEWAY, "http_protocol_error"),
+        K::TooManyRedirects => (StatusCode::BAD_GATEWAY, "http_request_denied"),
         K::ProxyRefused | K::ProxyProtocolError => {
             (StatusCode::BAD_GATEWAY, "proxy_internal_error")
         }
