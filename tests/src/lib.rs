@@ -253,6 +253,21 @@ pub fn pki_with(names: &[&str], adjust: impl FnOnce(&mut rcgen::CertificateParam
     }
 }
 
+/// nginx speaking HTTP/2 over TLS for `localhost` (a certificate from a CA made for
+/// it, in the returned `TestPki`), counting connections ([`Nginx::start_counting`]).
+pub fn tls_nginx(directives: &str) -> (Nginx, TestPki) {
+    let pki = pki(&["localhost"]);
+    let nginx = Nginx::start_counting_listening(
+        "ssl http2",
+        &format!(
+            "ssl_certificate {};\n    ssl_certificate_key {};\n    {directives}",
+            pki.cert_file.path().display(),
+            pki.key_file.path().display()
+        ),
+    );
+    (nginx, pki)
+}
+
 /// A CA, a server certificate for `localhost` whose server requires a client
 /// certificate from that CA, and such a client certificate with its key, as files.
 pub struct MutualPki {

@@ -12,20 +12,6 @@ use roundtrip_host::events::{CloseReason, Event, EventKind, Proto};
 use roundtrip_host::{Config, Protocols};
 use roundtrip_tests::*;
 
-/// nginx speaking HTTP/2 over TLS for `localhost`, with its CA trusted by `config`.
-fn tls_nginx(directives: &str) -> (Nginx, TestPki) {
-    let pki = pki(&["localhost"]);
-    let nginx = Nginx::start_listening(
-        "ssl http2",
-        &format!(
-            "ssl_certificate {};\n    ssl_certificate_key {};\n    {directives}",
-            pki.cert_file.path().display(),
-            pki.key_file.path().display()
-        ),
-    );
-    (nginx, pki)
-}
-
 fn https(nginx: &Nginx, path: &str) -> String {
     format!("https://localhost:{}{path}", nginx.port)
 }

@@ -357,20 +357,6 @@ fn https_proxy() -> (Daemon, Daemon, TestPki) {
     (stunnel, tinyproxy, pki)
 }
 
-/// nginx speaking HTTP/2 over TLS for `localhost`, counting connections.
-fn h2_origin() -> (Nginx, TestPki) {
-    let pki = pki(&["localhost"]);
-    let nginx = Nginx::start_counting_listening(
-        "ssl http2",
-        &format!(
-            "ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ }}",
-            pki.cert_file.path().display(),
-            pki.key_file.path().display()
-        ),
-    );
-    (nginx, pki)
-}
-
 fn tls_servers(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -384,7 +370,7 @@ fn tls_servers(events: &[Event]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_proxy_carries_h2_to_the_origin_inside_its_own_tls() {
     let (stunnel, _tinyproxy, proxy_pki) = https_proxy();
-    let (origin, origin_pki) = h2_origin();
+    let (origin, origin_pki) = tls_nginx("location / { }");
     let proxy_url = format!("https://127.0.0.1:{}", stunnel.port);
     let (transport, recorder) = transport(|c| {
         c.proxy = ProxyConfig::all(&proxy_url, "");
@@ -465,7 +451,7 @@ async fn an_https_proxy_carries_h2_to_the_origin_inside_its_own_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_proxy_is_checked_against_its_own_roots() {
     let (stunnel, _tinyproxy, proxy_pki) = https_proxy();
-    let (origin, origin_pki) = h2_origin();
+    let (origin, origin_pki) = tls_nginx("location / { }");
     let proxy_url = format!("https://127.0.0.1:{}", stunnel.port);
     let url = format!("https://localhost:{}/small", origin.port);
     // The servers' CAs (`--cacert`) are not the proxy's (`--proxy-cacert`), as in curl.
