@@ -312,6 +312,9 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
     if lane.h2 {
         draw_streams(painter, lane, bar, scale, lane_end);
     }
+    if lane.attempts.len() > 1 {
+        draw_attempts(painter, lane, bar, scale, lane_end);
+    }
     // Closed: a thin line to the window's end, so the lane reads as ended, not idle.
     if let Some((closed, _)) = &lane.closed {
         let from = scale.x(*closed as f64).max(bar.left());
@@ -337,6 +340,35 @@ fn draw_lane(ui: &egui::Ui, rect: Rect, lane: &Lane, scale: Scale, now: u64, sel
             2.0,
             Stroke::new(1.5, ui.visuals().strong_text_color()),
             StrokeKind::Outside,
+        );
+    }
+}
+
+/// A dial's race (Happy Eyeballs): each address tried as a thin line along the
+/// bottom of the lane, one under another, from its `connect_start` to its end — green
+/// for the one that connected, red for one that failed, grey for one given up on when
+/// another won; the hover names them.
+fn draw_attempts(painter: &egui::Painter, lane: &Lane, bar: Rect, scale: Scale, lane_end: u64) {
+    const THICK: f32 = 3.0;
+    for (index, attempt) in lane.attempts.iter().enumerate() {
+        let (end, color) = match &attempt.end {
+            Some((end, None)) => (*end, Color32::from_rgb(40, 200, 90)),
+            Some((end, Some(why))) if why.starts_with("canceled") => {
+                (*end, Color32::from_gray(150))
+            }
+            Some((end, Some(_))) => (*end, Color32::from_rgb(220, 40, 40)),
+            None => (lane_end, Color32::from_gray(200)),
+        };
+        let left = scale.x(attempt.start as f64).max(bar.left());
+        let right = scale.x(end as f64).min(bar.right()).max(left + 2.0);
+        let bottom = bar.bottom() - index as f32 * (THICK + 1.0);
+        if bottom - THICK < bar.top() {
+            break;
+        }
+        painter.rect_filled(
+            Rect::from_min_max(pos2(left, bottom - THICK), pos2(right, bottom)),
+            0.0,
+            color,
         );
     }
 }
