@@ -167,6 +167,11 @@ impl Client {
                 strip_sensitive = !is_domain_or_subdomain(next.host_str(), via[0].host_str());
             }
             let mut next_headers = copied(&first.headers, strip_sensitive, !include_body);
+            // A `Host` the caller set goes on only where the `Location` was relative
+            // (Go, issue 22233): an absolute one names its own host.
+            if Url::parse(&location).is_ok() {
+                next_headers.remove(header::HOST);
+            }
             if let Some(referer) = referer(&url, &next, &first.headers) {
                 next_headers.insert(header::REFERER, referer);
             }
