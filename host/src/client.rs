@@ -162,6 +162,15 @@ impl Client {
                     format!("failed to parse Location header {location:?}: {e}"),
                 )
             })?;
+            if !may_lead(&url, &next) {
+                return Err(Error::new(
+                    ErrorKind::UriInvalid,
+                    format!(
+                        "{url} redirects to {next}: a redirect may lead to http:// and \
+                         https:// only (curl's --proto-redir default)"
+                    ),
+                ));
+            }
             include_body &= hop.keeps_body;
             if !strip_sensitive && via[0].host_str() != next.host_str() {
                 strip_sensitive = !is_domain_or_subdomain(next.host_str(), via[0].host_str());
@@ -215,6 +224,13 @@ fn uri_of(url: &Url) -> Result<http::Uri, Error> {
     };
     text.parse()
         .map_err(|e| Error::new(ErrorKind::UriInvalid, format!("invalid URL {url}: {e}")))
+}
+
+/// Whether a redirect from `from` may be followed to `to`: to `http`/`https`, or within
+/// `file://` (a directory's slash). A server never leads the client into local files
+/// (curl's `--proto-redir`).
+fn may_lead(from: &Url, to: &Url) -> bool {
+    matches!(to.scheme(), "http" | "https") || (from.scheme() == "file" && to.scheme() == "file")
 }
 
 /// How to follow a redirect (Go's `redirectBehavior`).
@@ -632,6 +648,15 @@ mod tests {
             Body::from_stream(futures::stream::empty()).replayable(),
             None
         );
+    }
+
+    #[test]
+    fn a_server_cannot_redirect_into_local_files() {
+        let web = url("http://a.test/");
+        assert!(may_lead(&web, &url("https://b.test/")));
+        assert!(!may_lead(&web, &url("file:///etc/passwd")));
+        assert!(!may_lead(&web, &url("ftp://b.test/")));
+        assert!(may_lead(&url("file:///srv/dir"), &url("file:///srv/dir/")));
     }
 
     #[test]
