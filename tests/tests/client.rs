@@ -333,3 +333,28 @@ async fn every_hop_of_a_chain_reuses_one_connection() {
     assert_eq!(head.status(), 200);
     assert_eq!(nginx.logged(3).await, (1, 3));
 }
+
+/// A server cannot lead the client into local files, even a granted directory's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_into_local_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "local\n").unwrap();
+    let nginx = Nginx::start_logging(
+        LOG,
+        &format!(
+            "location = /local {{ return 302 file://{}/secret; }}",
+            dir.path().display()
+        ),
+    );
+    let (transport, _) = transport(|c| c.allow_dirs = vec![dir.path().to_owned()]);
+    let client = Client::new(transport);
+    let request = http::Request::get(nginx.url("/local"))
+        .body(Body::empty())
+        .unwrap();
+    let error = send(&client, request).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::UriInvalid, "{error}");
+    assert!(
+        error.message.contains("http:// and https:// only"),
+        "{error}"
+    );
+}
