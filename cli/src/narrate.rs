@@ -13,9 +13,19 @@ pub fn curl_line(event: &Event) -> Option<String> {
             addr,
             error: Some(error),
         } => format!("* connect to {addr} failed: {error}"),
-        EventKind::DnsDone { addrs, error: None } => {
-            format!("* Resolved to {}", addrs.join(", "))
-        }
+        EventKind::DnsDone {
+            addrs,
+            error: None,
+            coalesced,
+        } => format!(
+            "* Resolved to {}{}",
+            addrs.join(", "),
+            if *coalesced {
+                " (shared with another dial's lookup)"
+            } else {
+                ""
+            }
+        ),
         EventKind::DnsDone {
             error: Some(error), ..
         } => format!("* Could not resolve host: {error}"),

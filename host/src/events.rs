@@ -56,12 +56,15 @@ pub enum EventKind {
     DnsStart {
         host: String,
     },
-    /// The lookup ended: `addrs`, or `error`.
+    /// The lookup ended: `addrs`, or `error`; `coalesced` when the answer was another
+    /// dial's lookup of the name, in flight at the time (Go's `DNSDoneInfo.Coalesced`).
     DnsDone {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         addrs: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        coalesced: bool,
     },
     /// One address of the dial is tried (`addr`, `ip:port`).
     ConnectStart {
@@ -520,11 +523,17 @@ impl From<wit::Event> for Event {
             W::WaitForConn(reason) => EventKind::WaitForConn { reason },
             W::DialStart(addr) => EventKind::DialStart { addr },
             W::DnsStart(host) => EventKind::DnsStart { host },
-            W::DnsDone(Ok(addrs)) => EventKind::DnsDone { addrs, error: None },
-            W::DnsDone(Err(error)) => EventKind::DnsDone {
-                addrs: Vec::new(),
-                error: Some(error),
-            },
+            W::DnsDone(done) => {
+                let (addrs, error) = match done.addrs {
+                    Ok(addrs) => (addrs, None),
+                    Err(error) => (Vec::new(), Some(error)),
+                };
+                EventKind::DnsDone {
+                    addrs,
+                    error,
+                    coalesced: done.coalesced,
+                }
+            }
             W::ConnectStart(addr) => EventKind::ConnectStart { addr },
             W::ConnectDone(done) => EventKind::ConnectDone {
                 addr: done.addr,
@@ -728,9 +737,11 @@ impl Sink for Tracing {
                 addr = %addr,
                 error = error.as_deref()
             ),
-            EventKind::DnsDone { addrs, error: None } => {
-                traced!("roundtrip::conn", DEBUG, event, addrs = ?addrs)
-            }
+            EventKind::DnsDone {
+                addrs,
+                error: None,
+                coalesced,
+            } => traced!("roundtrip::conn", DEBUG, event, addrs = ?addrs, coalesced = coalesced),
             EventKind::DnsDone {
                 error: Some(error), ..
             } => traced!("roundtrip::conn", WARN, event, error = %error),

@@ -6,6 +6,9 @@
 //! — its own dial, or one another request just finished with (Go's socket late binding).
 //! A finished dial is offered to the pool like any free connection.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -13,7 +16,7 @@ use futures::future::{Either, select};
 
 use super::bindings::roundtrip::transport::net::{self, TlsPeer};
 use super::bindings::roundtrip::transport::observe::{
-    CloseReason, ConnectDone, EventKind, GotConn, ProxyConnect, ProxyResponse, TlsSummary,
+    CloseReason, ConnectDone, DnsDone, EventKind, GotConn, ProxyConnect, ProxyResponse, TlsSummary,
 };
 use super::bindings::roundtrip::transport::types::{ErrorCode, HttpVersion, KeepAlive, Protocols};
 use super::clock;
@@ -21,7 +24,7 @@ use super::conn::Conn;
 use super::errors::message;
 use super::h1::active::Active;
 use super::h2::{Pick, StreamLease};
-use super::transport::{Handed, Settings, Shared, Waiter};
+use super::transport::{Handed, Shared, Waiter};
 use super::tunnel;
 use crate::core::pool::{Checkout, Source, Ticket, Wait};
 use crate::core::proxy::Route;
@@ -262,7 +265,7 @@ async fn dial(
         None => (&target.host, target.port),
     };
     emit(EventKind::DialStart(host_port(host, port)));
-    let socket = match connect(&emit, host, port, dial_timeout, &shared.settings).await {
+    let socket = match connect(shared, &emit, host, port, dial_timeout).await {
         Ok(socket) => socket,
         Err(code) => {
             let code = match target.route.proxy() {
@@ -365,12 +368,13 @@ async fn handshake(
 /// `dns_start`/`dns_done`; none for an IP literal), then its addresses — raced, Happy
 /// Eyeballs, or one after another ([`race`]) — all within `limit`.
 async fn connect(
+    shared: &Shared,
     emit: &dyn Fn(EventKind),
     host: &str,
     port: u16,
     limit: Option<u64>,
-    settings: &Settings,
 ) -> Result<net::Connection, ErrorCode> {
+    let settings = &shared.settings;
     let deadline = limit.map(|ns| clock::now_ns().saturating_add(ns));
     let timed_out = |what: String| {
         ErrorCode::ConnectionTimeout(format!(
@@ -382,12 +386,13 @@ async fn connect(
         vec![host.to_owned()]
     } else {
         emit(EventKind::DnsStart(host.to_owned()));
-        let looked_up = clock::within(limit, net::resolve(host.to_owned()))
+        let (looked_up, coalesced) = clock::within(limit, shared.lookups.resolve(host))
             .await
-            .unwrap_or_else(|| Err(timed_out(format!("dial tcp: lookup {host}"))));
-        emit(EventKind::DnsDone(
-            looked_up.clone().map_err(|code| message(&code).to_owned()),
-        ));
+            .unwrap_or_else(|| (Err(timed_out(format!("dial tcp: lookup {host}"))), false));
+        emit(EventKind::DnsDone(DnsDone {
+            addrs: looked_up.clone().map_err(|code| message(&code).to_owned()),
+            coalesced,
+        }));
         looked_up?
     };
     let attempts = Attempts {
@@ -405,6 +410,75 @@ async fn connect(
             }
             code => code,
         })
+}
+
+type Lookup = Result<Vec<String>, ErrorCode>;
+
+/// Name lookups in flight, by name: a dial that needs a name another dial is looking
+/// up waits for that answer instead of asking again (Go's resolver shares lookups:
+/// `singleflight`; httptrace's `DNSDoneInfo.Coalesced`).
+#[derive(Default)]
+pub struct Lookups(RefCell<HashMap<String, Vec<oneshot::Sender<Lookup>>>>);
+
+impl Lookups {
+    /// `host`'s addresses (`net.resolve`), and whether they came from another dial's
+    /// lookup. A lookup given up on (its dial dropped, or timed out) leaves those
+    /// waiting for it to look up for themselves.
+    async fn resolve(&self, host: &str) -> (Lookup, bool) {
+        let waiting = match self.0.borrow_mut().entry(host.to_owned()) {
+            Entry::Occupied(mut waiters) => {
+                let (answer, waiting) = oneshot::channel();
+                waiters.get_mut().push(answer);
+                Some(waiting)
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Vec::new());
+                None
+            }
+        };
+        if let Some(waiting) = waiting {
+            return match waiting.await {
+                Ok(answer) => (answer, true),
+                Err(_) => (net::resolve(host.to_owned()).await, false),
+            };
+        }
+        let mut lookup = Leading {
+            lookups: self,
+            host,
+        };
+        let answer = net::resolve(host.to_owned()).await;
+        lookup.tell(&answer);
+        (answer, false)
+    }
+}
+
+/// The dial doing a lookup others wait for: it tells them the answer, or, dropped
+/// before it came, lets them go.
+struct Leading<'a> {
+    lookups: &'a Lookups,
+    host: &'a str,
+}
+
+impl Leading<'_> {
+    fn tell(&mut self, answer: &Lookup) {
+        for waiter in self
+            .lookups
+            .0
+            .borrow_mut()
+            .remove(self.host)
+            .unwrap_or_default()
+        {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        // Told already, or given up: either way nobody waits on this lookup now (a
+        // dropped sender sends its waiter to look up for itself).
+        self.lookups.0.borrow_mut().remove(self.host);
+    }
 }
 
 /// RFC 8305 §4: the addresses with their families taking turns, the first address's

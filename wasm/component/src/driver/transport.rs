@@ -95,6 +95,8 @@ pub struct Shared {
     /// Requests the host may cancel, by their `cancel-id`: firing one ends its round
     /// trip (`exchange::round_trip`).
     pub cancels: RefCell<HashMap<u64, oneshot::Sender<()>>>,
+    /// Name lookups in flight, shared by the dials that need them.
+    pub lookups: super::checkout::Lookups,
     start_ns: u64,
     idle_timeout: Option<Micros>,
 }
@@ -432,6 +434,7 @@ impl GuestTransport for Transport {
                 held: RefCell::new(HashMap::new()),
                 h2: RefCell::new(H2Pool::default()),
                 cancels: RefCell::new(HashMap::new()),
+                lookups: Default::default(),
                 start_ns: clock::now_ns(),
                 idle_timeout,
             }),
