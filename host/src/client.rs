@@ -151,8 +151,10 @@ impl Client {
                 .headers()
                 .get(header::LOCATION)
                 .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
-            // A 3xx without `Location` is an answer like any other (Go, curl).
-            let (Some(hop), Some(location)) = (hop, location) else {
+            // A 3xx without `Location` is an answer like any other (Go, curl), and so is
+            // every 3xx when none is followed.
+            let (Some(hop), Some(location), false) = (hop, location, self.redirects.is_none())
+            else {
                 response.extensions_mut().insert(EffectiveUrl(url));
                 return Ok(response);
             };
@@ -162,15 +164,6 @@ impl Client {
                     format!("failed to parse Location header {location:?}: {e}"),
                 )
             })?;
-            if !may_lead(&url, &next) {
-                return Err(Error::new(
-                    ErrorKind::UriInvalid,
-                    format!(
-                        "{url} redirects to {next}: a redirect may lead to http:// and \
-                         https:// only (curl's --proto-redir default)"
-                    ),
-                ));
-            }
             include_body &= hop.keeps_body;
             if !strip_sensitive && via[0].host_str() != next.host_str() {
                 strip_sensitive = !is_domain_or_subdomain(next.host_str(), via[0].host_str());
@@ -200,6 +193,15 @@ impl Client {
                     return Ok(response);
                 }
                 Verdict::Fail(error) => return Err(error),
+            }
+            if !may_lead(&url, &next) {
+                return Err(Error::new(
+                    ErrorKind::UriInvalid,
+                    format!(
+                        "{url} redirects to {next}: a redirect may lead to http:// and \
+                         https:// only (curl's --proto-redir default)"
+                    ),
+                ));
             }
             // Unread: the transport drains what is small and reuses the connection.
             drop(unread);
@@ -349,7 +351,7 @@ pub enum Verdict {
 
 /// Which redirects a [`Client`] follows (Go's `CheckRedirect`).
 #[derive(Clone)]
-pub struct RedirectPolicy(Arc<dyn Fn(&Redirect<'_>) -> Verdict + Send + Sync>);
+pub struct RedirectPolicy(Option<Arc<dyn Fn(&Redirect<'_>) -> Verdict + Send + Sync>>);
 
 impl RedirectPolicy {
     /// Go's default: stop after `requests` requests in all (10), failing with
@@ -385,20 +387,27 @@ impl RedirectPolicy {
         })
     }
 
-    /// Follow none: the first response is returned, redirect or not (curl without
-    /// `-L`).
+    /// Follow none: the first response is returned, redirect or not, its `Location`
+    /// not even read (curl without `-L`).
     pub fn none() -> Self {
-        Self::custom(|_| Verdict::Stop)
+        Self(None)
     }
 
     /// Decide each redirect with `check`.
     pub fn custom(check: impl Fn(&Redirect<'_>) -> Verdict + Send + Sync + 'static) -> Self {
-        Self(Arc::new(check))
+        Self(Some(Arc::new(check)))
     }
 
     /// This policy's verdict on `redirect` (to wrap one policy in another).
     pub fn check(&self, redirect: &Redirect<'_>) -> Verdict {
-        (self.0)(redirect)
+        match &self.0 {
+            Some(check) => check(redirect),
+            None => Verdict::Stop,
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_none()
     }
 }
 

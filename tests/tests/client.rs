@@ -357,4 +357,10 @@ async fn a_redirect_into_local_files_is_refused() {
         error.message.contains("http:// and https:// only"),
         "{error}"
     );
+    // Following none, the redirect is only an answer.
+    let none = client.redirects(RedirectPolicy::none());
+    let request = http::Request::get(nginx.url("/local"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&none, request).await.unwrap().0.status(), 302);
 }
