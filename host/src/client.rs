@@ -351,7 +351,10 @@ pub enum Verdict {
 
 /// Which redirects a [`Client`] follows (Go's `CheckRedirect`).
 #[derive(Clone)]
-pub struct RedirectPolicy(Option<Arc<dyn Fn(&Redirect<'_>) -> Verdict + Send + Sync>>);
+pub struct RedirectPolicy(Option<Arc<Check>>);
+
+/// A policy's decision, made per redirect.
+type Check = dyn Fn(&Redirect<'_>) -> Verdict + Send + Sync;
 
 impl RedirectPolicy {
     /// Go's default: stop after `requests` requests in all (10), failing with
