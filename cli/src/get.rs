@@ -536,7 +536,34 @@ async fn fetch(
     if args.verbose {
         eprintln!("> {} {url}", template.method);
     }
-    let response = match client.send(request).await {
+    // `-i -L`: every redirect's head goes out before the last one's, as curl's.
+    let followed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = if args.include && args.location {
+        let (policy, heads) = (client.redirect_policy().clone(), Arc::clone(&followed));
+        client
+            .clone()
+            .redirects(RedirectPolicy::custom(move |redirect| {
+                let verdict = policy.check(redirect);
+                // A head that is not the answer (followed, or past the limit) goes here.
+                if !matches!(verdict, Verdict::Stop)
+                    && let Ok(mut heads) = heads.lock()
+                {
+                    heads.push(head_text(redirect.response));
+                }
+                verdict
+            }))
+    } else {
+        client.clone()
+    };
+    let sent = client.send(request).await;
+    let heads = followed
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    for head in heads {
+        output.lock().await.write(index, head.as_bytes());
+    }
+    let response = match sent {
         Ok(response) => response,
         Err(e) => {
             eprintln!("roundtrip: {url}: {e}");

@@ -156,4 +156,18 @@ async fn max_redirs_and_max_time_end_a_transfer_with_a_named_error() {
         took >= Duration::from_secs(1) && took < Duration::from_secs(10),
         "{took:?}"
     );
+    // `-i -L` prints every head it met, the one past the limit too, as curl does.
+    let status_lines = |output: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.starts_with("HTTP/"))
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    };
+    let loop_url = nginx.url("/loop");
+    let args = ["-i", "-L", "--max-redirs", "2", loop_url.as_str()];
+    let ours = roundtrip(&[&["get"][..], &args].concat());
+    let theirs = run("curl", &[&["-s"][..], &args].concat());
+    assert_eq!(status_lines(&ours), ["HTTP/1.1 302 Moved Temporarily"; 3]);
+    assert_eq!(status_lines(&ours), status_lines(&theirs));
 }

@@ -87,6 +87,10 @@ impl Client {
         self
     }
 
+    pub fn redirect_policy(&self) -> &RedirectPolicy {
+        &self.redirects
+    }
+
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
