@@ -193,13 +193,6 @@ pub struct PoolArgs {
     /// Overrides the proxy environment variables.
     #[arg(short = 'x', long, value_name = "URL")]
     proxy: Option<String>,
-    /// CA certificates (PEM) to trust for an `https://` proxy, beside the system's;
-    /// repeatable. `--cacert` is for servers only, as in curl.
-    #[arg(long, value_name = "FILE")]
-    proxy_cacert: Vec<PathBuf>,
-    /// Do not check an `https://` proxy's certificate.
-    #[arg(long)]
-    proxy_insecure: bool,
     /// Hosts to reach without the proxy, comma-separated (`NO_PROXY` syntax: names,
     /// `.suffix`, IPs, CIDRs, `:port`, `*`). Overrides `NO_PROXY`.
     #[arg(long, value_name = "LIST")]
@@ -287,8 +280,7 @@ impl PoolArgs {
         if let Some(list) = &self.noproxy {
             config.no_proxy = list.clone();
         }
-        config.ca_files = self.proxy_cacert.clone();
-        config.insecure = self.proxy_insecure;
+        self.reach.proxy_trust(&mut config);
         for header in &self.proxy_header {
             let (name, value) = header
                 .split_once(':')
@@ -377,6 +369,13 @@ pub struct ReachArgs {
     /// Do not check server certificates (dangerous: warns on every connection).
     #[arg(short = 'k', long)]
     insecure: bool,
+    /// CA certificates (PEM) to trust for an `https://` proxy, beside the system's;
+    /// repeatable. `--cacert` is for servers only, as in curl.
+    #[arg(long, value_name = "FILE")]
+    proxy_cacert: Vec<PathBuf>,
+    /// Do not check an `https://` proxy's certificate.
+    #[arg(long)]
+    proxy_insecure: bool,
     /// Allow connections only to these hosts (repeatable): `host`, `*.suffix`, `*`, an
     /// IP (`[::1]` for IPv6), each with an optional `:port`. Without it, any host.
     #[arg(long, value_name = "PATTERN")]
@@ -387,9 +386,18 @@ pub struct ReachArgs {
 }
 
 impl ReachArgs {
+    /// Whom `https://` proxies are trusted as (`--proxy-cacert`, `--proxy-insecure`).
+    fn proxy_trust(&self, proxy: &mut ProxyConfig) {
+        proxy.ca_files = self.proxy_cacert.clone();
+        proxy.insecure = self.proxy_insecure;
+    }
+
     /// Go's defaults with these settings, `events` and `inspect_from_env`.
     fn config(&self, events: Events, inspect_from_env: bool) -> Result<Config, String> {
+        let mut proxy = ProxyConfig::default();
+        self.proxy_trust(&mut proxy);
         Ok(Config {
+            proxy,
             extra_ca_files: self.cacert.clone(),
             client_cert: match (&self.cert, &self.key) {
                 (Some(cert), Some(key)) => Some(ClientCert {
