@@ -498,24 +498,6 @@ impl Jar {
         headers.insert(header::COOKIE, joined);
     }
 
-    /// Every unexpired cookie as (domain, name, value), for a look inside.
-    pub fn list(&self) -> Vec<(String, String, String)> {
-        let Ok(store) = self.store.lock() else {
-            return Vec::new();
-        };
-        store
-            .iter_unexpired()
-            .map(|c| {
-                let domain = c
-                    .domain
-                    .as_cow()
-                    .map(|d| d.into_owned())
-                    .unwrap_or_default();
-                (domain, c.name().to_owned(), c.value().to_owned())
-            })
-            .collect()
-    }
-
     /// A jar holding the cookies of a Netscape cookie file (curl's `-b FILE`, `-c`
     /// output): a line per cookie, `domain  subdomains  path  secure  expires  name
     /// value` separated by tabs, `#HttpOnly_` before the domain of an HttpOnly one,

@@ -60,20 +60,25 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> io::Result<Self> {
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
-        let local = stream.local_addr()?;
-        let std_stream = stream.into_std()?;
-        let shutdown = std_stream.try_clone()?;
-        let stream = TcpStream::from_std(std_stream)?;
-        Ok(Self {
-            peer,
-            local,
-            shutdown,
-            stage: Stage::Whole(Box::new(stream)),
-            tls: false,
-        })
+    /// The connection `stream` to `addr` just made; a socket that cannot be set up is
+    /// a failed dial.
+    fn new(stream: TcpStream, addr: SocketAddr) -> Result<Self, ErrorCode> {
+        let set_up = || -> io::Result<Self> {
+            stream.set_nodelay(true)?;
+            let peer = stream.peer_addr()?;
+            let local = stream.local_addr()?;
+            let std_stream = stream.into_std()?;
+            let shutdown = std_stream.try_clone()?;
+            let stream = TcpStream::from_std(std_stream)?;
+            Ok(Self {
+                peer,
+                local,
+                shutdown,
+                stage: Stage::Whole(Box::new(stream)),
+                tls: false,
+            })
+        };
+        set_up().map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")))
     }
 
     fn take_reader(&mut self) -> Option<ReadHalf<BoxedIo>> {
@@ -223,8 +228,7 @@ impl<T: Send> HostWithStore<T> for Net {
                 // Best effort, as Go's dialer: the connection is made either way.
                 let _ = set_keep_alive(&stream, keep_alive);
             }
-            Connection::new(stream)
-                .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")))
+            Connection::new(stream, addr)
         };
         let dialled = match timeout {
             Some(ns) => tokio::time::timeout(Duration::from_nanos(ns), connect)
@@ -303,17 +307,14 @@ async fn dial(host: &str, port: u16) -> Result<Connection, ErrorCode> {
     let mut last_error = ErrorCode::DnsError(format!("lookup {host}: no such host"));
     for addr in addrs {
         match connect_to(addr).await {
-            Ok(stream) => {
-                return Connection::new(stream)
-                    .map_err(|e| ErrorCode::ConnectionFailed(format!("dial tcp {addr}: {e}")));
-            }
+            Ok(stream) => return Connection::new(stream, addr),
             Err(e) => last_error = e,
         }
     }
     Err(last_error)
 }
 
-/// Turns on TCP keep-alive probes on `stream`, so.
+/// Turns on TCP keep-alive probes on `stream`, as `keep_alive` sets them.
 fn set_keep_alive(stream: &TcpStream, keep_alive: KeepAlive) -> io::Result<()> {
     use rustix::net::sockopt;
     // The kernel counts in whole seconds, at least one.

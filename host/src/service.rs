@@ -39,13 +39,8 @@ where
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
-    /// Always ready: requests wait for a connection inside the transport (Go's pool
-    /// keeps them in line), not here. A transport that has shut down says so.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.is_shut_down() {
-            return Poll::Ready(Err(Error::shutdown()));
-        }
-        Poll::Ready(Ok(()))
+        ready(self)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
@@ -66,8 +61,8 @@ where
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        tower_service::Service::<http::Request<Body>>::poll_ready(&mut self.transport().clone(), cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        ready(self.transport())
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
@@ -75,6 +70,15 @@ where
         let request = request.map(into_body);
         Box::pin(async move { client.send(request).await })
     }
+}
+
+/// Always ready: requests wait for a connection inside the transport (Go's pool keeps
+/// them in line), not here. A transport that has shut down says so.
+fn ready(transport: &Transport) -> Poll<Result<(), Error>> {
+    if transport.is_shut_down() {
+        return Poll::Ready(Err(Error::shutdown()));
+    }
+    Poll::Ready(Ok(()))
 }
 
 fn into_body<B>(body: B) -> Body

@@ -442,42 +442,34 @@ impl Lookups {
                 Err(_) => (net::resolve(host.to_owned()).await, false),
             };
         }
-        let mut lookup = Leading {
+        let mut leading = Leading {
             lookups: self,
             host,
+            answer: None,
         };
         let answer = net::resolve(host.to_owned()).await;
-        lookup.tell(&answer);
+        leading.answer = Some(answer.clone());
         (answer, false)
     }
 }
 
-/// The dial doing a lookup others wait for: it tells them the answer, or, dropped
-/// before it came, lets them go.
+/// The dial doing a lookup others wait for. When it goes, so does the lookup's entry:
+/// its waiters get the answer, or — given up before it came — their senders dropped,
+/// which sends each to look up for itself.
 struct Leading<'a> {
     lookups: &'a Lookups,
     host: &'a str,
-}
-
-impl Leading<'_> {
-    fn tell(&mut self, answer: &Lookup) {
-        for waiter in self
-            .lookups
-            .0
-            .borrow_mut()
-            .remove(self.host)
-            .unwrap_or_default()
-        {
-            let _ = waiter.send(answer.clone());
-        }
-    }
+    answer: Option<Lookup>,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        // Told already, or given up: either way nobody waits on this lookup now (a
-        // dropped sender sends its waiter to look up for itself).
-        self.lookups.0.borrow_mut().remove(self.host);
+        let waiters = self.lookups.0.borrow_mut().remove(self.host);
+        if let Some(answer) = &self.answer {
+            for waiter in waiters.unwrap_or_default() {
+                let _ = waiter.send(answer.clone());
+            }
+        }
     }
 }
 

@@ -173,16 +173,26 @@ async fn finish(
 /// caller sees the end of the body, so a request sent right after reuses it.
 pub fn settle(active: Active, end: &BodyEnd, total: u64, request_complete: bool) {
     active.emit(EventKind::BodyEof(total));
-    let verdict = reuse::after_response(&reuse::Finished {
+    let verdict = reusable(&active, end, request_complete);
+    pool_or_close(active, verdict);
+}
+
+/// The core's verdict on a connection whose body was read to its end.
+fn reusable(active: &Active, end: &BodyEnd, request_complete: bool) -> Result<(), CloseReason> {
+    reuse::after_response(&reuse::Finished {
         disable_keep_alives: end.disable_keep_alives,
         heads: end.heads,
         request_complete,
         framing: end.framing,
         trailing_bytes: active.conn().buffered().len(),
-    });
+    })
+    .map_err(close_reason)
+}
+
+fn pool_or_close(active: Active, verdict: Result<(), CloseReason>) {
     match verdict {
         Ok(()) => active.put_idle(),
-        Err(why) => active.close(close_reason(why)),
+        Err(reason) => active.close(reason),
     }
 }
 
@@ -237,14 +247,7 @@ pub fn settle_dropped(
     request_complete: bool,
 ) {
     let verdict = match drained {
-        Some(_) => reuse::after_response(&reuse::Finished {
-            disable_keep_alives: end.disable_keep_alives,
-            heads: end.heads,
-            request_complete,
-            framing: end.framing,
-            trailing_bytes: active.conn().buffered().len(),
-        })
-        .map_err(close_reason),
+        Some(_) => reusable(&active, end, request_complete),
         None => Err(CloseReason::EarlyBodyClose),
     };
     active.emit(EventKind::BodyClosedEarly(BodyClosedEarly {
@@ -252,10 +255,7 @@ pub fn settle_dropped(
         drained: drained.unwrap_or_default(),
         saved: verdict.is_ok(),
     }));
-    match verdict {
-        Ok(()) => active.put_idle(),
-        Err(reason) => active.close(reason),
-    }
+    pool_or_close(active, verdict);
 }
 
 async fn copy_body(
