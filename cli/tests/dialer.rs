@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,13 +42,14 @@ fn run_with_files(files: &[(&std::path::Path, &str)], args: &[&str]) -> (bool, S
         script.push_str(&format!("mount --bind \"${}\" {over}; ", index + 1));
     }
     script.push_str(&format!("shift {}; exec \"$@\"", files.len()));
-    let output = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script, "sh"])
-        .args(files.iter().map(|(file, _)| file.as_os_str()))
-        .arg(env!("CARGO_BIN_EXE_roundtrip"))
-        .args(args)
-        .output()
-        .unwrap();
+    let output = common::output_within(
+        Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", &script, "sh"])
+            .args(files.iter().map(|(file, _)| file.as_os_str()))
+            .arg(env!("CARGO_BIN_EXE_roundtrip"))
+            .args(args),
+        Duration::from_secs(60),
+    );
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),

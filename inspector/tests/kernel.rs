@@ -295,6 +295,21 @@ fn wait(mut child: std::process::Child, name: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Kills `pids` (with SIGKILL) if the returned guard is still alive after `limit`: a
+/// blocking read of their output, or a wait for them, then ends instead of hanging.
+fn kill_after(pids: Vec<u32>, limit: Duration) -> std::sync::mpsc::Sender<()> {
+    let (guard, ended) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        // Dropped (the test is over) or sent to: nothing to kill.
+        if ended.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            for pid in pids {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    });
+    guard
+}
+
 /// `watch PID --record` of a running Python that holds a connection opened before
 /// the watch began, then starts a child that opens 20 connections of under a
 /// millisecond each, then uses its own connection again: all 21, each under the pid
@@ -339,6 +354,8 @@ fn watch_pid_records_every_connection_of_a_child_started_later() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its reads and waits below block: a minute at most.
+    let python_guard = kill_after(vec![python.id()], Duration::from_secs(60));
     let mut said = String::new();
     BufReader::new(python.stdout.take().unwrap())
         .read_line(&mut said)
@@ -353,6 +370,7 @@ fn watch_pid_records_every_connection_of_a_child_started_later() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let inspector_guard = kill_after(vec![inspector.id()], Duration::from_secs(60));
     // Once the watch has begun (it says so), the child may start.
     let mut stderr = BufReader::new(inspector.stderr.take().unwrap());
     let mut line = String::new();
@@ -365,7 +383,9 @@ fn watch_pid_records_every_connection_of_a_child_started_later() {
     }
     python.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(python.wait().unwrap().success());
+    drop(python_guard);
     let output = wait(inspector, "watch pid");
+    drop(inspector_guard);
     assert!(output.status.success());
     let events = roundtrip_inspector::sources::read_jsonl(&file)
         .unwrap()
