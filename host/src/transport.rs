@@ -63,6 +63,10 @@ const BODY_CHUNKS: usize = 1;
 /// on any network, and what a busy store takes to give those bodies their turns.
 const SETTLE_WAIT: Duration = Duration::from_millis(1);
 
+/// How long a shutdown waits for the calls still running in the component (see
+/// `run_instance`).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Which connection carried a response (in `http::Response::extensions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionInfo {
@@ -965,14 +969,22 @@ async fn run_instance(
                 }
             };
             while releasing.next().await.is_some() {}
-            Ok((handle, stopped))
+            // The transport can be dropped only when no call borrows it: a request its
+            // caller gave up on ends once the guest sees the cancel; one still in
+            // flight has a moment to finish.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                while calls.next().await.is_some() {}
+            })
+            .await;
+            Ok((handle, stopped, calls.is_empty()))
         })
         .await
         .and_then(|served| served);
     match served {
-        Ok((handle, stopped)) => {
+        Ok((handle, stopped, idle)) => {
             // The guest's `Drop` closes its idle connections (`transport_shutdown`).
-            if let Err(e) = handle.resource_drop_async(&mut store).await {
+            // With a call still running it cannot: the store's end closes them.
+            if idle && let Err(e) = handle.resource_drop_async(&mut store).await {
                 eprintln!("roundtrip: {}", Error::engine(e));
             }
             Ended::Stopped(stopped)

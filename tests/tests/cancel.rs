@@ -180,3 +180,28 @@ async fn a_read_stream_body_is_not_rewound_and_the_error_says_so() {
         0
     );
 }
+
+/// A shutdown right after a caller gave up on a request (as a `Client`'s timeout
+/// does) waits for the component to drop that request, then closes the idle
+/// connections as every shutdown does.
+#[tokio::test]
+async fn a_shutdown_right_after_a_dropped_request_still_closes_the_idle_connections() {
+    let idle = LocalServer::start().await.unwrap();
+    let server = LocalServer::start().await.unwrap();
+    let (transport, recorder) = transport(|_| {});
+    get(&transport, &idle.url("/small")).await.unwrap();
+    let slow = http::Request::get(server.url("/delay/3000"))
+        .body(Body::empty())
+        .unwrap();
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), transport.round_trip(slow)).await;
+    assert!(gave_up.is_err(), "the caller timed out");
+    tokio::time::timeout(FETCH_LIMIT, transport.shutdown())
+        .await
+        .unwrap();
+    assert!(
+        closes(&recorder.events()).contains(&CloseReason::TransportShutdown),
+        "{:?}",
+        recorder.events()
+    );
+}
